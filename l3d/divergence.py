@@ -1,0 +1,51 @@
+"""Divergences between a sample's output and a reference output, and how references are drawn."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+DIVERGENCES = ("mse", "kl")
+REFERENCES = ("random", "mean", "uniform")
+
+
+def divergence(y: Tensor, y_ref: Tensor, kind: str) -> Tensor:
+    """D(y, y_ref) over the last dimension: squared error, or KL(ref || model) between logits."""
+    if kind == "mse":
+        return (y - y_ref).pow(2).sum(-1)
+    if kind == "kl":
+        log_p = F.log_softmax(y, dim=-1)
+        log_p_ref = F.log_softmax(y_ref, dim=-1)
+        return (log_p_ref.exp() * (log_p_ref - log_p)).sum(-1)
+    raise ValueError(f"unknown divergence {kind!r}: use one of {DIVERGENCES}")
+
+
+def random_others(n: int, generator: torch.Generator | None = None, device=None) -> Tensor:
+    """For each of n samples the index of another sample drawn uniformly at random (never itself)."""
+    if n < 2:
+        raise ValueError("a random reference needs at least 2 samples in a batch")
+    offset = torch.randint(1, n, (n,), generator=generator)
+    return ((torch.arange(n) + offset) % n).to(device)
+
+
+def reference_outputs(
+    outputs: Tensor, divergence_kind: str, kind: str = "random", generator: torch.Generator | None = None
+) -> Tensor:
+    """Reference outputs (same shape as `outputs`, samples along dim 0) drawn as `kind` says.
+
+    random: the output of another sample of the batch; mean: the batch-mean output (for KL the
+    mixture of the batch's distributions); uniform: the uniform distribution (KL only).
+    """
+    outputs = outputs.detach()
+    if kind == "random":
+        return outputs[random_others(outputs.shape[0], generator, outputs.device)]
+    if kind == "mean":
+        if divergence_kind == "kl":
+            mixture = F.softmax(outputs, dim=-1).mean(0, keepdim=True)
+            return mixture.log().expand_as(outputs)
+        return outputs.mean(0, keepdim=True).expand_as(outputs)
+    if kind == "uniform":
+        if divergence_kind != "kl":
+            raise ValueError("reference='uniform' needs divergence='kl' (a uniform distribution over outputs)")
+        return torch.zeros_like(outputs)
+    raise ValueError(f"unknown reference {kind!r}: use one of {REFERENCES}")

@@ -1,0 +1,75 @@
+"""Moving the model's weights along decoder directions: W0 + δ d_k."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .decomposition import Decomposition
+from .gradients import call_with, default_forward
+from .params import select_tensors
+
+
+def _direction(
+    model: nn.Module, decomposition: Decomposition, subnetworks: int | Sequence[int], tensors: str | list[str] | None
+) -> dict[str, Tensor]:
+    """Σ_k d_k over the chosen subnetworks, restricted to `tensors` (default: all decomposed tensors)."""
+    ks = [subnetworks] if isinstance(subnetworks, int) else list(subnetworks)
+    for k in ks:
+        if not 0 <= k < decomposition.n_subnetworks:
+            raise ValueError(f"subnetwork {k} does not exist: the decomposition has {decomposition.n_subnetworks}")
+    names = decomposition.names if tensors is None else list(select_tensors(model, tensors))
+    unknown = [n for n in names if n not in decomposition.shapes]
+    if unknown:
+        raise ValueError(f"tensors {unknown} are not part of the decomposition ({decomposition.names})")
+    directions = decomposition.decoder_directions()
+    return {n: directions[n][ks].sum(0).detach() for n in names}
+
+
+@torch.no_grad()
+def intervene(
+    model: nn.Module,
+    decomposition: Decomposition,
+    subnetworks: int | Sequence[int],
+    deltas: Sequence[float] | Tensor,
+    inputs: Tensor,
+    tensors: str | list[str] | None = None,
+    forward: Callable[[nn.Module, Tensor], Tensor] = default_forward,
+) -> Tensor:
+    """Outputs f(x; W0 + δ Σ_k d_k) for every δ: (len(deltas), *output shape).
+
+    `tensors` restricts the move to some of the decomposed tensors (e.g. hidden layers only).
+    """
+    direction = _direction(model, decomposition, subnetworks, tensors)
+    params = dict(model.named_parameters())
+    outs = [
+        call_with(model, {n: params[n] + float(delta) * d for n, d in direction.items()}, inputs, forward)
+        for delta in deltas
+    ]
+    return torch.stack(outs)
+
+
+def output_derivative(
+    model: nn.Module,
+    decomposition: Decomposition,
+    subnetworks: int | Sequence[int],
+    inputs: Tensor,
+    tensors: str | list[str] | None = None,
+    forward: Callable[[nn.Module, Tensor], Tensor] = default_forward,
+) -> Tensor:
+    """∂f(x; W0 + δ Σ_k d_k)/∂δ at δ = 0, as one JVP: same shape as the outputs."""
+    direction = _direction(model, decomposition, subnetworks, tensors)
+    params = {n: p.detach() for n, p in model.named_parameters() if n in direction}
+
+    def f(delta: Tensor) -> Tensor:
+        return call_with(model, {n: params[n] + delta * d for n, d in direction.items()}, inputs, forward)
+
+    zero = torch.zeros((), device=inputs.device)
+    _, tangent = torch.func.jvp(f, (zero,), (torch.ones_like(zero),))
+    return tangent.detach()
+
+
+def top_affected_outputs(derivative: Tensor, n: int = 5) -> tuple[Tensor, Tensor]:
+    """The n outputs with the largest |∂f_j/∂δ| per sample: (values, indices), each (..., n)."""
+    return derivative.abs().topk(n, dim=-1)

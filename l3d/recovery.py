@@ -1,0 +1,31 @@
+"""Scoring a decomposition against known ground truth: one-to-one matching and intervention selectivity."""
+from __future__ import annotations
+
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+
+def match(score: Tensor) -> list[tuple[int, int]]:
+    """One-to-one matching of rows (e.g. true circuits) to columns (subnetworks) maximizing total score.
+
+    `score` is (n_rows, n_cols); returns (row, col) pairs, one per row when n_rows ≤ n_cols.
+    """
+    rows, cols = linear_sum_assignment(score.detach().cpu().double().numpy(), maximize=True)
+    return list(zip(rows.tolist(), cols.tolist()))
+
+
+def intervention_selectivity(effect: Tensor, own: Tensor) -> float:
+    """Mean over interventions of (mean change of the intervention's own outputs) / (mean change of the others).
+
+    effect: (S, O) mean |Δ output| of each of O outputs under each of S interventions.
+    own: (S, O) bool, the outputs each intervention is meant to move.
+    """
+    if effect.shape != own.shape:
+        raise ValueError(f"effect {tuple(effect.shape)} and own {tuple(own.shape)} must have the same shape")
+    own = own.bool()
+    if not (own.any(1) & (~own).any(1)).all():
+        raise ValueError("every intervention needs at least one own output and one other output")
+    own_mean = (effect * own).sum(1) / own.sum(1)
+    other_mean = (effect * ~own).sum(1) / (~own).sum(1)
+    return (own_mean / other_mean.clamp_min(1e-12)).mean().item()

@@ -1,0 +1,45 @@
+"""Writing a notebook's results: figures as PNG and PDF, headline numbers as JSON."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+
+def save_figure(fig: plt.Figure, out_dir: str | os.PathLike, name: str) -> Path:
+    """Write `fig` to out_dir/name.png and out_dir/name.pdf; returns the PNG's path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = out_dir / f"{name}.png"
+    fig.savefig(png, dpi=150, bbox_inches="tight")
+    fig.savefig(out_dir / f"{name}.pdf", bbox_inches="tight")
+    return png
+
+
+def _plain(value):
+    """JSON-ready copy: tensors and arrays become lists, NaN and inf become None."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_metrics(out_dir: str | os.PathLike, metrics: dict, name: str = "metrics.json") -> Path:
+    """Write `metrics` as JSON to out_dir/name, atomically (write, then rename)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / name
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(_plain(metrics), f, indent=1)
+    os.replace(tmp, target)
+    return target

@@ -1,0 +1,88 @@
+"""Toy models with known circuits, their data, and one trainer for all of them (spec §4)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+
+def sparse_features(
+    n_samples: int,
+    n_features: int,
+    p_active: float = 0.05,
+    low: float = 0.0,
+    high: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Samples whose features are each active with probability p_active, uniform on [low, high];
+    all-zero samples are dropped (and replaced): (n_samples, n_features)."""
+    rows: list[Tensor] = []
+    have = 0
+    while have < n_samples:
+        active = torch.rand(n_samples, n_features, generator=generator) < p_active
+        values = low + (high - low) * torch.rand(n_samples, n_features, generator=generator)
+        x = (values * active)[active.any(1)]
+        rows.append(x)
+        have += x.shape[0]
+    return torch.cat(rows)[:n_samples]
+
+
+class TMS(nn.Module):
+    """Toy model of superposition: x̂ = ReLU(W_out W_in x + b), trained with W_out = W_inᵀ.
+
+    `untied()` gives the same function with W_out as a parameter of its own, as L3D decomposes it.
+    """
+
+    def __init__(self, n_features: int = 5, n_hidden: int = 2, tied: bool = True):
+        super().__init__()
+        self.tied = tied
+        self.W_in = nn.Parameter(torch.randn(n_hidden, n_features) * (2 / n_features) ** 0.5)
+        if not tied:
+            self.W_out = nn.Parameter(self.W_in.detach().T.clone())
+        self.b = nn.Parameter(torch.zeros(n_features))
+
+    def weight_out(self) -> Tensor:
+        return self.W_in.T if self.tied else self.W_out
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(x @ self.W_in.T @ self.weight_out().T + self.b)
+
+    def untied(self) -> TMS:
+        """A copy with W_in, W_out and b as separate parameters."""
+        n_hidden, n_features = self.W_in.shape
+        model = TMS(n_features, n_hidden, tied=False)
+        with torch.no_grad():
+            model.W_in.copy_(self.W_in)
+            model.W_out.copy_(self.weight_out())
+            model.b.copy_(self.b)
+        return model
+
+
+def train_toy(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    epochs: int = 1000,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    weight_decay: float = 0.01,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[float]:
+    """Fit `model` to targets by MSE with AdamW; returns the mean loss of every epoch."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    bar = tqdm(range(epochs), desc="train toy", disable=not progress)
+    for _ in bar:
+        order = torch.randperm(inputs.shape[0], generator=generator)
+        total = 0.0
+        for idx in order.split(batch_size):
+            loss = (model(inputs[idx]) - targets[idx]).pow(2).sum(-1).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * idx.numel()
+        losses.append(total / inputs.shape[0])
+        bar.set_postfix(loss=f"{losses[-1]:.4g}")
+    return losses
