@@ -7,11 +7,12 @@ from .impact import impact, top_samples
 from .intervene import intervene, output_derivative, top_affected_outputs
 from .params import select_tensors
 from .train import GradientSource, History, evaluate, fit
+from .validate import check_parameters
 from .tucker import Tucker
 
 __all__ = [
     "Decomposition", "LossParts", "batch_top_k", "resolve_device", "divergence", "reference_outputs",
     "DenseGradients", "GradientCollector", "call_with", "impact", "top_samples", "intervene",
     "output_derivative", "top_affected_outputs", "select_tensors", "GradientSource", "History",
-    "evaluate", "fit", "Tucker",
+    "evaluate", "fit", "Tucker", "check_parameters",
 ]
