@@ -9,11 +9,14 @@ reduced to the decomposition's Tucker ranks, becomes one subnetwork's encoder an
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
 from .decomposition import Decomposition
 from .gradients import DenseGradients
+from .train import GradientSource, fit
 
 
 def tucker_approximation(tensor: Tensor, ranks: tuple[int, ...]) -> tuple[Tensor, list[Tensor]]:
@@ -76,3 +79,29 @@ def _full(core: Tensor, factors: list[Tensor]) -> Tensor:
     for u in factors:
         out = torch.tensordot(out, u, dims=([0], [1]))
     return out
+
+
+def best_start(
+    make: Callable[[int], Decomposition],
+    source: GradientSource,
+    restarts: int,
+    epochs: int,
+    lr: float = 0.01,
+    seed: int = 0,
+) -> tuple[Decomposition, list[float]]:
+    """Screen `restarts` starting points: build make(seed + r) for r < restarts, train each for `epochs`
+    epochs at constant `lr`, and keep the one with the lowest reconstruction error in its last epoch.
+
+    A short screen is usually enough to tell a start that lets two subnetworks share a circuit from one
+    that does not; only training data is used. Returns the kept decomposition and every start's error.
+    """
+    if restarts < 1:
+        raise ValueError(f"restarts must be at least 1, got {restarts}")
+    best, errors = None, []
+    for r in range(restarts):
+        decomposition = make(seed + r)
+        history = fit(decomposition, source, epochs, lr=lr, lr_decay=1.0, lr_decay_every=max(epochs, 1), progress=False)
+        errors.append(history.reconstruction_error[-1])
+        if best is None or errors[-1] < min(errors[:-1]):
+            best = decomposition
+    return best, errors
