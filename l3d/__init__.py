@@ -8,6 +8,7 @@ from .intervene import intervene, output_derivative, top_affected_outputs
 from .params import select_tensors
 from .train import GradientSource, History, evaluate, fit
 from .validate import check_parameters
+from . import checkpoint, distributed
 from .tucker import Tucker
 
 __all__ = [
