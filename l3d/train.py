@@ -211,9 +211,13 @@ def _raise_non_finite(step: int, epoch: int, grads, summary: Tensor, decompositi
         )
     bad = [_tensor_of(n, decomposition.names) for n, p in decomposition.named_parameters() if not torch.isfinite(p).all()]
     if not torch.isfinite(summary[0]) or bad:
+        which = f"non-finite: {', '.join(bad)}"
+        if not bad:  # overflow from finite but huge parameters: name the largest
+            size, name = max((p.detach().abs().max().item(), n) for n, p in decomposition.named_parameters())
+            which = f"largest: {_tensor_of(name, decomposition.names)}, reaching {size:.3g}"
         raise FloatingPointError(
             f"{where}: the reconstruction error is not finite; the decomposition's parameters diverged "
-            f"({', '.join(bad) or 'none non-finite yet'}); try a lower learning rate than lr={lr}"
+            f"({which}); try a lower learning rate than lr={lr}"
         )
     bad = [_tensor_of(n, decomposition.names) for n, p in decomposition.named_parameters()
            if p.grad is not None and not torch.isfinite(p.grad).all()]

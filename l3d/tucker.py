@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 _MODES = "abcdefgh"   # tensor modes I_n
 _RANKS = "pqrstuvw"   # ranks R_n of the left operand
-_RANKS2 = "ijlmoxyz"  # ranks R_n of the right operand (inner products)
+_RANKS2 = "ijmnoxyz"  # ranks R_n of the right operand (inner products; not k, l: those index components)
 
 
 def tucker_ranks(shape: tuple[int, ...], rank: int | tuple[int, ...]) -> tuple[int, ...]:
