@@ -25,10 +25,19 @@ from .tucker import Tucker, tucker_ranks
 Rank = int | tuple[int, ...]
 
 
-def batch_top_k(c: Tensor, k: float) -> Tensor:
-    """Mask (same shape as c) keeping the round(k · c.numel()) entries of largest |c|, at least one."""
+def batch_top_k(c: Tensor, k: float, distributed: bool = False) -> Tensor:
+    """Mask (same shape as c) keeping the round(k · c.numel()) entries of largest |c|, at least one.
+
+    distributed: c holds this process's rows of a batch spread over processes; the top k is taken over the
+    whole batch (see l3d.distributed).
+    """
     if not 0 < k <= 1:
         raise ValueError(f"top_k is the fraction of coefficients kept and must lie in (0, 1], got {k}")
+    if distributed:
+        from .distributed import gather_rows
+
+        everything, ours = gather_rows(c.detach())
+        return batch_top_k(everything, k)[ours]
     n_keep = max(1, round(k * c.numel()))
     if n_keep == c.numel():
         return torch.ones_like(c, dtype=torch.bool)
@@ -54,8 +63,10 @@ class Decomposition(nn.Module):
     Args:
         shapes: name -> shape of each decomposed parameter tensor (order is kept everywhere).
         n_subnetworks: C.
-        rank: one rank for every tensor (capped per mode at the mode's size), or name -> rank,
-            where a rank is an int or a tuple with one entry per mode.
+        rank: one rank for every tensor, or name -> rank, where a rank is an int or a tuple with one
+            entry per mode. An int is capped per mode at the mode's size (a 3×3 kernel stays full at
+            rank 10) but may not exceed every dimension of every tensor it is given for; a tuple must
+            fit each mode.
         top_k: fraction of coefficients BatchTopK keeps (0.1 in the paper).
         seed: seed of the random initialization.
     """
@@ -69,20 +80,23 @@ class Decomposition(nn.Module):
         seed: int | None = None,
     ):
         super().__init__()
-        if n_subnetworks < 1:
+        if isinstance(n_subnetworks, bool) or not isinstance(n_subnetworks, int) or n_subnetworks < 1:
             raise ValueError(f"n_subnetworks must be at least 1, got {n_subnetworks}")
         if not 0 < top_k <= 1:
             raise ValueError(f"top_k is the fraction of coefficients kept and must lie in (0, 1], got {top_k}")
         if not shapes:
             raise ValueError("a decomposition needs at least one parameter tensor")
         if isinstance(rank, dict):
-            missing = set(shapes) - set(rank)
+            missing, extra = set(shapes) - set(rank), set(rank) - set(shapes)
             if missing:
                 raise ValueError(f"rank dict lacks tensors {sorted(missing)}; give a rank for every tensor")
+            if extra:
+                raise ValueError(f"rank dict names tensors {sorted(extra)} that are not decomposed (tensors: {list(shapes)})")
         self.shapes = {name: tuple(shape) for name, shape in shapes.items()}
         self.names = list(self.shapes)
         self.n_subnetworks = n_subnetworks
         self.top_k = top_k
+        _check_rank(self.shapes, rank)
         self.ranks = {
             name: tucker_ranks(shape, rank[name] if isinstance(rank, dict) else rank)
             for name, shape in self.shapes.items()
@@ -128,16 +142,34 @@ class Decomposition(nn.Module):
         """c_ik = <e_k, g_i>: (N, C)."""
         return grads.project(self.encoder)
 
-    def loss(self, grads, top_k: float | None = None) -> LossParts:
-        """The normalized reconstruction loss of a batch of gradients (see module docstring)."""
+    def loss(self, grads, top_k: float | None = None, distributed: bool = False) -> LossParts:
+        """The normalized reconstruction loss of a batch of gradients (see module docstring).
+
+        distributed: the batch is spread over processes and BatchTopK is taken over all of it; the loss,
+        error and total are then this process's part (l3d.train sums them over processes).
+        """
         c = self.encode(grads)                       # (N, C)
         p = grads.project(self.decoder)              # (N, C)  <d_k, g_i>
         total = grads.sq_norms().sum()
-        mask = batch_top_k(c, self.top_k if top_k is None else top_k)
+        mask = batch_top_k(c, self.top_k if top_k is None else top_k, distributed)
         ct = c * mask
         gram = self.decoder_gram()
         error = total - 2 * (ct * p).sum() + ((ct @ gram) * ct).sum()
         return LossParts(loss=error / total, error=error, total=total, mask=mask)
+
+    def check_shapes(self, shapes: dict[str, tuple[int, ...]], what: str = "the model") -> None:
+        """Raise a ValueError unless `shapes` (name -> shape, e.g. `collector.shapes`) are this decomposition's."""
+        shapes = {n: tuple(s) for n, s in shapes.items()}
+        if shapes == self.shapes:
+            return
+        problems = [f"{n}: decomposition {self.shapes[n]}, {what} {shapes[n]}" for n in self.shapes if n in shapes and shapes[n] != self.shapes[n]]
+        if set(self.shapes) - set(shapes):
+            problems.append(f"only in the decomposition: {sorted(set(self.shapes) - set(shapes))}")
+        if set(shapes) - set(self.shapes):
+            problems.append(f"only in {what}: {sorted(set(shapes) - set(self.shapes))}")
+        if not problems:
+            problems.append(f"tensor order differs: decomposition {self.names}, {what} {list(shapes)}")
+        raise ValueError(f"the decomposition does not fit {what}'s tensors: " + "; ".join(problems))
 
     # --- saving ---------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -149,21 +181,65 @@ class Decomposition(nn.Module):
         _atomic_write(path / "config.json", lambda f: Path(f).write_text(json.dumps(self.config, indent=1)))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Decomposition:
-        """Read a decomposition written by `save` (no pickle)."""
+    def load(
+        cls,
+        path: str | os.PathLike,
+        map_location: str | torch.device = "cpu",
+        shapes: dict[str, tuple[int, ...]] | None = None,
+    ) -> Decomposition:
+        """Read a decomposition written by `save` (no pickle), in the dtype it was saved in.
+
+        shapes: name -> shape of the model's tensors (e.g. `collector.shapes`); loading refuses a
+        decomposition of other tensors.
+        """
         path = Path(path)
         for f in ("config.json", "decomposition.safetensors"):
             if not (path / f).exists():
                 raise FileNotFoundError(f"{path / f} not found: expected a folder written by Decomposition.save")
-        config = json.loads((path / "config.json").read_text())
-        decomposition = cls(
-            {n: tuple(s) for n, s in config["shapes"].items()},
-            config["n_subnetworks"],
-            {n: tuple(r) for n, r in config["rank"].items()},
-            config["top_k"],
-        )
-        decomposition.load_state_dict(load_file(path / "decomposition.safetensors", device=str(map_location)))
-        return decomposition.to(map_location)
+        try:
+            config = json.loads((path / "config.json").read_text())
+            decomposition = cls(
+                {n: tuple(s) for n, s in config["shapes"].items()},
+                config["n_subnetworks"],
+                {n: tuple(r) for n, r in config["rank"].items()},
+                config["top_k"],
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{path / 'config.json'} is not a decomposition config ({type(e).__name__}: {e})") from e
+        tensors = load_file(path / "decomposition.safetensors", device=str(map_location))
+        expected = {k: tuple(v.shape) for k, v in decomposition.state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in tensors.items()}
+        if found != expected:
+            wrong = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
+            raise ValueError(
+                f"{path / 'decomposition.safetensors'} does not match {path / 'config.json'}: "
+                f"missing {sorted(expected.keys() - found.keys())}, unexpected {sorted(found.keys() - expected.keys())}, "
+                f"wrong shape {[(k, found[k], expected[k]) for k in wrong]}"
+            )
+        if shapes is not None:
+            decomposition.check_shapes(shapes)
+        decomposition.to(device=map_location, dtype=next(iter(tensors.values())).dtype)
+        decomposition.load_state_dict(tensors)
+        return decomposition
+
+
+def _check_rank(shapes: dict[str, tuple[int, ...]], rank) -> None:
+    """One int rank caps at each mode's size but must fit some tensor; a per-tensor int must fit that tensor."""
+    if isinstance(rank, int):
+        largest = max(max(s, default=1) for s in shapes.values())
+        if rank > largest:
+            raise ValueError(
+                f"rank {rank} exceeds every dimension of every tensor (largest {largest}): "
+                f"use a rank of at most {largest}"
+            )
+        return
+    if isinstance(rank, dict):
+        for name, r in rank.items():
+            if isinstance(r, int) and name in shapes and r > max(shapes[name], default=1):
+                raise ValueError(
+                    f"rank {r} for tensor {name!r} exceeds every dimension of its shape {shapes[name]}: "
+                    f"use a rank of at most {max(shapes[name])}"
+                )
 
 
 def _atomic_write(target: Path, write) -> None:

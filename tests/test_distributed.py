@@ -1,0 +1,68 @@
+"""Data-parallel training over 2 CPU processes (gloo) equals one process on the same global batch."""
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
+
+import l3d
+from l3d.toys import TMS, sparse_features
+
+BATCH = 16  # global batch: 8 items per process with 2 processes
+
+
+def _setup():
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = TMS().untied().double()
+    inputs = sparse_features(96, 5, generator=torch.Generator().manual_seed(1)).double()
+    collector = l3d.GradientCollector(model, ["W_in", "W_out", "b"])
+    decomposition = l3d.Decomposition(collector.shapes, 5, 1, top_k=0.1, seed=0).double()
+    return collector, inputs, decomposition
+
+
+def _train(checkpoint_dir=None):
+    collector, inputs, decomposition = _setup()
+    source = l3d.GradientSource(collector, inputs, BATCH, chunk_size=2 * BATCH, seed=2)
+    history = l3d.fit(decomposition, source, 4, lr=0.01, lr_decay_every=2, progress=False,
+                      checkpoint_dir=checkpoint_dir, checkpoint_every=5)
+    return decomposition, history, source
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        decomposition, history, source = _train(checkpoint_dir=os.path.join(out, f"checkpoints{rank}"))
+        assert source.shard == l3d.distributed.Shard(rank, 2)
+        tensors = {k: v.contiguous() for k, v in decomposition.state_dict().items()}
+        tensors["error"] = torch.tensor(history.reconstruction_error, dtype=torch.float64)
+        tensors["p_act"] = torch.tensor(history.p_act, dtype=torch.float64)
+        save_file(tensors, os.path.join(out, f"rank{rank}.safetensors"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_processes_match_one_process(tmp_path):
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    decomposition, history, _ = _train()
+    expected = {k: v for k, v in decomposition.state_dict().items()}
+    ranks = [load_file(tmp_path / f"rank{r}.safetensors") for r in range(2)]
+    for k, v in expected.items():
+        torch.testing.assert_close(ranks[0][k], v, rtol=1e-9, atol=1e-11)
+        assert torch.equal(ranks[0][k], ranks[1][k])  # every process holds the same decomposition
+    torch.testing.assert_close(ranks[0]["error"], torch.tensor(history.reconstruction_error, dtype=torch.float64))
+    torch.testing.assert_close(ranks[0]["p_act"], torch.tensor(history.p_act, dtype=torch.float64))
+    # only rank 0 wrote checkpoints, and they hold the final decomposition
+    assert not (tmp_path / "checkpoints1").exists()
+    folders = l3d.checkpoint.checkpoints(tmp_path / "checkpoints0")
+    assert [f.name for f in folders][-1] == f"step-{4 * 96 // BATCH:08d}"
+    saved = l3d.Decomposition.load(folders[-1])
+    torch.testing.assert_close(saved.state_dict()["decoder.0.core"], ranks[0]["decoder.0.core"], rtol=0, atol=0)
