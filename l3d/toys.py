@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -148,6 +148,38 @@ def train_toys(
             for name, p in model.named_parameters():
                 p.copy_(params[name][m])
     return history.T.tolist()
+
+
+def train_toys_best_of(
+    build: Callable[[], nn.Module],
+    data: Sequence[tuple[Tensor, Tensor]],
+    seeds: Sequence[int],
+    restarts: int = 1,
+    **train_options,
+) -> tuple[list[nn.Module], list[list[float]]]:
+    """One trained model per seed: the best of `restarts` initializations, judged by final training loss.
+
+    For seed s, `torch.manual_seed(s)` and then `build()` `restarts` times give the initializations
+    (the first is the plain single-run model of that seed); all are trained together (`train_toys`) on
+    data[s's index] = (inputs, targets), each in its own batch order. Small models sometimes get stuck
+    with a feature left out; keeping the lowest-loss restart avoids that without looking at the features.
+    Returns the kept models and their epoch losses.
+    """
+    if restarts < 1:
+        raise ValueError(f"restarts must be at least 1, got {restarts}")
+    if len(data) != len(seeds):
+        raise ValueError(f"need one (inputs, targets) pair per seed, got {len(data)} for {len(seeds)} seeds")
+    models, inputs, targets, orders = [], [], [], []
+    for s, (x, y) in zip(seeds, data):
+        torch.manual_seed(s)
+        for r in range(restarts):
+            models.append(build().to(x.device))
+            inputs.append(x)
+            targets.append(y)
+            orders.append(s + 1_000_003 * r)
+    losses = train_toys(models, inputs, targets, seeds=orders, **train_options)
+    best = [min(range(i * restarts, (i + 1) * restarts), key=lambda m: losses[m][-1]) for i in range(len(seeds))]
+    return [models[m] for m in best], [losses[m] for m in best]
 
 
 def tms_feature_match(model: TMS, directions: dict[str, Tensor]) -> dict[str, Tensor | list]:

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import l3d
+import l3d.toys
 from l3d.toys import TMS, sparse_features, tms_feature_match, train_toy, train_toys
 
 
@@ -75,3 +76,15 @@ def test_feature_match_recovers_planted_subnetworks():
     assert found["pairs"] == list(enumerate(perm))
     assert min(found["cosines"]) > 0.999
     assert found["cos"].shape == (4, 5) and found["share"].shape == (4, 5)
+
+
+def test_best_of_restarts_keeps_the_lowest_final_loss():
+    data = [(x, x) for x in (sparse_features(64, 5, generator=torch.Generator().manual_seed(s)) for s in (0, 1))]
+    models, losses = l3d.toys.train_toys_best_of(lambda: TMS(5, 2), data, seeds=[3, 4], restarts=3,
+                                                 epochs=2, batch_size=16, progress=False)
+    assert len(models) == 2 and len(losses) == 2 and len(losses[0]) == 2
+    # restart 0 of seed 3 is the model torch.manual_seed(3) gives; the kept one can do no worse than it
+    torch.manual_seed(3)
+    plain = TMS(5, 2)
+    alone = train_toys([plain], [data[0][0]], [data[0][1]], epochs=2, batch_size=16, seeds=[3], progress=False)
+    assert losses[0][-1] <= alone[0][-1] + 1e-6
