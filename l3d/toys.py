@@ -5,6 +5,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .decomposition import Decomposition
+from .gradients import GradientCollector
+from .train import GradientSource, History, fit
+
 
 def sparse_features(
     n_samples: int,
@@ -153,3 +157,43 @@ def high_rank_circuits(n_features: int = 25, n_hidden: int = 10) -> MLP:
 def square_mlp(n_features: int = 5, width: int = 5, depth: int = 4) -> MLP:
     """Complex loss landscape: GeLU MLP n_features → depth hidden layers of `width` → n_features, fit to x ↦ x²."""
     return MLP([n_features, *[width] * depth, n_features], "gelu")
+
+
+def decompose_toy(
+    model: nn.Module,
+    inputs: Tensor,
+    n_subnetworks: int,
+    rank: int = 1,
+    tensors: str | list[str] = "*",
+    top_k: float = 0.1,
+    epochs: int = 1000,
+    batch_size: int = 32,
+    lr: float = 0.01,
+    lr_decay: float = 0.8,
+    lr_decay_every: int = 100,
+    warm_start_epochs: int = 0,
+    restarts: int = 1,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[Decomposition, History, GradientCollector, GradientSource]:
+    """L3D on a toy model as in the paper: MSE divergence to a random other sample's output, Adam with
+    lr × lr_decay every lr_decay_every epochs, all of `inputs` in one gradient chunk per epoch.
+
+    With restarts > 1 it trains that many decompositions (seeds seed, seed + 1000, …) and keeps the one with
+    the lowest final training error (no ground truth involved). Returns the decomposition, its history, the
+    gradient collector and the source (for `l3d.evaluate`).
+    """
+    if restarts < 1:
+        raise ValueError(f"restarts must be at least 1, got {restarts}")
+    collector = GradientCollector(model, tensors, divergence="mse", reference="random", chunk_size=inputs.shape[0])
+    chunk = inputs.shape[0] // batch_size * batch_size
+    best = None
+    for r in range(restarts):
+        run_seed = seed + 1000 * r
+        source = GradientSource(collector, inputs, batch_size=batch_size, chunk_size=chunk, seed=run_seed)
+        decomposition = Decomposition(collector.shapes, n_subnetworks, rank=rank, top_k=top_k, seed=run_seed)
+        decomposition = decomposition.to(inputs.device)
+        history = fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, progress)
+        if best is None or history.reconstruction_error[-1] < best[1].reconstruction_error[-1]:
+            best = (decomposition, history, collector, source)
+    return best
