@@ -29,7 +29,7 @@ def _train(checkpoint_dir=None):
     collector, inputs, decomposition = _setup()
     source = l3d.GradientSource(collector, inputs, BATCH, chunk_size=2 * BATCH, seed=2)
     history = l3d.fit(decomposition, source, 4, lr=0.01, lr_decay_every=2, progress=False,
-                      checkpoint_dir=checkpoint_dir, checkpoint_every=5)
+                      checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_dir and 5)
     return decomposition, history, source
 
 
