@@ -202,7 +202,7 @@ def _tensor_of(parameter_name: str, names: list[str]) -> str:
 def _raise_non_finite(step: int, epoch: int, grads, summary: Tensor, decomposition: Decomposition, lr: float) -> None:
     where = f"step {step} (epoch {epoch})"
     if not torch.isfinite(summary[1]):
-        per_tensor = getattr(grads, "grads", {})
+        per_tensor = grads.dense().grads if hasattr(grads, "dense") else getattr(grads, "grads", {})  # name -> (N, *shape)
         bad = [n for n, g in per_tensor.items() if not torch.isfinite(g).all()]
         named = f" of tensor(s) {', '.join(map(repr, bad))}" if bad else ""
         raise FloatingPointError(
