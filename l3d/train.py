@@ -202,7 +202,7 @@ def _tensor_of(parameter_name: str, names: list[str]) -> str:
 def _raise_non_finite(step: int, epoch: int, grads, summary: Tensor, decomposition: Decomposition, lr: float) -> None:
     where = f"step {step} (epoch {epoch})"
     if not torch.isfinite(summary[1]):
-        per_tensor = getattr(grads, "grads", {})
+        per_tensor = grads.dense().grads if hasattr(grads, "dense") else getattr(grads, "grads", {})  # name -> (N, *shape)
         bad = [n for n, g in per_tensor.items() if not torch.isfinite(g).all()]
         named = f" of tensor(s) {', '.join(map(repr, bad))}" if bad else ""
         raise FloatingPointError(
@@ -255,6 +255,8 @@ def fit(
     Under torchrun (l3d.distributed) every process runs fit on its share; only rank 0 writes checkpoints.
     """
     _check_fit_settings(epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, checkpoint_every)
+    if checkpoint_dir is None and (resume or checkpoint_every):
+        raise ValueError("resume and checkpoint_every need a checkpoint_dir to read and write checkpoints in")
     decomposition.check_shapes(source.collector.shapes, "the collector")
     shard = source.shard
     optimizer = torch.optim.Adam(decomposition.parameters(), lr=lr)
@@ -291,6 +293,13 @@ def fit(
             stats = _EpochStats(decomposition.n_subnetworks, device)
             stats.sums.copy_(state["stats"]["sums"])
             stats.samples = state["stats"]["samples"]
+    if shard.active:  # every process must continue from the same checkpoint (a folder they all see)
+        steps, _ = distributed.gather_rows(torch.tensor([step], device=device))
+        if not (steps == step).all():
+            raise RuntimeError(
+                f"the processes found different checkpoints in {checkpoint_dir} (steps {steps.tolist()}): "
+                f"checkpoint_dir must be a folder every process can read"
+            )
     distributed.broadcast_parameters_(decomposition)
 
     def checkpoint() -> None:

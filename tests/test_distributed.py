@@ -2,12 +2,14 @@
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 import l3d
+from l3d.distributed import Shard
 from l3d.toys import TMS, sparse_features
 
 BATCH = 16  # global batch: 8 items per process with 2 processes
@@ -27,7 +29,7 @@ def _train(checkpoint_dir=None):
     collector, inputs, decomposition = _setup()
     source = l3d.GradientSource(collector, inputs, BATCH, chunk_size=2 * BATCH, seed=2)
     history = l3d.fit(decomposition, source, 4, lr=0.01, lr_decay_every=2, progress=False,
-                      checkpoint_dir=checkpoint_dir, checkpoint_every=5)
+                      checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_dir and 5)
     return decomposition, history, source
 
 
@@ -51,8 +53,9 @@ def _free_port() -> int:
 
 
 def test_two_gloo_processes_match_one_process(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     decomposition, history, _ = _train()
+    # forked workers start with torch imported and warmed up (spawned ones take seconds to import it)
+    mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
     expected = {k: v for k, v in decomposition.state_dict().items()}
     ranks = [load_file(tmp_path / f"rank{r}.safetensors") for r in range(2)]
     for k, v in expected.items():
@@ -66,3 +69,36 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert [f.name for f in folders][-1] == f"step-{4 * 96 // BATCH:08d}"
     saved = l3d.Decomposition.load(folders[-1])
     torch.testing.assert_close(saved.state_dict()["decoder.0.core"], ranks[0]["decoder.0.core"], rtol=0, atol=0)
+
+
+class TinySequenceModel(torch.nn.Module):
+    """(items, positions, 3) -> logits (items, positions, 4), mixing earlier positions in."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = torch.nn.Linear(3, 5)
+        self.out = torch.nn.Linear(5, 4)
+
+    def forward(self, x):
+        h = torch.tanh(self.inp(x)).cumsum(1)
+        return self.out(h)
+
+
+@pytest.mark.parametrize("sequence", [False, True])
+def test_shards_of_a_batch_are_the_single_process_batch(sequence):
+    torch.manual_seed(0)
+    if sequence:
+        model, inputs = TinySequenceModel().double(), torch.randn(24, 6, 3, dtype=torch.float64)
+        collector = l3d.GradientCollector(model, ["inp.*", "out.weight"], divergence="kl", sequence=True)
+    else:
+        model, inputs = TMS().untied().double(), torch.rand(24, 5, dtype=torch.float64)
+        collector = l3d.GradientCollector(model, ["W_in", "b"])
+    sources = [l3d.GradientSource(collector, inputs, 8, chunk_size=16, seed=4, shard=Shard(r, 2)) for r in range(2)]
+    whole = l3d.GradientSource(collector, inputs, 8, chunk_size=16, seed=4, shard=Shard())
+    directions = l3d.Decomposition(collector.shapes, 3, 2, seed=1).double().encoder
+    batches = 0
+    for g, g0, g1 in zip(whole, *sources):  # same projections and norms, sample by sample
+        torch.testing.assert_close(torch.cat([g0.project(directions), g1.project(directions)]), g.project(directions), rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(torch.cat([g0.sq_norms(), g1.sq_norms()]), g.sq_norms(), rtol=1e-12, atol=1e-14)
+        batches += 1
+    assert batches == 3

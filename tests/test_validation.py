@@ -155,6 +155,8 @@ def test_fit_settings_are_checked_together():
                  "lr_decay must lie in (0, 1]", "lr_decay_every must be an int >= 1", "warm_start_epochs must be an int >= 0",
                  "checkpoint_every must be an int >= 1"]:
         assert part in message
+    with pytest.raises(ValueError, match=r"resume and checkpoint_every need a checkpoint_dir"):
+        l3d.fit(decomposition, source, 1, resume=True, progress=False)
 
 
 def test_check_parameters_names_every_bad_value():
