@@ -107,11 +107,12 @@ def fit(
     The first warm_start_epochs keep every coefficient (top_k = 1). Decoder directions are put back to
     unit norm after every step.
     """
-    optimizer = torch.optim.Adam(decomposition.parameters(), lr=lr)
+    device = decomposition.decoder[0].core.device
+    # fused Adam: one kernel for all parameters (CPU and CUDA)
+    optimizer = torch.optim.Adam(decomposition.parameters(), lr=lr, fused=device.type in ("cpu", "cuda"))
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_decay_every, gamma=lr_decay)
     history = History()
     bar = tqdm(range(epochs), desc="L3D", disable=not progress)
-    device = decomposition.decoder[0].core.device
     for epoch in bar:
         top_k = 1.0 if epoch < warm_start_epochs else None
         stats = _EpochStats(decomposition.n_subnetworks, device)
