@@ -140,7 +140,8 @@ class GradientCollector:
                 f"engine='factored' cannot factor {missing} (only weights and biases of Linear, Conv1d, "
                 "Conv2d, Embedding and LayerNorm modules that own them alone); use engine='auto'"
             )
-        self._call_shapes: dict[tuple, dict[str, list[tuple[torch.Size, torch.dtype]]]] = {}
+        self._call_shapes: dict[tuple, dict] = {}
+        self.cut_head = True   # see _vmapped; the benchmark's baseline turns it off
 
     @property
     def shapes(self) -> dict[str, tuple[int, ...]]:
@@ -186,46 +187,77 @@ class GradientCollector:
         """Per item: gradients of the divergence w.r.t. the output perturbations `eps` of hooked
         modules and w.r.t. `weights`, and the hooked modules' captured inputs."""
         modules = {m: self.model.get_submodule(m) for m in eps}
+        head = self._head(x, weights) if self.sequence else None
 
         def item_divergence(eps: dict, w: dict[str, Tensor], x: Tensor, ref: Tensor):
             captured: dict[str, list[Tensor]] = {m: [] for m in modules}
             handles = [module.register_forward_hook(_perturb(m, eps, captured), with_kwargs=True)
                        for m, module in modules.items()]
+            if head is not None:
+                hidden: list[Tensor] = []
+                handles.append(head.register_forward_hook(lambda mod, args, out: hidden.append(args[0])))
             try:
                 out = call_with(self.model, w, x.unsqueeze(0), self.forward).squeeze(0)
             finally:
                 for h in handles:
                     h.remove()
-            return divergence(out, ref, self.divergence), captured
+            if head is None:
+                return divergence(out, ref, self.divergence), captured
+            # position-wise head: D_t depends on the head's input at t only, so with u_t = ∂(Σ_s D_s)/∂h_t
+            # (one product, no per-position pass through the head) D_t and <u_t, h_t> have equal gradients
+            (h,) = hidden
+            u = grad(lambda h: divergence(head(h).squeeze(0), ref, self.divergence).sum())(h.detach())
+            return (u * h).sum(-1).squeeze(0), captured
 
         per_item = (jacrev if self.sequence else grad)(item_divergence, argnums=(0, 1), has_aux=True)
         with torch.no_grad():   # no graph outside the transforms
             return vmap(per_item, in_dims=(None, None, 0, 0))(eps, weights, x, r)
 
-    def _output_shapes(self, x: Tensor, modules: list[str]) -> dict[str, list[tuple[torch.Size, torch.dtype]]]:
-        """Shape and dtype of every call's output of the hooked modules, for one item."""
+    def _discover(self, x: Tensor, modules: list[str]) -> dict:
+        """For one item: shape and dtype of every call's output of the hooked modules, and the name of
+        the nn.Linear whose output is the model's output (None if there is none)."""
         key = (tuple(x.shape[1:]), x.dtype)
         if key not in self._call_shapes:
             seen: dict[str, list] = {m: [] for m in modules}
+            linear_outputs: dict[str, list] = {}
             handles = [
                 self.model.get_submodule(m).register_forward_hook(
                     lambda mod, args, out, m=m: seen[m].append((out.shape, out.dtype)))
                 for m in modules
             ]
+            for name, module in self.model.named_modules():
+                if type(module) is nn.Linear:
+                    handles.append(module.register_forward_hook(
+                        lambda mod, args, out, name=name: linear_outputs.setdefault(name, []).append(out)))
             try:
                 with torch.no_grad():
-                    self.forward(self.model, x[:1])
+                    out = self.forward(self.model, x[:1])
             finally:
                 for h in handles:
                     h.remove()
-            self._call_shapes[key] = seen
+            head = [n for n, outs in linear_outputs.items() if len(outs) == 1 and outs[0] is out]
+            self._call_shapes[key] = {"calls": seen, "head": head[0] if head else None}
         return self._call_shapes[key]
 
-    def _factored(self, inputs: Tensor, references: Tensor) -> FactoredGradients:
+    def _head(self, x: Tensor, weights: dict[str, Tensor]) -> nn.Module | None:
+        """The position-wise output head to backpropagate through once, unless a chosen tensor is in it."""
+        name = self._discover(x, list(self.plan_modules()))["head"]
+        if name is None or not self.cut_head:
+            return None
+        head = self.model.get_submodule(name)
+        chosen = {id(p) for p in self.params.values()}
+        return None if any(id(p) in chosen for p in head.parameters()) else head
+
+    def plan_modules(self) -> dict[str, list[str]]:
+        """Module name -> attributes ("weight", "bias") of its chosen tensors, for the factored ones."""
         by_module: dict[str, list[str]] = {}
-        for name, (m, attr) in self.plan.items():
+        for m, attr in self.plan.values():
             by_module.setdefault(m, []).append(attr)
-        shapes = self._output_shapes(inputs, list(by_module))
+        return by_module
+
+    def _factored(self, inputs: Tensor, references: Tensor) -> FactoredGradients:
+        by_module = self.plan_modules()
+        shapes = self._discover(inputs, list(by_module))["calls"]
         unused = [m for m in by_module if not shapes[m]]
         if unused:
             raise RuntimeError(

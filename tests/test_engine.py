@@ -136,7 +136,7 @@ def tiny_gpt_neo():
     config = GPTNeoConfig(
         vocab_size=23, hidden_size=8, num_layers=2, num_heads=2, max_position_embeddings=16,
         attention_types=[[["global", "local"], 1]], window_size=3, intermediate_size=12,
-        attn_implementation="eager",
+        attn_implementation="eager", bos_token_id=0, eos_token_id=0,
     )
     torch.manual_seed(5)
     return GPTNeoForCausalLM(config).double().eval()
@@ -190,3 +190,18 @@ def test_modules_that_change_forward_or_share_weights_are_not_factored():
     assert set(col.plan) == {"1.bias", "2.bias"}
     torch.manual_seed(7)
     check(col, torch.randn(6, 3), expect_factored=["1.bias", "2.bias"])
+
+
+@pytest.mark.parametrize("engine", ["auto", "dense"])
+def test_gpt_neo_backpropagates_once_through_the_output_head(engine):
+    """With the unembedding not chosen, per-position gradients start at its input (one product per batch)."""
+    model = tiny_gpt_neo()
+    col = l3d.GradientCollector(model, ["transformer.h.0.attn.attention.*", "transformer.h.0.mlp.c_fc.weight"],
+                                divergence="kl", sequence=True, forward=lambda m, x: m(x).logits, engine=engine)
+    tokens = torch.randint(0, 23, (3, 5))
+    assert col._head(tokens, {}) is model.lm_head
+    refs = col.references(tokens, torch.Generator().manual_seed(1))
+    grads = col(tokens, references=refs).dense().grads
+    expected = explicit_grads(model, col.names, tokens, refs, "kl", True, col.forward)
+    for n in col.names:
+        torch.testing.assert_close(grads[n], expected[n], rtol=1e-5, atol=1e-10, msg=f"gradient of {n}")
