@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from .gradients import DenseGradients
 from .tucker import Tucker, tucker_ranks
 
 Rank = int | tuple[int, ...]
@@ -41,10 +42,9 @@ def batch_top_k(c: Tensor, k: float, distributed: bool = False) -> Tensor:
     n_keep = max(1, round(k * c.numel()))
     if n_keep == c.numel():
         return torch.ones_like(c, dtype=torch.bool)
-    idx = c.detach().abs().flatten().topk(n_keep, sorted=False).indices
-    mask = torch.zeros(c.numel(), dtype=torch.bool, device=c.device)
-    mask[idx] = True
-    return mask.view_as(c)
+    # a partial selection (no full sort)
+    idx = c.detach().abs().view(-1).topk(n_keep, sorted=False).indices
+    return torch.zeros(c.numel(), dtype=torch.bool, device=c.device).index_fill_(0, idx, True).view_as(c)
 
 
 @dataclass
@@ -105,6 +105,7 @@ class Decomposition(nn.Module):
             torch.manual_seed(seed)
         self.decoder = nn.ModuleList(Tucker(n_subnetworks, s, self.ranks[n]) for n, s in self.shapes.items())
         self.encoder = nn.ModuleList(Tucker(n_subnetworks, s, self.ranks[n]) for n, s in self.shapes.items())
+        self._n_modes = tuple(len(s) for s in self.shapes.values())
         self.normalize_decoder_()
         self.encoder.load_state_dict(self.decoder.state_dict())
 
@@ -133,9 +134,15 @@ class Decomposition(nn.Module):
     @torch.no_grad()
     def normalize_decoder_(self) -> None:
         """Rescale every decoder direction to unit norm over all its tensors."""
-        norms = sum(t.sq_norms() for t in self.decoder).clamp_min(1e-30).sqrt()
-        for t in self.decoder:
-            t.scale_(1 / norms)
+        tuckers = list(self.decoder._modules.values())
+        if max(self._n_modes) <= 2:   # small-model path: fewest operations (see _DenseLoss)
+            norms = sum(_full(t._parameters["core"], list(t.factors._parameters.values())).pow(2).sum(1)
+                        for t in tuckers)
+        else:
+            norms = sum(t.sq_norms() for t in tuckers)
+        scale = norms.clamp_min_(1e-30).rsqrt_()
+        torch._foreach_mul_([t._parameters["core"] for t in tuckers],
+                            [scale.view(-1, *([1] * len(t.shape))) for t in tuckers])
 
     # --- the objective --------------------------------------------------------------------------
     def encode(self, grads) -> Tensor:
@@ -148,13 +155,29 @@ class Decomposition(nn.Module):
         distributed: the batch is spread over processes and BatchTopK is taken over all of it; the loss,
         error and total are then this process's part (l3d.train sums them over processes).
         """
-        c = self.encode(grads)                       # (N, C)
-        p = grads.project(self.decoder)              # (N, C)  <d_k, g_i>
+        top_k = self.top_k if top_k is None else top_k
+        n_modes = self._n_modes
+        if isinstance(grads, DenseGradients) and max(n_modes) <= 2 and not distributed:
+            # (module attribute access costs more than the arithmetic here: read the parameter dicts)
+            params = [p for t in (*self.encoder._modules.values(), *self.decoder._modules.values())
+                      for p in (t._parameters["core"], *t.factors._parameters.values())]
+            loss, error, total, mask = _DenseLoss.apply(grads.flat(), grads.sq_norms(), top_k, n_modes, *params)
+            return LossParts(loss=loss, error=error, total=total, mask=mask)
+        if isinstance(grads, DenseGradients):
+            # materialized gradients: one product with all directions, the Gram from the same directions
+            E = torch.cat([t.full().flatten(1) for t in self.encoder], dim=1)           # (C, n_w)
+            D = torch.cat([t.full().flatten(1) for t in self.decoder], dim=1)           # (C, n_w)
+            c, p = (grads.flat() @ torch.cat([E, D]).T).split(self.n_subnetworks, dim=1)
+            gram = D @ D.T
+        else:
+            c = self.encode(grads)                   # (N, C)
+            p = grads.project(self.decoder)          # (N, C)  <d_k, g_i>
+            gram = self.decoder_gram()
         total = grads.sq_norms().sum()
-        mask = batch_top_k(c, self.top_k if top_k is None else top_k, distributed)
+        mask = batch_top_k(c, top_k, distributed)
         ct = c * mask
-        gram = self.decoder_gram()
-        error = total - 2 * (ct * p).sum() + ((ct @ gram) * ct).sum()
+        # Σ_i ||g_i||² − 2 c̃_i·p_i + c̃_iᵀ G c̃_i
+        error = total + (torch.addmm(p, ct, gram, beta=-2) * ct).sum()
         return LossParts(loss=error / total, error=error, total=total, mask=mask)
 
     def check_shapes(self, shapes: dict[str, tuple[int, ...]], what: str = "the model") -> None:
@@ -240,6 +263,74 @@ def _check_rank(shapes: dict[str, tuple[int, ...]], rank) -> None:
                     f"rank {r} for tensor {name!r} exceeds every dimension of its shape {shapes[name]}: "
                     f"use a rank of at most {max(shapes[name])}"
                 )
+
+
+def _full(core: Tensor, factors: list[Tensor]) -> Tensor:
+    """A 1- or 2-mode Tucker tensor, flattened: (C, n)."""
+    if len(factors) == 1:
+        return torch.bmm(factors[0], core.unsqueeze(-1)).squeeze(-1)
+    return torch.bmm(torch.bmm(factors[0], core), factors[1].transpose(1, 2)).flatten(1)
+
+
+def _full_backward(g: Tensor, core: Tensor, factors: list[Tensor]) -> list[Tensor]:
+    """Gradients w.r.t. core and factors of `_full(core, factors)` given its gradient g: (C, n)."""
+    if len(factors) == 1:
+        (u,) = factors
+        return [torch.bmm(u.transpose(1, 2), g.unsqueeze(-1)).squeeze(-1), g.unsqueeze(-1) * core.unsqueeze(1)]
+    u, v = factors
+    g = g.view(-1, u.shape[1], v.shape[1])
+    gv = torch.bmm(g, v)                                                   # (C, I, R_2)
+    return [torch.bmm(u.transpose(1, 2), gv), torch.bmm(gv, core.transpose(1, 2)), torch.bmm(g.transpose(1, 2), torch.bmm(u, core))]
+
+
+class _DenseLoss(torch.autograd.Function):
+    """The loss of materialized gradients for 1- and 2-mode Tucker directions, with a written-out backward.
+
+    On small models a step costs per operation, not per flop; this does the same computation as the
+    generic path (`Decomposition.loss`) with a third of the operations. Inputs: flat gradients (N, n_w),
+    their squared norms (N,), top_k, modes per tensor, then core and factors of every encoder tensor
+    followed by those of every decoder tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, flat, sq_norms, top_k, n_modes, *params):
+        enc, dec = params[:len(params) // 2], params[len(params) // 2:]
+
+        def directions(ps):
+            out, i = [], 0
+            for n in n_modes:
+                out.append(_full(ps[i], ps[i + 1:i + 1 + n]))
+                i += 1 + n
+            return torch.cat(out, 1) if len(out) > 1 else out[0]
+
+        E, D = directions(enc), directions(dec)                             # (C, n_w) each
+        c, p = torch.mm(flat, torch.cat([E, D]).T).split(E.shape[0], 1)
+        gram = torch.mm(D, D.T)
+        total = sq_norms.sum()
+        mask = batch_top_k(c, top_k)
+        ct = c * mask
+        error = total + (torch.addmm(p, ct, gram, beta=-2) * ct).sum()
+        ctx.save_for_backward(flat, ct, mask, p, gram, D, total, *params)
+        ctx.n_modes = n_modes
+        ctx.mark_non_differentiable(total, mask)
+        return error / total, error, total, mask
+
+    @staticmethod
+    def backward(ctx, g_loss, g_error, g_total, g_mask):
+        flat, ct, mask, p, gram, D, total, *params = ctx.saved_tensors
+        g = g_loss / total + g_error
+        dc = (2 * g) * torch.addmm(p, ct, gram, beta=-1) * mask                 # dL/dc: 2g(c̃G − p) on the mask
+        dD = torch.addmm(torch.mm((-2 * g) * ct.T, flat), torch.mm(ct.T, ct), D, alpha=2 * g)
+        dE = torch.mm(dc.T, flat)
+        grads = []
+        for dfull, ps in ((dE, params[:len(params) // 2]), (dD, params[len(params) // 2:])):
+            i, offset = 0, 0
+            for n in ctx.n_modes:
+                core, factors = ps[i], ps[i + 1:i + 1 + n]
+                size = factors[0].shape[1] * (factors[1].shape[1] if n == 2 else 1)
+                grads += _full_backward(dfull[:, offset:offset + size], core, factors)
+                i, offset = i + 1 + n, offset + size
+        return (None, None, None, None, *grads)
 
 
 def _atomic_write(target: Path, write) -> None:

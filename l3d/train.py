@@ -259,9 +259,10 @@ def fit(
         raise ValueError("resume and checkpoint_every need a checkpoint_dir to read and write checkpoints in")
     decomposition.check_shapes(source.collector.shapes, "the collector")
     shard = source.shard
-    optimizer = torch.optim.Adam(decomposition.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_decay_every, gamma=lr_decay)
     device = decomposition.decoder[0].core.device
+    # fused Adam: one kernel for all parameters (CPU and CUDA)
+    optimizer = torch.optim.Adam(decomposition.parameters(), lr=lr, fused=device.type in ("cpu", "cuda"))
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_decay_every, gamma=lr_decay)
     settings = {
         "lr": lr, "lr_decay": lr_decay, "lr_decay_every": lr_decay_every, "warm_start_epochs": warm_start_epochs,
         "batch_size": source.batch_size, "chunk_size": source.chunk_size, "n_inputs": source.inputs.shape[0],
