@@ -200,6 +200,7 @@ def _tensor_of(parameter_name: str, names: list[str]) -> str:
 
 
 def _raise_non_finite(step: int, epoch: int, grads, summary: Tensor, decomposition: Decomposition, lr: float) -> None:
+    """Find what is not finite and raise a FloatingPointError naming it (return if it was only a norm's overflow)."""
     where = f"step {step} (epoch {epoch})"
     if not torch.isfinite(summary[1]):
         per_tensor = grads.dense().grads if hasattr(grads, "dense") else getattr(grads, "grads", {})  # name -> (N, *shape)
@@ -221,6 +222,8 @@ def _raise_non_finite(step: int, epoch: int, grads, summary: Tensor, decompositi
         )
     bad = [_tensor_of(n, decomposition.names) for n, p in decomposition.named_parameters()
            if p.grad is not None and not torch.isfinite(p.grad).all()]
+    if not bad:
+        return
     raise FloatingPointError(
         f"{where}: the gradient of the loss is not finite for the {', '.join(bad)}; "
         f"try a lower learning rate than lr={lr}"
@@ -326,8 +329,8 @@ def fit(
             loss.backward()
             distributed.sum_gradients_(decomposition.parameters())
             step += 1
-            finite = torch.stack([torch.isfinite(summary[:2]).all()] + [torch.isfinite(p.grad).all() for p in decomposition.parameters() if p.grad is not None])
-            if not finite.all():
+            grad_norms = torch._foreach_norm([p.grad for p in decomposition.parameters() if p.grad is not None])
+            if not torch.isfinite(torch.cat([summary[:2], torch.stack(grad_norms).double()])).all():  # one check per step
                 _raise_non_finite(step, epoch, grads, summary, decomposition, scheduler.get_last_lr()[0])
             optimizer.step()
             decomposition.normalize_decoder_()
