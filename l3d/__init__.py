@@ -8,6 +8,7 @@ from .intervene import intervene, intervention_sweep, output_derivative, top_aff
 from .params import select_tensors
 from .train import GradientSource, History, evaluate, fit
 from .validate import check_parameters
+from . import checkpoint, distributed
 from .tucker import Tucker
 
 __all__ = [

@@ -1,9 +1,23 @@
-"""Scoring a decomposition against known ground truth: one-to-one matching and intervention selectivity."""
+"""Scoring a decomposition against known ground truth: which subnetwork serves which circuit, how purely,
+how selective interventions are, and (for the circuit-superposition toy) the coefficients it implies.
+
+A *circuit* is a set of input features that are on together (one feature, or a group). Every circuit is
+probed with inputs where only it is active; the impact of each subnetwork on those inputs (`l3d.impact`)
+says how much of the subnetwork's work falls on each circuit.
+"""
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from scipy.optimize import linear_sum_assignment
-from torch import Tensor
+from torch import Tensor, nn
+
+from .decomposition import Decomposition
+from .gradients import GradientCollector, call_with
+from .impact import impact
+from .intervene import intervene
 
 
 def match(score: Tensor) -> list[tuple[int, int]]:
@@ -15,11 +29,152 @@ def match(score: Tensor) -> list[tuple[int, int]]:
     return list(zip(rows.tolist(), cols.tolist()))
 
 
-def intervention_selectivity(effect: Tensor, own: Tensor) -> float:
-    """Mean over interventions of (mean change of the intervention's own outputs) / (mean change of the others).
+def circuit_inputs(
+    circuits: Sequence[Sequence[int]],
+    n_features: int,
+    n_samples: int = 200,
+    low: float = 0.0,
+    high: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """For every circuit, inputs where only its features are on, uniform on [low, high]:
+    (n_circuits, n_samples, n_features)."""
+    x = torch.zeros(len(circuits), n_samples, n_features)
+    for c, features in enumerate(circuits):
+        features = list(features)
+        if not features or min(features) < 0 or max(features) >= n_features:
+            raise ValueError(f"circuit {c} lists features {features}; each must lie in 0..{n_features - 1}")
+        x[c][:, features] = low + (high - low) * torch.rand(n_samples, len(features), generator=generator)
+    return x
 
-    effect: (S, O) mean |Δ output| of each of O outputs under each of S interventions.
-    own: (S, O) bool, the outputs each intervention is meant to move.
+
+def circuit_impact(
+    decomposition: Decomposition, collector: GradientCollector, inputs: Tensor, n_ref: int = 10, seed: int = 0
+) -> Tensor:
+    """Mean impact of every subnetwork on every circuit's inputs (from `circuit_inputs`): (n_circuits, C).
+
+    References are drawn among the same circuit's inputs, so each gradient involves that circuit only.
+    """
+    device = next(decomposition.parameters()).device
+    return torch.stack([impact(decomposition, collector, x.to(device), n_ref, seed).mean(0) for x in inputs]).cpu()
+
+
+@dataclass
+class Recovery:
+    """How a decomposition's subnetworks line up with known circuits.
+
+    impact: (n_circuits, C) mean impact of each subnetwork on each circuit's inputs.
+    share: (n_circuits, C) each subnetwork's impact as a fraction of its total over circuits (columns sum to 1).
+    live: subnetworks with P_act > 0; dead: the others.
+    matches: one-to-one (circuit, subnetwork) pairs over live subnetworks, maximizing the total share.
+    purity: per circuit, the share of its matched subnetwork's impact that falls on it (0 if unmatched).
+    per_circuit: per circuit, how many live subnetworks put most of their impact on it.
+    """
+
+    impact: Tensor
+    share: Tensor
+    live: list[int]
+    dead: list[int]
+    matches: list[tuple[int, int]]
+    purity: list[float]
+    per_circuit: list[int]
+
+    @property
+    def all_matched(self) -> bool:
+        """Every circuit has a distinct live subnetwork."""
+        return len(self.matches) == self.impact.shape[0]
+
+    @property
+    def one_per_circuit(self) -> bool:
+        """Exactly one live subnetwork per circuit and no other live subnetwork."""
+        return all(n == 1 for n in self.per_circuit) and len(self.live) == len(self.per_circuit)
+
+    @property
+    def subnetwork_of(self) -> dict[int, int]:
+        """circuit -> matched subnetwork."""
+        return dict(self.matches)
+
+    def summary(self) -> dict:
+        """JSON-ready numbers for metrics.json."""
+        return {
+            "matches": self.matches,
+            "purity": self.purity,
+            "min_purity": min(self.purity),
+            "mean_purity": sum(self.purity) / len(self.purity),
+            "n_live": len(self.live),
+            "n_dead": len(self.dead),
+            "dead": self.dead,
+            "live_per_circuit": self.per_circuit,
+            "all_matched": self.all_matched,
+            "one_per_circuit": self.one_per_circuit,
+        }
+
+
+def recovery(circuit_impact: Tensor, p_act: Sequence[float] | Tensor) -> Recovery:
+    """Match circuits to live subnetworks one to one and measure purity, from (n_circuits, C) impacts
+    and each subnetwork's P_act (from `l3d.evaluate` or the last epoch of the training history)."""
+    p_act = torch.as_tensor(p_act, dtype=torch.float64)
+    n_circuits, n_subnetworks = circuit_impact.shape
+    if p_act.shape != (n_subnetworks,):
+        raise ValueError(f"p_act has shape {tuple(p_act.shape)}; expected one value per subnetwork ({n_subnetworks},)")
+    impact_ = circuit_impact.detach().double().cpu()
+    share = impact_ / impact_.sum(0, keepdim=True).clamp_min(1e-30)
+    live = [k for k in range(n_subnetworks) if p_act[k] > 0]
+    dead = [k for k in range(n_subnetworks) if p_act[k] == 0]
+    matches = [(c, live[j]) for c, j in match(share[:, live])] if live else []
+    matched = dict(matches)
+    purity = [share[c, matched[c]].item() if c in matched else 0.0 for c in range(n_circuits)]
+    best = share[:, live].argmax(0).tolist() if live else []
+    per_circuit = [best.count(c) for c in range(n_circuits)]
+    return Recovery(impact_, share, live, dead, matches, purity, per_circuit)
+
+
+def recover(
+    decomposition: Decomposition,
+    collector: GradientCollector,
+    circuits: Sequence[Sequence[int]],
+    n_features: int,
+    p_act: Sequence[float] | Tensor,
+    low: float = 0.0,
+    high: float = 1.0,
+    n_samples: int = 200,
+    n_ref: int = 10,
+    seed: int = 0,
+) -> Recovery:
+    """`recovery` of `circuits` (feature lists) from the impact on inputs where only one circuit is on."""
+    generator = torch.Generator().manual_seed(seed)
+    inputs = circuit_inputs(circuits, n_features, n_samples, low, high, generator)
+    return recovery(circuit_impact(decomposition, collector, inputs, n_ref, seed), p_act)
+
+
+@torch.no_grad()
+def intervention_effect(
+    model: nn.Module,
+    decomposition: Decomposition,
+    subnetworks: Sequence[int | Sequence[int]],
+    inputs: Tensor,
+    delta: float,
+    tensors: str | list[str] | None = None,
+) -> Tensor:
+    """Mean ||f(x; W0 + δ Σ_k d_k) − f(x; W0)|| over each circuit's inputs (from `circuit_inputs`), for every
+    intervention (a subnetwork or a list of them moved together): (n_interventions, n_circuits)."""
+    n_circuits, n_samples = inputs.shape[:2]
+    device = next(model.parameters()).device
+    flat = inputs.flatten(0, 1).to(device)
+    rows = []
+    for ks in subnetworks:
+        out = intervene(model, decomposition, ks, [0.0, delta], flat, tensors)      # (2, n_circuits·n, out)
+        change = (out[1] - out[0]).flatten(1).norm(dim=1).view(n_circuits, n_samples)
+        rows.append(change.mean(1))
+    return torch.stack(rows).cpu()
+
+
+def intervention_selectivity(effect: Tensor, own: Tensor) -> float:
+    """Mean over interventions of (mean change on the intervention's own circuits or outputs) / (mean change
+    on the others).
+
+    effect: (S, O) mean |Δ output| on each of O circuits (or outputs) under each of S interventions.
+    own: (S, O) bool, what each intervention is meant to move.
     """
     if effect.shape != own.shape:
         raise ValueError(f"effect {tuple(effect.shape)} and own {tuple(own.shape)} must have the same shape")
@@ -29,6 +184,54 @@ def intervention_selectivity(effect: Tensor, own: Tensor) -> float:
     own_mean = (effect * own).sum(1) / own.sum(1)
     other_mean = (effect * ~own).sum(1) / (~own).sum(1)
     return (own_mean / other_mean.clamp_min(1e-12)).mean().item()
+
+
+@torch.no_grad()
+def path_coefficients(
+    model: nn.Module, decomposition: Decomposition, first: str, second: str
+) -> tuple[Tensor, list[int]]:
+    """The coefficients â (n_out, n_in) a decomposition of a one-hidden-layer model implies, and the input
+    each subnetwork reads.
+
+    For subnetwork k, its input j is the largest-norm column of its decoder direction of the first weight
+    matrix `first`; W^k are the model's weight matrices `first` and `second` projected on subnetwork k's
+    decoder direction of each (biases kept), and â[:, j] = f(e_j; W^k) − f(0; W^k). When several subnetworks
+    read one input, the one concentrating the largest share of its first-layer direction on it is kept;
+    inputs no subnetwork reads get â[:, j] = 0.
+    """
+    directions = decomposition.decoder_directions()
+    for name in (first, second):
+        if name not in directions or directions[name].dim() != 3:
+            raise ValueError(f"{name!r} must be a decomposed weight matrix; the decomposition has {decomposition.names}")
+    params = dict(model.named_parameters())
+    d_in = directions[first]                                   # (C, hidden, n_in)
+    n_in = d_in.shape[2]
+    column_sq = d_in.pow(2).sum(1)                             # (C, n_in)
+    reads = column_sq.argmax(1).tolist()
+    concentration = (column_sq.max(1).values / column_sq.sum(1).clamp_min(1e-30)).tolist()
+    eye = torch.eye(n_in, device=d_in.device)
+    out_dim = params[second].shape[0]
+    a_hat = torch.zeros(out_dim, n_in, device=d_in.device)
+    best = [-1.0] * n_in
+    for k, j in enumerate(reads):
+        if concentration[k] <= best[j]:
+            continue
+        best[j] = concentration[k]
+        weights = {n: _project(params[n], directions[n][k]) for n in (first, second)}
+        outputs = call_with(model, weights, torch.stack([eye[j], torch.zeros_like(eye[j])]))
+        a_hat[:, j] = outputs[0] - outputs[1]
+    return a_hat.cpu(), reads
+
+
+def _project(weight: Tensor, direction: Tensor) -> Tensor:
+    """The component of `weight` along `direction`: (<W, d> / ||d||²) d."""
+    return (weight * direction).sum() / direction.pow(2).sum().clamp_min(1e-30) * direction
+
+
+def r_squared(predicted: Tensor, true: Tensor) -> float:
+    """Coefficient of determination 1 − Σ(true − predicted)² / Σ(true − mean)² over all entries."""
+    true, predicted = true.double().flatten(), predicted.double().flatten()
+    return (1 - (true - predicted).pow(2).sum() / (true - true.mean()).pow(2).sum()).item()
 
 
 def mmcs(slices: Tensor, weights: Tensor) -> float:

@@ -1,0 +1,136 @@
+import pytest
+import torch
+from torch import nn
+
+import l3d
+from l3d import recovery as R
+from l3d.toys import MLP
+
+
+def _set_rank1(decomposition, name, left, right):
+    """Set encoder and decoder direction k of tensor `name` to left[k] ⊗ right[k] (rank 1)."""
+    i = decomposition.names.index(name)
+    with torch.no_grad():
+        for tucker in (decomposition.encoder[i], decomposition.decoder[i]):
+            tucker.core.fill_(1.0)
+            tucker.factors[0].copy_(left.unsqueeze(-1))
+            tucker.factors[1].copy_(right.unsqueeze(-1))
+
+
+def _diagonal_model(n):
+    model = nn.Linear(n, n, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.diag(torch.arange(1.0, n + 1)))
+    return model
+
+
+def test_exact_decomposition_is_matched_with_full_purity():
+    n, perm = 4, [2, 0, 3, 1]   # subnetwork perm[j] serves feature j; subnetwork 4 is dead
+    model = _diagonal_model(n)
+    collector = l3d.GradientCollector(model, "weight")
+    dec = l3d.Decomposition(collector.shapes, n_subnetworks=5, rank=1, seed=0)
+    basis = torch.eye(n)
+    left = torch.randn(5, n)
+    for j, k in enumerate(perm):
+        left[k] = basis[j]
+    _set_rank1(dec, "weight", left, left.clone())
+    rec = R.recover(dec, collector, [[j] for j in range(n)], n, p_act=[0.1, 0.1, 0.1, 0.1, 0.0], n_samples=50)
+    assert rec.subnetwork_of == {j: k for j, k in enumerate(perm)}
+    assert rec.purity == pytest.approx([1.0] * n, abs=1e-6)
+    assert rec.dead == [4] and rec.live == [0, 1, 2, 3]
+    assert rec.all_matched and rec.one_per_circuit
+    assert rec.summary()["min_purity"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_scrambled_decomposition_has_low_purity():
+    n = 4
+    model = _diagonal_model(n)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(n))
+    collector = l3d.GradientCollector(model, "weight")
+    dec = l3d.Decomposition(collector.shapes, n_subnetworks=n, rank=1, seed=0)
+    mixed = (torch.eye(n) + torch.eye(n).roll(1, dims=0)) / 2 ** 0.5   # each subnetwork spans two features
+    _set_rank1(dec, "weight", mixed, mixed.clone())
+    rec = R.recover(dec, collector, [[j] for j in range(n)], n, p_act=[0.1] * n, n_samples=200)
+    assert all(0.3 < p < 0.7 for p in rec.purity)
+    # the share of every subnetwork is split between exactly its two features
+    assert torch.allclose(rec.share.sum(0), torch.ones(n, dtype=torch.float64))
+    assert ((rec.share > 0.2).sum(0) == 2).all()
+
+
+def test_groups_and_dead_subnetworks_are_counted():
+    impact = torch.tensor([[5.0, 0.1, 4.0, 0.0], [0.2, 3.0, 0.1, 0.0]])   # 2 circuits, 4 subnetworks
+    rec = R.recovery(impact, p_act=[0.2, 0.3, 0.1, 0.0])
+    assert rec.dead == [3] and rec.per_circuit == [2, 1]
+    assert rec.all_matched and not rec.one_per_circuit
+    assert rec.purity[1] == pytest.approx(3.0 / 3.1)
+    with pytest.raises(ValueError, match="one value per subnetwork"):
+        R.recovery(impact, p_act=[0.1, 0.1])
+
+
+def test_circuit_inputs_switch_on_only_their_features():
+    x = R.circuit_inputs([[0, 1], [3]], n_features=5, n_samples=20, low=-1, high=1)
+    assert x.shape == (2, 20, 5)
+    assert (x[0][:, 2:] == 0).all() and (x[0][:, :2] != 0).all()
+    assert (x[1][:, [0, 1, 2, 4]] == 0).all() and (x[1].abs() <= 1).all()
+    with pytest.raises(ValueError, match="must lie in"):
+        R.circuit_inputs([[7]], n_features=5)
+
+
+def _two_layer_exact(n=4, seed=0):
+    """ReLU MLP n → n → n with W1 = I, W2 = A, zero biases (f(x) = A x on x ≥ 0) and the exact decomposition."""
+    torch.manual_seed(seed)
+    A = 3 * torch.rand(n, n)
+    model = MLP([n, n, n])
+    with torch.no_grad():
+        model.layers[0].weight.copy_(torch.eye(n))
+        model.layers[1].weight.copy_(A)
+        for layer in model.layers:
+            layer.bias.zero_()
+    collector = l3d.GradientCollector(model, ["layers.0.weight", "layers.1.weight"])
+    dec = l3d.Decomposition(collector.shapes, n_subnetworks=n, rank=1, seed=seed)
+    _set_rank1(dec, "layers.0.weight", torch.eye(n), torch.eye(n))
+    _set_rank1(dec, "layers.1.weight", A.T / A.T.norm(dim=1, keepdim=True), torch.eye(n))
+    return model, dec, A
+
+
+def test_path_coefficients_of_exact_decomposition_give_true_coefficients():
+    model, dec, A = _two_layer_exact()
+    a_hat, reads = R.path_coefficients(model, dec, "layers.0.weight", "layers.1.weight")
+    assert reads == [0, 1, 2, 3]
+    torch.testing.assert_close(a_hat, A, rtol=1e-5, atol=1e-5)
+    assert R.r_squared(a_hat, A) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_path_coefficients_of_scrambled_decomposition_are_wrong():
+    model, dec, A = _two_layer_exact()
+    i = dec.names.index("layers.1.weight")
+    with torch.no_grad():   # every subnetwork's output side points at the next input's coefficients
+        dec.decoder[i].factors[0].copy_(dec.decoder[i].factors[0].roll(1, dims=0))
+    a_hat, _ = R.path_coefficients(model, dec, "layers.0.weight", "layers.1.weight")
+    assert R.r_squared(a_hat, A) < 0.5
+
+
+def test_r_squared_known_values():
+    true = torch.tensor([1.0, 2.0, 3.0])
+    assert R.r_squared(true, true) == 1.0
+    assert R.r_squared(torch.full((3,), 2.0), true) == pytest.approx(0.0)
+
+
+def test_exact_interventions_move_only_their_own_circuit():
+    model, dec, A = _two_layer_exact()
+    inputs = R.circuit_inputs([[j] for j in range(4)], 4, n_samples=10)
+    effect = R.intervention_effect(model, dec, [0, 1, 2, 3], inputs, delta=0.5)
+    assert effect.shape == (4, 4)
+    assert (effect.diagonal() > 0.01).all()
+    assert torch.allclose(effect - torch.diag(effect.diagonal()), torch.zeros(4, 4), atol=1e-6)
+    pair = R.intervention_effect(model, dec, [[0, 1]], inputs, delta=0.5)
+    assert (pair[0, :2] > 0.01).all() and pair[0, 2:].abs().max() < 1e-6
+
+
+def test_selectivity_is_own_over_other_change():
+    effect = torch.tensor([[4.0, 1.0, 1.0], [1.0, 2.0, 3.0]])
+    own = torch.eye(3, dtype=torch.bool)[:2]
+    assert R.intervention_selectivity(effect, own) == pytest.approx((4 / 1 + 2 / 2) / 2)
+    with pytest.raises(ValueError, match="same shape"):
+        R.intervention_selectivity(effect, own[:1])

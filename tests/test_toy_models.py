@@ -1,0 +1,35 @@
+import pytest
+import torch
+
+from l3d import toys
+
+
+def test_group_features_switch_groups_together():
+    g = torch.Generator().manual_seed(0)
+    x = toys.group_features(2000, n_groups=5, group_size=3, p_active=0.1, generator=g)
+    assert x.shape == (2000, 15)
+    on = (x > 0).view(2000, 5, 3)
+    assert (on.all(2) == on.any(2)).all()          # a group is wholly on or wholly off
+    assert on.any(2).any(1).all()                  # no all-zero sample
+    assert 0.2 < on.any(2).float().mean() < 0.3     # p / (1 − (1 − p)^5) ≈ 0.24: empty samples are redrawn
+    assert x.max() <= 1 and x.min() >= 0
+    assert toys.feature_groups(2, 3) == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_models_have_the_papers_shapes():
+    tmcs = toys.circuit_superposition()
+    assert [tuple(p.shape) for p in tmcs.parameters()] == [(5, 10), (5,), (10, 5), (10,)]
+    square = toys.square_mlp()
+    assert len(square.layers) == 5 and all(layer.weight.shape == (5, 5) for layer in square.layers)
+    assert toys.high_rank_circuits()(torch.zeros(3, 25)).shape == (3, 25)
+    with pytest.raises(ValueError, match="activation"):
+        toys.MLP([2, 2], "tanh")
+
+
+def test_train_toy_fits_square_targets():
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    x = toys.sparse_features(512, 5, p_active=0.2, low=-1, high=1, generator=g)
+    model = toys.square_mlp()
+    losses = toys.train_toy(model, x, x ** 2, epochs=30, batch_size=64, lr=1e-2, progress=False)
+    assert losses[-1] < 0.5 * losses[0]
