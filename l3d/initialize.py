@@ -33,11 +33,13 @@ def tucker_approximation(tensor: Tensor, ranks: tuple[int, ...]) -> tuple[Tensor
 
 
 @torch.no_grad()
-def init_from_gradients_(decomposition: Decomposition, grads: DenseGradients, seed: int = 0) -> list[int]:
+def init_from_gradients_(decomposition: Decomposition, grads, seed: int = 0) -> list[int]:
     """Set every subnetwork's encoder and decoder direction to a rank-reduced per-sample gradient.
 
-    Samples are picked k-means++ style (see module docstring); returns the picked sample indices.
+    grads: a batch from a GradientCollector (dense or factored). Samples are picked k-means++ style (see
+    module docstring); returns the picked sample indices.
     """
+    grads: DenseGradients = grads.dense()
     C = decomposition.n_subnetworks
     if grads.n_samples < C:
         raise ValueError(f"need at least {C} gradients (one per subnetwork), got {grads.n_samples}")

@@ -4,6 +4,7 @@ import torch
 
 import l3d
 import l3d.initialize
+import l3d.toys
 from l3d.initialize import init_from_gradients_, tucker_approximation
 
 
@@ -63,3 +64,19 @@ def test_best_start_keeps_the_start_with_the_lowest_error():
     assert kept is made[10 + min(range(3), key=errors.__getitem__)]
     with pytest.raises(ValueError, match="restarts"):
         l3d.initialize.best_start(make, source, restarts=0, epochs=1)
+
+
+def test_init_accepts_factored_gradients_from_a_collector():
+    torch.manual_seed(0)
+    model = l3d.toys.TMS(5, 2).untied()
+    x = l3d.toys.sparse_features(64, 5, generator=torch.Generator().manual_seed(0))
+    collector = l3d.GradientCollector(model, ["W_in", "W_out", "b"])
+    grads = collector(x, generator=torch.Generator().manual_seed(1))
+    dec = l3d.Decomposition(collector.shapes, 5, rank=1)
+    picked = init_from_gradients_(dec, grads, seed=0)
+    assert len(set(picked)) == 5
+    dense = grads.dense().flat()
+    decoder = torch.cat([d.flatten(1) for d in dec.decoder_directions().values()], 1)
+    # rank-1 per tensor: each direction is the picked gradient with every tensor reduced to its top singular pair
+    for k, i in enumerate(picked):
+        assert torch.nn.functional.cosine_similarity(decoder[k], dense[i], dim=0) > 0.9
