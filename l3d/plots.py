@@ -207,7 +207,9 @@ def training_history(history: History | dict, title: str = "") -> plt.Figure:
     left.set_xlabel("epoch")
     left.set_ylabel("reconstruction error")
     left.grid(alpha=0.3, which="both")
-    right.plot(epochs, p_act, lw=0.8)
+    lines = right.plot(epochs, p_act, lw=0.8)
+    if len(lines) <= 10:
+        right.legend(lines, [f"subnetwork {k}" for k in range(len(lines))], fontsize=7, ncols=2)
     right.set_xlabel("epoch")
     right.set_ylabel("P_act per subnetwork")
     right.grid(alpha=0.3)
