@@ -1,4 +1,10 @@
 # l3d: `make figures` reproduces every figure, `make test` runs the tests. Both set up .venv first.
+#   make figures          every notebook at paper scale -> figures/<notebook>/ (PNG, PDF, metrics.json)
+#   make -B figures       the same, even where figures/ is already up to date
+#   make figures DEVICE=cuda JOBS=1
+#   make test             unit tests + every notebook under nbval with small parameters
+#   make lab              JupyterLab on notebooks/
+#   make benchmark        speed and memory numbers (benchmarks/)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +15,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 METRICS := $(patsubst notebooks/%.ipynb,figures/%/metrics.json,$(NOTEBOOKS))
 SOURCES := $(wildcard l3d/*.py)
 
-.PHONY: all env figures test unit notebooks-test lab clean-figures
+.PHONY: all env figures test unit notebooks-test lab benchmark clean-figures
 .DELETE_ON_ERROR:
 
 all: figures
@@ -27,21 +33,24 @@ figures: $(STAMP)
 
 figures/%/metrics.json: notebooks/%.ipynb $(SOURCES) $(STAMP)
 	@mkdir -p figures/$*
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/papermill --cwd notebooks --progress-bar \
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} MPLBACKEND=Agg $(VENV)/bin/papermill --cwd notebooks --progress-bar \
 		$< figures/$*/$*.ipynb -p device $(DEVICE)
 
 test: unit notebooks-test
 
 unit: $(STAMP)
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -p no:cacheprovider
 
 notebooks-test: $(STAMP)
 	rm -rf build/nbtest
 	$(PY) tools/notebooks.py prepare-tests build/nbtest
-	$(if $(NOTEBOOKS),$(PY) -m pytest --nbval-lax --nbval-cell-timeout=900 -q -p no:cacheprovider build/nbtest,@echo "no notebooks yet")
+	$(if $(NOTEBOOKS),MPLBACKEND=Agg $(PY) -m pytest --nbval-lax --nbval-cell-timeout=900 -q -p no:cacheprovider build/nbtest,@echo "no notebooks yet")
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks
+
+benchmark: $(STAMP)
+	$(PY) benchmarks/bench.py --device $(DEVICE)
 
 clean-figures:
 	rm -rf figures/*/

@@ -20,22 +20,31 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from .gradients import DenseGradients
 from .tucker import Tucker, tucker_ranks
 
 Rank = int | tuple[int, ...]
 
 
-def batch_top_k(c: Tensor, k: float) -> Tensor:
-    """Mask (same shape as c) keeping the round(k · c.numel()) entries of largest |c|, at least one."""
+def batch_top_k(c: Tensor, k: float, distributed: bool = False) -> Tensor:
+    """Mask (same shape as c) keeping the round(k · c.numel()) entries of largest |c|, at least one.
+
+    distributed: c holds this process's rows of a batch spread over processes; the top k is taken over the
+    whole batch (see l3d.distributed).
+    """
     if not 0 < k <= 1:
         raise ValueError(f"top_k is the fraction of coefficients kept and must lie in (0, 1], got {k}")
+    if distributed:
+        from .distributed import gather_rows
+
+        everything, ours = gather_rows(c.detach())
+        return batch_top_k(everything, k)[ours]
     n_keep = max(1, round(k * c.numel()))
     if n_keep == c.numel():
         return torch.ones_like(c, dtype=torch.bool)
-    idx = c.detach().abs().flatten().topk(n_keep, sorted=False).indices
-    mask = torch.zeros(c.numel(), dtype=torch.bool, device=c.device)
-    mask[idx] = True
-    return mask.view_as(c)
+    # a partial selection (no full sort)
+    idx = c.detach().abs().view(-1).topk(n_keep, sorted=False).indices
+    return torch.zeros(c.numel(), dtype=torch.bool, device=c.device).index_fill_(0, idx, True).view_as(c)
 
 
 @dataclass
@@ -54,8 +63,10 @@ class Decomposition(nn.Module):
     Args:
         shapes: name -> shape of each decomposed parameter tensor (order is kept everywhere).
         n_subnetworks: C.
-        rank: one rank for every tensor (capped per mode at the mode's size), or name -> rank,
-            where a rank is an int or a tuple with one entry per mode.
+        rank: one rank for every tensor, or name -> rank, where a rank is an int or a tuple with one
+            entry per mode. An int is capped per mode at the mode's size (a 3×3 kernel stays full at
+            rank 10) but may not exceed every dimension of every tensor it is given for; a tuple must
+            fit each mode.
         top_k: fraction of coefficients BatchTopK keeps (0.1 in the paper).
         seed: seed of the random initialization.
     """
@@ -69,20 +80,23 @@ class Decomposition(nn.Module):
         seed: int | None = None,
     ):
         super().__init__()
-        if n_subnetworks < 1:
+        if isinstance(n_subnetworks, bool) or not isinstance(n_subnetworks, int) or n_subnetworks < 1:
             raise ValueError(f"n_subnetworks must be at least 1, got {n_subnetworks}")
         if not 0 < top_k <= 1:
             raise ValueError(f"top_k is the fraction of coefficients kept and must lie in (0, 1], got {top_k}")
         if not shapes:
             raise ValueError("a decomposition needs at least one parameter tensor")
         if isinstance(rank, dict):
-            missing = set(shapes) - set(rank)
+            missing, extra = set(shapes) - set(rank), set(rank) - set(shapes)
             if missing:
                 raise ValueError(f"rank dict lacks tensors {sorted(missing)}; give a rank for every tensor")
+            if extra:
+                raise ValueError(f"rank dict names tensors {sorted(extra)} that are not decomposed (tensors: {list(shapes)})")
         self.shapes = {name: tuple(shape) for name, shape in shapes.items()}
         self.names = list(self.shapes)
         self.n_subnetworks = n_subnetworks
         self.top_k = top_k
+        _check_rank(self.shapes, rank)
         self.ranks = {
             name: tucker_ranks(shape, rank[name] if isinstance(rank, dict) else rank)
             for name, shape in self.shapes.items()
@@ -91,6 +105,7 @@ class Decomposition(nn.Module):
             torch.manual_seed(seed)
         self.decoder = nn.ModuleList(Tucker(n_subnetworks, s, self.ranks[n]) for n, s in self.shapes.items())
         self.encoder = nn.ModuleList(Tucker(n_subnetworks, s, self.ranks[n]) for n, s in self.shapes.items())
+        self._n_modes = tuple(len(s) for s in self.shapes.values())
         self.normalize_decoder_()
         self.encoder.load_state_dict(self.decoder.state_dict())
 
@@ -119,25 +134,65 @@ class Decomposition(nn.Module):
     @torch.no_grad()
     def normalize_decoder_(self) -> None:
         """Rescale every decoder direction to unit norm over all its tensors."""
-        norms = sum(t.sq_norms() for t in self.decoder).clamp_min(1e-30).sqrt()
-        for t in self.decoder:
-            t.scale_(1 / norms)
+        tuckers = list(self.decoder._modules.values())
+        if max(self._n_modes) <= 2:   # small-model path: fewest operations (see _DenseLoss)
+            norms = sum(_full(t._parameters["core"], list(t.factors._parameters.values())).pow(2).sum(1)
+                        for t in tuckers)
+        else:
+            norms = sum(t.sq_norms() for t in tuckers)
+        scale = norms.clamp_min_(1e-30).rsqrt_()
+        torch._foreach_mul_([t._parameters["core"] for t in tuckers],
+                            [scale.view(-1, *([1] * len(t.shape))) for t in tuckers])
 
     # --- the objective --------------------------------------------------------------------------
     def encode(self, grads) -> Tensor:
         """c_ik = <e_k, g_i>: (N, C)."""
         return grads.project(self.encoder)
 
-    def loss(self, grads, top_k: float | None = None) -> LossParts:
-        """The normalized reconstruction loss of a batch of gradients (see module docstring)."""
-        c = self.encode(grads)                       # (N, C)
-        p = grads.project(self.decoder)              # (N, C)  <d_k, g_i>
+    def loss(self, grads, top_k: float | None = None, distributed: bool = False) -> LossParts:
+        """The normalized reconstruction loss of a batch of gradients (see module docstring).
+
+        distributed: the batch is spread over processes and BatchTopK is taken over all of it; the loss,
+        error and total are then this process's part (l3d.train sums them over processes).
+        """
+        top_k = self.top_k if top_k is None else top_k
+        n_modes = self._n_modes
+        if isinstance(grads, DenseGradients) and max(n_modes) <= 2 and not distributed:
+            # (module attribute access costs more than the arithmetic here: read the parameter dicts)
+            params = [p for t in (*self.encoder._modules.values(), *self.decoder._modules.values())
+                      for p in (t._parameters["core"], *t.factors._parameters.values())]
+            loss, error, total, mask = _DenseLoss.apply(grads.flat(), grads.sq_norms(), top_k, n_modes, *params)
+            return LossParts(loss=loss, error=error, total=total, mask=mask)
+        if isinstance(grads, DenseGradients):
+            # materialized gradients: one product with all directions, the Gram from the same directions
+            E = torch.cat([t.full().flatten(1) for t in self.encoder], dim=1)           # (C, n_w)
+            D = torch.cat([t.full().flatten(1) for t in self.decoder], dim=1)           # (C, n_w)
+            c, p = (grads.flat() @ torch.cat([E, D]).T).split(self.n_subnetworks, dim=1)
+            gram = D @ D.T
+        else:
+            c = self.encode(grads)                   # (N, C)
+            p = grads.project(self.decoder)          # (N, C)  <d_k, g_i>
+            gram = self.decoder_gram()
         total = grads.sq_norms().sum()
-        mask = batch_top_k(c, self.top_k if top_k is None else top_k)
+        mask = batch_top_k(c, top_k, distributed)
         ct = c * mask
-        gram = self.decoder_gram()
-        error = total - 2 * (ct * p).sum() + ((ct @ gram) * ct).sum()
+        # Σ_i ||g_i||² − 2 c̃_i·p_i + c̃_iᵀ G c̃_i
+        error = total + (torch.addmm(p, ct, gram, beta=-2) * ct).sum()
         return LossParts(loss=error / total, error=error, total=total, mask=mask)
+
+    def check_shapes(self, shapes: dict[str, tuple[int, ...]], what: str = "the model") -> None:
+        """Raise a ValueError unless `shapes` (name -> shape, e.g. `collector.shapes`) are this decomposition's."""
+        shapes = {n: tuple(s) for n, s in shapes.items()}
+        if shapes == self.shapes:
+            return
+        problems = [f"{n}: decomposition {self.shapes[n]}, {what} {shapes[n]}" for n in self.shapes if n in shapes and shapes[n] != self.shapes[n]]
+        if set(self.shapes) - set(shapes):
+            problems.append(f"only in the decomposition: {sorted(set(self.shapes) - set(shapes))}")
+        if set(shapes) - set(self.shapes):
+            problems.append(f"only in {what}: {sorted(set(shapes) - set(self.shapes))}")
+        if not problems:
+            problems.append(f"tensor order differs: decomposition {self.names}, {what} {list(shapes)}")
+        raise ValueError(f"the decomposition does not fit {what}'s tensors: " + "; ".join(problems))
 
     # --- saving ---------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -149,21 +204,133 @@ class Decomposition(nn.Module):
         _atomic_write(path / "config.json", lambda f: Path(f).write_text(json.dumps(self.config, indent=1)))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Decomposition:
-        """Read a decomposition written by `save` (no pickle)."""
+    def load(
+        cls,
+        path: str | os.PathLike,
+        map_location: str | torch.device = "cpu",
+        shapes: dict[str, tuple[int, ...]] | None = None,
+    ) -> Decomposition:
+        """Read a decomposition written by `save` (no pickle), in the dtype it was saved in.
+
+        shapes: name -> shape of the model's tensors (e.g. `collector.shapes`); loading refuses a
+        decomposition of other tensors.
+        """
         path = Path(path)
         for f in ("config.json", "decomposition.safetensors"):
             if not (path / f).exists():
                 raise FileNotFoundError(f"{path / f} not found: expected a folder written by Decomposition.save")
-        config = json.loads((path / "config.json").read_text())
-        decomposition = cls(
-            {n: tuple(s) for n, s in config["shapes"].items()},
-            config["n_subnetworks"],
-            {n: tuple(r) for n, r in config["rank"].items()},
-            config["top_k"],
-        )
-        decomposition.load_state_dict(load_file(path / "decomposition.safetensors", device=str(map_location)))
-        return decomposition.to(map_location)
+        try:
+            config = json.loads((path / "config.json").read_text())
+            decomposition = cls(
+                {n: tuple(s) for n, s in config["shapes"].items()},
+                config["n_subnetworks"],
+                {n: tuple(r) for n, r in config["rank"].items()},
+                config["top_k"],
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{path / 'config.json'} is not a decomposition config ({type(e).__name__}: {e})") from e
+        tensors = load_file(path / "decomposition.safetensors", device=str(map_location))
+        expected = {k: tuple(v.shape) for k, v in decomposition.state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in tensors.items()}
+        if found != expected:
+            wrong = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
+            raise ValueError(
+                f"{path / 'decomposition.safetensors'} does not match {path / 'config.json'}: "
+                f"missing {sorted(expected.keys() - found.keys())}, unexpected {sorted(found.keys() - expected.keys())}, "
+                f"wrong shape {[(k, found[k], expected[k]) for k in wrong]}"
+            )
+        if shapes is not None:
+            decomposition.check_shapes(shapes)
+        decomposition.to(device=map_location, dtype=next(iter(tensors.values())).dtype)
+        decomposition.load_state_dict(tensors)
+        return decomposition
+
+
+def _check_rank(shapes: dict[str, tuple[int, ...]], rank) -> None:
+    """One int rank caps at each mode's size but must fit some tensor; a per-tensor int must fit that tensor."""
+    if isinstance(rank, int):
+        largest = max(max(s, default=1) for s in shapes.values())
+        if rank > largest:
+            raise ValueError(
+                f"rank {rank} exceeds every dimension of every tensor (largest {largest}): "
+                f"use a rank of at most {largest}"
+            )
+        return
+    if isinstance(rank, dict):
+        for name, r in rank.items():
+            if isinstance(r, int) and name in shapes and r > max(shapes[name], default=1):
+                raise ValueError(
+                    f"rank {r} for tensor {name!r} exceeds every dimension of its shape {shapes[name]}: "
+                    f"use a rank of at most {max(shapes[name])}"
+                )
+
+
+def _full(core: Tensor, factors: list[Tensor]) -> Tensor:
+    """A 1- or 2-mode Tucker tensor, flattened: (C, n)."""
+    if len(factors) == 1:
+        return torch.bmm(factors[0], core.unsqueeze(-1)).squeeze(-1)
+    return torch.bmm(torch.bmm(factors[0], core), factors[1].transpose(1, 2)).flatten(1)
+
+
+def _full_backward(g: Tensor, core: Tensor, factors: list[Tensor]) -> list[Tensor]:
+    """Gradients w.r.t. core and factors of `_full(core, factors)` given its gradient g: (C, n)."""
+    if len(factors) == 1:
+        (u,) = factors
+        return [torch.bmm(u.transpose(1, 2), g.unsqueeze(-1)).squeeze(-1), g.unsqueeze(-1) * core.unsqueeze(1)]
+    u, v = factors
+    g = g.view(-1, u.shape[1], v.shape[1])
+    gv = torch.bmm(g, v)                                                   # (C, I, R_2)
+    return [torch.bmm(u.transpose(1, 2), gv), torch.bmm(gv, core.transpose(1, 2)), torch.bmm(g.transpose(1, 2), torch.bmm(u, core))]
+
+
+class _DenseLoss(torch.autograd.Function):
+    """The loss of materialized gradients for 1- and 2-mode Tucker directions, with a written-out backward.
+
+    On small models a step costs per operation, not per flop; this does the same computation as the
+    generic path (`Decomposition.loss`) with a third of the operations. Inputs: flat gradients (N, n_w),
+    their squared norms (N,), top_k, modes per tensor, then core and factors of every encoder tensor
+    followed by those of every decoder tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, flat, sq_norms, top_k, n_modes, *params):
+        enc, dec = params[:len(params) // 2], params[len(params) // 2:]
+
+        def directions(ps):
+            out, i = [], 0
+            for n in n_modes:
+                out.append(_full(ps[i], ps[i + 1:i + 1 + n]))
+                i += 1 + n
+            return torch.cat(out, 1) if len(out) > 1 else out[0]
+
+        E, D = directions(enc), directions(dec)                             # (C, n_w) each
+        c, p = torch.mm(flat, torch.cat([E, D]).T).split(E.shape[0], 1)
+        gram = torch.mm(D, D.T)
+        total = sq_norms.sum()
+        mask = batch_top_k(c, top_k)
+        ct = c * mask
+        error = total + (torch.addmm(p, ct, gram, beta=-2) * ct).sum()
+        ctx.save_for_backward(flat, ct, mask, p, gram, D, total, *params)
+        ctx.n_modes = n_modes
+        ctx.mark_non_differentiable(total, mask)
+        return error / total, error, total, mask
+
+    @staticmethod
+    def backward(ctx, g_loss, g_error, g_total, g_mask):
+        flat, ct, mask, p, gram, D, total, *params = ctx.saved_tensors
+        g = g_loss / total + g_error
+        dc = (2 * g) * torch.addmm(p, ct, gram, beta=-1) * mask                 # dL/dc: 2g(c̃G − p) on the mask
+        dD = torch.addmm(torch.mm((-2 * g) * ct.T, flat), torch.mm(ct.T, ct), D, alpha=2 * g)
+        dE = torch.mm(dc.T, flat)
+        grads = []
+        for dfull, ps in ((dE, params[:len(params) // 2]), (dD, params[len(params) // 2:])):
+            i, offset = 0, 0
+            for n in ctx.n_modes:
+                core, factors = ps[i], ps[i + 1:i + 1 + n]
+                size = factors[0].shape[1] * (factors[1].shape[1] if n == 2 else 1)
+                grads += _full_backward(dfull[:, offset:offset + size], core, factors)
+                i, offset = i + 1 + n, offset + size
+        return (None, None, None, None, *grads)
 
 
 def _atomic_write(target: Path, write) -> None:

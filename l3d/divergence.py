@@ -20,6 +20,28 @@ def divergence(y: Tensor, y_ref: Tensor, kind: str) -> Tensor:
     raise ValueError(f"unknown divergence {kind!r}: use one of {DIVERGENCES}")
 
 
+def check_outputs(outputs: Tensor, kind: str) -> None:
+    """Raise a ValueError if model outputs (samples along dim 0, values along the last) cannot take divergence `kind`.
+
+    Outputs must be finite; for "kl" they must be logits over at least 2 classes, not probabilities
+    (non-negative rows summing to 1).
+    """
+    if not torch.isfinite(outputs).all():
+        raise ValueError(f"the model's outputs contain nan or inf (shape {tuple(outputs.shape)}); divergence gradients need finite outputs")
+    if kind != "kl":
+        return
+    if outputs.dim() < 2 or outputs.shape[-1] < 2:
+        raise ValueError(
+            f"divergence='kl' needs logits over at least 2 classes in the last dimension, got outputs of shape "
+            f"{tuple(outputs.shape)}; use divergence='mse' for regression outputs"
+        )
+    if (outputs >= 0).all() and torch.allclose(outputs.sum(-1), torch.ones((), dtype=outputs.dtype, device=outputs.device), atol=1e-4):
+        raise ValueError(
+            "divergence='kl' takes logits, but the model's outputs are probabilities (non-negative, each row sums "
+            "to 1); return the logits (before softmax) or log-probabilities, e.g. forward=lambda m, x: m(x).log()"
+        )
+
+
 def random_others(n: int, generator: torch.Generator | None = None, device=None) -> Tensor:
     """For each of n samples the index of another sample drawn uniformly at random (never itself)."""
     if n < 2:
@@ -37,6 +59,7 @@ def reference_outputs(
     mixture of the batch's distributions); uniform: the uniform distribution (KL only).
     """
     outputs = outputs.detach()
+    check_outputs(outputs, divergence_kind)
     if kind == "random":
         return outputs[random_others(outputs.shape[0], generator, outputs.device)]
     if kind == "mean":

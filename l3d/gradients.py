@@ -1,44 +1,63 @@
 """Per-sample divergence gradients g_i = ∇_W D(f(x_i; W), y_ref) at W = W0, for any nn.Module."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jacrev, vmap
 
+from .factored import FactoredGradients, DensePart, build_parts, capture_input, factorable
 from .divergence import DIVERGENCES, REFERENCES, divergence, reference_outputs
 from .params import select_tensors
 from .tucker import Tucker
 
 
 class DenseGradients:
-    """A batch of materialized per-sample gradients: name -> (N, *shape)."""
+    """A batch of materialized per-sample gradients: name -> (N, *shape), stored side by side as (N, n_w)."""
 
     def __init__(self, grads: dict[str, Tensor]):
-        self.grads = grads
+        self.shapes = {n: tuple(g.shape[1:]) for n, g in grads.items()}
+        self._flat = torch.cat([g.flatten(1) for g in grads.values()], dim=1)
+        self._sq_norms = self._flat.pow(2).sum(1)
+
+    @classmethod
+    def _from_flat(cls, flat: Tensor, sq_norms: Tensor, shapes: dict[str, tuple[int, ...]]) -> DenseGradients:
+        out = cls.__new__(cls)
+        out.shapes, out._flat, out._sq_norms = shapes, flat, sq_norms
+        return out
+
+    @property
+    def grads(self) -> dict[str, Tensor]:
+        """name -> (N, *shape), views into the flat storage."""
+        sizes = [math.prod(s) for s in self.shapes.values()]
+        return {
+            n: g.view(-1, *s) for (n, s), g in zip(self.shapes.items(), self._flat.split(sizes, dim=1))
+        }
 
     @property
     def n_samples(self) -> int:
-        return next(iter(self.grads.values())).shape[0]
+        return self._flat.shape[0]
 
     def __getitem__(self, index: slice | Tensor) -> DenseGradients:
         """The gradients of a subset of the samples."""
-        return DenseGradients({n: g[index] for n, g in self.grads.items()})
+        return DenseGradients._from_flat(self._flat[index], self._sq_norms[index], self.shapes)
 
     def project(self, directions: Sequence[Tucker]) -> Tensor:
         """<v_k, g_i> summed over tensors, for directions given per tensor in collector order: (N, C)."""
-        return sum(
-            g.flatten(1) @ v.full().flatten(1).T for g, v in zip(self.grads.values(), directions)
-        )
+        return self._flat @ torch.cat([v.full().flatten(1) for v in directions], dim=1).T
 
     def sq_norms(self) -> Tensor:
         """||g_i||² over all chosen tensors: (N,)."""
-        return sum(g.flatten(1).pow(2).sum(1) for g in self.grads.values())
+        return self._sq_norms
 
     def flat(self) -> Tensor:
         """All chosen tensors' gradients side by side: (N, n_w)."""
-        return torch.cat([g.flatten(1) for g in self.grads.values()], dim=1)
+        return self._flat
+
+    def dense(self) -> DenseGradients:
+        return self
 
 
 def default_forward(model: nn.Module, x: Tensor) -> Tensor:
@@ -66,6 +85,9 @@ def call_with(
     return functional_call(wrapper, {f"model.{n}": w for n, w in weights.items()}, (x,), strict=False)
 
 
+ENGINES = ("auto", "dense", "factored")
+
+
 class GradientCollector:
     """Computes per-sample divergence gradients for the chosen tensors of `model`.
 
@@ -77,6 +99,10 @@ class GradientCollector:
         sequence: outputs are (batch, positions, out) and every position is a sample.
         forward: maps (model, inputs) to output tensor (e.g. ``lambda m, x: m(x).logits``).
         chunk_size: items per vectorized chunk, bounding memory.
+        engine: "dense" materializes every per-sample gradient (vmap of grad); "factored" keeps the
+            gradients of Linear, Conv1d/2d, Embedding and LayerNorm tensors as inputs and
+            output-gradients (see `l3d.factored`) and fails for other tensors; "auto" factors what
+            it can and computes the rest densely.
     """
 
     def __init__(
@@ -88,6 +114,7 @@ class GradientCollector:
         sequence: bool = False,
         forward: Callable[[nn.Module, Tensor], Tensor] | None = None,
         chunk_size: int = 256,
+        engine: str = "auto",
     ):
         if divergence not in DIVERGENCES:
             raise ValueError(f"unknown divergence {divergence!r}: use one of {DIVERGENCES}")
@@ -95,6 +122,8 @@ class GradientCollector:
             raise ValueError(f"unknown reference {reference!r}: use one of {REFERENCES}")
         if reference == "uniform" and divergence != "kl":
             raise ValueError("reference='uniform' needs divergence='kl' (a uniform distribution over outputs)")
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}: use one of {ENGINES}")
         self.model = model.eval()
         self.params = select_tensors(model, tensors)
         self.names = list(self.params)
@@ -103,6 +132,16 @@ class GradientCollector:
         self.sequence = sequence
         self.forward = forward or default_forward
         self.chunk_size = chunk_size
+        self.engine = engine
+        self.plan = {} if engine == "dense" else factorable(model, self.params)
+        if engine == "factored" and len(self.plan) < len(self.names):
+            missing = [n for n in self.names if n not in self.plan]
+            raise ValueError(
+                f"engine='factored' cannot factor {missing} (only weights and biases of Linear, Conv1d, "
+                "Conv2d, Embedding and LayerNorm modules that own them alone); use engine='auto'"
+            )
+        self._call_shapes: dict[tuple, dict] = {}
+        self.cut_head = True   # see _vmapped; the benchmark's baseline turns it off
 
     @property
     def shapes(self) -> dict[str, tuple[int, ...]]:
@@ -124,26 +163,139 @@ class GradientCollector:
 
     def __call__(
         self, inputs: Tensor, references: Tensor | None = None, generator: torch.Generator | None = None
-    ) -> DenseGradients:
+    ) -> DenseGradients | FactoredGradients:
         """Per-sample gradients of the divergence to `references` (drawn fresh when not given)."""
         if references is None:
             references = self.references(inputs, generator)
-        n_items = inputs.shape[0]
         if self.sequence:
-            references = references.view(n_items, -1, references.shape[-1])
+            references = references.view(inputs.shape[0], -1, references.shape[-1])
+        if self.plan:
+            return self._factored(inputs, references)
         weights = {n: p.detach() for n, p in self.params.items()}
+        chunks = [self._vmapped({}, weights, x, r)[0][1] for x, r in self._chunks(inputs, references)]
+        return DenseGradients({n: self._samples(torch.cat([c[n] for c in chunks])) for n in self.names})
 
-        def item_divergence(w: dict[str, Tensor], x: Tensor, ref: Tensor) -> Tensor:
-            out = call_with(self.model, w, x.unsqueeze(0), self.forward).squeeze(0)
-            return divergence(out, ref, self.divergence)
+    # --- internals ----------------------------------------------------------------------------------
+    def _chunks(self, inputs: Tensor, references: Tensor):
+        return zip(inputs.split(self.chunk_size), references.split(self.chunk_size))
 
-        per_item = jacrev(item_divergence) if self.sequence else grad(item_divergence)
-        batched = vmap(per_item, in_dims=(None, 0, 0))
-        chunks = [
-            batched(weights, x, r)
-            for x, r in zip(inputs.split(self.chunk_size), references.split(self.chunk_size))
-        ]
-        grads = {n: torch.cat([c[n] for c in chunks]) for n in self.names}
-        if self.sequence:
-            grads = {n: g.flatten(0, 1) for n, g in grads.items()}
-        return DenseGradients(grads)
+    def _samples(self, g: Tensor) -> Tensor:
+        """(items, [positions,] …) -> (samples, …)."""
+        return g.flatten(0, 1) if self.sequence else g
+
+    def _vmapped(self, eps: dict, weights: dict[str, Tensor], x: Tensor, r: Tensor):
+        """Per item: gradients of the divergence w.r.t. the output perturbations `eps` of hooked
+        modules and w.r.t. `weights`, and the hooked modules' captured inputs."""
+        modules = {m: self.model.get_submodule(m) for m in eps}
+        head = self._head(x, weights) if self.sequence else None
+
+        def item_divergence(eps: dict, w: dict[str, Tensor], x: Tensor, ref: Tensor):
+            captured: dict[str, list[Tensor]] = {m: [] for m in modules}
+            handles = [module.register_forward_hook(_perturb(m, eps, captured), with_kwargs=True)
+                       for m, module in modules.items()]
+            if head is not None:
+                hidden: list[Tensor] = []
+                handles.append(head.register_forward_hook(lambda mod, args, out: hidden.append(args[0])))
+            try:
+                out = call_with(self.model, w, x.unsqueeze(0), self.forward).squeeze(0)
+            finally:
+                for h in handles:
+                    h.remove()
+            if head is None:
+                return divergence(out, ref, self.divergence), captured
+            # position-wise head: D_t depends on the head's input at t only, so with u_t = ∂(Σ_s D_s)/∂h_t
+            # (one product, no per-position pass through the head) D_t and <u_t, h_t> have equal gradients
+            (h,) = hidden
+            u = grad(lambda h: divergence(head(h).squeeze(0), ref, self.divergence).sum())(h.detach())
+            return (u * h).sum(-1).squeeze(0), captured
+
+        per_item = (jacrev if self.sequence else grad)(item_divergence, argnums=(0, 1), has_aux=True)
+        with torch.no_grad():   # no graph outside the transforms
+            return vmap(per_item, in_dims=(None, None, 0, 0))(eps, weights, x, r)
+
+    def _discover(self, x: Tensor, modules: list[str]) -> dict:
+        """For one item: shape and dtype of every call's output of the hooked modules, and the name of
+        the nn.Linear whose output is the model's output (None if there is none)."""
+        key = (tuple(x.shape[1:]), x.dtype)
+        if key not in self._call_shapes:
+            seen: dict[str, list] = {m: [] for m in modules}
+            linear_outputs: dict[str, list] = {}
+            handles = [
+                self.model.get_submodule(m).register_forward_hook(
+                    lambda mod, args, out, m=m: seen[m].append((out.shape, out.dtype)))
+                for m in modules
+            ]
+            for name, module in self.model.named_modules():
+                if type(module) is nn.Linear:
+                    handles.append(module.register_forward_hook(
+                        lambda mod, args, out, name=name: linear_outputs.setdefault(name, []).append(out)))
+            try:
+                with torch.no_grad():
+                    out = self.forward(self.model, x[:1])
+            finally:
+                for h in handles:
+                    h.remove()
+            head = [n for n, outs in linear_outputs.items() if len(outs) == 1 and outs[0] is out]
+            self._call_shapes[key] = {"calls": seen, "head": head[0] if head else None}
+        return self._call_shapes[key]
+
+    def _head(self, x: Tensor, weights: dict[str, Tensor]) -> nn.Module | None:
+        """The position-wise output head to backpropagate through once, unless a chosen tensor is in it."""
+        name = self._discover(x, list(self.plan_modules()))["head"]
+        if name is None or not self.cut_head:
+            return None
+        head = self.model.get_submodule(name)
+        chosen = {id(p) for p in self.params.values()}
+        return None if any(id(p) in chosen for p in head.parameters()) else head
+
+    def plan_modules(self) -> dict[str, list[str]]:
+        """Module name -> attributes ("weight", "bias") of its chosen tensors, for the factored ones."""
+        by_module: dict[str, list[str]] = {}
+        for m, attr in self.plan.values():
+            by_module.setdefault(m, []).append(attr)
+        return by_module
+
+    def _factored(self, inputs: Tensor, references: Tensor) -> FactoredGradients:
+        by_module = self.plan_modules()
+        shapes = self._discover(inputs, list(by_module))["calls"]
+        unused = [m for m in by_module if not shapes[m]]
+        if unused:
+            raise RuntimeError(
+                f"modules {unused} were never called in the forward pass, though their parameters were "
+                "chosen; use engine='dense' if their weights are used outside their own forward"
+            )
+        eps = {m: [torch.zeros(s, dtype=dt, device=self.device) for s, dt in calls] for m, calls in shapes.items()}
+        weights = {n: p.detach() for n, p in self.params.items() if n not in self.plan}
+        deltas, dense, captured = [], [], []
+        for x, r in self._chunks(inputs, references):
+            (d_eps, d_w), cap = self._vmapped(eps, weights, x, r)
+            deltas.append(d_eps)
+            dense.append(d_w)
+            captured.append(cap)
+        n_items = inputs.shape[0]
+        parts = {n: DensePart(self._samples(torch.cat([d[n] for d in dense]))) for n in weights}
+        for m, attrs in by_module.items():
+            calls = len(shapes[m])
+            module_parts = build_parts(
+                self.model.get_submodule(m),
+                attrs,
+                [torch.cat([c[m][i] for c in captured]) for i in range(calls)],
+                [self._samples(torch.cat([d[m][i] for d in deltas])) for i in range(calls)],
+                n_items,
+            )
+            for name, (mm, attr) in self.plan.items():
+                if mm == m:
+                    parts[name] = module_parts[attr]
+        return FactoredGradients({n: parts[n] for n in self.names})
+
+
+def _perturb(name: str, eps: dict, captured: dict):
+    """Forward hook: record what the module's part needs from its input, add the call's perturbation."""
+    def hook(module: nn.Module, args: tuple, kwargs: dict, output: Tensor) -> Tensor:
+        calls = captured[name]
+        if len(calls) >= len(eps[name]):
+            raise RuntimeError(f"module {name} was called more often than when its output shapes were recorded")
+        x = args[0] if args else next(iter(kwargs.values()))
+        calls.append(capture_input(module, x))
+        return output + eps[name][len(calls) - 1]
+    return hook

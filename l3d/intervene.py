@@ -73,3 +73,26 @@ def output_derivative(
 def top_affected_outputs(derivative: Tensor, n: int = 5) -> tuple[Tensor, Tensor]:
     """The n outputs with the largest |∂f_j/∂δ| per sample: (values, indices), each (..., n)."""
     return derivative.abs().topk(n, dim=-1)
+
+
+@torch.no_grad()
+def intervention_sweep(
+    model: nn.Module,
+    decomposition: Decomposition,
+    deltas: Sequence[float] | Tensor,
+    inputs: Tensor,
+    subnetworks: Sequence[int | Sequence[int]] | None = None,
+    tensors: str | list[str] | None = None,
+    forward: Callable[[nn.Module, Tensor], Tensor] = default_forward,
+) -> Tensor:
+    """Mean |f(x; W0 + δ Σ_k d_k) − f(x; W0)| over the samples of `inputs`, for every intervention and δ.
+
+    `subnetworks` lists the interventions: a subnetwork, or several moved together (default: each
+    subnetwork alone). Returns (n_interventions, len(deltas), *output shape without the batch dimension).
+    """
+    subnetworks = range(decomposition.n_subnetworks) if subnetworks is None else subnetworks
+    base = forward(model, inputs)
+    return torch.stack([
+        (intervene(model, decomposition, ks, deltas, inputs, tensors, forward) - base).abs().mean(1)
+        for ks in subnetworks
+    ])

@@ -10,16 +10,26 @@ from torch import nn
 def select_tensors(model: nn.Module, patterns: str | list[str]) -> dict[str, nn.Parameter]:
     """The model's parameters whose names match any of `patterns` (exact names or globs), in model order.
 
-    A pattern that matches nothing is an error listing the available names and the nearest matches.
+    A pattern that matches nothing is an error listing the available names and the nearest matches; so is
+    the bare name of a module (ambiguous: which of its tensors?), which suggests its tensors and 'name.*'.
     """
     if isinstance(patterns, str):
         patterns = [patterns]
     if not patterns:
         raise ValueError("no tensors chosen: pass parameter names or globs such as 'h.4.attn.*'")
+    bad = [p for p in patterns if not isinstance(p, str)]
+    if bad:
+        raise TypeError(f"tensor names and globs must be strings, got {bad!r}")
     available = dict(model.named_parameters())
     chosen: dict[str, nn.Parameter] = {}
     for pattern in patterns:
         hits = [name for name in available if fnmatch.fnmatchcase(name, pattern)]
+        if not hits and pattern and any(name.startswith(pattern + ".") for name in available):
+            own = [name for name in available if name.startswith(pattern + ".")]
+            raise ValueError(
+                f"{pattern!r} names a module of {type(model).__name__}, not a parameter tensor: choose its tensors "
+                f"by name ({', '.join(own[:8])}{', …' if len(own) > 8 else ''}) or all of them with {pattern + '.*'!r}"
+            )
         if not hits:
             near = difflib.get_close_matches(pattern, list(available), n=5, cutoff=0.4)
             hint = f" Did you mean: {', '.join(near)}?" if near else ""

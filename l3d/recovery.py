@@ -208,3 +208,15 @@ def r_squared(predicted: Tensor, true: Tensor) -> float:
     """Coefficient of determination 1 − Σ(true − predicted)² / Σ(true − mean)² over all entries."""
     true, predicted = true.double().flatten(), predicted.double().flatten()
     return (1 - (true - predicted).pow(2).sum() / (true - true.mean()).pow(2).sum()).item()
+
+
+def mmcs(slices: Tensor, weights: Tensor) -> float:
+    """Mean max cosine similarity: mean over features of the largest |cos| over subnetworks.
+
+    slices: (C, F, D) each subnetwork's slice for each feature; weights: (F, D) the model's own weights
+    for each feature. 1 when every feature has a subnetwork whose slice is parallel to it.
+    """
+    if slices.dim() != 3 or weights.dim() != 2 or slices.shape[1:] != weights.shape:
+        raise ValueError(f"slices must be (C, F, D) and weights (F, D), got {tuple(slices.shape)} and {tuple(weights.shape)}")
+    cos = torch.nn.functional.cosine_similarity(slices, weights.unsqueeze(0), dim=-1, eps=1e-12)   # (C, F)
+    return cos.abs().max(0).values.mean().item()

@@ -1,14 +1,23 @@
-"""Training a decomposition: Adam, step learning-rate decay, warm start, history of error and P_act."""
+"""Training a decomposition: Adam, step learning-rate decay, warm start, history of error and P_act.
+
+Runs can checkpoint every N steps and resume bit-identically (l3d.checkpoint), and run data-parallel
+under torchrun (l3d.distributed): `batch_size` is always the global batch.
+"""
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .decomposition import Decomposition
+from . import distributed
+from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .decomposition import Decomposition, LossParts
+from .divergence import check_outputs
 from .gradients import GradientCollector
 
 
@@ -17,7 +26,9 @@ class GradientSource:
 
     Gradients are computed `chunk_size` items at a time (references drawn within the chunk) and handed
     out `batch_size` items at a time. For small models set chunk_size to the data set size: one
-    vectorized gradient pass per epoch.
+    vectorized gradient pass per epoch. Under torch.distributed every process draws the same order and
+    references and computes the gradients of its share of each batch only (`shard`).
+    The position within an epoch is part of `state_dict`, so an interrupted epoch resumes where it stopped.
     """
 
     def __init__(
@@ -28,34 +39,94 @@ class GradientSource:
         chunk_size: int | None = None,
         shuffle: bool = True,
         seed: int = 0,
+        shard: distributed.Shard | None = None,
     ):
+        if not isinstance(inputs, Tensor):
+            raise TypeError(f"inputs must be a tensor with items along dim 0, got {type(inputs).__name__}")
         n = inputs.shape[0]
-        if not 1 <= batch_size <= n:
-            raise ValueError(f"batch_size {batch_size} must lie in 1..{n} (the number of inputs)")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= n:
+            raise ValueError(f"batch_size {batch_size!r} must be an int in 1..{n} (the number of inputs)")
         chunk_size = chunk_size or batch_size
         if chunk_size % batch_size:
             raise ValueError(f"chunk_size {chunk_size} must be a multiple of batch_size {batch_size}")
+        self.shard = shard or distributed.current()
+        if batch_size % self.shard.world_size:
+            raise ValueError(
+                f"batch_size {batch_size} must be a multiple of the {self.shard.world_size} processes: "
+                f"each takes batch_size / {self.shard.world_size} items of every batch"
+            )
+        if collector.reference == "random" and not collector.sequence and chunk_size < 2:
+            raise ValueError("reference='random' draws another sample of the same chunk: use chunk_size >= 2")
+        check_outputs(collector.outputs(inputs[: min(n, 16)]), collector.divergence)
         self.collector = collector
         self.inputs = inputs
         self.batch_size = batch_size
         self.chunk_size = chunk_size
         self.shuffle = shuffle
         self.generator = torch.Generator().manual_seed(seed)
+        self._position: dict | None = None  # within an epoch: where it started, which chunk, batches taken
+        self._resume: dict | None = None
 
     def __len__(self) -> int:
         """Batches per epoch (a last partial batch is dropped)."""
         return self.inputs.shape[0] // self.batch_size
 
+    @property
+    def batches_done(self) -> int:
+        """Batches handed out so far in the current epoch."""
+        if self._position is None:
+            return 0
+        return self._position["chunk"] * (self.chunk_size // self.batch_size) + self._position["taken"]
+
     def __iter__(self) -> Iterator:
+        """One epoch of batches (this process's share of each), or the rest of an interrupted one."""
+        resume, self._resume = self._resume, None
+        epoch_state = resume["epoch_generator"] if resume else self.generator.get_state()
+        self.generator.set_state(epoch_state)
         n = len(self) * self.batch_size
         order = torch.randperm(self.inputs.shape[0], generator=self.generator) if self.shuffle else torch.arange(n)
         order = order[:n].to(self.inputs.device)
-        for start in range(0, n, self.chunk_size):
-            items = self.inputs[order[start:start + self.chunk_size]]
-            chunk = self.collector(items, generator=self.generator)
-            step = self.batch_size * (chunk.n_samples // items.shape[0])  # samples per batch
-            for b in range(0, chunk.n_samples, step):
-                yield chunk[b:b + step]
+        per_chunk = self.chunk_size // self.batch_size
+        first, skip = 0, 0
+        if resume:
+            first, skip = resume["chunk"], resume["taken"]
+            if skip == per_chunk:  # that chunk was finished: go on from the generator's state after it
+                first, skip = first + 1, 0
+                self.generator.set_state(resume["generator"])
+            else:
+                self.generator.set_state(resume["chunk_generator"])
+        for chunk, start in enumerate(range(first * self.chunk_size, n, self.chunk_size), start=first):
+            self._position = {"epoch_generator": epoch_state, "chunk": chunk, "chunk_generator": self.generator.get_state(), "taken": skip}
+            grads = self._chunk_gradients(self.inputs[order[start:start + self.chunk_size]])
+            per_batch = grads.n_samples // (min(self.chunk_size, n - start) // self.batch_size)
+            for b in range(skip * per_batch, grads.n_samples, per_batch):
+                self._position["taken"] += 1
+                yield grads[b:b + per_batch]
+            skip = 0
+        self._position = None
+
+    def _chunk_gradients(self, items: Tensor):
+        """This process's gradients of a chunk of whole batches (references drawn over the whole chunk)."""
+        if not self.shard.active:
+            return self.collector(items, generator=self.generator)
+        references = self.collector.references(items, self.generator)     # (samples, out), same on every process
+        share = self.batch_size // self.shard.world_size
+        ours = torch.arange(items.shape[0], device=items.device).view(-1, self.shard.world_size, share)[:, self.shard.rank].flatten()
+        if self.collector.sequence:  # every position of an item is a sample
+            references = references.reshape(items.shape[0], -1, references.shape[-1])[ours].flatten(0, 1)
+        else:
+            references = references[ours]
+        return self.collector(items[ours], references)
+
+    def state_dict(self) -> dict:
+        """The generator and the position in the current epoch (None between epochs)."""
+        return {"generator": self.generator.get_state(), "position": None if self._position is None else dict(self._position)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict()`: the next iteration finishes the interrupted epoch, if any."""
+        self.generator.set_state(state["generator"])
+        self._resume = None if state["position"] is None else {**state["position"], "generator": state["generator"]}
+        self._position = self._resume and dict(state["position"])
 
 
 @dataclass
@@ -74,22 +145,89 @@ class History:
     def to_dict(self) -> dict:
         return {"reconstruction_error": self.reconstruction_error, "lr": self.lr, "p_act": self.p_act}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> History:
+        return cls(list(d["reconstruction_error"]), list(d["lr"]), [list(p) for p in d["p_act"]])
+
 
 class _EpochStats:
+    """Sums over an epoch, fed with every step's (error, total, active per subnetwork) of the whole batch."""
+
     def __init__(self, n_subnetworks: int, device):
-        self.error = torch.zeros((), device=device, dtype=torch.float64)
-        self.total = torch.zeros((), device=device, dtype=torch.float64)
-        self.active = torch.zeros(n_subnetworks, device=device, dtype=torch.float64)
+        self.sums = torch.zeros(2 + n_subnetworks, device=device, dtype=torch.float64)
         self.samples = 0
 
-    def add(self, parts) -> None:
-        self.error += parts.error.detach()
-        self.total += parts.total.detach()
-        self.active += parts.mask.sum(0)
-        self.samples += parts.mask.shape[0]
+    def add(self, summary: Tensor, n_samples: int) -> None:
+        self.sums += summary
+        self.samples += n_samples
 
     def result(self) -> tuple[float, list[float]]:
-        return (self.error / self.total).item(), (self.active / max(self.samples, 1)).tolist()
+        error, total, active = self.sums[0], self.sums[1], self.sums[2:]
+        return (error / total).item(), (active / max(self.samples, 1)).tolist()
+
+
+def _summary(parts: LossParts) -> Tensor:
+    """(error, total, active per subnetwork) of the whole batch, summed over processes: (2 + C,) float64."""
+    local = torch.cat([parts.error.detach().view(1), parts.total.detach().view(1), parts.mask.sum(0)]).double()
+    return distributed.all_sum_(local)
+
+
+def _check_fit_settings(epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, checkpoint_every) -> None:
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    problems = []
+    if not is_int(epochs) or epochs < 1:
+        problems.append(f"epochs must be an int >= 1, got {epochs!r}")
+    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        problems.append(f"lr must be a finite number > 0, got {lr!r}")
+    if not isinstance(lr_decay, (int, float)) or not 0 < lr_decay <= 1:
+        problems.append(f"lr_decay must lie in (0, 1] (1: no decay), got {lr_decay!r}")
+    if not is_int(lr_decay_every) or lr_decay_every < 1:
+        problems.append(f"lr_decay_every must be an int >= 1 (epochs), got {lr_decay_every!r}")
+    if not is_int(warm_start_epochs) or warm_start_epochs < 0:
+        problems.append(f"warm_start_epochs must be an int >= 0, got {warm_start_epochs!r}")
+    if checkpoint_every is not None and (not is_int(checkpoint_every) or checkpoint_every < 1):
+        problems.append(f"checkpoint_every must be an int >= 1 (steps) or None, got {checkpoint_every!r}")
+    if problems:
+        raise ValueError("bad fit settings: " + "; ".join(problems))
+
+
+def _tensor_of(parameter_name: str, names: list[str]) -> str:
+    """'decoder.1.factors.0' -> "decoder of tensor 'W_out' (decoder.1.factors.0)"."""
+    part, index, *_ = parameter_name.split(".")
+    return f"{part} of tensor {names[int(index)]!r} ({parameter_name})"
+
+
+def _raise_non_finite(step: int, epoch: int, grads, summary: Tensor, decomposition: Decomposition, lr: float) -> None:
+    """Find what is not finite and raise a FloatingPointError naming it (return if it was only a norm's overflow)."""
+    where = f"step {step} (epoch {epoch})"
+    if not torch.isfinite(summary[1]):
+        per_tensor = grads.dense().grads if hasattr(grads, "dense") else getattr(grads, "grads", {})  # name -> (N, *shape)
+        bad = [n for n, g in per_tensor.items() if not torch.isfinite(g).all()]
+        named = f" of tensor(s) {', '.join(map(repr, bad))}" if bad else ""
+        raise FloatingPointError(
+            f"{where}: the per-sample gradients{named} are not finite (nan or inf); check the model's outputs "
+            f"and the divergence on these inputs"
+        )
+    bad = [_tensor_of(n, decomposition.names) for n, p in decomposition.named_parameters() if not torch.isfinite(p).all()]
+    if not torch.isfinite(summary[0]) or bad:
+        which = f"non-finite: {', '.join(bad)}"
+        if not bad:  # overflow from finite but huge parameters: name the largest
+            size, name = max((p.detach().abs().max().item(), n) for n, p in decomposition.named_parameters())
+            which = f"largest: {_tensor_of(name, decomposition.names)}, reaching {size:.3g}"
+        raise FloatingPointError(
+            f"{where}: the reconstruction error is not finite; the decomposition's parameters diverged "
+            f"({which}); try a lower learning rate than lr={lr}"
+        )
+    bad = [_tensor_of(n, decomposition.names) for n, p in decomposition.named_parameters()
+           if p.grad is not None and not torch.isfinite(p.grad).all()]
+    if not bad:
+        return
+    raise FloatingPointError(
+        f"{where}: the gradient of the loss is not finite for the {', '.join(bad)}; "
+        f"try a lower learning rate than lr={lr}"
+    )
 
 
 def fit(
@@ -101,41 +239,128 @@ def fit(
     lr_decay_every: int = 100,
     warm_start_epochs: int = 0,
     progress: bool = True,
+    *,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    keep_checkpoints: int = 2,
+    callback: Callable[[int, LossParts], None] | None = None,
 ) -> History:
     """Train `decomposition` on `source` with Adam; lr × lr_decay every lr_decay_every epochs.
 
     The first warm_start_epochs keep every coefficient (top_k = 1). Decoder directions are put back to
-    unit norm after every step.
+    unit norm after every step. A non-finite loss or gradient stops training with an error naming the step.
+
+    checkpoint_dir: write a checkpoint there every `checkpoint_every` steps and at the end (the
+        `keep_checkpoints` newest are kept). With resume=True an existing checkpoint there is continued
+        (bit-identical to an uninterrupted run on CPU); without, a folder holding one is an error.
+    callback: called as callback(step, loss_parts) after every step (step counts from 1).
+    Under torchrun (l3d.distributed) every process runs fit on its share; only rank 0 writes checkpoints.
     """
-    optimizer = torch.optim.Adam(decomposition.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_decay_every, gamma=lr_decay)
-    history = History()
-    bar = tqdm(range(epochs), desc="L3D", disable=not progress)
+    _check_fit_settings(epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, checkpoint_every)
+    if checkpoint_dir is None and (resume or checkpoint_every):
+        raise ValueError("resume and checkpoint_every need a checkpoint_dir to read and write checkpoints in")
+    decomposition.check_shapes(source.collector.shapes, "the collector")
+    shard = source.shard
     device = decomposition.decoder[0].core.device
-    for epoch in bar:
+    # fused Adam: one kernel for all parameters (CPU and CUDA)
+    optimizer = torch.optim.Adam(decomposition.parameters(), lr=lr, fused=device.type in ("cpu", "cuda"))
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_decay_every, gamma=lr_decay)
+    settings = {
+        "lr": lr, "lr_decay": lr_decay, "lr_decay_every": lr_decay_every, "warm_start_epochs": warm_start_epochs,
+        "batch_size": source.batch_size, "chunk_size": source.chunk_size, "n_inputs": source.inputs.shape[0],
+        "decomposition": decomposition.config,
+    }
+    history, step, epoch, stats = History(), 0, 0, None
+    found = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    if found is not None and not resume:
+        raise FileExistsError(
+            f"{checkpoint_dir} already holds a checkpoint ({found.name}); pass resume=True to continue that run "
+            f"or choose an empty checkpoint_dir"
+        )
+    if found is not None:
+        _, tensors, state = load_checkpoint(found)
+        changed = {k: (state["settings"][k], v) for k, v in settings.items() if state["settings"].get(k) != v}
+        if changed:
+            raise ValueError(
+                f"cannot resume {found}: it was written with other settings "
+                + "; ".join(f"{k}: checkpoint {old!r}, now {new!r}" for k, (old, new) in changed.items())
+            )
+        decomposition.load_state_dict(tensors)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        source.load_state_dict(state["source"])
+        set_rng_state(state["rng"])
+        history = History.from_dict(state["history"])
+        step, epoch = state["step"], state["epoch"]
+        if state["stats"] is not None:
+            stats = _EpochStats(decomposition.n_subnetworks, device)
+            stats.sums.copy_(state["stats"]["sums"])
+            stats.samples = state["stats"]["samples"]
+    if shard.active:  # every process must continue from the same checkpoint (a folder they all see)
+        steps, _ = distributed.gather_rows(torch.tensor([step], device=device))
+        if not (steps == step).all():
+            raise RuntimeError(
+                f"the processes found different checkpoints in {checkpoint_dir} (steps {steps.tolist()}): "
+                f"checkpoint_dir must be a folder every process can read"
+            )
+    distributed.broadcast_parameters_(decomposition)
+
+    def checkpoint() -> None:
+        if not shard.is_main:
+            return
+        state = {
+            "settings": settings, "step": step, "epoch": epoch, "history": history.to_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "source": source.state_dict(), "rng": rng_state(),
+            "stats": None if stats is None else {"sums": stats.sums, "samples": stats.samples},
+        }
+        save_checkpoint(checkpoint_dir, step, decomposition, state, keep=keep_checkpoints)
+
+    bar = tqdm(total=epochs, initial=epoch, desc="L3D", disable=not progress or not shard.is_main)
+    while epoch < epochs:
         top_k = 1.0 if epoch < warm_start_epochs else None
-        stats = _EpochStats(decomposition.n_subnetworks, device)
+        stats = stats or _EpochStats(decomposition.n_subnetworks, device)
         for grads in source:
-            parts = decomposition.loss(grads, top_k)
+            parts = decomposition.loss(grads, top_k, distributed=shard.active)
+            summary = _summary(parts)                     # the whole batch's error, Σ||g||², active counts
+            loss = parts.error / summary[1].to(parts.error.dtype)   # this process's part of the global loss
             optimizer.zero_grad(set_to_none=True)
-            parts.loss.backward()
+            loss.backward()
+            distributed.sum_gradients_(decomposition.parameters())
+            step += 1
+            grad_norms = torch._foreach_norm([p.grad for p in decomposition.parameters() if p.grad is not None])
+            if not torch.isfinite(torch.cat([summary[:2], torch.stack(grad_norms).double()])).all():  # one check per step
+                _raise_non_finite(step, epoch, grads, summary, decomposition, scheduler.get_last_lr()[0])
             optimizer.step()
             decomposition.normalize_decoder_()
-            stats.add(parts)
+            stats.add(summary, parts.mask.shape[0] * shard.world_size)
+            if checkpoint_dir is not None and checkpoint_every and step % checkpoint_every == 0 and source.batches_done < len(source):
+                checkpoint()
+            if callback is not None:
+                callback(step, parts)
         error, p_act = stats.result()
         history.reconstruction_error.append(error)
         history.lr.append(scheduler.get_last_lr()[0])
         history.p_act.append(p_act)
         scheduler.step()
+        epoch, stats = epoch + 1, None
+        bar.update(1)
         bar.set_postfix(error=f"{error:.3f}", dead=sum(p == 0 for p in p_act))
+        if checkpoint_dir is not None and (checkpoint_every and step % checkpoint_every == 0 or epoch == epochs):
+            checkpoint()
+    bar.close()
+    distributed.barrier()
     return history
 
 
 @torch.no_grad()
 def evaluate(decomposition: Decomposition, source: GradientSource) -> dict:
     """Reconstruction error and P_act over one pass of `source`, without training."""
+    decomposition.check_shapes(source.collector.shapes, "the collector")
     stats = _EpochStats(decomposition.n_subnetworks, decomposition.decoder[0].core.device)
     for grads in source:
-        stats.add(decomposition.loss(grads))
+        parts = decomposition.loss(grads, distributed=source.shard.active)
+        stats.add(_summary(parts), parts.mask.shape[0] * source.shard.world_size)
     error, p_act = stats.result()
     return {"reconstruction_error": error, "p_act": p_act, "dead": [k for k, p in enumerate(p_act) if p == 0]}

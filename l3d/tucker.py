@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 _MODES = "abcdefgh"   # tensor modes I_n
 _RANKS = "pqrstuvw"   # ranks R_n of the left operand
-_RANKS2 = "ijlmoxyz"  # ranks R_n of the right operand (inner products)
+_RANKS2 = "ijmnoxyz"  # ranks R_n of the right operand (inner products); not k or l (component indices)
 
 
 def tucker_ranks(shape: tuple[int, ...], rank: int | tuple[int, ...]) -> tuple[int, ...]:
@@ -60,26 +60,67 @@ class Tucker(nn.Module):
     def full(self) -> Tensor:
         """The tensors themselves: (C, *shape)."""
         n = len(self.shape)
+        # torch.bmm rather than @: at toy sizes the dispatch of batched matmul dominates
+        if n == 1:
+            return torch.bmm(self.factors[0], self.core.unsqueeze(-1)).squeeze(-1)
+        if n == 2:
+            return torch.bmm(torch.bmm(self.factors[0], self.core), self.factors[1].transpose(1, 2))
         spec = ",".join(self._core_and_factor_terms(_RANKS)) + "->k" + _MODES[:n]
         return torch.einsum(spec, self.core, *self.factors)
 
+    def half(self) -> Tensor:
+        """core ×_2 U^(2) … ×_N U^(N), i.e. T_k = U_k^(1) · half_k: (C, R_1, I_2 · … · I_N)."""
+        n = len(self.shape)
+        if n == 1:
+            return self.core.unsqueeze(-1)
+        if n == 2:
+            return torch.bmm(self.core, self.factors[1].transpose(1, 2))
+        terms = self._core_and_factor_terms(_RANKS)
+        spec = ",".join([terms[0]] + terms[2:]) + "->k" + _RANKS[0] + _MODES[1:n]
+        return torch.einsum(spec, self.core, *self.factors[1:]).flatten(2)
+
+    def _full_is_cheaper(self, n_other: int) -> bool:
+        """Whether inner products go through the full tensors: small ones (where call overhead, not
+        flops, decides), or where that costs fewer flops than the factor Grams and fits in memory."""
+        size = self.n_components * math.prod(self.shape)
+        if size <= 1 << 16:
+            return True
+        via_full = size * (self.ranks[0] + n_other)
+        via_factors = self.n_components * n_other * (
+            sum(i * r * r for i, r in zip(self.shape, self.ranks)) + math.prod(self.ranks) * max(self.ranks)
+        )
+        return via_full <= via_factors and size <= 1 << 26
+
     def inner(self, other: Tucker) -> Tensor:
-        """Inner products <self_k, other_l> for every pair: (C, C'), from the factors alone."""
+        """Inner products <self_k, other_l> for every pair: (C, C'), from the factors alone.
+
+        Small tensors (where it costs less) go through the full tensors instead.
+        """
         if other.shape != self.shape:
             raise ValueError(f"inner product of Tucker tensors of shapes {self.shape} and {other.shape}")
         n = len(self.shape)
-        # Gram of the factors per mode: (C, C', R_n, R'_n)
-        grams = [torch.einsum("kar,las->klrs", u, v) for u, v in zip(self.factors, other.factors)]
-        spec = (
-            f"k{_RANKS[:n]},l{_RANKS2[:n]},"
-            + ",".join(f"kl{_RANKS[m]}{_RANKS2[m]}" for m in range(n))
-            + "->kl"
-        )
-        return torch.einsum(spec, self.core, other.core, *grams)
+        if self._full_is_cheaper(other.n_components):
+            return self.full().flatten(1) @ other.full().flatten(1).T
+        # contract core_k with the factor Grams (C, C', R_m, R'_m) one mode at a time, then with core'_l
+        x = self.core.unsqueeze(1)                                   # (C, 1, R_1, …, R_N)
+        for m, (u, v) in enumerate(zip(self.factors, other.factors)):
+            gram = torch.einsum("kar,las->klrs", u, v)
+            left, right = _RANKS[:m], _RANKS[m + 1:n]
+            x = torch.einsum(f"kl{left}a{right},klab->kl{left}b{right}", x, gram)
+        return (x * other.core.unsqueeze(0)).flatten(2).sum(2)
 
     def sq_norms(self) -> Tensor:
         """||T_k||² for each component: (C,)."""
-        return self.inner(self).diagonal()
+        if self._full_is_cheaper(1):
+            return self.full().flatten(1).pow(2).sum(1)
+        # per component: <core, core ×_n (U^(n)ᵀ U^(n))>
+        x = self.core
+        n = len(self.shape)
+        for m, u in enumerate(self.factors):
+            gram = u.transpose(1, 2) @ u                              # (C, R_m, R_m)
+            spec = f"k{_RANKS[:n]},k{_RANKS[m]}{_RANKS2[m]}->k" + _RANKS[:m] + _RANKS2[m] + _RANKS[m + 1:n]
+            x = torch.einsum(spec, x, gram)
+        return (x * self.core).flatten(1).sum(1)
 
     @torch.no_grad()
     def scale_(self, scale: Tensor) -> None:

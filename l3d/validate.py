@@ -1,6 +1,7 @@
 """Checking user settings (e.g. a notebook's papermill parameters) before any work starts."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 Rule = tuple  # (types, low, high): low/high inclusive bounds or None; or a list of allowed values
@@ -15,7 +16,7 @@ def check_parameters(values: dict[str, object], **rules: Rule | Sequence[object]
     """Raise one ValueError naming every value that breaks its rule.
 
     A rule is a list of allowed values, or `(types, low, high)` with inclusive bounds (None: open).
-    An int is accepted where a float is asked for; a bool is never taken for a number.
+    An int is accepted where a float is asked for; a bool is never taken for a number; nan and inf never pass.
 
         check_parameters(globals(), seed=(int, 0, None), lr=(float, 0, None), device=["auto", "cpu", "cuda"])
     """
@@ -35,6 +36,9 @@ def check_parameters(values: dict[str, object], **rules: Rule | Sequence[object]
             types = (*types, int)
         if isinstance(value, bool) and bool not in types or not isinstance(value, types):
             problems.append(f"{name!r} must be {_describe(rule[0])}, got {value!r} ({type(value).__name__})")
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{name!r} must be a finite number, got {value!r}")
             continue
         if low is not None and value < low or high is not None and value > high:
             bounds = f"at least {low}" if high is None else f"at most {high}" if low is None else f"in [{low}, {high}]"

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 import l3d
@@ -18,3 +19,81 @@ def test_loss_matches_materialized_reconstruction():
     expected = (g - g_hat).pow(2).sum() / g.pow(2).sum()
     torch.testing.assert_close(parts.loss, expected, rtol=1e-10, atol=1e-12)
     assert mask.sum() == round(0.3 * 60)
+
+
+def test_batch_top_k_keeps_exactly_the_requested_fraction():
+    torch.manual_seed(0)
+    for shape, k in [((32, 5), 0.1), ((10, 10), 0.37), ((7, 3), 1.0), ((4, 4), 0.01)]:
+        c = torch.randn(shape)
+        mask = l3d.batch_top_k(c, k)
+        n_keep = max(1, round(k * c.numel()))
+        assert mask.sum() == n_keep
+        # the kept entries are the largest |c|
+        assert c.abs()[mask].min() >= (c.abs()[~mask].max() if (~mask).any() else 0)
+    with pytest.raises(ValueError, match="fraction"):
+        l3d.batch_top_k(torch.randn(3, 3), 0.0)
+
+
+def test_loss_top_k_override_and_zero_error_for_exact_reconstruction():
+    torch.manual_seed(0)
+    dec = l3d.Decomposition({"w": (3, 2)}, n_subnetworks=6, rank=2, top_k=0.5).double()
+    # gradients that are exactly one decoder direction each, encoder = decoder: top_k=1 keeps all c
+    D = dec.decoder_directions()["w"].detach()
+    with torch.no_grad():
+        dec.encoder.load_state_dict(dec.decoder.state_dict())
+    grads = l3d.DenseGradients({"w": D[:1].expand(4, 3, 2).clone()})
+    parts = dec.loss(grads, top_k=1.0)
+    assert parts.mask.all()
+    # c = G[0, :], ĝ = Σ_k G_0k d_k, compare with the materialized value
+    G = (D.flatten(1) @ D.flatten(1).T)
+    g_hat = G[0] @ D.flatten(1)
+    expected = (D[0].flatten() - g_hat).pow(2).sum() / D[0].pow(2).sum()
+    torch.testing.assert_close(parts.loss, expected)
+
+
+def test_decoder_directions_are_unit_norm_after_a_fit_step():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    collector = l3d.GradientCollector(model, "*", divergence="mse")
+    source = l3d.GradientSource(collector, torch.randn(64, 4), batch_size=16, chunk_size=32)
+    dec = l3d.Decomposition(collector.shapes, n_subnetworks=5, rank={"0.weight": 2, "0.bias": 1, "2.weight": (1, 2), "2.bias": 1})
+    history = l3d.fit(dec, source, epochs=2, lr=0.05, progress=False)
+    norms = sum(d.flatten(1).pow(2).sum(1) for d in dec.decoder_directions().values()).sqrt()
+    torch.testing.assert_close(norms, torch.ones(5))
+    assert len(history.reconstruction_error) == 2 and len(history.p_act[-1]) == 5
+    # P_act: fraction of samples whose mask selects each subnetwork; BatchTopK keeps 10 % of 16 × 5
+    assert abs(sum(history.p_act[-1]) - round(0.1 * 16 * 5) / 16) < 1e-6
+
+
+def test_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    dec = l3d.Decomposition({"w": (4, 3, 2), "b": (4,)}, n_subnetworks=3, rank={"w": (2, 1, 2), "b": 1}, top_k=0.2, seed=1)
+    dec.save(tmp_path / "dec")
+    assert sorted(p.name for p in (tmp_path / "dec").iterdir()) == ["config.json", "decomposition.safetensors"]
+    loaded = l3d.Decomposition.load(tmp_path / "dec")
+    assert loaded.config == dec.config
+    for name in dec.names:
+        torch.testing.assert_close(loaded.decoder_directions()[name], dec.decoder_directions()[name])
+        torch.testing.assert_close(loaded.encoder_directions()[name], dec.encoder_directions()[name])
+    grads = l3d.DenseGradients({"w": torch.randn(5, 4, 3, 2), "b": torch.randn(5, 4)})
+    torch.testing.assert_close(loaded.loss(grads).loss, dec.loss(grads).loss)
+    with pytest.raises(FileNotFoundError, match="Decomposition.save"):
+        l3d.Decomposition.load(tmp_path / "missing")
+
+
+def test_bad_settings_are_explained():
+    with pytest.raises(ValueError, match="n_subnetworks"):
+        l3d.Decomposition({"w": (2, 2)}, 0)
+    with pytest.raises(ValueError, match="lacks tensors"):
+        l3d.Decomposition({"w": (2, 2), "b": (2,)}, 2, rank={"w": 1})
+    with pytest.raises(ValueError, match="outside"):
+        l3d.Decomposition({"w": (2, 2)}, 2, rank={"w": (3, 1)})
+
+
+def test_decoder_gram_matches_materialized_directions_for_every_tensor_order():
+    torch.manual_seed(0)
+    shapes = {"v": (5,), "m": (4, 3), "t": (3, 2, 4), "conv": (4, 3, 3, 2)}
+    dec = l3d.Decomposition(shapes, n_subnetworks=4, rank={"v": 2, "m": (2, 3), "t": (2, 1, 3), "conv": (2, 2, 1, 2)}).double()
+    D = torch.cat([d.flatten(1) for d in dec.decoder_directions().values()], 1)
+    torch.testing.assert_close(dec.decoder_gram(), D @ D.T)
+    torch.testing.assert_close(dec.decoder_gram().diagonal(), torch.ones(4, dtype=torch.float64))

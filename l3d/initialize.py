@@ -1,0 +1,78 @@
+"""Starting a decomposition from the data: subnetwork directions seeded with per-sample gradients.
+
+With random directions two subnetworks can settle on the same circuit while another circuit gets none
+(the failure the paper's TMS runs show in some seeds). `init_from_gradients_` picks C gradients spread
+over the data the way k-means++ picks centres: each next one with probability proportional to the
+part of its squared norm that the directions chosen so far do not explain. Each picked gradient,
+reduced to the decomposition's Tucker ranks, becomes one subnetwork's encoder and decoder direction
+(unit norm). No labels are used: only the gradients the decomposition is trained on.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .decomposition import Decomposition
+from .gradients import DenseGradients
+
+
+def tucker_approximation(tensor: Tensor, ranks: tuple[int, ...]) -> tuple[Tensor, list[Tensor]]:
+    """Truncated higher-order SVD of one tensor: core (R_1, …, R_N) and factors (I_n, R_n) with orthonormal columns."""
+    factors = []
+    for mode, r in enumerate(ranks):
+        unfolded = tensor.movedim(mode, 0).reshape(tensor.shape[mode], -1)
+        u, _, _ = torch.linalg.svd(unfolded, full_matrices=True)
+        factors.append(u[:, :r])
+    core = tensor
+    for u in factors:   # contract mode 0 each time; the rank index moves to the back, so after N steps order is kept
+        core = torch.tensordot(core, u, dims=([0], [0]))
+    return core, factors
+
+
+@torch.no_grad()
+def init_from_gradients_(decomposition: Decomposition, grads: DenseGradients, seed: int = 0) -> list[int]:
+    """Set every subnetwork's encoder and decoder direction to a rank-reduced per-sample gradient.
+
+    Samples are picked k-means++ style (see module docstring); returns the picked sample indices.
+    """
+    C = decomposition.n_subnetworks
+    if grads.n_samples < C:
+        raise ValueError(f"need at least {C} gradients (one per subnetwork), got {grads.n_samples}")
+    if list(grads.grads) != decomposition.names:
+        raise ValueError(f"gradients for {list(grads.grads)} do not match the decomposition's tensors {decomposition.names}")
+    generator = torch.Generator().manual_seed(seed)
+    flat = grads.flat().double()                       # (N, n_w)
+    residual = flat.pow(2).sum(1)                      # unexplained squared norm per sample
+    chosen: list[Tensor] = []                          # orthonormal basis of the chosen directions
+    picked = []
+    for k in range(C):
+        weights = residual.clamp_min(0).cpu()
+        i = int(torch.multinomial(weights / weights.sum(), 1, generator=generator)) if weights.sum() > 0 else k
+        picked.append(i)
+        direction = []
+        for t, name in zip(decomposition.decoder, decomposition.names):
+            core, factors = tucker_approximation(grads.grads[name][i].double(), t.ranks)
+            direction.append((core, factors))
+        full = torch.cat([_full(core, factors).flatten() for core, factors in direction])
+        norm = full.norm().clamp_min(1e-30)
+        for tucker in (decomposition.decoder, decomposition.encoder):
+            for t, (core, factors) in zip(tucker, direction):
+                t.core[k] = (core / norm).to(t.core)
+                for f, u in zip(t.factors, factors):
+                    f[k] = u.to(f)
+        # the residual of every sample after projecting on all chosen directions (Gram-Schmidt)
+        v = full / norm
+        for b in chosen:
+            v = v - (v @ b) * b
+        if v.norm() > 1e-12:
+            v = v / v.norm()
+            chosen.append(v)
+            residual = residual - (flat @ v).pow(2)
+    return picked
+
+
+def _full(core: Tensor, factors: list[Tensor]) -> Tensor:
+    out = core
+    for u in factors:
+        out = torch.tensordot(out, u, dims=([0], [1]))
+    return out

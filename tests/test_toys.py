@@ -1,0 +1,90 @@
+"""The TMS toy model, its data, and the (stacked) toy trainer."""
+import pytest
+import torch
+
+import l3d
+import l3d.toys
+from l3d.toys import TMS, sparse_features, tms_feature_match, train_toy, train_toys
+
+
+def test_sparse_features():
+    x = sparse_features(4000, 5, p_active=0.05, low=-1.0, high=1.0, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (4000, 5)
+    assert (x != 0).any(1).all()                  # all-zero samples dropped
+    assert x.min() >= -1 and x.max() <= 1 and (x < 0).any()
+    # P(active | not all zero) = p / (1 - (1 - p)^5)
+    expected = 0.05 / (1 - 0.95 ** 5)
+    assert abs((x != 0).float().mean().item() - expected) < 0.02
+
+
+def test_untied_tms_computes_the_same_function():
+    torch.manual_seed(0)
+    tied = TMS(6, 3)
+    with torch.no_grad():
+        tied.b.normal_()
+    untied = tied.untied()
+    assert sorted(n for n, _ in untied.named_parameters()) == ["W_in", "W_out", "b"]
+    x = torch.rand(10, 6)
+    torch.testing.assert_close(untied(x), tied(x))
+
+
+def reference_training(model, x, epochs, batch_size, lr, seed):
+    """The plain loop: one model, AdamW, shuffled batches, MSE summed over outputs and averaged over the batch."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx in torch.randperm(x.shape[0], generator=generator).split(batch_size):
+            loss = (model(x[idx]) - x[idx]).pow(2).sum(-1).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+
+def test_stacked_training_equals_training_each_model_alone():
+    torch.manual_seed(0)
+    models = [TMS(5, 2) for _ in range(3)]
+    alone = [TMS(5, 2) for _ in range(3)]
+    for a, m in zip(alone, models):
+        a.load_state_dict(m.state_dict())
+    data = [sparse_features(100, 5, generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    losses = train_toys(models, data, data, epochs=3, batch_size=32, lr=0.01, seeds=[4, 5, 6], progress=False)
+    for a, x, s in zip(alone, data, [4, 5, 6]):
+        reference_training(a, x, 3, 32, 0.01, s)
+    for a, m in zip(alone, models):
+        for (n, p), (_, q) in zip(a.named_parameters(), m.named_parameters()):
+            torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+    assert len(losses) == 3 and len(losses[0]) == 3
+    single = TMS(5, 2)
+    assert len(train_toy(single, data[0], data[0], epochs=2, progress=False)) == 2
+
+
+def test_training_errors_are_explained():
+    with pytest.raises(ValueError, match="one inputs and one targets"):
+        train_toys([TMS()], [], [], epochs=1)
+    with pytest.raises(ValueError, match="same number of samples"):
+        train_toys([TMS(), TMS()], [torch.rand(4, 5), torch.rand(5, 5)], [torch.rand(4, 5), torch.rand(5, 5)], epochs=1)
+
+
+def test_feature_match_recovers_planted_subnetworks():
+    torch.manual_seed(0)
+    model = TMS(4, 2).untied()
+    C, perm = 5, [3, 0, 4, 1]   # feature i lives in subnetwork perm[i]; subnetwork 2 is noise
+    W_in = 0.01 * torch.randn(C, 2, 4)
+    for i, k in enumerate(perm):
+        W_in[k, :, i] = -3 * model.W_in.detach()[:, i]
+    found = tms_feature_match(model, {"W_in": W_in})
+    assert found["pairs"] == list(enumerate(perm))
+    assert min(found["cosines"]) > 0.999
+    assert found["cos"].shape == (4, 5) and found["share"].shape == (4, 5)
+
+
+def test_best_of_restarts_keeps_the_lowest_final_loss():
+    data = [(x, x) for x in (sparse_features(64, 5, generator=torch.Generator().manual_seed(s)) for s in (0, 1))]
+    models, losses = l3d.toys.train_toys_best_of(lambda: TMS(5, 2), data, seeds=[3, 4], restarts=3,
+                                                 epochs=2, batch_size=16, progress=False)
+    assert len(models) == 2 and len(losses) == 2 and len(losses[0]) == 2
+    # restart 0 of seed 3 is the model torch.manual_seed(3) gives; the kept one can do no worse than it
+    torch.manual_seed(3)
+    plain = TMS(5, 2)
+    alone = train_toys([plain], [data[0][0]], [data[0][1]], epochs=2, batch_size=16, seeds=[3], progress=False)
+    assert losses[0][-1] <= alone[0][-1] + 1e-6

@@ -1,0 +1,122 @@
+"""fit: reproducible, resumable bit for bit, stops on non-finite values with the step and tensor named."""
+import pytest
+import torch
+from torch import nn
+
+import l3d
+from l3d.toys import TMS, sparse_features
+
+N, BATCH, CHUNK, EPOCHS = 64, 8, 16, 3  # 8 steps per epoch, 2 batches per chunk
+
+
+class Stop(Exception):
+    pass
+
+
+def run(checkpoint_dir=None, stop_at=None, **kw):
+    torch.manual_seed(0)
+    collector = l3d.GradientCollector(TMS().untied(), ["W_in", "W_out", "b"])
+    inputs = sparse_features(N, 5, p_active=0.2, generator=torch.Generator().manual_seed(1))
+    source = l3d.GradientSource(collector, inputs, BATCH, chunk_size=CHUNK, seed=2)
+    decomposition = l3d.Decomposition(collector.shapes, 5, 1, top_k=0.2, seed=3)
+
+    def callback(step, parts):
+        if step == stop_at:
+            raise Stop
+
+    history = l3d.fit(decomposition, source, EPOCHS, lr=0.02, lr_decay_every=1, warm_start_epochs=1, progress=False,
+                      checkpoint_dir=checkpoint_dir, callback=callback, **kw)
+    return decomposition, history
+
+
+def assert_identical(a, b):
+    (da, ha), (db, hb) = a, b
+    for (name, x), y in zip(da.state_dict().items(), db.state_dict().values()):
+        assert torch.equal(x, y), name
+    assert ha == hb
+
+
+def test_same_seed_same_data_same_decomposition():
+    first = run()
+    assert_identical(first, run())
+    assert len(first[1].reconstruction_error) == EPOCHS and first[1].lr == pytest.approx([0.02, 0.016, 0.0128])
+    assert first[1].reconstruction_error[-1] < first[1].reconstruction_error[1]
+
+
+@pytest.mark.parametrize(
+    "every, stop_at",
+    [(3, 5), (3, 8), (4, 10), (5, 24)],
+    ids=["mid-chunk", "after-a-chunk", "at-epoch-end", "last-step"],
+)
+def test_resumed_run_is_bit_identical(tmp_path, every, stop_at):
+    uninterrupted = run()
+    with pytest.raises(Stop):
+        run(tmp_path, stop_at=stop_at, checkpoint_every=every)
+    saved = l3d.checkpoint.latest_checkpoint(tmp_path)
+    assert saved.name == f"step-{(stop_at // every) * every:08d}"
+    with pytest.raises(FileExistsError, match=r"already holds a checkpoint \(step-\d+\); pass resume=True"):
+        run(tmp_path, checkpoint_every=every)
+    resumed = run(tmp_path, checkpoint_every=every, resume=True)
+    assert_identical(uninterrupted, resumed)
+    # the final checkpoint holds the final decomposition
+    assert l3d.checkpoint.latest_checkpoint(tmp_path).name == f"step-{EPOCHS * N // BATCH:08d}"
+    assert_identical((l3d.Decomposition.load(l3d.checkpoint.latest_checkpoint(tmp_path)), None), (resumed[0], None))
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    with pytest.raises(Stop):
+        run(tmp_path, stop_at=4, checkpoint_every=2)
+    with pytest.raises(ValueError, match=r"it was written with other settings lr: checkpoint 0\.02, now 0\.05"):
+        torch.manual_seed(0)
+        collector = l3d.GradientCollector(TMS().untied(), ["W_in", "W_out", "b"])
+        source = l3d.GradientSource(collector, torch.rand(N, 5), BATCH, chunk_size=CHUNK)
+        l3d.fit(l3d.Decomposition(collector.shapes, 5, 1, top_k=0.2), source, EPOCHS, lr=0.05, lr_decay_every=1,
+                warm_start_epochs=1, progress=False, checkpoint_dir=tmp_path, resume=True)
+
+
+class SqrtModel(nn.Module):
+    """y = sqrt(|x ⊙ w|) + v: finite outputs, but an infinite derivative in w where x ⊙ w = 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(3))
+        self.v = nn.Parameter(torch.zeros(3))
+
+    def forward(self, x):
+        return (x * self.w).abs().sqrt() + self.v
+
+
+def test_non_finite_sample_gradients_stop_with_step_and_tensor():
+    collector = l3d.GradientCollector(SqrtModel(), ["w", "v"])
+    inputs = torch.rand(16, 3) + 0.5
+    inputs[12, 1] = 0.0  # in the second batch
+    source = l3d.GradientSource(collector, inputs, 8, shuffle=False)
+    with pytest.raises(FloatingPointError, match=r"step 2 \(epoch 0\): the per-sample gradients of tensor\(s\) 'w' are not finite"):
+        l3d.fit(l3d.Decomposition(collector.shapes, 2, 1, seed=0), source, 1, progress=False)
+
+
+def test_diverging_decomposition_stops_with_step_and_tensor():
+    torch.manual_seed(0)  # float32 throughout: steps of 1e30 overflow the reconstruction within a few steps
+    collector = l3d.GradientCollector(TMS().untied().float(), ["W_in", "W_out", "b"])
+    source = l3d.GradientSource(collector, torch.rand(32, 5, dtype=torch.float32), 8)
+    decomposition = l3d.Decomposition(collector.shapes, 3, 1, seed=0).float()
+    with pytest.raises(FloatingPointError, match=r"step \d+ \(epoch \d+\): the .* not finite.*(encoder|decoder) of tensor '(W_in|W_out|b)'.*lower learning rate than lr=1e\+30"):
+        l3d.fit(decomposition, source, 5, lr=1e30, progress=False)
+
+
+def test_evaluate_matches_the_loss_over_one_pass():
+    decomposition, _ = run()
+    collector = l3d.GradientCollector(TMS().untied(), ["W_in", "W_out", "b"])
+    inputs = torch.rand(32, 5)
+    result = l3d.evaluate(decomposition, l3d.GradientSource(collector, inputs, 32, seed=5))
+    grads = collector(inputs[torch.randperm(32, generator=torch.Generator().manual_seed(5))],
+                      generator=_after_randperm(5, 32))
+    parts = decomposition.loss(grads)
+    assert result["reconstruction_error"] == pytest.approx(parts.loss.item(), rel=1e-6)
+    assert result["p_act"] == pytest.approx((parts.mask.double().mean(0)).tolist())
+
+
+def _after_randperm(seed, n):
+    generator = torch.Generator().manual_seed(seed)
+    torch.randperm(n, generator=generator)
+    return generator
