@@ -217,3 +217,67 @@ def training_history(history: History | dict, title: str = "") -> plt.Figure:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def coefficients_scatter(true: Tensor, derived: Tensor, title: str = "") -> plt.Figure:
+    """True coefficients against those derived from a decomposition: both as heatmaps, and one against the
+    other as a scatter with the identity line (paper Fig. 6). true, derived: (n_out, n_in)."""
+    true, derived = true.detach().float().cpu(), derived.detach().float().cpu()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
+    top = float(max(true.abs().max(), derived.abs().max())) or 1.0
+    for ax, matrix, name in zip(axes[:2], (true, derived), ("true A", "derived â")):
+        image = ax.imshow(matrix, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -top, top))
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("input")
+        ax.set_ylabel("output")
+    fig.colorbar(image, ax=axes[1], fraction=0.05)
+    ax = axes[2]
+    ax.scatter(true.flatten(), derived.flatten(), s=10, alpha=0.7)
+    low, high = min(0.0, float(derived.min())), max(float(true.max()), float(derived.max()))
+    ax.plot([low, high], [low, high], color="k", lw=0.8, ls="--")
+    ax.set_xlabel("true A_ij")
+    ax.set_ylabel("derived â_ij")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def error_against(values: Sequence[int], errors: dict[int, Sequence[float]] | Tensor, xlabel: str,
+                  paper: Sequence[float] | None = None) -> plt.Figure:
+    """Reconstruction error against a setting (rank, number of subnetworks): one dot per seed and the median
+    as a line (paper Fig. S5, S11). errors: (n_seeds, len(values)), or seed -> one error per value."""
+    errors = torch.tensor(list(errors.values()) if isinstance(errors, dict) else errors, dtype=torch.float32)
+    values = list(values)
+    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    for row in errors:
+        ax.scatter(values, row, color="0.5", s=14, zorder=2)
+    ax.plot(values, errors.median(0).values, marker="o", label="median over seeds", zorder=3)
+    if paper is not None:
+        ax.plot(values, list(paper), ls="--", color="k", label="paper")
+    ax.set_xticks(values)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("reconstruction error")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def p_act_bars(p_act: Sequence[float] | Tensor, labels: Sequence[str] | None = None, title: str = "") -> plt.Figure:
+    """P_act of every subnetwork as bars; dead subnetworks (P_act = 0) marked with a red cross."""
+    p_act = torch.as_tensor(p_act, dtype=torch.float32).cpu()
+    C = p_act.shape[0]
+    fig, ax = plt.subplots(figsize=(0.45 * C + 2, 3))
+    ax.bar(range(C), p_act, color=["C0" if p > 0 else "0.7" for p in p_act])
+    dead = [k for k in range(C) if p_act[k] == 0]
+    ax.scatter(dead, [0.0] * len(dead), marker="x", color="red", s=50, zorder=3, label="dead (P_act = 0)")
+    ax.set_xticks(range(C), list(labels) if labels is not None else range(C), rotation=90 if C > 10 else 0, fontsize=8)
+    ax.set_xlabel("subnetwork")
+    ax.set_ylabel("P_act")
+    ax.set_title(title, fontsize=9)
+    if dead:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig

@@ -1,5 +1,5 @@
 """Scoring a decomposition against known ground truth: which subnetwork serves which circuit, how purely,
-how selective interventions are, and (for the circuit-superposition toy) the coefficients it implies.
+how selective interventions are and (for the circuit-superposition toy) the coefficients it implies.
 
 A *circuit* is a set of input features that are on together (one feature, or a group). Every circuit is
 probed with inputs where only it is active; the impact of each subnetwork on those inputs (`l3d.impact`)
@@ -17,7 +17,6 @@ from torch import Tensor, nn
 from .decomposition import Decomposition
 from .gradients import GradientCollector, call_with
 from .impact import impact
-from .intervene import intervene
 
 
 def match(score: Tensor) -> list[tuple[int, int]]:
@@ -147,33 +146,10 @@ def recover(
     return recovery(circuit_impact(decomposition, collector, inputs, n_ref, seed), p_act)
 
 
-@torch.no_grad()
-def intervention_effect(
-    model: nn.Module,
-    decomposition: Decomposition,
-    subnetworks: Sequence[int | Sequence[int]],
-    inputs: Tensor,
-    delta: float,
-    tensors: str | list[str] | None = None,
-) -> Tensor:
-    """Mean ||f(x; W0 + δ Σ_k d_k) − f(x; W0)|| over each circuit's inputs (from `circuit_inputs`), for every
-    intervention (a subnetwork or a list of them moved together): (n_interventions, n_circuits)."""
-    n_circuits, n_samples = inputs.shape[:2]
-    device = next(model.parameters()).device
-    flat = inputs.flatten(0, 1).to(device)
-    rows = []
-    for ks in subnetworks:
-        out = intervene(model, decomposition, ks, [0.0, delta], flat, tensors)      # (2, n_circuits·n, out)
-        change = (out[1] - out[0]).flatten(1).norm(dim=1).view(n_circuits, n_samples)
-        rows.append(change.mean(1))
-    return torch.stack(rows).cpu()
-
-
 def intervention_selectivity(effect: Tensor, own: Tensor) -> float:
-    """Mean over interventions of (mean change on the intervention's own circuits or outputs) / (mean change
-    on the others).
+    """Mean over interventions of (mean change of the intervention's own outputs) / (mean change of the others).
 
-    effect: (S, O) mean |Δ output| on each of O circuits (or outputs) under each of S interventions.
+    effect: (S, O) mean |Δ output| of each of O outputs under each of S interventions.
     own: (S, O) bool, what each intervention is meant to move.
     """
     if effect.shape != own.shape:

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from .decomposition import Decomposition
 from .gradients import GradientCollector
+from .initialize import init_from_gradients_
 from .recovery import match
 from .train import GradientSource, History, fit
 
@@ -285,18 +286,22 @@ def decompose_toy(
     lr_decay_every: int = 100,
     warm_start_epochs: int = 0,
     restarts: int = 1,
+    init: str = "random",
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[Decomposition, History, GradientCollector, GradientSource]:
     """L3D on a toy model as in the paper: MSE divergence to a random other sample's output, Adam with
     lr × lr_decay every lr_decay_every epochs, all of `inputs` in one gradient chunk per epoch.
 
-    With restarts > 1 it trains that many decompositions (seeds seed, seed + 1000, …) and keeps the one with
+    init: "random" (the paper) or "gradients" (`l3d.initialize.init_from_gradients_`: start from per-sample
+    gradients picked k-means++ style). With restarts > 1 it trains that many decompositions (seeds seed, seed + 1000, …) and keeps the one with
     the lowest final training error (no ground truth involved). Returns the decomposition, its history, the
     gradient collector and the source (for `l3d.evaluate`).
     """
     if restarts < 1:
         raise ValueError(f"restarts must be at least 1, got {restarts}")
+    if init not in ("random", "gradients"):
+        raise ValueError(f"init must be 'random' or 'gradients', got {init!r}")
     collector = GradientCollector(model, tensors, divergence="mse", reference="random", chunk_size=inputs.shape[0])
     chunk = inputs.shape[0] // batch_size * batch_size
     best = None
@@ -305,6 +310,8 @@ def decompose_toy(
         source = GradientSource(collector, inputs, batch_size=batch_size, chunk_size=chunk, seed=run_seed)
         decomposition = Decomposition(collector.shapes, n_subnetworks, rank=rank, top_k=top_k, seed=run_seed)
         decomposition = decomposition.to(inputs.device)
+        if init == "gradients":
+            init_from_gradients_(decomposition, collector(inputs, generator=torch.Generator().manual_seed(run_seed)), run_seed)
         history = fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, progress)
         if best is None or history.reconstruction_error[-1] < best[1].reconstruction_error[-1]:
             best = (decomposition, history, collector, source)

@@ -33,3 +33,16 @@ def test_train_toy_fits_square_targets():
     model = toys.square_mlp()
     losses = toys.train_toy(model, x, x ** 2, epochs=30, batch_size=64, lr=1e-2, progress=False)
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_decompose_toy_keeps_the_restart_with_lowest_training_error():
+    g = torch.Generator().manual_seed(0)
+    x = toys.sparse_features(64, 10, generator=g)
+    model = toys.circuit_superposition()
+    kept = toys.decompose_toy(model, x, n_subnetworks=4, epochs=3, restarts=2, seed=0, progress=False)
+    singles = [toys.decompose_toy(model, x, n_subnetworks=4, epochs=3, seed=s, progress=False) for s in (0, 1000)]
+    errors = [h.reconstruction_error[-1] for _, h, _, _ in singles]
+    assert kept[1].reconstruction_error[-1] == min(errors)
+    assert kept[0].n_subnetworks == 4 and set(kept[0].names) == {n for n, _ in model.named_parameters()}
+    with pytest.raises(ValueError, match="restarts"):
+        toys.decompose_toy(model, x, n_subnetworks=4, restarts=0)
