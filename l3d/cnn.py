@@ -27,6 +27,13 @@ DIGITS_BLOCK = "features.1.*"
 PAPER_BLOCK = "features.7.*"
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 
+# L3D settings per source. "paper": MobileNet-v3-small on CIFAR-100. "embedded": the digits CNN, minutes on a CPU.
+# rank None: about a tenth of each dimension (tenth_ranks).
+SETTINGS = {
+    "embedded": dict(n_subnetworks=20, rank=4, epochs=30, lr=0.01, lr_decay_every=3, warm_start_epochs=3, n_ref=10),
+    "paper": dict(n_subnetworks=100, rank=None, epochs=100, lr=5e-3, lr_decay_every=10, warm_start_epochs=10, n_ref=10),
+}
+
 # Workaround: tucker.Tucker.inner names the right operand's ranks "ijlm…", whose "l" collides with the
 # component index "l" for tensors of 3 or more modes (every conv kernel). Remove once tucker.py is fixed.
 if "l" in tucker._RANKS2:

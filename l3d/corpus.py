@@ -11,6 +11,7 @@ The tokenizer is word level over the grammar's own vocabulary: no hub tokenizer 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -162,8 +163,16 @@ class Corpus:
 
     def context(self, text: int, position: int, width: int = 10) -> str:
         """The tokens leading up to `position` of text `text`, then the target token in [brackets]."""
-        ids = self.tokens[text, max(0, position + 1 - width):position + 1].tolist()
-        return f"{self.tokenizer.decode(ids)} [{self.tokenizer.vocab[int(self.tokens[text, position + 1])]}]"
+        return marked_context(self.tokens, text, position, self.tokenizer.decode, width)
+
+
+def marked_context(tokens: Tensor, text: int, position: int, decode: Callable[[list[int]], str], width: int = 10) -> str:
+    """`width` tokens of text `text` up to `position`, then the next (target) token in [brackets].
+
+    tokens: (N, length + 1) token ids; decode maps ids to text (any tokenizer's decode).
+    """
+    ids = tokens[text, max(0, position + 1 - width):position + 1].tolist()
+    return f"{decode(ids)} [{decode([int(tokens[text, position + 1])]).strip()}]"
 
 
 def story_corpus(n_texts: int, length: int = 16, seed: int = 0) -> Corpus:

@@ -3,7 +3,7 @@ import random
 import torch
 
 from l3d.corpus import NONE, WORDS, Tokenizer, patterns, story, story_corpus
-from l3d.purity import owned_labels, purity
+from l3d.subnetworks import owned_labels, purity
 
 
 def test_story_corpus_is_deterministic_and_shaped():

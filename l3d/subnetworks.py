@@ -1,8 +1,14 @@
-"""How cleanly a subnetwork's top samples share one known label (a corpus pattern, an image class)."""
+"""Reading subnetworks: how cleanly their top samples share a known label, which outputs they move."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from .decomposition import Decomposition
+from .gradients import default_forward
+from .intervene import output_derivative, top_affected_outputs
 
 
 def purity(top: Tensor, labels: Tensor, ignore: int | None = None) -> tuple[Tensor, Tensor]:
@@ -27,3 +33,25 @@ def purity(top: Tensor, labels: Tensor, ignore: int | None = None) -> tuple[Tens
 def owned_labels(purity: Tensor, label: Tensor, threshold: float = 0.8) -> list[int]:
     """Labels that some subnetwork serves with purity ≥ threshold, sorted."""
     return sorted({int(l) for p, l in zip(purity.tolist(), label.tolist()) if p >= threshold and l >= 0})
+
+
+def affected_outputs(
+    model: nn.Module,
+    decomposition: Decomposition,
+    subnetwork: int,
+    inputs: Tensor,
+    positions: Tensor | None = None,
+    forward: Callable[[nn.Module, Tensor], Tensor] = default_forward,
+    n: int = 5,
+) -> tuple[Tensor, Tensor]:
+    """The n outputs that moving along d_k changes most, on average over `inputs` (e.g. its top samples).
+
+    ∂f/∂δ at δ = 0 is averaged over the inputs (at `positions`, one per input, for sequence models)
+    and ranked by size. Returns (derivatives (n,) with their signs, output indices (n,)).
+    """
+    derivative = output_derivative(model, decomposition, subnetwork, inputs, forward=forward)
+    if positions is not None:
+        derivative = derivative[torch.arange(len(positions)), positions]   # (n_inputs, out)
+    mean = derivative.mean(0)
+    _, index = top_affected_outputs(mean, n)
+    return mean[index], index
