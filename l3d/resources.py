@@ -1,0 +1,46 @@
+"""Where trained models are cached, and the clear error when a hub resource is missing offline."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+class MissingResourceError(RuntimeError):
+    """A model or data set is neither cached nor downloadable (offline); the message says how to get it."""
+
+
+def offline() -> bool:
+    """True when downloads are switched off: HF_HUB_OFFLINE, HF_DATASETS_OFFLINE or L3D_OFFLINE set to 1/true."""
+    names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "L3D_OFFLINE")
+    return any(os.environ.get(n, "").strip().lower() in ("1", "true", "yes", "on") for n in names)
+
+
+def cache_dir() -> Path:
+    """The project's cache of trained models: $L3D_CACHE, else ~/.cache/l3d."""
+    return Path(os.environ.get("L3D_CACHE") or Path.home() / ".cache" / "l3d")
+
+
+def settings_key(name: str, settings: dict) -> str:
+    """A folder name for `settings`: the name plus a short hash of the settings as sorted JSON."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{name}-{digest}"
+
+
+def write_folder_atomically(target: Path, write: Callable[[Path], None]) -> None:
+    """Let `write` fill a temporary folder next to `target`, then rename it to `target`."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        write(tmp)
+        if target.exists():  # another process finished first; keep its copy
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
