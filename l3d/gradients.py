@@ -206,8 +206,9 @@ class GradientCollector:
             # position-wise head: D_t depends on the head's input at t only, so with u_t = ∂(Σ_s D_s)/∂h_t
             # (one product, no per-position pass through the head) D_t and <u_t, h_t> have equal gradients
             (h,) = hidden
-            u = grad(lambda h: divergence(head(h).squeeze(0), ref, self.divergence).sum())(h.detach())
-            return (u * h).sum(-1).squeeze(0), captured
+            g = grad(lambda y: divergence(y, ref, self.divergence).sum())(out.detach())     # (T, out)
+            u = g @ head.weight.detach()                                                    # (T, in)
+            return (u * h.squeeze(0)).sum(-1), captured
 
         per_item = (jacrev if self.sequence else grad)(item_divergence, argnums=(0, 1), has_aux=True)
         with torch.no_grad():   # no graph outside the transforms

@@ -9,10 +9,19 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 _MODES = "abcdefgh"   # tensor modes I_n
 _RANKS = "pqrstuvw"   # ranks R_n of the left operand
 _RANKS2 = "ijlmoxyz"  # ranks R_n of the right operand (inner products)
+
+
+_BIG = 1 << 22   # elements of an intermediate worth recomputing in backward rather than keeping
+
+
+def _full_inner(a: Tucker, b: Tucker) -> Tensor:
+    mine = a.full().flatten(1)
+    return mine @ (mine if b is a else b.full().flatten(1)).T
 
 
 def tucker_ranks(shape: tuple[int, ...], rank: int | tuple[int, ...]) -> tuple[int, ...]:
@@ -100,7 +109,10 @@ class Tucker(nn.Module):
             raise ValueError(f"inner product of Tucker tensors of shapes {self.shape} and {other.shape}")
         n = len(self.shape)
         if self._full_is_cheaper(other.n_components):
-            return self.full().flatten(1) @ other.full().flatten(1).T
+            if torch.is_grad_enabled() and self.n_components * math.prod(self.shape) > _BIG:
+                # keep only the factors for backward, not the full tensors (recomputed there)
+                return checkpoint(_full_inner, self, other, use_reentrant=False)
+            return _full_inner(self, other)
         # contract core_k with the factor Grams (C, C', R_m, R'_m) one mode at a time, then with core'_l
         x = self.core.unsqueeze(1)                                   # (C, 1, R_1, …, R_N)
         for m, (u, v) in enumerate(zip(self.factors, other.factors)):

@@ -205,3 +205,26 @@ def test_gpt_neo_backpropagates_once_through_the_output_head(engine):
     expected = explicit_grads(model, col.names, tokens, refs, "kl", True, col.forward)
     for n in col.names:
         torch.testing.assert_close(grads[n], expected[n], rtol=1e-5, atol=1e-10, msg=f"gradient of {n}")
+
+
+def test_recomputed_projections_and_gram_give_the_same_gradients(monkeypatch):
+    """Big parts and decoder Grams are recomputed in backward (checkpointed): same loss, same gradients."""
+    torch.manual_seed(8)
+    col = l3d.GradientCollector(CausalBag(), "*", divergence="kl", sequence=True)
+    grads = col(torch.randint(0, 11, (3, 4)))
+    dec = l3d.Decomposition(col.shapes, 4, rank=2, top_k=0.3, seed=2).double()
+
+    def loss_and_grads():
+        dec.zero_grad()
+        loss = dec.loss(grads).loss
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in dec.parameters()]
+
+    loss, want = loss_and_grads()
+    monkeypatch.setattr(l3d.factored, "_BIG", 0)
+    monkeypatch.setattr(l3d.tucker, "_BIG", 0)
+    monkeypatch.setattr(l3d.tucker.Tucker, "_full_is_cheaper", lambda self, n: True)
+    loss2, got = loss_and_grads()
+    torch.testing.assert_close(loss2, loss)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
