@@ -107,6 +107,7 @@ def peak_bytes(device: torch.device) -> int:
 
 def measure(cfg: dict) -> dict:
     device = l3d.resolve_device(cfg["device"])
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.get("tf32", False)
     torch.manual_seed(0)
     baseline = cfg["mode"] == "baseline"
     if cfg["setting"] == "tms":
@@ -213,7 +214,7 @@ def measure_tms(cfg: dict, device: torch.device, baseline: bool) -> dict:
 def configurations(args, device: str) -> list[dict]:
     cpu = device == "cpu"
     steps = args.steps or (3 if cpu else 20)
-    base = {"device": device, "warmup": 1 if cpu else 3, "steps": steps}
+    base = {"device": device, "warmup": 1 if cpu else 3, "steps": steps, "tf32": args.tf32}
     out = []
     if args.setting in ("tms", "all"):
         for mode in args.modes:
@@ -291,6 +292,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps (epochs for tms)")
     parser.add_argument("--modes", nargs="+", default=["ours", "baseline"], choices=["ours", "baseline"])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on CUDA")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:

@@ -12,8 +12,10 @@ come from one vmapped vector-Jacobian product per item.
 
 Known modules (exact nn classes, or subclasses that keep their forward): Linear (weight, bias),
 Conv1d/Conv2d (weight, bias; zero padding), Embedding (weight), LayerNorm (weight, bias). Anything
-else -- raw parameters, tied weights, modules whose weights are used outside their forward -- is
-left to the dense path.
+else is left to the dense path: raw parameters, tied weights (a parameter of two modules), and known
+modules that are never called (their weights are used some other way, as nn.MultiheadAttention does
+with out_proj). Not detected: a module that is called and whose weight is, in addition, used outside
+its forward; choose engine="dense" for such a model.
 """
 from __future__ import annotations
 

@@ -260,12 +260,17 @@ class GradientCollector:
         by_module = self.plan_modules()
         shapes = self._discover(inputs, list(by_module))["calls"]
         unused = [m for m in by_module if not shapes[m]]
-        if unused:
-            raise RuntimeError(
-                f"modules {unused} were never called in the forward pass, though their parameters were "
-                "chosen; use engine='dense' if their weights are used outside their own forward"
+        if unused and self.engine == "factored":
+            raise ValueError(
+                f"modules {unused} are never called in the forward pass, so their chosen weights are used "
+                "some other way (e.g. nn.MultiheadAttention's out_proj); use engine='auto' or 'dense'"
             )
-        eps = {m: [torch.zeros(s, dtype=dt, device=self.device) for s, dt in calls] for m, calls in shapes.items()}
+        if unused:   # "auto": their tensors go to the dense path
+            self.plan = {n: (m, attr) for n, (m, attr) in self.plan.items() if m not in unused}
+            if not self.plan:
+                return self(inputs, references)   # all dense now
+            by_module = self.plan_modules()
+        eps = {m: [torch.zeros(s, dtype=dt, device=self.device) for s, dt in shapes[m]] for m in by_module}
         weights = {n: p.detach() for n, p in self.params.items() if n not in self.plan}
         deltas, dense, captured = [], [], []
         for x, r in self._chunks(inputs, references):

@@ -228,3 +228,28 @@ def test_recomputed_projections_and_gram_give_the_same_gradients(monkeypatch):
     torch.testing.assert_close(loss2, loss)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b)
+
+
+class SelfAttention(nn.Module):
+    """nn.MultiheadAttention uses out_proj's weight without calling out_proj: it must go to the dense path."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(self.attn(x, x, x, need_weights=False)[0])
+
+
+def test_weights_used_outside_their_module_go_dense():
+    torch.manual_seed(9)
+    model = SelfAttention().eval()
+    tokens = torch.randn(3, 5, 4)
+    col = l3d.GradientCollector(model, ["attn.out_proj.weight", "head.weight"], divergence="kl", sequence=True)
+    assert set(col.plan) == {"attn.out_proj.weight", "head.weight"}
+    check(col, tokens, expect_factored=["head.weight"])
+    assert set(col.plan) == {"head.weight"}
+    strict = l3d.GradientCollector(model, ["attn.out_proj.weight"], divergence="kl", sequence=True, engine="factored")
+    with pytest.raises(ValueError, match="never called"):
+        strict(tokens)
