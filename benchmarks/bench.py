@@ -140,19 +140,21 @@ def measure(cfg: dict) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     before = peak_bytes(device)
-    times = []
+    times, cpu_times = [], []
     for i, x in enumerate(batches):
         sync(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         step(x)
         sync(device)
         if i >= cfg["warmup"]:
             times.append(time.perf_counter() - t0)
+            cpu_times.append(time.thread_time() - c0)
     seconds = statistics.median(times)
     return {
         **cfg,
         "n_w": sum(torch.Size(s).numel() for s in collector.shapes.values()),
         "seconds_per_step": seconds,
+        "cpu_seconds_per_step": statistics.median(cpu_times),
         "step_times": times,
         "token_gradients_per_s": texts * tokens / seconds,
         "peak_bytes": peak_bytes(device) - (0 if device.type == "cuda" else before),
@@ -255,7 +257,7 @@ def describe(r: dict) -> str:
             what += f" layers={r['layers']}"
     if "error" in r:
         return f"{what}  FAILED: {r['error']}"
-    extra = f"  cpu {r['cpu_seconds_per_step'] * 1e3:.3f} ms" if "cpu_seconds_per_step" in r else ""
+    extra = f"  (thread CPU {r['cpu_seconds_per_step'] * 1e3:.3f} ms)" if r["device"] == "cpu" else ""
     return (f"{what}  {r['seconds_per_step'] * 1e3:10.3f} ms/step{extra}  {r['token_gradients_per_s']:10.0f} "
             f"token-gradients/s  peak {r['peak_bytes'] / 2**20:9.1f} MiB")
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .tucker import _BIG, Tucker
+from .tucker import _KEEP, _SMALL, Tucker
 
 KNOWN_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding, nn.LayerNorm)
 
@@ -159,7 +159,14 @@ class FactoredGradients:
 
     def project(self, directions: Sequence[Tucker]) -> Tensor:
         """<v_k, g_i> summed over tensors, for directions given per tensor in collector order: (N, C)."""
-        return sum(_project(p, t) for p, t in zip(self.parts.values(), directions))
+        pairs = list(zip(self.parts.values(), directions))
+        work = [_workspace(p, t) for p, t in pairs]
+        # when everything would not fit, the big parts' intermediates are recomputed in backward
+        recompute = torch.is_grad_enabled() and sum(work) > _KEEP
+        return sum(
+            checkpoint(p.project, t, use_reentrant=False) if recompute and w > _SMALL else p.project(t)
+            for (p, t), w in zip(pairs, work)
+        )
 
     def sq_norms(self) -> Tensor:
         """||g_i||² over all chosen tensors: (N,)."""
@@ -172,13 +179,11 @@ class FactoredGradients:
         return DenseGradients({n: p.full() for n, p in self.parts.items()})
 
 
-def _project(part: DensePart | OuterPart, t: Tucker) -> Tensor:
-    """part.project(t); for big parts the intermediates are recomputed in backward instead of kept."""
-    if isinstance(part, OuterPart) and torch.is_grad_enabled():
-        workspace = t.n_components * part.n_samples * part.delta.shape[1] * part.delta.shape[2] / part.per_item
-        if workspace > _BIG:
-            return checkpoint(part.project, t, use_reentrant=False)
-    return part.project(t)
+def _workspace(part: DensePart | OuterPart, t: Tucker) -> int:
+    """Elements of the intermediates `part.project(t)` keeps for backward (about)."""
+    if isinstance(part, DensePart):
+        return 0
+    return t.n_components * part.n_samples * part.delta.shape[1] * part.delta.shape[2] // part.per_item
 
 
 # --- which tensors can be factored ----------------------------------------------------------------

@@ -16,7 +16,9 @@ _RANKS = "pqrstuvw"   # ranks R_n of the left operand
 _RANKS2 = "ijlmoxyz"  # ranks R_n of the right operand (inner products)
 
 
-_BIG = 1 << 22   # elements of an intermediate worth recomputing in backward rather than keeping
+# Intermediates (in elements) a loss may keep for backward; above that the big ones are recomputed there.
+_KEEP = 1 << 26
+_SMALL = 1 << 20   # never worth recomputing
 
 
 def _full_inner(a: Tucker, b: Tucker) -> Tensor:
@@ -62,6 +64,11 @@ class Tucker(nn.Module):
     def n_components(self) -> int:
         return self.core.shape[0]
 
+    @property
+    def full_size(self) -> int:
+        """Elements of `full()`: C · prod(shape)."""
+        return self.n_components * math.prod(self.shape)
+
     def _core_and_factor_terms(self, ranks: str) -> list[str]:
         n = len(self.shape)
         return ["k" + ranks[:n]] + [f"k{_MODES[m]}{ranks[m]}" for m in range(n)]
@@ -100,17 +107,17 @@ class Tucker(nn.Module):
         )
         return via_full <= via_factors and size <= 1 << 26
 
-    def inner(self, other: Tucker) -> Tensor:
+    def inner(self, other: Tucker, recompute: bool = False) -> Tensor:
         """Inner products <self_k, other_l> for every pair: (C, C'), from the factors alone.
 
-        Small tensors (where it costs less) go through the full tensors instead.
+        Where it costs fewer operations the full tensors are built instead; with `recompute` they are
+        not kept for backward but built again there.
         """
         if other.shape != self.shape:
             raise ValueError(f"inner product of Tucker tensors of shapes {self.shape} and {other.shape}")
         n = len(self.shape)
         if self._full_is_cheaper(other.n_components):
-            if torch.is_grad_enabled() and self.n_components * math.prod(self.shape) > _BIG:
-                # keep only the factors for backward, not the full tensors (recomputed there)
+            if recompute and torch.is_grad_enabled() and self.full_size > _SMALL:
                 return checkpoint(_full_inner, self, other, use_reentrant=False)
             return _full_inner(self, other)
         # contract core_k with the factor Grams (C, C', R_m, R'_m) one mode at a time, then with core'_l

@@ -199,7 +199,7 @@ def test_gpt_neo_backpropagates_once_through_the_output_head(engine):
     col = l3d.GradientCollector(model, ["transformer.h.0.attn.attention.*", "transformer.h.0.mlp.c_fc.weight"],
                                 divergence="kl", sequence=True, forward=lambda m, x: m(x).logits, engine=engine)
     tokens = torch.randint(0, 23, (3, 5))
-    assert col._head(tokens, {}) is model.lm_head
+    assert col._head(tokens) is model.lm_head
     refs = col.references(tokens, torch.Generator().manual_seed(1))
     grads = col(tokens, references=refs).dense().grads
     expected = explicit_grads(model, col.names, tokens, refs, "kl", True, col.forward)
@@ -221,8 +221,10 @@ def test_recomputed_projections_and_gram_give_the_same_gradients(monkeypatch):
         return loss.detach(), [p.grad.clone() for p in dec.parameters()]
 
     loss, want = loss_and_grads()
-    monkeypatch.setattr(l3d.factored, "_BIG", 0)
-    monkeypatch.setattr(l3d.tucker, "_BIG", 0)
+    for module in (l3d.factored, l3d.tucker, l3d.decomposition):
+        monkeypatch.setattr(module, "_KEEP", 0, raising=False)
+    monkeypatch.setattr(l3d.factored, "_SMALL", 0)
+    monkeypatch.setattr(l3d.tucker, "_SMALL", 0)
     monkeypatch.setattr(l3d.tucker.Tucker, "_full_is_cheaper", lambda self, n: True)
     loss2, got = loss_and_grads()
     torch.testing.assert_close(loss2, loss)
