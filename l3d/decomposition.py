@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .gradients import DenseGradients
-from .tucker import Tucker, tucker_ranks
+from .tucker import _KEEP, Tucker, tucker_ranks
 
 Rank = int | tuple[int, ...]
 
@@ -129,7 +129,8 @@ class Decomposition(nn.Module):
 
     def decoder_gram(self) -> Tensor:
         """G_kl = <d_k, d_l> summed over tensors: (C, C)."""
-        return sum(t.inner(t) for t in self.decoder)
+        recompute = sum(t.full_size for t in self.decoder if t._full_is_cheaper(t.n_components)) > _KEEP
+        return sum(t.inner(t, recompute) for t in self.decoder)
 
     @torch.no_grad()
     def normalize_decoder_(self) -> None:

@@ -12,8 +12,10 @@ come from one vmapped vector-Jacobian product per item.
 
 Known modules (exact nn classes, or subclasses that keep their forward): Linear (weight, bias),
 Conv1d/Conv2d (weight, bias; zero padding), Embedding (weight), LayerNorm (weight, bias). Anything
-else -- raw parameters, tied weights, modules whose weights are used outside their forward -- is
-left to the dense path.
+else is left to the dense path: raw parameters, tied weights (a parameter of two modules), and known
+modules that are never called (their weights are used some other way, as nn.MultiheadAttention does
+with out_proj). Not detected: a module that is called and whose weight is, in addition, used outside
+its forward; choose engine="dense" for such a model.
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
-from .tucker import Tucker
+from .tucker import _KEEP, _SMALL, Tucker
 
 KNOWN_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding, nn.LayerNorm)
 
@@ -88,26 +91,30 @@ class OuterPart:
         return OuterPart(self.delta[idx], self.act[idx // T], self.shape, self.embedding)
 
     def _factors(self, t: Tucker) -> tuple[Tensor, Tensor]:
-        """W: (C, out, R) acting on δ, and Q: (N, P, C, R) from the inputs, with <d_k, g_m> = Σ_p δ_mpᵀ W_k Q_npk."""
+        """W: (C, out, R) acting on δ, and Q: (C, N·P, R) from the inputs, with
+        <d_k, g_m> = Σ_p δ_mpᵀ W_k Q_k,np (n the item of sample m)."""
         half = t.half()                                              # (C, R_1, I)
         if self.embedding:
-            # d_k[token] = U_k[token] H_k: δ meets H_k, the token picks rows of U_k
-            return half.transpose(1, 2), t.factors[0][:, self.act].permute(1, 2, 0, 3)
+            # d_k[token] = U_k[token] H_k: δ meets H_k, the tokens pick rows of U_k
+            return half.transpose(1, 2), t.factors[0][:, self.act.reshape(-1)]
         N, P, I = self.act.shape
-        q = (self.act.reshape(N * P, I) @ half.flatten(0, 1).T).view(N, P, half.shape[0], half.shape[1])
-        return t.factors[0], q
+        C, R = half.shape[:2]
+        q = self.act.reshape(N * P, I) @ half.reshape(C * R, I).T    # (N·P, C·R)
+        return t.factors[0], q.view(N * P, C, R).transpose(0, 1)
 
     def project(self, t: Tucker) -> Tensor:
         W, Q = self._factors(t)
-        (C, O, R), (N, P) = W.shape, Q.shape[:2]
-        T = self.per_item
+        C, O, R = W.shape
+        N, T, P = self.act.shape[0], self.per_item, self.act.shape[1]
         if T * R <= T + R:
-            # S_mpk = δ_mpᵀ W_k, then meet Q
+            # S_mpk = δ_mpᵀ W_k (N, T, P, C, R), then meet Q
             s = (self.delta.reshape(-1, O) @ W.permute(1, 0, 2).reshape(O, C * R)).view(N, T, P, C, R)
-            return torch.einsum("ntpkr,npkr->ntk", s, Q).reshape(N * T, C)
-        # Y_npk = W_k Q_npk (the output change direction k makes at p), then meet every δ of the item
-        y = torch.einsum("npkr,kor->npok", Q, W).reshape(N, P * O, C)
-        return (self.delta.view(N, T, P * O) @ y).view(N * T, C)
+            q = Q.view(C, N, 1, P, R).permute(1, 2, 3, 0, 4)
+            return (s * q).sum((2, 4)).view(N * T, C)
+        # Y_k,np = W_k Q_k,np: the change of the module's output that direction k makes at (n, p),
+        # then every sample of item n meets it: Σ_po δ_mpo Y_k,npo
+        y = torch.bmm(Q, W.transpose(1, 2))                          # (C, N·P, O)
+        return torch.bmm(self.delta.view(N, T, P * O), y.view(C, N, P * O).permute(1, 2, 0)).view(N * T, C)
 
     def _input_gram(self) -> Tensor:
         """(N, P, P): a_np·a_nq, or [token_np == token_nq] for an embedding."""
@@ -152,7 +159,14 @@ class FactoredGradients:
 
     def project(self, directions: Sequence[Tucker]) -> Tensor:
         """<v_k, g_i> summed over tensors, for directions given per tensor in collector order: (N, C)."""
-        return sum(p.project(t) for p, t in zip(self.parts.values(), directions))
+        pairs = list(zip(self.parts.values(), directions))
+        work = [_workspace(p, t) for p, t in pairs]
+        # when everything would not fit, the big parts' intermediates are recomputed in backward
+        recompute = torch.is_grad_enabled() and sum(work) > _KEEP
+        return sum(
+            checkpoint(p.project, t, use_reentrant=False) if recompute and w > _SMALL else p.project(t)
+            for (p, t), w in zip(pairs, work)
+        )
 
     def sq_norms(self) -> Tensor:
         """||g_i||² over all chosen tensors: (N,)."""
@@ -167,6 +181,13 @@ class FactoredGradients:
     def flat(self) -> Tensor:
         """All chosen tensors' gradients materialized side by side: (N, n_w)."""
         return self.dense().flat()
+
+
+def _workspace(part: DensePart | OuterPart, t: Tucker) -> int:
+    """Elements of the intermediates `part.project(t)` keeps for backward (about)."""
+    if isinstance(part, DensePart):
+        return 0
+    return t.n_components * part.n_samples * part.delta.shape[1] * part.delta.shape[2] // part.per_item
 
 
 # --- which tensors can be factored ----------------------------------------------------------------

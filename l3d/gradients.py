@@ -141,7 +141,9 @@ class GradientCollector:
                 "Conv2d, Embedding and LayerNorm modules that own them alone); use engine='auto'"
             )
         self._call_shapes: dict[tuple, dict] = {}
-        self.cut_head = True   # see _vmapped; the benchmark's baseline turns it off
+        # backpropagate once through a position-wise output head (see _vmapped); the benchmark turns it
+        # off to reproduce the authors' approach
+        self.cut_head = True
 
     @property
     def shapes(self) -> dict[str, tuple[int, ...]]:
@@ -187,7 +189,7 @@ class GradientCollector:
         """Per item: gradients of the divergence w.r.t. the output perturbations `eps` of hooked
         modules and w.r.t. `weights`, and the hooked modules' captured inputs."""
         modules = {m: self.model.get_submodule(m) for m in eps}
-        head = self._head(x, weights) if self.sequence else None
+        head = self._head(x) if self.sequence else None
 
         def item_divergence(eps: dict, w: dict[str, Tensor], x: Tensor, ref: Tensor):
             captured: dict[str, list[Tensor]] = {m: [] for m in modules}
@@ -206,8 +208,9 @@ class GradientCollector:
             # position-wise head: D_t depends on the head's input at t only, so with u_t = ∂(Σ_s D_s)/∂h_t
             # (one product, no per-position pass through the head) D_t and <u_t, h_t> have equal gradients
             (h,) = hidden
-            u = grad(lambda h: divergence(head(h).squeeze(0), ref, self.divergence).sum())(h.detach())
-            return (u * h).sum(-1).squeeze(0), captured
+            g = grad(lambda y: divergence(y, ref, self.divergence).sum())(out.detach())     # (T, out)
+            u = g @ head.weight.detach()                                                    # (T, in)
+            return (u * h.squeeze(0)).sum(-1), captured
 
         per_item = (jacrev if self.sequence else grad)(item_divergence, argnums=(0, 1), has_aux=True)
         with torch.no_grad():   # no graph outside the transforms
@@ -239,7 +242,7 @@ class GradientCollector:
             self._call_shapes[key] = {"calls": seen, "head": head[0] if head else None}
         return self._call_shapes[key]
 
-    def _head(self, x: Tensor, weights: dict[str, Tensor]) -> nn.Module | None:
+    def _head(self, x: Tensor) -> nn.Module | None:
         """The position-wise output head to backpropagate through once, unless a chosen tensor is in it."""
         name = self._discover(x, list(self.plan_modules()))["head"]
         if name is None or not self.cut_head:
@@ -259,12 +262,17 @@ class GradientCollector:
         by_module = self.plan_modules()
         shapes = self._discover(inputs, list(by_module))["calls"]
         unused = [m for m in by_module if not shapes[m]]
-        if unused:
-            raise RuntimeError(
-                f"modules {unused} were never called in the forward pass, though their parameters were "
-                "chosen; use engine='dense' if their weights are used outside their own forward"
+        if unused and self.engine == "factored":
+            raise ValueError(
+                f"modules {unused} are never called in the forward pass, so their chosen weights are used "
+                "some other way (e.g. nn.MultiheadAttention's out_proj); use engine='auto' or 'dense'"
             )
-        eps = {m: [torch.zeros(s, dtype=dt, device=self.device) for s, dt in calls] for m, calls in shapes.items()}
+        if unused:   # "auto": their tensors go to the dense path
+            self.plan = {n: (m, attr) for n, (m, attr) in self.plan.items() if m not in unused}
+            if not self.plan:
+                return self(inputs, references)   # all dense now
+            by_module = self.plan_modules()
+        eps = {m: [torch.zeros(s, dtype=dt, device=self.device) for s, dt in shapes[m]] for m in by_module}
         weights = {n: p.detach() for n, p in self.params.items() if n not in self.plan}
         deltas, dense, captured = [], [], []
         for x, r in self._chunks(inputs, references):

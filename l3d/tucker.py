@@ -9,10 +9,21 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 _MODES = "abcdefgh"   # tensor modes I_n
 _RANKS = "pqrstuvw"   # ranks R_n of the left operand
 _RANKS2 = "ijmnoxyz"  # ranks R_n of the right operand (inner products); not k or l (component indices)
+
+
+# Intermediates (in elements) a loss may keep for backward; above that the big ones are recomputed there.
+_KEEP = 1 << 26
+_SMALL = 1 << 20   # never worth recomputing
+
+
+def _full_inner(a: Tucker, b: Tucker) -> Tensor:
+    mine = a.full().flatten(1)
+    return mine @ (mine if b is a else b.full().flatten(1)).T
 
 
 def tucker_ranks(shape: tuple[int, ...], rank: int | tuple[int, ...]) -> tuple[int, ...]:
@@ -53,6 +64,11 @@ class Tucker(nn.Module):
     def n_components(self) -> int:
         return self.core.shape[0]
 
+    @property
+    def full_size(self) -> int:
+        """Elements of `full()`: C · prod(shape)."""
+        return self.n_components * math.prod(self.shape)
+
     def _core_and_factor_terms(self, ranks: str) -> list[str]:
         n = len(self.shape)
         return ["k" + ranks[:n]] + [f"k{_MODES[m]}{ranks[m]}" for m in range(n)]
@@ -91,16 +107,19 @@ class Tucker(nn.Module):
         )
         return via_full <= via_factors and size <= 1 << 26
 
-    def inner(self, other: Tucker) -> Tensor:
+    def inner(self, other: Tucker, recompute: bool = False) -> Tensor:
         """Inner products <self_k, other_l> for every pair: (C, C'), from the factors alone.
 
-        Small tensors (where it costs less) go through the full tensors instead.
+        Where it costs fewer operations the full tensors are built instead; with `recompute` they are
+        not kept for backward but built again there.
         """
         if other.shape != self.shape:
             raise ValueError(f"inner product of Tucker tensors of shapes {self.shape} and {other.shape}")
         n = len(self.shape)
         if self._full_is_cheaper(other.n_components):
-            return self.full().flatten(1) @ other.full().flatten(1).T
+            if recompute and torch.is_grad_enabled() and self.full_size > _SMALL:
+                return checkpoint(_full_inner, self, other, use_reentrant=False)
+            return _full_inner(self, other)
         # contract core_k with the factor Grams (C, C', R_m, R'_m) one mode at a time, then with core'_l
         x = self.core.unsqueeze(1)                                   # (C, 1, R_1, …, R_N)
         for m, (u, v) in enumerate(zip(self.factors, other.factors)):

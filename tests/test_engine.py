@@ -199,9 +199,59 @@ def test_gpt_neo_backpropagates_once_through_the_output_head(engine):
     col = l3d.GradientCollector(model, ["transformer.h.0.attn.attention.*", "transformer.h.0.mlp.c_fc.weight"],
                                 divergence="kl", sequence=True, forward=lambda m, x: m(x).logits, engine=engine)
     tokens = torch.randint(0, 23, (3, 5))
-    assert col._head(tokens, {}) is model.lm_head
+    assert col._head(tokens) is model.lm_head
     refs = col.references(tokens, torch.Generator().manual_seed(1))
     grads = col(tokens, references=refs).dense().grads
     expected = explicit_grads(model, col.names, tokens, refs, "kl", True, col.forward)
     for n in col.names:
         torch.testing.assert_close(grads[n], expected[n], rtol=1e-5, atol=1e-10, msg=f"gradient of {n}")
+
+
+def test_recomputed_projections_and_gram_give_the_same_gradients(monkeypatch):
+    """Big parts and decoder Grams are recomputed in backward (checkpointed): same loss, same gradients."""
+    torch.manual_seed(8)
+    col = l3d.GradientCollector(CausalBag(), "*", divergence="kl", sequence=True)
+    grads = col(torch.randint(0, 11, (3, 4)))
+    dec = l3d.Decomposition(col.shapes, 4, rank=2, top_k=0.3, seed=2).double()
+
+    def loss_and_grads():
+        dec.zero_grad()
+        loss = dec.loss(grads).loss
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in dec.parameters()]
+
+    loss, want = loss_and_grads()
+    for module in (l3d.factored, l3d.tucker, l3d.decomposition):
+        monkeypatch.setattr(module, "_KEEP", 0, raising=False)
+    monkeypatch.setattr(l3d.factored, "_SMALL", 0)
+    monkeypatch.setattr(l3d.tucker, "_SMALL", 0)
+    monkeypatch.setattr(l3d.tucker.Tucker, "_full_is_cheaper", lambda self, n: True)
+    loss2, got = loss_and_grads()
+    torch.testing.assert_close(loss2, loss)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
+class SelfAttention(nn.Module):
+    """nn.MultiheadAttention uses out_proj's weight without calling out_proj: it must go to the dense path."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(self.attn(x, x, x, need_weights=False)[0])
+
+
+def test_weights_used_outside_their_module_go_dense():
+    torch.manual_seed(9)
+    model = SelfAttention().eval()
+    tokens = torch.randn(3, 5, 4)
+    col = l3d.GradientCollector(model, ["attn.out_proj.weight", "head.weight"], divergence="kl", sequence=True)
+    assert set(col.plan) == {"attn.out_proj.weight", "head.weight"}
+    check(col, tokens, expect_factored=["head.weight"])
+    assert set(col.plan) == {"head.weight"}
+    strict = l3d.GradientCollector(model, ["attn.out_proj.weight"], divergence="kl", sequence=True, engine="factored")
+    with pytest.raises(ValueError, match="never called"):
+        strict(tokens)
