@@ -28,10 +28,10 @@ PAPER_BLOCK = "features.7.*"
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 
 # L3D settings per source. "paper": MobileNet-v3-small on CIFAR-100. "embedded": the digits CNN, minutes on a CPU.
-# Tucker ranks are rank_fraction of each dimension (fraction_ranks); the paper used about a tenth.
+# Tucker ranks: `rank` for every mode (capped at the mode's size), or `rank_fraction` of each dimension
+# (fraction_ranks; the paper used about a tenth).
 SETTINGS = {
-    "embedded": dict(n_subnetworks=30, rank_fraction=0.25, epochs=30, lr=0.01, lr_decay_every=3, warm_start_epochs=3,
-                     n_ref=10),
+    "embedded": dict(n_subnetworks=40, rank=8, epochs=20, lr=0.01, lr_decay_every=2, warm_start_epochs=2, n_ref=10),
     "paper": dict(n_subnetworks=100, rank_fraction=0.1, epochs=100, lr=5e-3, lr_decay_every=10, warm_start_epochs=10,
                   n_ref=10),
 }
