@@ -28,10 +28,12 @@ PAPER_BLOCK = "features.7.*"
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 
 # L3D settings per source. "paper": MobileNet-v3-small on CIFAR-100. "embedded": the digits CNN, minutes on a CPU.
-# rank None: about a tenth of each dimension (tenth_ranks).
+# Tucker ranks: `rank` for every mode (capped at the mode's size), or `rank_fraction` of each dimension
+# (fraction_ranks; the paper used about a tenth).
 SETTINGS = {
-    "embedded": dict(n_subnetworks=20, rank=4, epochs=30, lr=0.01, lr_decay_every=3, warm_start_epochs=3, n_ref=10),
-    "paper": dict(n_subnetworks=100, rank=None, epochs=100, lr=5e-3, lr_decay_every=10, warm_start_epochs=10, n_ref=10),
+    "embedded": dict(n_subnetworks=40, rank=8, epochs=20, lr=0.01, lr_decay_every=2, warm_start_epochs=2, n_ref=10),
+    "paper": dict(n_subnetworks=100, rank_fraction=0.1, epochs=100, lr=5e-3, lr_decay_every=10, warm_start_epochs=10,
+                  n_ref=10),
 }
 
 # Workaround: tucker.Tucker.inner names the right operand's ranks "ijlm…", whose "l" collides with the
@@ -46,8 +48,8 @@ def block_collector(model: nn.Module, tensors: str | list[str], forward=None, ch
     return GradientCollector(model, tensors, divergence="kl", forward=forward, chunk_size=chunk_size)
 
 
-def tenth_ranks(shapes: dict[str, tuple[int, ...]], fraction: float = 0.1) -> dict[str, tuple[int, ...]]:
-    """Tucker ranks about `fraction` of each dimension (at least 1), per tensor."""
+def fraction_ranks(shapes: dict[str, tuple[int, ...]], fraction: float = 0.1) -> dict[str, tuple[int, ...]]:
+    """Tucker ranks about `fraction` of each dimension (at least 1), per tensor; 0.1 is the paper's choice."""
     return {n: tuple(max(1, round(fraction * s)) for s in shape) for n, shape in shapes.items()}
 
 

@@ -33,25 +33,25 @@ WORDS = {
 
 # (pattern, template): the pattern names the kind of prediction the tagged tokens need.
 OPENERS = [
-    "Once upon@opener a@opener time@opener , there was a {kid} named {name} .",
-    "One day@one_day , a {kid} named {name} went to the@went_to {place}@went_to .",
+    "Once upon@opener a@opener time@opener ,@opener there@opener was@opener a {kid} named@named {name}@named .",
+    "One day@one_day , a {kid} named@named {name}@named went to the@went_to {place}@went_to .",
 ]
 BODY = [
-    "{name} had a big {color}@color {toy} .",
+    "{name} had a big@color {color}@color {toy} .",
     "{Pronoun}@pronoun was {age} years@years_old old@years_old .",
     "{name} and@name_pair {friend}@name_pair played with the {toy} .",
     "{name} went to@went_to the@went_to {place}@went_to with {his}@pronoun mom .",
     "{Pronoun}@pronoun shook {his}@pronoun head@shook_head and said no .",
     "{name} said@dialogue ,@dialogue \"@dialogue {utterance} ! \"@quote_close",
-    "\"@quote_open {utterance} , \"@quote_close said {name} .",
-    "{name} felt very {feeling}@feeling .",
-    "{name} saw a little {animal} . The {animal}@animal_repeat was {feeling} .",
+    "\"@quote_open {utterance} , \"@quote_close said@said_name {name}@said_name .",
+    "{name} felt@feeling very@feeling {feeling}@feeling .",
+    "{name} saw a little@animal {animal}@animal . The {animal}@animal_repeat was {feeling} .",
     "{name} said thank@thank_you you@thank_you to {friend} .",
     "Then {name}@name_repeat smiled and hugged {friend}@friend_repeat .",
-    "{name} wanted to play with {friend} , but {friend}@friend_repeat was busy .",
+    "{name} wanted to@play_with play@play_with with@play_with {friend} , but {friend}@friend_repeat was busy@play_with .",
 ]
 ENDINGS = [
-    "They lived happily ever@ever_after after@ever_after .",
+    "They lived@ever_after happily@ever_after ever@ever_after after@ever_after .",
     "The end@the_end .",
 ]
 EOS = "<eos>"

@@ -4,7 +4,7 @@ from torchvision.models import mobilenet_v3_small
 
 import l3d
 from l3d.cnn import (
-    DIGITS_BLOCK, PAPER_BLOCK, ImageNetLogits, block_collector, cifar100, digits, digits_model, paper_model, tenth_ranks,
+    DIGITS_BLOCK, PAPER_BLOCK, ImageNetLogits, block_collector, cifar100, digits, digits_model, paper_model, fraction_ranks,
 )
 from l3d.divergence import divergence
 from l3d.resources import MissingResourceError
@@ -47,7 +47,7 @@ def test_mobilenet_block_gradients_match_autograd():
     for name, g in zip(collector.names, expected):
         assert grads.grads[name].shape == (3, *g.shape)
         torch.testing.assert_close(grads.grads[name][1], g, rtol=1e-3, atol=1e-6)
-    ranks = tenth_ranks(collector.shapes)
+    ranks = fraction_ranks(collector.shapes)
     assert ranks["features.7.block.0.0.weight"] == (12, 4, 1, 1)
     assert l3d.Decomposition(collector.shapes, 4, ranks).ranks == ranks
 
