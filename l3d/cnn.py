@@ -19,7 +19,6 @@ from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import tucker
 from .gradients import GradientCollector
 from .resources import MissingResourceError, cache_dir, offline, settings_key, write_folder_atomically
 
@@ -35,12 +34,6 @@ SETTINGS = {
     "paper": dict(n_subnetworks=100, rank_fraction=0.1, epochs=100, lr=5e-3, lr_decay_every=10, warm_start_epochs=10,
                   n_ref=10),
 }
-
-# Workaround: tucker.Tucker.inner names the right operand's ranks "ijlm…", whose "l" collides with the
-# component index "l" for tensors of 3 or more modes (every conv kernel). Remove once tucker.py is fixed.
-if "l" in tucker._RANKS2:
-    tucker._RANKS2 = "ijnmoxyz"
-
 
 def block_collector(model: nn.Module, tensors: str | list[str], forward=None, chunk_size: int = 256) -> GradientCollector:
     """Per-image KL-divergence gradients (reference: another random image's logits) of the chosen tensors."""

@@ -6,7 +6,15 @@ from torch import nn
 import l3d
 from l3d.divergence import divergence
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Every test of this file in float64; the default dtype is restored afterwards."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def explicit_grads(model, names, inputs, refs, kind, sequence=False, forward=None):

@@ -30,14 +30,14 @@ def test_paper_block_gradients_match_autograd_per_token():
     tokens = torch.randint(50, (3, 6), generator=torch.Generator().manual_seed(1))
     refs = collector.references(tokens, torch.Generator().manual_seed(2))       # (3 * 6, vocab)
     grads = collector(tokens, references=refs)
-    assert grads.grads[prefix + "q_proj.weight"].shape == (18, 16, 16)
-    assert grads.grads[prefix + "out_proj.bias"].shape == (18, 16)
+    assert grads.dense().grads[prefix + "q_proj.weight"].shape == (18, 16, 16)
+    assert grads.dense().grads[prefix + "out_proj.bias"].shape == (18, 16)
     params = [p.requires_grad_(True) for p in collector.params.values()]
     for item, pos in [(0, 0), (1, 3), (2, 5)]:
         out = logits(model, tokens[item:item + 1])[0, pos]
         expected = torch.autograd.grad(divergence(out, refs[item * 6 + pos], "kl"), params)
         for name, g in zip(collector.names, expected):
-            torch.testing.assert_close(grads.grads[name][item * 6 + pos], g, rtol=1e-4, atol=1e-7)
+            torch.testing.assert_close(grads.dense().grads[name][item * 6 + pos], g, rtol=1e-4, atol=1e-7)
 
 
 def test_layer_out_of_range_is_a_clear_error():
