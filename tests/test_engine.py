@@ -7,14 +7,7 @@ import l3d
 from l3d.divergence import divergence
 
 
-
-@pytest.fixture(autouse=True)
-def float64():
-    """Every test of this file in float64; the default dtype is restored afterwards."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")   # every test of this file in float64 (tests/conftest.py)
 
 
 def explicit_grads(model, names, inputs, refs, kind, sequence=False, forward=None):

@@ -5,15 +5,7 @@ import torch
 import l3d
 from l3d.tucker import Tucker
 
-
-
-@pytest.fixture(autouse=True)
-def float64():
-    """Every test of this file in float64; the default dtype is restored afterwards."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")   # every test of this file in float64 (tests/conftest.py)
 
 SHAPES = [((7,), (3,)), ((6, 5), (2, 3)), ((4, 3, 2, 2), (2, 2, 1, 2))]
 
