@@ -297,6 +297,14 @@ def plot_scale(results: list[dict], out_dir: Path, device: str) -> None:
     plt.close(fig)
 
 
+def cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(l.split(":", 1)[1].strip() for l in lines if l.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
@@ -323,7 +331,7 @@ def main() -> None:
         print(describe(results[-1]), flush=True)
     meta = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine(),
+        "device": torch.cuda.get_device_name() if device == "cuda" else cpu_name(),
         "cpu_count": os.cpu_count(), "threads": os.environ.get("OMP_NUM_THREADS"),
         "torch": torch.__version__, "command": " ".join(sys.argv),
     }
