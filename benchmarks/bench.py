@@ -203,6 +203,8 @@ def measure_tms(cfg: dict, device: torch.device, baseline: bool) -> dict:
         **cfg,
         "seconds_per_step": statistics.median(walls),
         "cpu_seconds_per_step": statistics.median(cpus),
+        "best_seconds_per_step": min(walls),
+        "best_cpu_seconds_per_step": min(cpus),
         "step_times": walls,
         "cpu_step_times": cpus,
         "token_gradients_per_s": 32 / statistics.median(walls),
@@ -220,7 +222,7 @@ def configurations(args, device: str) -> list[dict]:
     out = []
     if args.setting in ("tms", "all"):
         for mode in args.modes:
-            out.append({**base, "setting": "tms", "mode": mode, "steps": args.steps or 10, "warmup": 2, "repeats": 5})
+            out.append({**base, "setting": "tms", "mode": mode, "steps": args.steps or 10, "warmup": 2, "repeats": 9})
     if args.setting in ("transformer", "all"):
         for mode in args.modes:
             out.append({**base, "setting": "transformer", "mode": mode, "texts": 16, "tokens": 16, "subnetworks": N_SUB,
@@ -258,6 +260,8 @@ def describe(r: dict) -> str:
     if "error" in r:
         return f"{what}  FAILED: {r['error']}"
     extra = f"  (thread CPU {r['cpu_seconds_per_step'] * 1e3:.3f} ms)" if r["device"] == "cpu" else ""
+    if "best_seconds_per_step" in r:
+        extra += f"  best of {r['repeats']}: {r['best_seconds_per_step'] * 1e3:.3f} ms (CPU {r['best_cpu_seconds_per_step'] * 1e3:.3f})"
     return (f"{what}  {r['seconds_per_step'] * 1e3:10.3f} ms/step{extra}  {r['token_gradients_per_s']:10.0f} "
             f"token-gradients/s  peak {r['peak_bytes'] / 2**20:9.1f} MiB")
 
@@ -270,21 +274,35 @@ def plot_scale(results: list[dict], out_dir: Path, device: str) -> None:
     from l3d.results import save_figure
 
     ok = [r for r in results if r["setting"] == "scale" and r["mode"] == "ours" and "error" not in r]
+    base = [r for r in results if r["setting"] == "scale" and r["mode"] == "baseline" and "error" not in r]
     if not ok:
         return
+    ylabel = "peak memory (GiB)" if device == "cuda" else "peak RSS growth (GiB)"
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     by_tokens = sorted((r for r in ok if r["subnetworks"] == N_SUB), key=lambda r: r["texts"] * r["tokens"])
-    axes[0].plot([r["texts"] * r["tokens"] for r in by_tokens], [r["peak_bytes"] / 2**30 for r in by_tokens], "o-")
-    axes[0].set(xscale="log", xlabel="tokens per step (texts × tokens)", ylabel="peak memory (GiB)",
-                title=f"C = {N_SUB}")
+    axes[0].plot([r["texts"] * r["tokens"] for r in by_tokens], [r["peak_bytes"] / 2**30 for r in by_tokens], "o-",
+                 label="l3d")
+    if base:
+        axes[0].plot([r["texts"] * r["tokens"] for r in base], [r["peak_bytes"] / 2**30 for r in base], "x",
+                     color="C3", markersize=9, label="authors' approach")
+    axes[0].legend()
+    axes[0].set(xscale="log", xlabel="tokens per step (texts × tokens)", ylabel=ylabel, title=f"C = {N_SUB}")
     by_c = sorted((r for r in ok if r["texts"] * r["tokens"] == 256), key=lambda r: r["subnetworks"])
     axes[1].plot([r["subnetworks"] for r in by_c], [r["peak_bytes"] / 2**30 for r in by_c], "o-")
-    axes[1].set(xlabel="subnetworks C", ylabel="peak memory (GiB)", title="16 × 16 tokens")
+    axes[1].set(xlabel="subnetworks C", ylabel=ylabel, title="16 × 16 tokens")
     layers = ok[0]["layers"]
     fig.suptitle(f"L3D on all attention and MLP tensors of {layers} GPT-Neo layers ({device})")
     fig.tight_layout()
     save_figure(fig, out_dir, f"scale_memory_{device}")
     plt.close(fig)
+
+
+def cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(l.split(":", 1)[1].strip() for l in lines if l.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -295,6 +313,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["ours", "baseline"], choices=["ours", "baseline"])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on CUDA")
+    parser.add_argument("--replot", action="store_true", help="only redraw the scale plot from the saved JSON")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -302,13 +321,17 @@ def main() -> None:
         print(json.dumps(measure(json.loads(args.one))))
         return
     device = l3d.resolve_device(args.device).type
+    if args.replot:
+        saved = [json.loads(p.read_text())["results"] for p in Path(args.out).glob(f"{device}*.json")]
+        plot_scale([r for rs in saved for r in rs], ROOT / "figures" / "benchmarks", device)
+        return
     results = []
     for cfg in configurations(args, device):
         results.append(run_child(cfg))
         print(describe(results[-1]), flush=True)
     meta = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine(),
+        "device": torch.cuda.get_device_name() if device == "cuda" else cpu_name(),
         "cpu_count": os.cpu_count(), "threads": os.environ.get("OMP_NUM_THREADS"),
         "torch": torch.__version__, "command": " ".join(sys.argv),
     }

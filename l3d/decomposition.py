@@ -136,7 +136,8 @@ class Decomposition(nn.Module):
     def normalize_decoder_(self) -> None:
         """Rescale every decoder direction to unit norm over all its tensors."""
         tuckers = list(self.decoder._modules.values())
-        if max(self._n_modes) <= 2:   # small-model path: fewest operations (see _DenseLoss)
+        if max(self._n_modes) <= 2 and all(t.full_size <= 1 << 16 for t in tuckers):
+            # small models: fewest operations (see _DenseLoss)
             norms = sum(_full(t._parameters["core"], list(t.factors._parameters.values())).pow(2).sum(1)
                         for t in tuckers)
         else:
