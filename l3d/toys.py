@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from .decomposition import Decomposition
 from .gradients import GradientCollector
-from .initialize import init_from_gradients_
+from .initialize import best_start, init_from_gradients_
 from .recovery import match
 from .train import GradientSource, History, fit
 
@@ -285,8 +285,9 @@ def decompose_toy(
     lr_decay: float = 0.8,
     lr_decay_every: int = 100,
     warm_start_epochs: int = 0,
-    restarts: int = 1,
     init: str = "random",
+    restarts: int = 1,
+    restart_epochs: int = 100,
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[Decomposition, History, GradientCollector, GradientSource]:
@@ -294,25 +295,26 @@ def decompose_toy(
     lr × lr_decay every lr_decay_every epochs, all of `inputs` in one gradient chunk per epoch.
 
     init: "random" (the paper) or "gradients" (`l3d.initialize.init_from_gradients_`: start from per-sample
-    gradients picked k-means++ style). With restarts > 1 it trains that many decompositions (seeds seed, seed + 1000, …) and keeps the one with
-    the lowest final training error (no ground truth involved). Returns the decomposition, its history, the
+    gradients picked k-means++ style). restarts > 1: that many starting points (seeds 1000·seed + r) are
+    trained for `restart_epochs` epochs and the one with the lowest reconstruction error is trained to the
+    end (`l3d.initialize.best_start`; no ground truth involved). Returns the decomposition, its history, the
     gradient collector and the source (for `l3d.evaluate`).
     """
-    if restarts < 1:
-        raise ValueError(f"restarts must be at least 1, got {restarts}")
     if init not in ("random", "gradients"):
         raise ValueError(f"init must be 'random' or 'gradients', got {init!r}")
+    if restarts < 1:
+        raise ValueError(f"restarts must be at least 1, got {restarts}")
     collector = GradientCollector(model, tensors, divergence="mse", reference="random", chunk_size=inputs.shape[0])
-    chunk = inputs.shape[0] // batch_size * batch_size
-    best = None
-    for r in range(restarts):
-        run_seed = seed + 1000 * r
-        source = GradientSource(collector, inputs, batch_size=batch_size, chunk_size=chunk, seed=run_seed)
-        decomposition = Decomposition(collector.shapes, n_subnetworks, rank=rank, top_k=top_k, seed=run_seed)
+    source = GradientSource(collector, inputs, batch_size, chunk_size=inputs.shape[0] // batch_size * batch_size, seed=seed)
+    start_grads = collector(inputs, generator=torch.Generator().manual_seed(seed)) if init == "gradients" else None
+
+    def make(start_seed: int) -> Decomposition:
+        decomposition = Decomposition(collector.shapes, n_subnetworks, rank=rank, top_k=top_k, seed=start_seed)
         decomposition = decomposition.to(inputs.device)
-        if init == "gradients":
-            init_from_gradients_(decomposition, collector(inputs, generator=torch.Generator().manual_seed(run_seed)), run_seed)
-        history = fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, progress)
-        if best is None or history.reconstruction_error[-1] < best[1].reconstruction_error[-1]:
-            best = (decomposition, history, collector, source)
-    return best
+        if start_grads is not None:
+            init_from_gradients_(decomposition, start_grads, seed=start_seed)
+        return decomposition
+
+    decomposition = best_start(make, source, restarts, restart_epochs, lr=lr, seed=1000 * seed)[0] if restarts > 1 else make(seed)
+    history = fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, progress)
+    return decomposition, history, collector, source

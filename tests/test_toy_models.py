@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import l3d
 from l3d import toys
 
 
@@ -35,14 +36,19 @@ def test_train_toy_fits_square_targets():
     assert losses[-1] < 0.5 * losses[0]
 
 
-def test_decompose_toy_keeps_the_restart_with_lowest_training_error():
+def test_decompose_toy_is_a_plain_fit_and_screens_restarts():
     g = torch.Generator().manual_seed(0)
     x = toys.sparse_features(64, 10, generator=g)
     model = toys.circuit_superposition()
-    kept = toys.decompose_toy(model, x, n_subnetworks=4, epochs=3, restarts=2, seed=0, progress=False)
-    singles = [toys.decompose_toy(model, x, n_subnetworks=4, epochs=3, seed=s, progress=False) for s in (0, 1000)]
-    errors = [h.reconstruction_error[-1] for _, h, _, _ in singles]
-    assert kept[1].reconstruction_error[-1] == min(errors)
-    assert kept[0].n_subnetworks == 4 and set(kept[0].names) == {n for n, _ in model.named_parameters()}
+    decomposition, history, collector, _ = toys.decompose_toy(model, x, n_subnetworks=4, epochs=3, seed=3, progress=False)
+    source = l3d.GradientSource(collector, x, 32, chunk_size=64, seed=3)
+    expected = l3d.Decomposition(collector.shapes, 4, rank=1, seed=3)
+    expected_history = l3d.fit(expected, source, 3, progress=False)
+    assert history.reconstruction_error == expected_history.reconstruction_error
+    for a, b in zip(decomposition.parameters(), expected.parameters()):
+        assert torch.equal(a, b)
+    kept, kept_history, _, _ = toys.decompose_toy(model, x, n_subnetworks=4, epochs=3, restarts=2, restart_epochs=2,
+                                                  seed=0, progress=False)
+    assert len(kept_history.reconstruction_error) == 3 and set(kept.names) == {n for n, _ in model.named_parameters()}
     with pytest.raises(ValueError, match="restarts"):
         toys.decompose_toy(model, x, n_subnetworks=4, restarts=0)
