@@ -30,10 +30,10 @@ PAPER_DATA = "roneneldan/TinyStories"
 
 # L3D settings per source. "paper": the paper's TinyStories-8M run. "embedded": sized to run in minutes on a CPU.
 SETTINGS = {
-    "embedded": dict(layer=2, n_texts=1000, n_test_texts=300, n_subnetworks=100, rank=4, epochs=5, lr=0.02,
-                     lr_decay_every=1, warm_start_epochs=1, n_ref=4),
+    "embedded": dict(layer=2, n_texts=1000, n_test_texts=300, n_subnetworks=200, rank=8, epochs=8, lr=0.02,
+                     lr_decay_every=1, warm_start_epochs=1, init_texts=32, n_ref=4),
     "paper": dict(layer=4, n_texts=10_000, n_test_texts=10_000, n_subnetworks=100, rank=25, epochs=100, lr=5e-3,
-                  lr_decay_every=10, warm_start_epochs=10, n_ref=10),
+                  lr_decay_every=10, warm_start_epochs=10, init_texts=0, n_ref=10),
 }
 
 
