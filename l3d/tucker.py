@@ -140,8 +140,3 @@ class Tucker(nn.Module):
             spec = f"k{_RANKS[:n]},k{_RANKS[m]}{_RANKS2[m]}->k" + _RANKS[:m] + _RANKS2[m] + _RANKS[m + 1:n]
             x = torch.einsum(spec, x, gram)
         return (x * self.core).flatten(1).sum(1)
-
-    @torch.no_grad()
-    def scale_(self, scale: Tensor) -> None:
-        """Multiply tensor k by scale[k] in place."""
-        self.core.mul_(scale.view(-1, *([1] * len(self.shape))))
