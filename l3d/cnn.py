@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .gradients import GradientCollector
-from .resources import MissingResourceError, cache_dir, offline, settings_key, write_folder_atomically
+from .atomic import write_folder
+from .resources import MissingResourceError, cache_dir, offline, settings_key
 
 DIGITS_BLOCK = "features.1.*"
 PAPER_BLOCK = "features.7.*"
@@ -117,7 +118,7 @@ def digits_model(
         save_model(model.cpu(), str(tmp / "model.safetensors"))
         (tmp / "training.json").write_text(json.dumps(record))
 
-    write_folder_atomically(folder, write)
+    write_folder(folder, write)
     return model.to(device).eval(), {**record, "cached": False}
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from . import distributed
-from .decomposition import Decomposition, _atomic_write
+from .atomic import write_file
+from .decomposition import Decomposition
 from .gradients import GradientCollector
 from .train import GradientSource, fit
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         if shard.is_main:
             decomposition.save(out / "decomposition")
-            _atomic_write(out / "history.json", lambda f: Path(f).write_text(json.dumps(history.to_dict())))
+            write_file(out / "history.json", lambda f: Path(f).write_text(json.dumps(history.to_dict())))
             print(f"reconstruction error {history.reconstruction_error[-1]:.4f}, dead {history.dead}; wrote {out}")
     finally:
         distributed.teardown()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .gradients import DenseGradients
+from .atomic import write_file
 from .tucker import _KEEP, Tucker, tucker_ranks
 
 Rank = int | tuple[int, ...]
@@ -202,8 +202,8 @@ class Decomposition(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        _atomic_write(path / "decomposition.safetensors", lambda f: save_file(tensors, f))
-        _atomic_write(path / "config.json", lambda f: Path(f).write_text(json.dumps(self.config, indent=1)))
+        write_file(path / "decomposition.safetensors", lambda f: save_file(tensors, f))
+        write_file(path / "config.json", lambda f: Path(f).write_text(json.dumps(self.config, indent=1)))
 
     @classmethod
     def load(
@@ -333,15 +333,3 @@ class _DenseLoss(torch.autograd.Function):
                 grads += _full_backward(dfull[:, offset:offset + size], core, factors)
                 i, offset = i + 1 + n, offset + size
         return (None, None, None, None, *grads)
-
-
-def _atomic_write(target: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename over `target`."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

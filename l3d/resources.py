@@ -4,9 +4,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 
@@ -29,18 +26,3 @@ def settings_key(name: str, settings: dict) -> str:
     """A folder name for `settings`: the name plus a short hash of the settings as sorted JSON."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     return f"{name}-{digest}"
-
-
-def write_folder_atomically(target: Path, write: Callable[[Path], None]) -> None:
-    """Let `write` fill a temporary folder next to `target`, then rename it to `target`."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        write(tmp)
-        if target.exists():  # another process finished first; keep its copy
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+
+from .atomic import write_file
 
 
 def save_figure(fig: plt.Figure, out_dir: str | os.PathLike, name: str) -> Path:
@@ -35,11 +36,5 @@ def _plain(value):
 
 def write_metrics(out_dir: str | os.PathLike, metrics: dict, name: str = "metrics.json") -> Path:
     """Write `metrics` as JSON to out_dir/name, atomically (write, then rename)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / name
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(_plain(metrics), f, indent=1)
-    os.replace(tmp, target)
-    return target
+    text = json.dumps(_plain(metrics), indent=1)
+    return write_file(Path(out_dir) / name, lambda f: Path(f).write_text(text))

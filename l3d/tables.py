@@ -6,7 +6,7 @@ import io
 import os
 from pathlib import Path
 
-from .decomposition import _atomic_write
+from .atomic import write_file
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -30,6 +30,6 @@ def write_table(rows: list[dict], out_dir: str | os.PathLike, name: str) -> str:
         writer.writeheader()
         writer.writerows(rows)
     markdown = markdown_table(rows)
-    _atomic_write(out_dir / f"{name}.csv", lambda f: Path(f).write_text(buffer.getvalue()))
-    _atomic_write(out_dir / f"{name}.md", lambda f: Path(f).write_text(markdown))
+    write_file(out_dir / f"{name}.csv", lambda f: Path(f).write_text(buffer.getvalue()))
+    write_file(out_dir / f"{name}.md", lambda f: Path(f).write_text(markdown))
     return markdown

@@ -23,7 +23,8 @@ from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
 from .corpus import Corpus, Tokenizer, story_corpus
 from .gradients import GradientCollector
-from .resources import MissingResourceError, cache_dir, offline, settings_key, write_folder_atomically
+from .atomic import write_folder
+from .resources import MissingResourceError, cache_dir, offline, settings_key
 
 PAPER_MODEL = "roneneldan/TinyStories-8M"
 PAPER_DATA = "roneneldan/TinyStories"
@@ -124,7 +125,7 @@ def story_model(
         (tmp / "config.json").write_text(config.to_json_string())
         (tmp / "training.json").write_text(json.dumps(record))
 
-    write_folder_atomically(folder, write)
+    write_folder(folder, write)
     return model.to(device).eval(), {**record, "cached": False}
 
 
