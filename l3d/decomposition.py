@@ -180,7 +180,7 @@ class Decomposition(nn.Module):
         ct = c * mask
         # Σ_i ||g_i||² − 2 c̃_i·p_i + c̃_iᵀ G c̃_i
         error = total + (torch.addmm(p, ct, gram, beta=-2) * ct).sum()
-        return LossParts(loss=error / total, error=error, total=total, mask=mask)
+        return LossParts(loss=error / _nonzero(total), error=error, total=total, mask=mask)
 
     def check_shapes(self, shapes: dict[str, tuple[int, ...]], what: str = "the model") -> None:
         """Raise a ValueError unless `shapes` (name -> shape, e.g. `collector.shapes`) are this decomposition's."""
@@ -267,6 +267,11 @@ def _check_rank(shapes: dict[str, tuple[int, ...]], rank) -> None:
                 )
 
 
+def _nonzero(total: Tensor) -> Tensor:
+    """Σ||g||² as a divisor: a batch whose gradients are all zero has error 0 and loss 0, not 0/0."""
+    return total.clamp_min(torch.finfo(total.dtype).tiny)
+
+
 def _full(core: Tensor, factors: list[Tensor]) -> Tensor:
     """A 1- or 2-mode Tucker tensor, flattened: (C, n)."""
     if len(factors) == 1:
@@ -315,12 +320,12 @@ class _DenseLoss(torch.autograd.Function):
         ctx.save_for_backward(flat, ct, mask, p, gram, D, total, *params)
         ctx.n_modes = n_modes
         ctx.mark_non_differentiable(total, mask)
-        return error / total, error, total, mask
+        return error / _nonzero(total), error, total, mask
 
     @staticmethod
     def backward(ctx, g_loss, g_error, g_total, g_mask):
         flat, ct, mask, p, gram, D, total, *params = ctx.saved_tensors
-        g = g_loss / total + g_error
+        g = g_loss / _nonzero(total) + g_error
         dc = (2 * g) * torch.addmm(p, ct, gram, beta=-1) * mask                 # dL/dc: 2g(c̃G − p) on the mask
         dD = torch.addmm(torch.mm((-2 * g) * ct.T, flat), torch.mm(ct.T, ct), D, alpha=2 * g)
         dE = torch.mm(dc.T, flat)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .decomposition import Decomposition, LossParts
+from .decomposition import Decomposition, LossParts, _nonzero
 from .divergence import check_outputs
 from .gradients import GradientCollector
 
@@ -163,7 +163,7 @@ class _EpochStats:
 
     def result(self) -> tuple[float, list[float]]:
         error, total, active = self.sums[0], self.sums[1], self.sums[2:]
-        return (error / total).item(), (active / max(self.samples, 1)).tolist()
+        return (error / _nonzero(total)).item(), (active / max(self.samples, 1)).tolist()
 
 
 def _summary(parts: LossParts) -> Tensor:
@@ -324,7 +324,7 @@ def fit(
         for grads in source:
             parts = decomposition.loss(grads, top_k, distributed=shard.active)
             summary = _summary(parts)                     # the whole batch's error, Σ||g||², active counts
-            loss = parts.error / summary[1].to(parts.error.dtype)   # this process's part of the global loss
+            loss = parts.error / _nonzero(summary[1].to(parts.error.dtype))   # this process's part of the global loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             distributed.sum_gradients_(decomposition.parameters())

@@ -120,3 +120,22 @@ def _after_randperm(seed, n):
     generator = torch.Generator().manual_seed(seed)
     torch.randperm(n, generator=generator)
     return generator
+
+
+def test_batches_whose_gradients_are_all_zero_train_and_score_as_zero_error():
+    # all-zero inputs: TMS's ReLU is off (b < 0), so every per-sample gradient of those batches is exactly 0
+    torch.manual_seed(0)
+    toy = TMS().untied()
+    with torch.no_grad():
+        toy.b.fill_(-0.5)
+    collector = l3d.GradientCollector(toy, ["W_in", "W_out", "b"])
+    inputs = torch.cat([torch.zeros(16, 5), sparse_features(16, 5, p_active=0.3, generator=torch.Generator().manual_seed(0))])
+    source = l3d.GradientSource(collector, inputs, 8, chunk_size=16, shuffle=False)
+    assert all(float(g.sq_norms().sum()) == 0 for g in list(source)[:2])
+    decomposition = l3d.Decomposition(collector.shapes, 5, 1, top_k=0.2, seed=0)
+    history = l3d.fit(decomposition, source, 2, lr=0.01, progress=False)
+    assert all(torch.isfinite(p).all() for p in decomposition.parameters())
+    assert 0 < history.reconstruction_error[-1] < 1
+    zero_batch = next(iter(l3d.GradientSource(collector, inputs[:16], 8, shuffle=False)))
+    parts = decomposition.loss(zero_batch)
+    assert parts.loss.item() == 0 and parts.error.item() == 0
