@@ -23,15 +23,18 @@ def sparse_features(
     low: float = 0.0,
     high: float = 1.0,
     generator: torch.Generator | None = None,
+    drop_zero: bool = True,
 ) -> Tensor:
-    """Samples whose features are each active with probability p_active, uniform on [low, high];
-    all-zero samples are dropped (and replaced): (n_samples, n_features)."""
+    """Samples whose features are each active with probability p_active, uniform on [low, high]:
+    (n_samples, n_features). drop_zero: all-zero samples are dropped (and replaced), as for toy training;
+    False keeps them, so about (1 − p_active)^n_features of the samples are all zero."""
     rows: list[Tensor] = []
     have = 0
     while have < n_samples:
         active = torch.rand(n_samples, n_features, generator=generator) < p_active
         values = low + (high - low) * torch.rand(n_samples, n_features, generator=generator)
-        x = (values * active)[active.any(1)]
+        x = values * active
+        x = x[active.any(1)] if drop_zero else x
         rows.append(x)
         have += x.shape[0]
     return torch.cat(rows)[:n_samples]

@@ -15,6 +15,8 @@ def test_sparse_features():
     # P(active | not all zero) = p / (1 - (1 - p)^5)
     expected = 0.05 / (1 - 0.95 ** 5)
     assert abs((x != 0).float().mean().item() - expected) < 0.02
+    kept = sparse_features(4000, 5, p_active=0.05, generator=torch.Generator().manual_seed(0), drop_zero=False)
+    assert kept.shape == (4000, 5) and abs((kept == 0).all(1).float().mean().item() - 0.95 ** 5) < 0.03
 
 
 def test_untied_tms_computes_the_same_function():
