@@ -23,9 +23,14 @@ def sparse_features(
     low: float = 0.0,
     high: float = 1.0,
     generator: torch.Generator | None = None,
+    drop_zero: bool = True,
 ) -> Tensor:
-    """Samples whose features are each active with probability p_active, uniform on [low, high];
-    all-zero samples are dropped (and replaced): (n_samples, n_features)."""
+    """Samples whose features are each active with probability p_active, uniform on [low, high]:
+    (n_samples, n_features). With drop_zero (the toys' training data) all-zero samples are dropped and
+    replaced; without, they stay (a fraction (1 − p_active)^n_features of the samples)."""
+    if not drop_zero:
+        active = torch.rand(n_samples, n_features, generator=generator) < p_active
+        return (low + (high - low) * torch.rand(n_samples, n_features, generator=generator)) * active
     rows: list[Tensor] = []
     have = 0
     while have < n_samples:
@@ -290,10 +295,13 @@ def decompose_toy(
     restart_epochs: int = 100,
     seed: int = 0,
     progress: bool = True,
+    reference: str = "random",
 ) -> tuple[Decomposition, History, GradientCollector, GradientSource]:
     """L3D on a toy model as in the paper: MSE divergence to a random other sample's output, Adam with
     lr × lr_decay every lr_decay_every epochs, all of `inputs` in one gradient chunk per epoch.
 
+    reference: how the reference output of the MSE divergence is drawn (`l3d.divergence.reference_outputs`;
+    "random", the paper's choice, or "mean").
     init: "random" (the paper) or "gradients" (`l3d.initialize.init_from_gradients_`: start from per-sample
     gradients picked k-means++ style). restarts > 1: that many starting points (seeds 1000·seed + r) are
     trained for `restart_epochs` epochs and the one with the lowest reconstruction error is trained to the
@@ -304,7 +312,7 @@ def decompose_toy(
         raise ValueError(f"init must be 'random' or 'gradients', got {init!r}")
     if restarts < 1:
         raise ValueError(f"restarts must be at least 1, got {restarts}")
-    collector = GradientCollector(model, tensors, divergence="mse", reference="random", chunk_size=inputs.shape[0])
+    collector = GradientCollector(model, tensors, divergence="mse", reference=reference, chunk_size=inputs.shape[0])
     source = GradientSource(collector, inputs, batch_size, chunk_size=inputs.shape[0] // batch_size * batch_size, seed=seed)
     start_grads = collector(inputs, generator=torch.Generator().manual_seed(seed)) if init == "gradients" else None
 
