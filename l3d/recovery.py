@@ -146,6 +146,35 @@ def recover(
     return recovery(circuit_impact(decomposition, collector, inputs, n_ref, seed), p_act)
 
 
+def circuit_aligned_error(grads: Tensor, active: Tensor) -> tuple[float, Tensor]:
+    """The reconstruction error of a decomposition that gives every circuit exactly one direction of its own.
+
+    grads: (N, n_w) per-sample gradients; active: (N, n_circuits) bool, which circuits each sample has on.
+    Circuit c's direction is the top right singular vector of the gradients of the samples where only c is
+    on (the best single direction for them). Each sample is reconstructed by least squares on the
+    directions of its active circuits; a sample with none on, by the one direction that explains most of it.
+    Tucker ranks and the BatchTopK budget are ignored. Uses the labels: a diagnostic of how well circuits
+    *can* be told apart by single directions, never a way to choose a decomposition.
+    Returns Σ‖g − ĝ‖² / Σ‖g‖² and the (n_circuits, n_w) unit directions.
+    """
+    if grads.dim() != 2 or active.shape != (grads.shape[0], active.shape[-1]) or active.dim() != 2:
+        raise ValueError(f"grads must be (N, n_w) and active (N, n_circuits), got {tuple(grads.shape)} and {tuple(active.shape)}")
+    g, active = grads.detach().double().cpu(), active.bool().cpu()
+    only = active.sum(1) == 1
+    if not all((only & active[:, c]).any() for c in range(active.shape[1])):
+        raise ValueError("every circuit needs at least one sample where only it is on")
+    directions = torch.stack([torch.linalg.svd(g[only & active[:, c]], full_matrices=False).Vh[0]
+                              for c in range(active.shape[1])])
+    residual = 0.0
+    for x, on in zip(g, active):
+        if on.any():
+            basis = directions[on].T                              # (n_w, a)
+            residual += (x - basis @ torch.linalg.lstsq(basis, x).solution).pow(2).sum().item()
+        else:
+            residual += (x.pow(2).sum() - (directions @ x).pow(2).max()).item()
+    return residual / g.pow(2).sum().item(), directions.float()
+
+
 def intervention_selectivity(effect: Tensor, own: Tensor) -> float:
     """Mean over interventions of (mean change of the intervention's own outputs) / (mean change of the others).
 

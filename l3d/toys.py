@@ -293,10 +293,13 @@ def decompose_toy(
     restart_epochs: int = 100,
     seed: int = 0,
     progress: bool = True,
+    reference: str = "random",
 ) -> tuple[Decomposition, History, GradientCollector, GradientSource]:
     """L3D on a toy model as in the paper: MSE divergence to a random other sample's output, Adam with
     lr × lr_decay every lr_decay_every epochs, all of `inputs` in one gradient chunk per epoch.
 
+    reference: how the reference output of the MSE divergence is drawn (`l3d.divergence.reference_outputs`;
+    "random", the paper's choice, or "mean").
     init: "random" (the paper) or "gradients" (`l3d.initialize.init_from_gradients_`: start from per-sample
     gradients picked k-means++ style). restarts > 1: that many starting points (seeds 1000·seed + r) are
     trained for `restart_epochs` epochs and the one with the lowest reconstruction error is trained to the
@@ -307,7 +310,7 @@ def decompose_toy(
         raise ValueError(f"init must be 'random' or 'gradients', got {init!r}")
     if restarts < 1:
         raise ValueError(f"restarts must be at least 1, got {restarts}")
-    collector = GradientCollector(model, tensors, divergence="mse", reference="random", chunk_size=inputs.shape[0])
+    collector = GradientCollector(model, tensors, divergence="mse", reference=reference, chunk_size=inputs.shape[0])
     source = GradientSource(collector, inputs, batch_size, chunk_size=inputs.shape[0] // batch_size * batch_size, seed=seed)
     start_grads = collector(inputs, generator=torch.Generator().manual_seed(seed)) if init == "gradients" else None
 

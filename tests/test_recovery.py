@@ -123,3 +123,25 @@ def test_selectivity_is_own_over_other_change():
     assert R.intervention_selectivity(effect, own) == pytest.approx((4 / 1 + 2 / 2) / 2)
     with pytest.raises(ValueError, match="same shape"):
         R.intervention_selectivity(effect, own[:1])
+
+
+def test_circuit_aligned_error_is_zero_when_each_circuit_has_one_direction():
+    torch.manual_seed(0)
+    directions = torch.linalg.qr(torch.randn(6, 3)).Q.T              # 3 orthonormal directions in R^6
+    active = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 0, 0]], dtype=torch.bool).repeat(4, 1)
+    scale = torch.rand(active.shape[0], 3) + 0.5
+    grads = (scale * active) @ directions
+    error, found = R.circuit_aligned_error(grads, active)
+    assert error < 1e-10
+    assert torch.allclose((found @ directions.T).abs(), torch.eye(3), atol=1e-5)
+
+
+def test_circuit_aligned_error_counts_what_one_direction_per_circuit_misses():
+    # circuit 0's samples spread over two orthogonal directions equally: one direction explains half
+    e = torch.eye(4)
+    grads = torch.stack([e[0], e[1], e[0], e[1], e[2], 2 * e[2]])
+    active = torch.tensor([[1, 0]] * 4 + [[0, 1]] * 2, dtype=torch.bool)
+    error, _ = R.circuit_aligned_error(grads, active)
+    assert abs(error - 2 / (4 + 5)) < 1e-6
+    with pytest.raises(ValueError, match="only it is on"):
+        R.circuit_aligned_error(grads, torch.tensor([[1, 1]] * 6, dtype=torch.bool))

@@ -52,3 +52,15 @@ def test_decompose_toy_is_a_plain_fit_and_screens_restarts():
     assert len(kept_history.reconstruction_error) == 3 and set(kept.names) == {n for n, _ in model.named_parameters()}
     with pytest.raises(ValueError, match="restarts"):
         toys.decompose_toy(model, x, n_subnetworks=4, restarts=0)
+
+
+def test_decompose_toy_mean_reference_fits_gradients_against_the_batch_mean_output():
+    x = toys.sparse_features(64, 10, generator=torch.Generator().manual_seed(0))
+    model = toys.circuit_superposition()
+    decomposition, history, collector, source = toys.decompose_toy(model, x, n_subnetworks=4, epochs=2,
+                                                                   reference="mean", seed=0, progress=False)
+    with torch.no_grad():
+        out = model(x)
+    # the output bias's gradient of ‖f(x_i) − mean_j f(x_j)‖² is 2 (f(x_i) − mean output)
+    assert torch.allclose(collector(x).dense().grads["layers.1.bias"], 2 * (out - out.mean(0)), atol=1e-5)
+    assert len(history.reconstruction_error) == 2

@@ -15,8 +15,6 @@ def test_sparse_features():
     # P(active | not all zero) = p / (1 - (1 - p)^5)
     expected = 0.05 / (1 - 0.95 ** 5)
     assert abs((x != 0).float().mean().item() - expected) < 0.02
-    kept = sparse_features(4000, 5, p_active=0.05, generator=torch.Generator().manual_seed(0), drop_zero=False)
-    assert kept.shape == (4000, 5) and abs((kept == 0).all(1).float().mean().item() - 0.95 ** 5) < 0.03
 
 
 def test_untied_tms_computes_the_same_function():
@@ -90,3 +88,10 @@ def test_best_of_restarts_keeps_the_lowest_final_loss():
     plain = TMS(5, 2)
     alone = train_toys([plain], [data[0][0]], [data[0][1]], epochs=2, batch_size=16, seeds=[3], progress=False)
     assert losses[0][-1] <= alone[0][-1] + 1e-6
+
+
+def test_sparse_features_can_keep_all_zero_samples():
+    x = sparse_features(4000, 5, p_active=0.05, generator=torch.Generator().manual_seed(0), drop_zero=False)
+    assert x.shape == (4000, 5) and x.min() >= 0 and x.max() <= 1
+    assert abs((x == 0).all(1).float().mean().item() - 0.95 ** 5) < 0.03   # all-zero samples stay
+    assert abs((x != 0).float().mean().item() - 0.05) < 0.01
