@@ -1,4 +1,5 @@
-"""Writing files and folders atomically: into a temporary sibling first, then renamed into place."""
+"""Writing files and folders atomically: into a temporary sibling first, flushed to disk, then renamed into
+place, so a crash or power loss leaves either the old or the new version, never a torn one."""
 from __future__ import annotations
 
 import os
@@ -6,6 +7,17 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+
+def _sync(path: str | os.PathLike) -> None:
+    """Flush a file, or a folder's entries (POSIX), to disk."""
+    if Path(path).is_dir() and os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_file(target: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -16,7 +28,9 @@ def write_file(target: str | os.PathLike, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        _sync(tmp)
         os.replace(tmp, target)
+        _sync(target.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -36,7 +50,10 @@ def write_folder(target: str | os.PathLike, write: Callable[[Path], None]) -> Pa
         if target.exists():
             shutil.rmtree(tmp)
         else:
+            for path in [*sorted(p for p in tmp.rglob("*") if p.is_file()), tmp]:
+                _sync(path)
             os.replace(tmp, target)
+            _sync(target.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

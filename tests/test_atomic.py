@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,18 @@ def test_write_folder_renames_into_place_and_keeps_a_copy_that_appeared_first(tm
     write_folder(target, lambda d: (d / "w.txt").write_text("second"))
     assert (target / "w.txt").read_text() == "first"
     assert [p.name for p in target.parent.iterdir()] == ["model"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names open files through /proc (Linux)")
+def test_contents_are_flushed_to_disk_before_the_rename(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}")).name)), real_fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", Path(b).name)), real_replace(a, b)))
+    write_file(tmp_path / "m.json", lambda f: Path(f).write_text("{}"))
+    assert events[0][0] == "fsync" and events[0][1].startswith(".m.json.")           # the temporary file
+    assert events[1] == ("replace", "m.json") and events[2] == ("fsync", tmp_path.name)   # then the folder entry
+    events.clear()
+    write_folder(tmp_path / "ckpt", lambda d: [(d / n).write_text(n) for n in ("a", "b")])
+    assert [e for e, _ in events] == ["fsync"] * 3 + ["replace", "fsync"]
+    assert [n for _, n in events[:2]] == ["a", "b"] and events[3] == ("replace", "ckpt")

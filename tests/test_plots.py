@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import l3d  # noqa: E402
@@ -58,3 +59,35 @@ def test_write_metrics_is_plain_json(tmp_path):
     path = write_metrics(tmp_path, {"a": torch.tensor([1.0, 2.0]), "b": float("nan"), "c": {1: (math.inf, 3)}})
     assert json.loads(path.read_text()) == {"a": [1.0, 2.0], "b": None, "c": {"1": [None, 3]}}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_coefficients_scatter_shows_both_matrices_and_every_pair():
+    true, derived = torch.rand(4, 3) * 3, torch.rand(4, 3) * 3
+    fig = plots.coefficients_scatter(true, derived, title="r²")
+    heatmaps = [ax.images[0].get_array() for ax in fig.axes if ax.images]
+    assert [h.shape for h in heatmaps] == [(4, 3), (4, 3)]
+    torch.testing.assert_close(torch.tensor(heatmaps[1].data), derived)
+    points = fig.axes[2].collections[0].get_offsets()
+    assert points.shape == (12, 2)
+    torch.testing.assert_close(torch.tensor(points.data, dtype=torch.float32), torch.stack([true.flatten(), derived.flatten()], 1))
+    plt.close(fig)
+
+
+def test_error_against_draws_every_seed_and_the_median():
+    errors = {0: [0.3, 0.2, 0.1], 1: [0.5, 0.1, 0.2], 2: [0.4, 0.3, 0.15]}
+    fig = plots.error_against([1, 2, 3], errors, "rank", paper=[0.3, 0.3, 0.3])
+    ax = fig.axes[0]
+    assert len(ax.collections) == 3                                        # one dot per seed and value
+    median, paper = ax.lines
+    assert list(median.get_ydata()) == pytest.approx([0.4, 0.2, 0.15])
+    assert list(paper.get_ydata()) == [0.3, 0.3, 0.3]
+    plt.close(fig)
+
+
+def test_p_act_bars_marks_exactly_the_dead_subnetworks():
+    fig = plots.p_act_bars([0.2, 0.0, 0.05, 0.0], title="P_act")
+    ax = fig.axes[0]
+    assert [bar.get_height() for bar in ax.patches] == pytest.approx([0.2, 0.0, 0.05, 0.0])
+    crosses = ax.collections[0].get_offsets()
+    assert crosses[:, 0].tolist() == [1, 3]
+    plt.close(fig)
