@@ -1,7 +1,7 @@
 """Transformers to decompose: a small GPT-Neo trained on the story corpus, or TinyStories-8M (the paper's).
 
     model, corpus = story_model(), story_corpus(2000, seed=1)
-    collector = attention_collector(model, layer=2)     # q, k, v, out projections and out bias
+    collector = attention_collector(model, layer=1)     # q, k, v, out projections and out bias
 
 The embedded model is trained on CPU in minutes and cached (safetensors + JSON) under l3d's cache
 folder, keyed by its settings. The paper path loads `roneneldan/TinyStories-8M` and the TinyStories
@@ -29,9 +29,10 @@ from .resources import MissingResourceError, cache_dir, offline, settings_key
 PAPER_MODEL = "roneneldan/TinyStories-8M"
 PAPER_DATA = "roneneldan/TinyStories"
 
-# L3D settings per source. "paper": the paper's TinyStories-8M run. "embedded": sized to run in minutes on a CPU.
+# L3D settings per source. "paper": the paper's TinyStories-8M run. "embedded": sized to run in minutes on a CPU,
+# for story_model()'s default GPT-Neo (width 32, 2 layers, 2 heads): its last attention block.
 SETTINGS = {
-    "embedded": dict(layer=2, n_texts=1000, n_test_texts=300, n_subnetworks=200, rank=8, epochs=8, lr=0.02,
+    "embedded": dict(layer=1, n_texts=1000, n_test_texts=2000, n_subnetworks=200, rank=8, epochs=8, lr=0.02,
                      lr_decay_every=1, warm_start_epochs=1, init_texts=32, n_ref=4),
     "paper": dict(layer=4, n_texts=10_000, n_test_texts=10_000, n_subnetworks=100, rank=25, epochs=100, lr=5e-3,
                   lr_decay_every=10, warm_start_epochs=10, init_texts=0, n_ref=10),
@@ -60,7 +61,7 @@ def attention_collector(model: nn.Module, layer: int, chunk_size: int = 64) -> G
 
 
 # --- the embedded model ---------------------------------------------------------------------------
-def story_config(vocab_size: int, width: int = 64, n_layers: int = 4, n_heads: int = 4, length: int = 16) -> GPTNeoConfig:
+def story_config(vocab_size: int, width: int = 32, n_layers: int = 2, n_heads: int = 2, length: int = 16) -> GPTNeoConfig:
     """A small GPT-Neo: layers alternate global and local attention (window length / 2), as in GPT-Neo."""
     if n_layers % 2:
         raise ValueError(f"n_layers must be even (global and local attention alternate), got {n_layers}")
@@ -97,7 +98,7 @@ def train_story_model(
 
 
 def story_model(
-    width: int = 64, n_layers: int = 4, n_heads: int = 4, length: int = 16, n_texts: int = 20_000,
+    width: int = 32, n_layers: int = 2, n_heads: int = 2, length: int = 16, n_texts: int = 20_000,
     steps: int = 3000, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
     device: str | torch.device = "cpu", cache: str | os.PathLike | None = None, progress: bool = True,
 ) -> tuple[GPTNeoForCausalLM, dict]:
