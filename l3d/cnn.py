@@ -31,9 +31,10 @@ CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 # Tucker ranks: `rank` for every mode (capped at the mode's size), or `rank_fraction` of each dimension
 # (fraction_ranks; the paper used about a tenth).
 SETTINGS = {
-    "embedded": dict(n_subnetworks=40, rank=8, epochs=20, lr=0.01, lr_decay_every=2, warm_start_epochs=2, n_ref=10),
+    "embedded": dict(n_subnetworks=40, rank=12, epochs=20, lr=0.01, lr_decay_every=2, warm_start_epochs=2, n_ref=10,
+                     init_images=0),
     "paper": dict(n_subnetworks=100, rank_fraction=0.1, epochs=100, lr=5e-3, lr_decay_every=10, warm_start_epochs=10,
-                  n_ref=10),
+                  n_ref=10, init_images=0),
 }
 
 def block_collector(model: nn.Module, tensors: str | list[str], forward=None, chunk_size: int = 256) -> GradientCollector:
