@@ -216,13 +216,15 @@ def group_features(
     low: float = 0.0,
     high: float = 1.0,
     generator: torch.Generator | None = None,
+    drop_zero: bool = True,
 ) -> Tensor:
     """Samples whose features switch on and off in groups: group g is active with probability p_active,
-    and then all its `group_size` features are uniform on [low, high]; all-zero samples are dropped.
+    and then all its `group_size` features are uniform on [low, high]. drop_zero: all-zero samples are
+    dropped (and replaced), as for toy training; False keeps them (about (1 − p_active)^n_groups of the samples).
 
     Returns (n_samples, n_groups * group_size); features g*group_size … (g+1)*group_size − 1 form group g.
     """
-    groups = sparse_features(n_samples, n_groups, p_active, generator=generator) > 0   # (N, n_groups)
+    groups = sparse_features(n_samples, n_groups, p_active, generator=generator, drop_zero=drop_zero) > 0   # (N, n_groups)
     values = low + (high - low) * torch.rand(n_samples, n_groups * group_size, generator=generator)
     return values * groups.repeat_interleave(group_size, dim=1)
 

@@ -17,6 +17,15 @@ def test_group_features_switch_groups_together():
     assert toys.feature_groups(2, 3) == [[0, 1, 2], [3, 4, 5]]
 
 
+def test_group_features_can_keep_all_zero_samples():
+    g = torch.Generator().manual_seed(0)
+    x = toys.group_features(4000, n_groups=5, group_size=3, p_active=0.05, generator=g, drop_zero=False)
+    on = (x > 0).view(4000, 5, 3)
+    assert (on.all(2) == on.any(2)).all()                                     # groups still switch together
+    assert abs((~on.any(2).any(1)).float().mean().item() - 0.95 ** 5) < 0.03   # all-zero samples stay
+    assert abs(on.any(2).float().mean().item() - 0.05) < 0.01                  # each group on with p_active
+
+
 def test_models_have_the_papers_shapes():
     tmcs = toys.circuit_superposition()
     assert [tuple(p.shape) for p in tmcs.parameters()] == [(5, 10), (5,), (10, 5), (10,)]
