@@ -93,6 +93,15 @@ class Recovery:
         """circuit -> matched subnetwork."""
         return dict(self.matches)
 
+    def ordered(self, circuit: str = "circuit {}") -> tuple[list[int], list[str]]:
+        """Subnetworks in the order of the circuits matched to them, then the unmatched ones, with row labels
+        "subnetwork k (<circuit>)", "subnetwork k (dead)" or "subnetwork k"; `circuit` formats a circuit index."""
+        circuit_of = {k: c for c, k in self.matches}
+        order = [k for _, k in sorted(self.matches)] + [k for k in range(self.share.shape[1]) if k not in circuit_of]
+        labels = [f"subnetwork {k}" + (f" ({circuit.format(circuit_of[k])})" if k in circuit_of
+                                       else " (dead)" if k in self.dead else "") for k in order]
+        return order, labels
+
     def summary(self) -> dict:
         """JSON-ready numbers for metrics.json."""
         return {

@@ -68,6 +68,14 @@ def test_groups_and_dead_subnetworks_are_counted():
         R.recovery(impact, p_act=[0.1, 0.1])
 
 
+def test_ordered_puts_matched_subnetworks_in_circuit_order_then_the_rest():
+    impact = torch.tensor([[0.1, 0.2, 5.0, 0.0, 0.1], [3.0, 0.1, 0.2, 0.0, 0.1]])   # circuit 0 -> 2, circuit 1 -> 0
+    rec = R.recovery(impact, p_act=[0.2, 0.3, 0.1, 0.0, 0.1])
+    order, labels = rec.ordered("x{}")
+    assert order == [2, 0, 1, 3, 4]
+    assert labels == ["subnetwork 2 (x0)", "subnetwork 0 (x1)", "subnetwork 1", "subnetwork 3 (dead)", "subnetwork 4"]
+
+
 def test_circuit_inputs_switch_on_only_their_features():
     x = R.circuit_inputs([[0, 1], [3]], n_features=5, n_samples=20, low=-1, high=1)
     assert x.shape == (2, 20, 5)
