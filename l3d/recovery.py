@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from scipy.optimize import linear_sum_assignment
+from scipy.optimize import linear_sum_assignment, minimize_scalar
 from torch import Tensor, nn
 
 from .decomposition import Decomposition
@@ -155,6 +155,22 @@ def recover(
     return recovery(circuit_impact(decomposition, collector, inputs, n_ref, seed), p_act)
 
 
+def input_purity(first_layer: Tensor, circuits: Sequence[Sequence[int]], matches: Sequence[tuple[int, int]]) -> list[float]:
+    """Per circuit, the share of its matched subnetwork's first-layer weights that reads the circuit's inputs.
+
+    first_layer: (C, hidden, n_in) a direction of every subnetwork for the first weight matrix (decoder
+    directions: what the subnetwork *is*; `purity` measures when its encoder fires). The share is the
+    squared norm of the circuit's input columns over the squared norm of all columns; 0 for an unmatched circuit.
+    """
+    if first_layer.dim() != 3:
+        raise ValueError(f"first_layer must be (C, hidden, n_in), got shape {tuple(first_layer.shape)}")
+    column_sq = first_layer.detach().double().cpu().pow(2).sum(1)                      # (C, n_in)
+    share = column_sq / column_sq.sum(1, keepdim=True).clamp_min(1e-30)
+    matched = dict(matches)
+    return [share[matched[c], list(features)].sum().item() if c in matched else 0.0
+            for c, features in enumerate(circuits)]
+
+
 def circuit_aligned_error(grads: Tensor, active: Tensor) -> tuple[float, Tensor]:
     """The reconstruction error of a decomposition that gives every circuit exactly one direction of its own.
 
@@ -246,6 +262,36 @@ def r_squared(predicted: Tensor, true: Tensor) -> float:
     """Coefficient of determination 1 − Σ(true − predicted)² / Σ(true − mean)² over all entries."""
     true, predicted = true.double().flatten(), predicted.double().flatten()
     return (1 - (true - predicted).pow(2).sum() / (true - true.mean()).pow(2).sum()).item()
+
+
+def squared_correlation(predicted: Tensor, true: Tensor) -> float:
+    """r² as a scatter plot's fitted line reports it: the squared Pearson correlation over all entries."""
+    return torch.corrcoef(torch.stack([predicted.detach().double().flatten(), true.detach().double().flatten()]))[0, 1].item() ** 2
+
+
+def low_rank_r2(true: Tensor, rank: int) -> float:
+    """The largest squared correlation with `true` (n_out, n_in) that any matrix of rank ≤ `rank` can reach.
+
+    A network whose inputs pass through `rank` hidden units maps single inputs through a rank-`rank` matrix,
+    so this bounds the r² of its own coefficients against `true`. corr(M, A)² = 1 − min_{a,b} ‖A − a − bM‖² /
+    Σ(A − mean)², and for a fixed offset a the best rank-`rank` bM is the truncated SVD of A − a (Eckart–Young);
+    the offset is searched on a grid over A's range, then refined.
+    """
+    if true.dim() != 2 or not 1 <= rank:
+        raise ValueError(f"true must be a matrix and rank ≥ 1, got shape {tuple(true.shape)} and rank {rank}")
+    a = true.detach().double().cpu()
+    total = (a - a.mean()).pow(2).sum().item()
+    if rank >= min(a.shape) or total == 0:
+        return 1.0
+
+    def missed(offset: float) -> float:
+        return torch.linalg.svdvals(a - offset)[rank:].pow(2).sum().item()
+
+    grid = torch.linspace(a.min().item(), a.max().item(), 201).tolist()
+    best = min(range(len(grid)), key=lambda i: missed(grid[i]))
+    low, high = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+    offset = minimize_scalar(missed, bounds=(low, high), method="bounded").x if high > low else low
+    return 1 - min(missed(offset), missed(grid[best])) / total
 
 
 def mmcs(slices: Tensor, weights: Tensor) -> float:

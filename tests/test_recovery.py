@@ -40,6 +40,8 @@ def test_exact_decomposition_is_matched_with_full_purity():
     assert rec.dead == [4] and rec.live == [0, 1, 2, 3]
     assert rec.all_matched and rec.one_per_circuit
     assert rec.summary()["min_purity"] == pytest.approx(1.0, abs=1e-6)
+    weights = dec.decoder_directions()["weight"]
+    assert R.input_purity(weights, [[j] for j in range(n)], rec.matches) == pytest.approx([1.0] * n, abs=1e-6)
 
 
 def test_scrambled_decomposition_has_low_purity():
@@ -56,6 +58,10 @@ def test_scrambled_decomposition_has_low_purity():
     # the share of every subnetwork is split between exactly its two features
     assert torch.allclose(rec.share.sum(0), torch.ones(n, dtype=torch.float64))
     assert ((rec.share > 0.2).sum(0) == 2).all()
+    weights = dec.decoder_directions()["weight"]                         # (C, out, in): half on each input
+    assert R.input_purity(weights, [[j] for j in range(n)], rec.matches) == pytest.approx([0.5] * n, abs=1e-6)
+    # a circuit of both inputs a subnetwork reads holds all of it; an unmatched circuit scores 0
+    assert R.input_purity(weights, [[0, 1], [2]], [(0, 1)]) == pytest.approx([1.0, 0.0], abs=1e-6)
 
 
 def test_groups_and_dead_subnetworks_are_counted():
@@ -125,6 +131,12 @@ def test_r_squared_known_values():
     assert R.r_squared(torch.full((3,), 2.0), true) == pytest.approx(0.0)
 
 
+def test_squared_correlation_known_values():
+    x = torch.tensor([1.0, 2.0, 3.0])
+    assert R.squared_correlation(2 * x + 1, x) == pytest.approx(1.0)
+    assert R.squared_correlation(torch.tensor([1.0, 3.0, 2.0]), x) == pytest.approx(0.25)
+
+
 def test_selectivity_is_own_over_other_change():
     effect = torch.tensor([[4.0, 1.0, 1.0], [1.0, 2.0, 3.0]])
     own = torch.eye(3, dtype=torch.bool)[:2]
@@ -153,3 +165,31 @@ def test_circuit_aligned_error_counts_what_one_direction_per_circuit_misses():
     assert abs(error - 2 / (4 + 5)) < 1e-6
     with pytest.raises(ValueError, match="only it is on"):
         R.circuit_aligned_error(grads, torch.tensor([[1, 1]] * 6, dtype=torch.bool))
+
+
+def test_low_rank_r2_is_one_for_a_low_rank_matrix_plus_an_offset():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(8, 3, generator=g) @ torch.randn(3, 9, generator=g) + 2.5
+    assert R.low_rank_r2(a, 3) == pytest.approx(1.0, abs=1e-9)
+    assert R.low_rank_r2(a, 2) < 0.99
+
+
+def test_low_rank_r2_bounds_every_low_rank_matrix_and_is_reached():
+    g = torch.Generator().manual_seed(1)
+    a = 3 * torch.rand(10, 10, generator=g)
+    ceiling = R.low_rank_r2(a, 5)
+
+    def r2(m):
+        return R.squared_correlation(m, a)
+
+    u, s, vh = torch.linalg.svd(a)
+    truncated = u[:, :5] @ torch.diag(s[:5]) @ vh[:5]          # Eckart–Young without an offset
+    assert r2(truncated) <= ceiling + 1e-9
+    for _ in range(50):                                        # random rank-5 matrices never beat it
+        assert r2(torch.randn(10, 5, generator=g) @ torch.randn(5, 10, generator=g)) <= ceiling + 1e-9
+    brute = max(1 - torch.linalg.svdvals(a.double() - c)[5:].pow(2).sum().item() / (a - a.mean()).pow(2).sum().item()
+                for c in torch.linspace(0, 3, 3001).tolist())
+    assert ceiling == pytest.approx(brute, abs=1e-5)
+    assert R.low_rank_r2(a, 10) == 1.0
+    with pytest.raises(ValueError, match="rank"):
+        R.low_rank_r2(a, 0)
