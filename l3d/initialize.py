@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .decomposition import Decomposition
-from .gradients import DenseGradients
+from .gradients import DenseGradients, GradientCollector
 from .train import GradientSource, fit
 
 
@@ -74,6 +74,13 @@ def init_from_gradients_(decomposition: Decomposition, grads, seed: int = 0) -> 
             chosen.append(v)
             residual = residual - (flat @ v).pow(2)
     return picked
+
+
+def init_from_inputs_(decomposition: Decomposition, collector: GradientCollector, inputs: Tensor, seed: int = 0) -> list[int]:
+    """`init_from_gradients_` on the per-sample gradients of `inputs` (references drawn with `seed`);
+    returns the picked sample indices."""
+    grads = collector(inputs, generator=torch.Generator().manual_seed(seed))
+    return init_from_gradients_(decomposition, grads, seed=seed)
 
 
 def _full(core: Tensor, factors: list[Tensor]) -> Tensor:

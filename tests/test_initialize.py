@@ -5,7 +5,7 @@ import torch
 import l3d
 import l3d.initialize
 import l3d.toys
-from l3d.initialize import init_from_gradients_, tucker_approximation
+from l3d.initialize import init_from_gradients_, init_from_inputs_, tucker_approximation
 
 
 def test_tucker_approximation_is_exact_at_full_rank_and_truncated_svd_for_matrices():
@@ -80,3 +80,14 @@ def test_init_accepts_factored_gradients_from_a_collector():
     # rank-1 per tensor: each direction is the picked gradient with every tensor reduced to its top singular pair
     for k, i in enumerate(picked):
         assert torch.nn.functional.cosine_similarity(decoder[k], dense[i], dim=0) > 0.9
+
+
+def test_init_from_inputs_is_init_from_their_gradients():
+    model = l3d.toys.TMS(5, 2).untied()
+    x = l3d.toys.sparse_features(64, 5, generator=torch.Generator().manual_seed(0))
+    collector = l3d.GradientCollector(model, ["W_in", "W_out", "b"])
+    by_inputs, by_grads = (l3d.Decomposition(collector.shapes, 5, rank=1, seed=3) for _ in range(2))
+    picked = init_from_inputs_(by_inputs, collector, x, seed=7)
+    assert picked == init_from_gradients_(by_grads, collector(x, generator=torch.Generator().manual_seed(7)), seed=7)
+    for a, b in zip(by_inputs.parameters(), by_grads.parameters()):
+        torch.testing.assert_close(a, b)
