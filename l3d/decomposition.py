@@ -7,6 +7,8 @@ For per-sample gradients g_i (N samples) and subnetworks k = 1..C:
     L    = Σ_i ||g_i − ĝ_i||² / Σ_i ||g_i||²
 The loss is computed from projections and the decoder Gram matrix G_kl = <d_k, d_l>, so ĝ is never built:
     ||g_i − ĝ_i||² = ||g_i||² − 2 Σ_k c̃_ik <d_k, g_i> + c̃_iᵀ G c̃_i,   c̃ = m ⊙ c.
+Beside it, the energy of the coefficients BatchTopK drops, S = Σ_ik (1 − m_ik) c_ik² (not in the paper;
+`l3d.fit(silence=...)` can add it to the loss to keep encoders quiet where their subnetwork is not used).
 """
 from __future__ import annotations
 
@@ -49,12 +51,14 @@ def batch_top_k(c: Tensor, k: float, distributed: bool = False) -> Tensor:
 
 @dataclass
 class LossParts:
-    """Pieces of one batch's loss: the loss, its numerator and denominator, and the top-k mask."""
+    """Pieces of one batch's loss: the loss, its numerator and denominator, the top-k mask and the energy
+    of the dropped coefficients."""
 
     loss: Tensor
     error: Tensor      # Σ_i ||g_i − ĝ_i||²
     total: Tensor      # Σ_i ||g_i||²
     mask: Tensor       # (N, C) bool
+    silent: Tensor | None = None   # Σ_ik (1 − m_ik) c_ik², when asked for
 
 
 class Decomposition(nn.Module):
@@ -151,8 +155,9 @@ class Decomposition(nn.Module):
         """c_ik = <e_k, g_i>: (N, C)."""
         return grads.project(self.encoder)
 
-    def loss(self, grads, top_k: float | None = None, distributed: bool = False) -> LossParts:
-        """The normalized reconstruction loss of a batch of gradients (see module docstring).
+    def loss(self, grads, top_k: float | None = None, distributed: bool = False, silent: bool = False) -> LossParts:
+        """The normalized reconstruction loss of a batch of gradients (see module docstring); with silent=True
+        also S, the energy of the coefficients BatchTopK drops.
 
         distributed: the batch is spread over processes and BatchTopK is taken over all of it; the loss,
         error and total are then this process's part (l3d.train sums them over processes).
@@ -163,8 +168,8 @@ class Decomposition(nn.Module):
             # (module attribute access costs more than the arithmetic here: read the parameter dicts)
             params = [p for t in (*self.encoder._modules.values(), *self.decoder._modules.values())
                       for p in (t._parameters["core"], *t.factors._parameters.values())]
-            loss, error, total, mask = _DenseLoss.apply(grads.flat(), grads.sq_norms(), top_k, n_modes, *params)
-            return LossParts(loss=loss, error=error, total=total, mask=mask)
+            loss, error, total, mask, *s = _DenseLoss.apply(grads.flat(), grads.sq_norms(), top_k, n_modes, silent, *params)
+            return LossParts(loss=loss, error=error, total=total, mask=mask, silent=s[0] if silent else None)
         if isinstance(grads, DenseGradients):
             # materialized gradients: one product with all directions, the Gram from the same directions
             E = torch.cat([t.full().flatten(1) for t in self.encoder], dim=1)           # (C, n_w)
@@ -180,7 +185,8 @@ class Decomposition(nn.Module):
         ct = c * mask
         # Σ_i ||g_i||² − 2 c̃_i·p_i + c̃_iᵀ G c̃_i
         error = total + (torch.addmm(p, ct, gram, beta=-2) * ct).sum()
-        return LossParts(loss=error / _nonzero(total), error=error, total=total, mask=mask)
+        return LossParts(loss=error / _nonzero(total), error=error, total=total, mask=mask,
+                         silent=(c - ct).pow(2).sum() if silent else None)
 
     def check_shapes(self, shapes: dict[str, tuple[int, ...]], what: str = "the model") -> None:
         """Raise a ValueError unless `shapes` (name -> shape, e.g. `collector.shapes`) are this decomposition's."""
@@ -295,12 +301,12 @@ class _DenseLoss(torch.autograd.Function):
 
     On small models a step costs per operation, not per flop; this does the same computation as the
     generic path (`Decomposition.loss`) with a third of the operations. Inputs: flat gradients (N, n_w),
-    their squared norms (N,), top_k, modes per tensor, then core and factors of every encoder tensor
-    followed by those of every decoder tensor.
+    their squared norms (N,), top_k, modes per tensor, whether to return S too, then core and factors of
+    every encoder tensor followed by those of every decoder tensor.
     """
 
     @staticmethod
-    def forward(ctx, flat, sq_norms, top_k, n_modes, *params):
+    def forward(ctx, flat, sq_norms, top_k, n_modes, silent, *params):
         enc, dec = params[:len(params) // 2], params[len(params) // 2:]
 
         def directions(ps):
@@ -317,16 +323,23 @@ class _DenseLoss(torch.autograd.Function):
         mask = batch_top_k(c, top_k)
         ct = c * mask
         error = total + (torch.addmm(p, ct, gram, beta=-2) * ct).sum()
-        ctx.save_for_backward(flat, ct, mask, p, gram, D, total, *params)
-        ctx.n_modes = n_modes
+        ctx.n_modes, ctx.silent = n_modes, silent
         ctx.mark_non_differentiable(total, mask)
-        return error / _nonzero(total), error, total, mask
+        if not silent:
+            ctx.save_for_backward(flat, ct, mask, p, gram, D, total, *params)
+            return error / _nonzero(total), error, total, mask
+        dropped = c - ct
+        ctx.save_for_backward(flat, ct, mask, p, gram, D, total, dropped, *params)
+        return error / _nonzero(total), error, total, mask, dropped.pow(2).sum()
 
     @staticmethod
-    def backward(ctx, g_loss, g_error, g_total, g_mask):
+    def backward(ctx, g_loss, g_error, g_total, g_mask, *g_silent):
         flat, ct, mask, p, gram, D, total, *params = ctx.saved_tensors
         g = g_loss / _nonzero(total) + g_error
         dc = (2 * g) * torch.addmm(p, ct, gram, beta=-1) * mask                 # dL/dc: 2g(c̃G − p) on the mask
+        if ctx.silent:
+            dropped, *params = params
+            dc = dc + (2 * g_silent[0]) * dropped                               # and 2(1 − m)c from S
         dD = torch.addmm(torch.mm((-2 * g) * ct.T, flat), torch.mm(ct.T, ct), D, alpha=2 * g)
         dE = torch.mm(dc.T, flat)
         grads = []
@@ -337,4 +350,4 @@ class _DenseLoss(torch.autograd.Function):
                 size = factors[0].shape[1] * (factors[1].shape[1] if n == 2 else 1)
                 grads += _full_backward(dfull[:, offset:offset + size], core, factors)
                 i, offset = i + 1 + n, offset + size
-        return (None, None, None, None, *grads)
+        return (None, None, None, None, None, *grads)

@@ -196,13 +196,17 @@ def direction_cosines(
 
 
 def training_history(history: History | dict, title: str = "") -> plt.Figure:
-    """Reconstruction error per epoch (log scale) and P_act per subnetwork per epoch (dead ones at 0)."""
+    """Reconstruction error per epoch (log scale), with the energy of the dropped coefficients when fit ran with
+    silence > 0, and P_act per subnetwork per epoch (dead ones at 0)."""
     h = history.to_dict() if isinstance(history, History) else history
     error = h["reconstruction_error"]
     p_act = torch.tensor(h["p_act"])   # (epochs, C)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
     epochs = range(1, len(error) + 1)
-    left.plot(epochs, error)
+    left.plot(epochs, error, label="reconstruction error")
+    if h.get("silent"):
+        left.plot(epochs, [v if v > 0 else float("nan") for v in h["silent"]], ls="--", label="dropped coefficients, S / Σ‖g‖²")
+        left.legend(fontsize=7)
     left.set_yscale("log")
     left.set_xlabel("epoch")
     left.set_ylabel("reconstruction error")

@@ -296,6 +296,8 @@ def decompose_toy(
     seed: int = 0,
     progress: bool = True,
     reference: str = "random",
+    silence: float = 0.0,
+    silence_from: int = 0,
 ) -> tuple[Decomposition, History, GradientCollector, GradientSource]:
     """L3D on a toy model as in the paper: MSE divergence to a random other sample's output, Adam with
     lr × lr_decay every lr_decay_every epochs, all of `inputs` in one gradient chunk per epoch.
@@ -304,9 +306,10 @@ def decompose_toy(
     "random", the paper's choice, or "mean").
     init: "random" (the paper) or "gradients" (`l3d.initialize.init_from_gradients_`: start from per-sample
     gradients picked k-means++ style). restarts > 1: that many starting points (seeds 1000·seed + r) are
-    trained for `restart_epochs` epochs and the one with the lowest reconstruction error is trained to the
-    end (`l3d.initialize.best_start`; no ground truth involved). Returns the decomposition, its history, the
-    gradient collector and the source (for `l3d.evaluate`).
+    trained for `restart_epochs` epochs and the one with the lowest loss is trained to the end
+    (`l3d.initialize.best_start`, on the paper's loss; no ground truth involved). silence, silence_from: the
+    penalty on the coefficients BatchTopK drops and the epoch it starts at (`l3d.fit`; silence 0 is the paper's loss).
+    Returns the decomposition, its history, the gradient collector and the source (for `l3d.evaluate`).
     """
     if init not in ("random", "gradients"):
         raise ValueError(f"init must be 'random' or 'gradients', got {init!r}")
@@ -324,5 +327,6 @@ def decompose_toy(
         return decomposition
 
     decomposition = best_start(make, source, restarts, restart_epochs, lr=lr, seed=1000 * seed)[0] if restarts > 1 else make(seed)
-    history = fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, progress)
+    history = fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, progress,
+                  silence=silence, silence_from=silence_from)
     return decomposition, history, collector, source

@@ -131,11 +131,13 @@ class GradientSource:
 
 @dataclass
 class History:
-    """Per epoch: reconstruction error (Σ error / Σ ||g||² over the epoch), learning rate, P_act per subnetwork."""
+    """Per epoch: reconstruction error (Σ error / Σ ||g||² over the epoch), learning rate, P_act per subnetwork,
+    and, when fit ran with silence > 0, the energy of the coefficients BatchTopK dropped (Σ S / Σ ||g||²)."""
 
     reconstruction_error: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     p_act: list[list[float]] = field(default_factory=list)
+    silent: list[float] = field(default_factory=list)
 
     @property
     def dead(self) -> list[int]:
@@ -143,36 +145,41 @@ class History:
         return [k for k, p in enumerate(self.p_act[-1]) if p == 0] if self.p_act else []
 
     def to_dict(self) -> dict:
-        return {"reconstruction_error": self.reconstruction_error, "lr": self.lr, "p_act": self.p_act}
+        return {"reconstruction_error": self.reconstruction_error, "lr": self.lr, "p_act": self.p_act, "silent": self.silent}
 
     @classmethod
     def from_dict(cls, d: dict) -> History:
-        return cls(list(d["reconstruction_error"]), list(d["lr"]), [list(p) for p in d["p_act"]])
+        return cls(list(d["reconstruction_error"]), list(d["lr"]), [list(p) for p in d["p_act"]], list(d.get("silent", [])))
 
 
 class _EpochStats:
-    """Sums over an epoch, fed with every step's (error, total, active per subnetwork) of the whole batch."""
+    """Sums over an epoch, fed with every step's (error, total, active per subnetwork, [silent]) of the whole batch."""
 
-    def __init__(self, n_subnetworks: int, device):
-        self.sums = torch.zeros(2 + n_subnetworks, device=device, dtype=torch.float64)
+    def __init__(self, n_subnetworks: int, device, silent: bool = False):
+        self.sums = torch.zeros(2 + n_subnetworks + silent, device=device, dtype=torch.float64)
+        self.n_subnetworks = n_subnetworks
         self.samples = 0
 
     def add(self, summary: Tensor, n_samples: int) -> None:
         self.sums += summary
         self.samples += n_samples
 
-    def result(self) -> tuple[float, list[float]]:
-        error, total, active = self.sums[0], self.sums[1], self.sums[2:]
-        return (error / _nonzero(total)).item(), (active / max(self.samples, 1)).tolist()
+    def result(self) -> tuple[float, list[float], float | None]:
+        """Reconstruction error and P_act of the epoch, and the silent energy (over Σ ||g||²) if summed."""
+        error, total, active = self.sums[0], self.sums[1], self.sums[2:2 + self.n_subnetworks]
+        silent = (self.sums[-1] / _nonzero(total)).item() if len(self.sums) > 2 + self.n_subnetworks else None
+        return (error / _nonzero(total)).item(), (active / max(self.samples, 1)).tolist(), silent
 
 
 def _summary(parts: LossParts) -> Tensor:
-    """(error, total, active per subnetwork) of the whole batch, summed over processes: (2 + C,) float64."""
-    local = torch.cat([parts.error.detach().view(1), parts.total.detach().view(1), parts.mask.sum(0)]).double()
+    """(error, total, active per subnetwork, [silent]) of the whole batch, summed over processes: (2 + C [+ 1],) float64."""
+    pieces = [parts.error.detach().view(1), parts.total.detach().view(1), parts.mask.sum(0)]
+    local = torch.cat(pieces + ([parts.silent.detach().view(1)] if parts.silent is not None else [])).double()
     return distributed.all_sum_(local)
 
 
-def _check_fit_settings(epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, checkpoint_every) -> None:
+def _check_fit_settings(epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, checkpoint_every, silence,
+                        silence_from) -> None:
     def is_int(v):
         return isinstance(v, int) and not isinstance(v, bool)
 
@@ -187,6 +194,10 @@ def _check_fit_settings(epochs, lr, lr_decay, lr_decay_every, warm_start_epochs,
         problems.append(f"lr_decay_every must be an int >= 1 (epochs), got {lr_decay_every!r}")
     if not is_int(warm_start_epochs) or warm_start_epochs < 0:
         problems.append(f"warm_start_epochs must be an int >= 0, got {warm_start_epochs!r}")
+    if not isinstance(silence, (int, float)) or not math.isfinite(silence) or silence < 0:
+        problems.append(f"silence must be a finite number >= 0 (0: the paper's loss), got {silence!r}")
+    if not is_int(silence_from) or silence_from < 0:
+        problems.append(f"silence_from must be an int >= 0 (the epoch the silence penalty starts at), got {silence_from!r}")
     if checkpoint_every is not None and (not is_int(checkpoint_every) or checkpoint_every < 1):
         problems.append(f"checkpoint_every must be an int >= 1 (steps) or None, got {checkpoint_every!r}")
     if problems:
@@ -240,6 +251,8 @@ def fit(
     warm_start_epochs: int = 0,
     progress: bool = True,
     *,
+    silence: float = 0.0,
+    silence_from: int = 0,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
@@ -251,13 +264,20 @@ def fit(
     The first warm_start_epochs keep every coefficient (top_k = 1). Decoder directions are put back to
     unit norm after every step. A non-finite loss or gradient stops training with an error naming the step.
 
+    silence: from epoch `silence_from` on, the loss minimized is (Σ ||g − ĝ||² + silence · S) / Σ ||g||², S the
+        energy of the coefficients BatchTopK drops. 0 is the paper's loss. Only the coefficients a subnetwork is
+        selected for train its encoder, so nothing else stops an encoder from also responding to samples it
+        does not serve; S penalizes that response (our addition; measured in notebook 03). Started late, once
+        the subnetworks have found their circuits, it cleans the encoders without making a subnetwork give up
+        its circuit.
+
     checkpoint_dir: write a checkpoint there every `checkpoint_every` steps and at the end (the
         `keep_checkpoints` newest are kept). With resume=True an existing checkpoint there is continued
         (bit-identical to an uninterrupted run on CPU); without, a folder holding one is an error.
     callback: called as callback(step, loss_parts) after every step (step counts from 1).
     Under torchrun (l3d.distributed) every process runs fit on its share; only rank 0 writes checkpoints.
     """
-    _check_fit_settings(epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, checkpoint_every)
+    _check_fit_settings(epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, checkpoint_every, silence, silence_from)
     if checkpoint_dir is None and (resume or checkpoint_every):
         raise ValueError("resume and checkpoint_every need a checkpoint_dir to read and write checkpoints in")
     decomposition.check_shapes(source.collector.shapes, "the collector")
@@ -268,6 +288,7 @@ def fit(
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_decay_every, gamma=lr_decay)
     settings = {
         "lr": lr, "lr_decay": lr_decay, "lr_decay_every": lr_decay_every, "warm_start_epochs": warm_start_epochs,
+        "silence": silence, "silence_from": silence_from,
         "batch_size": source.batch_size, "chunk_size": source.chunk_size, "n_inputs": source.inputs.shape[0],
         "decomposition": decomposition.config,
     }
@@ -294,7 +315,7 @@ def fit(
         history = History.from_dict(state["history"])
         step, epoch = state["step"], state["epoch"]
         if state["stats"] is not None:
-            stats = _EpochStats(decomposition.n_subnetworks, device)
+            stats = _EpochStats(decomposition.n_subnetworks, device, silence > 0)
             stats.sums.copy_(state["stats"]["sums"])
             stats.samples = state["stats"]["samples"]
     if shard.active:  # every process must continue from the same checkpoint (a folder they all see)
@@ -320,11 +341,13 @@ def fit(
     bar = tqdm(total=epochs, initial=epoch, desc="L3D", disable=not progress or not shard.is_main)
     while epoch < epochs:
         top_k = 1.0 if epoch < warm_start_epochs else None
-        stats = stats or _EpochStats(decomposition.n_subnetworks, device)
+        quieting = silence if epoch >= silence_from else 0.0
+        stats = stats or _EpochStats(decomposition.n_subnetworks, device, silence > 0)
         for grads in source:
-            parts = decomposition.loss(grads, top_k, distributed=shard.active)
-            summary = _summary(parts)                     # the whole batch's error, Σ||g||², active counts
-            loss = parts.error / _nonzero(summary[1].to(parts.error.dtype))   # this process's part of the global loss
+            parts = decomposition.loss(grads, top_k, distributed=shard.active, silent=silence > 0)
+            summary = _summary(parts)                     # the whole batch's error, Σ||g||², active counts, [S]
+            objective = parts.error + quieting * parts.silent if quieting else parts.error
+            loss = objective / _nonzero(summary[1].to(parts.error.dtype))   # this process's part of the global loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             distributed.sum_gradients_(decomposition.parameters())
@@ -339,10 +362,12 @@ def fit(
                 checkpoint()
             if callback is not None:
                 callback(step, parts)
-        error, p_act = stats.result()
+        error, p_act, silent = stats.result()
         history.reconstruction_error.append(error)
         history.lr.append(scheduler.get_last_lr()[0])
         history.p_act.append(p_act)
+        if silent is not None:
+            history.silent.append(silent)
         scheduler.step()
         epoch, stats = epoch + 1, None
         bar.update(1)
@@ -362,5 +387,5 @@ def evaluate(decomposition: Decomposition, source: GradientSource) -> dict:
     for grads in source:
         parts = decomposition.loss(grads, distributed=source.shard.active)
         stats.add(_summary(parts), parts.mask.shape[0] * source.shard.world_size)
-    error, p_act = stats.result()
+    error, p_act, _ = stats.result()
     return {"reconstruction_error": error, "p_act": p_act, "dead": [k for k, p in enumerate(p_act) if p == 0]}

@@ -21,6 +21,31 @@ def test_loss_matches_materialized_reconstruction():
     assert mask.sum() == round(0.3 * 60)
 
 
+@pytest.mark.parametrize("shapes", [{"w": (4, 3), "b": (4,)}, {"k": (3, 2, 2), "b": (3,)}], ids=["fused", "generic"])
+def test_silent_energy_and_its_gradient_match_a_materialized_computation(shapes):
+    # S = Σ over the coefficients BatchTopK drops of c²; fit(silence=λ) minimizes error + λ S
+    torch.manual_seed(0)
+    dec = l3d.Decomposition(shapes, n_subnetworks=5, rank=2, top_k=0.3).double()
+    grads = l3d.DenseGradients({n: torch.randn(8, *s, dtype=torch.float64) for n, s in shapes.items()})
+    assert dec.loss(grads).silent is None
+    parts = dec.loss(grads, silent=True)
+    (parts.error + 0.7 * parts.silent).backward()
+    fast = [p.grad.clone() for p in dec.parameters()]
+    dec.zero_grad()
+
+    g = grads.flat()
+    E = torch.cat([d.flatten(1) for d in dec.encoder_directions().values()], 1)
+    D = torch.cat([d.flatten(1) for d in dec.decoder_directions().values()], 1)
+    c = g @ E.T
+    mask = l3d.batch_top_k(c, 0.3)
+    silent = (c * ~mask).pow(2).sum()
+    torch.testing.assert_close(parts.silent, silent, rtol=1e-10, atol=1e-12)
+    assert silent > 0 and torch.equal(parts.mask, mask)
+    ((g - (c * mask) @ D).pow(2).sum() + 0.7 * silent).backward()
+    for a, b in zip(fast, [p.grad for p in dec.parameters()]):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+
+
 def test_batch_top_k_keeps_exactly_the_requested_fraction():
     torch.manual_seed(0)
     for shape, k in [((32, 5), 0.1), ((10, 10), 0.37), ((7, 3), 1.0), ((4, 4), 0.01)]:

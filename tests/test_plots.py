@@ -53,6 +53,11 @@ def test_training_history_plot():
     fig = plots.training_history(history, title="t")
     assert len(fig.axes[1].lines) == 2
     plt.close(fig)
+    history.silent = [0.0, 0.2, 0.1]                   # fit(silence > 0); the warm start drops nothing
+    fig = plots.training_history(history)
+    assert [list(line.get_ydata()) for line in fig.axes[0].lines][0] == [0.9, 0.5, 0.3]
+    assert math.isnan(fig.axes[0].lines[1].get_ydata()[0]) and list(fig.axes[0].lines[1].get_ydata()[1:]) == [0.2, 0.1]
+    plt.close(fig)
 
 
 def test_write_metrics_is_plain_json(tmp_path):

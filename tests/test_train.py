@@ -63,6 +63,23 @@ def test_resumed_run_is_bit_identical(tmp_path, every, stop_at):
     assert_identical((l3d.Decomposition.load(l3d.checkpoint.latest_checkpoint(tmp_path)), None), (resumed[0], None))
 
 
+def test_silence_quiets_the_coefficients_batch_top_k_drops():
+    paper_decomposition, paper = run()
+    decomposition, quiet = run(silence=1.0)
+    assert paper.silent == [] and len(quiet.silent) == EPOCHS
+    assert l3d.History.from_dict(quiet.to_dict()) == quiet
+    torch.manual_seed(0)
+    collector = l3d.GradientCollector(TMS().untied(), ["W_in", "W_out", "b"])
+    inputs = sparse_features(N, 5, p_active=0.2, generator=torch.Generator().manual_seed(1))
+    grads = collector(inputs, generator=torch.Generator().manual_seed(5))
+    paper_silent = paper_decomposition.loss(grads, silent=True).silent
+    assert decomposition.loss(grads, silent=True).silent < 0.75 * paper_silent
+    # before silence_from the loss is the paper's
+    late, late_history = run(silence=1.0, silence_from=EPOCHS)
+    assert_identical((late, None), (paper_decomposition, None))
+    assert late_history.reconstruction_error == paper.reconstruction_error and late_history.silent[0] == 0.0  # warm start: k = 1
+
+
 def test_resume_refuses_other_settings(tmp_path):
     with pytest.raises(Stop):
         run(tmp_path, stop_at=4, checkpoint_every=2)

@@ -149,11 +149,12 @@ def test_fit_settings_are_checked_together():
     decomposition = l3d.Decomposition(collector.shapes, 3)
     with pytest.raises(ValueError) as info:
         l3d.fit(decomposition, source, 0, lr=-1.0, lr_decay=1.5, lr_decay_every=0, warm_start_epochs=-1,
-                checkpoint_every=0, progress=False)
+                checkpoint_every=0, progress=False, silence=-0.5, silence_from=-1)
     message = str(info.value)
     for part in ["epochs must be an int >= 1, got 0", "lr must be a finite number > 0, got -1.0",
                  "lr_decay must lie in (0, 1]", "lr_decay_every must be an int >= 1", "warm_start_epochs must be an int >= 0",
-                 "checkpoint_every must be an int >= 1"]:
+                 "checkpoint_every must be an int >= 1", "silence must be a finite number >= 0 (0: the paper's loss), got -0.5",
+                 "silence_from must be an int >= 0"]:
         assert part in message
     with pytest.raises(ValueError, match=r"resume and checkpoint_every need a checkpoint_dir"):
         l3d.fit(decomposition, source, 1, resume=True, progress=False)
