@@ -301,7 +301,8 @@ def fit(
         )
     if found is not None:
         _, tensors, state = load_checkpoint(found)
-        changed = {k: (state["settings"][k], v) for k, v in settings.items() if state["settings"].get(k) != v}
+        written = {"silence": 0.0, "silence_from": 0, **state["settings"]}   # checkpoints from before silence
+        changed = {k: (written.get(k), v) for k, v in settings.items() if written.get(k) != v}
         if changed:
             raise ValueError(
                 f"cannot resume {found}: it was written with other settings "

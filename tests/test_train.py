@@ -91,6 +91,19 @@ def test_resume_refuses_other_settings(tmp_path):
                 warm_start_epochs=1, progress=False, checkpoint_dir=tmp_path, resume=True)
 
 
+def test_checkpoint_from_before_silence_resumes_as_the_papers_loss(tmp_path):
+    import json
+    with pytest.raises(Stop):
+        run(tmp_path, stop_at=4, checkpoint_every=2)
+    meta_path = l3d.checkpoint.latest_checkpoint(tmp_path) / "training.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["state"]["settings"]["silence"], meta["state"]["settings"]["silence_from"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"other settings silence: checkpoint 0\.0, now 1\.0"):
+        run(tmp_path, resume=True, silence=1.0)
+    assert_identical(run(tmp_path, resume=True), run())
+
+
 class SqrtModel(nn.Module):
     """y = sqrt(|x ⊙ w|) + v: finite outputs, but an infinite derivative in w where x ⊙ w = 0."""
 
