@@ -145,7 +145,8 @@ class History:
         return [k for k, p in enumerate(self.p_act[-1]) if p == 0] if self.p_act else []
 
     def to_dict(self) -> dict:
-        return {"reconstruction_error": self.reconstruction_error, "lr": self.lr, "p_act": self.p_act, "silent": self.silent}
+        fields = {"reconstruction_error": self.reconstruction_error, "lr": self.lr, "p_act": self.p_act}
+        return {**fields, "silent": self.silent} if self.silent else fields
 
     @classmethod
     def from_dict(cls, d: dict) -> History:
