@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr-decay", type=float, default=0.8)
     p.add_argument("--lr-decay-every", type=int, default=100)
     p.add_argument("--warm-start-epochs", type=int, default=0)
+    p.add_argument("--silence", type=float, default=0.0, help="penalty on the coefficients BatchTopK drops (0: the paper's loss)")
+    p.add_argument("--silence-from", type=int, default=0, help="epoch the silence penalty starts at")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     p.add_argument("--seed", type=int, default=0)
@@ -79,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
         out = Path(args.out)
         history = fit(
             decomposition, source, args.epochs, lr=args.lr, lr_decay=args.lr_decay, lr_decay_every=args.lr_decay_every,
-            warm_start_epochs=args.warm_start_epochs, checkpoint_dir=out / "checkpoints",
+            warm_start_epochs=args.warm_start_epochs, silence=args.silence, silence_from=args.silence_from,
+            checkpoint_dir=out / "checkpoints",
             checkpoint_every=args.checkpoint_every, resume=args.resume,
         )
         if shard.is_main:

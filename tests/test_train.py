@@ -91,6 +91,20 @@ def test_resume_refuses_other_settings(tmp_path):
                 warm_start_epochs=1, progress=False, checkpoint_dir=tmp_path, resume=True)
 
 
+def test_command_line_decomposes_and_resumes_with_silence(tmp_path):
+    import json
+    from l3d.decompose import main
+    args = ["--out", str(tmp_path), "--setup-kwargs", '{"n_samples": 64}', "--epochs", "2", "--batch-size", "16",
+            "--silence", "1", "--silence-from", "1", "--checkpoint-every", "3", "--device", "cpu"]
+    main(args)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert len(history["reconstruction_error"]) == len(history["silent"]) == 2
+    decomposition = l3d.Decomposition.load(tmp_path / "decomposition")
+    assert decomposition.n_subnetworks == 5
+    main(args[:-2] + ["--epochs", "3", "--resume", "--device", "cpu"])
+    assert len(json.loads((tmp_path / "history.json").read_text())["silent"]) == 3
+
+
 def test_checkpoint_from_before_silence_resumes_as_the_papers_loss(tmp_path):
     import json
     with pytest.raises(Stop):
