@@ -323,22 +323,19 @@ class _DenseLoss(torch.autograd.Function):
         mask = batch_top_k(c, top_k)
         ct = c * mask
         error = total + (torch.addmm(p, ct, gram, beta=-2) * ct).sum()
-        ctx.n_modes, ctx.silent = n_modes, silent
-        ctx.mark_non_differentiable(total, mask)
-        if not silent:
-            ctx.save_for_backward(flat, ct, mask, p, gram, D, total, *params)
-            return error / _nonzero(total), error, total, mask
-        dropped = c - ct
+        dropped = c - ct if silent else None
         ctx.save_for_backward(flat, ct, mask, p, gram, D, total, dropped, *params)
-        return error / _nonzero(total), error, total, mask, dropped.pow(2).sum()
+        ctx.n_modes = n_modes
+        ctx.mark_non_differentiable(total, mask)
+        outputs = (error / _nonzero(total), error, total, mask)
+        return outputs + (dropped.pow(2).sum(),) if silent else outputs
 
     @staticmethod
     def backward(ctx, g_loss, g_error, g_total, g_mask, *g_silent):
-        flat, ct, mask, p, gram, D, total, *params = ctx.saved_tensors
+        flat, ct, mask, p, gram, D, total, dropped, *params = ctx.saved_tensors
         g = g_loss / _nonzero(total) + g_error
         dc = (2 * g) * torch.addmm(p, ct, gram, beta=-1) * mask                 # dL/dc: 2g(c̃G − p) on the mask
-        if ctx.silent:
-            dropped, *params = params
+        if dropped is not None:
             dc = dc + (2 * g_silent[0]) * dropped                               # and 2(1 − m)c from S
         dD = torch.addmm(torch.mm((-2 * g) * ct.T, flat), torch.mm(ct.T, ct), D, alpha=2 * g)
         dE = torch.mm(dc.T, flat)

@@ -68,6 +68,8 @@ class Recovery:
     matches: one-to-one (circuit, subnetwork) pairs over live subnetworks, maximizing the total share.
     purity: per circuit, the share of its matched subnetwork's impact that falls on it (0 if unmatched).
     per_circuit: per circuit, how many live subnetworks put most of their impact on it.
+    input_purity: per circuit, the share of its matched subnetwork's first-layer decoder weight on the
+        circuit's inputs (`input_purity`; from `recover(first_layer=...)`, else None).
     """
 
     impact: Tensor
@@ -77,6 +79,7 @@ class Recovery:
     matches: list[tuple[int, int]]
     purity: list[float]
     per_circuit: list[int]
+    input_purity: list[float] | None = None
 
     @property
     def all_matched(self) -> bool:
@@ -115,6 +118,8 @@ class Recovery:
             "live_per_circuit": self.per_circuit,
             "all_matched": self.all_matched,
             "one_per_circuit": self.one_per_circuit,
+            **({} if self.input_purity is None else
+               {"input_purity": self.input_purity, "min_input_purity": min(self.input_purity)}),
         }
 
 
@@ -148,11 +153,23 @@ def recover(
     n_samples: int = 200,
     n_ref: int = 10,
     seed: int = 0,
+    first_layer: str | None = None,
 ) -> Recovery:
-    """`recovery` of `circuits` (feature lists) from the impact on inputs where only one circuit is on."""
+    """`recovery` of `circuits` (feature lists) from the impact on inputs where only one circuit is on.
+
+    first_layer: the decomposed weight matrix (out, n_features) that reads the inputs; given, the result
+    also holds every circuit's `input_purity`.
+    """
+    directions = decomposition.decoder_directions()
+    if first_layer is not None and (first_layer not in directions or directions[first_layer].shape[-1] != n_features):
+        raise ValueError(f"first_layer must name a decomposed weight matrix with {n_features} input columns; "
+                         f"got {first_layer!r}, the decomposition has {decomposition.names}")
     generator = torch.Generator().manual_seed(seed)
     inputs = circuit_inputs(circuits, n_features, n_samples, low, high, generator)
-    return recovery(circuit_impact(decomposition, collector, inputs, n_ref, seed), p_act)
+    found = recovery(circuit_impact(decomposition, collector, inputs, n_ref, seed), p_act)
+    if first_layer is not None:
+        found.input_purity = input_purity(directions[first_layer], circuits, found.matches)
+    return found
 
 
 def input_purity(first_layer: Tensor, circuits: Sequence[Sequence[int]], matches: Sequence[tuple[int, int]]) -> list[float]:

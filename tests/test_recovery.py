@@ -34,7 +34,12 @@ def test_exact_decomposition_is_matched_with_full_purity():
     for j, k in enumerate(perm):
         left[k] = basis[j]
     _set_rank1(dec, "weight", left, left.clone())
-    rec = R.recover(dec, collector, [[j] for j in range(n)], n, p_act=[0.1, 0.1, 0.1, 0.1, 0.0], n_samples=50)
+    rec = R.recover(dec, collector, [[j] for j in range(n)], n, p_act=[0.1, 0.1, 0.1, 0.1, 0.0], n_samples=50,
+                    first_layer="weight")
+    assert rec.summary()["input_purity"] == pytest.approx([1.0] * n, abs=1e-6)
+    with pytest.raises(ValueError, match="first_layer must name a decomposed weight matrix with 4 input columns"):
+        R.recover(dec, collector, [[j] for j in range(n)], n, p_act=[0.1] * 5, first_layer="bias")
+    assert "input_purity" not in R.recover(dec, collector, [[0]], n, p_act=[0.1] * 5, n_samples=5).summary()
     assert rec.subnetwork_of == {j: k for j, k in enumerate(perm)}
     assert rec.purity == pytest.approx([1.0] * n, abs=1e-6)
     assert rec.dead == [4] and rec.live == [0, 1, 2, 3]
