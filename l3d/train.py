@@ -158,7 +158,7 @@ class _EpochStats:
 
     def __init__(self, n_subnetworks: int, device, silent: bool = False):
         self.sums = torch.zeros(2 + n_subnetworks + silent, device=device, dtype=torch.float64)
-        self.n_subnetworks = n_subnetworks
+        self.silent = silent
         self.samples = 0
 
     def add(self, summary: Tensor, n_samples: int) -> None:
@@ -167,8 +167,8 @@ class _EpochStats:
 
     def result(self) -> tuple[float, list[float], float | None]:
         """Reconstruction error and P_act of the epoch, and the silent energy (over Σ ||g||²) if summed."""
-        error, total, active = self.sums[0], self.sums[1], self.sums[2:2 + self.n_subnetworks]
-        silent = (self.sums[-1] / _nonzero(total)).item() if len(self.sums) > 2 + self.n_subnetworks else None
+        error, total, active = self.sums[0], self.sums[1], self.sums[2:len(self.sums) - self.silent]
+        silent = (self.sums[-1] / _nonzero(total)).item() if self.silent else None
         return (error / _nonzero(total)).item(), (active / max(self.samples, 1)).tolist(), silent
 
 
