@@ -155,16 +155,22 @@ class Decomposition(nn.Module):
         """c_ik = <e_k, g_i>: (N, C)."""
         return grads.project(self.encoder)
 
-    def loss(self, grads, top_k: float | None = None, distributed: bool = False, silent: bool = False) -> LossParts:
+    def loss(self, grads, top_k: float | None = None, distributed: bool = False, silent: bool = False,
+             mask: Tensor | None = None) -> LossParts:
         """The normalized reconstruction loss of a batch of gradients (see module docstring); with silent=True
         also S, the energy of the coefficients BatchTopK drops.
 
         distributed: the batch is spread over processes and BatchTopK is taken over all of it; the loss,
         error and total are then this process's part (l3d.train sums them over processes).
+        mask: (N, C) 0/1, the coefficients to keep in place of BatchTopK's choice (e.g. from known circuits,
+        `l3d.recovery.fit_circuit_aligned`); S is then the energy of the others.
         """
         top_k = self.top_k if top_k is None else top_k
         n_modes = self._n_modes
-        if isinstance(grads, DenseGradients) and max(n_modes) <= 2 and not distributed:
+        if mask is not None and mask.shape != (grads.n_samples, self.n_subnetworks):
+            raise ValueError(f"mask must be (n_samples, n_subnetworks) = ({grads.n_samples}, {self.n_subnetworks}), "
+                             f"got {tuple(mask.shape)}")
+        if isinstance(grads, DenseGradients) and max(n_modes) <= 2 and not distributed and mask is None:
             # (module attribute access costs more than the arithmetic here: read the parameter dicts)
             params = [p for t in (*self.encoder._modules.values(), *self.decoder._modules.values())
                       for p in (t._parameters["core"], *t.factors._parameters.values())]
@@ -181,7 +187,7 @@ class Decomposition(nn.Module):
             p = grads.project(self.decoder)          # (N, C)  <d_k, g_i>
             gram = self.decoder_gram()
         total = grads.sq_norms().sum()
-        mask = batch_top_k(c, top_k, distributed)
+        mask = batch_top_k(c, top_k, distributed) if mask is None else mask.to(c.dtype)
         ct = c * mask
         # Σ_i ||g_i||² − 2 c̃_i·p_i + c̃_iᵀ G c̃_i
         error = total + (torch.addmm(p, ct, gram, beta=-2) * ct).sum()

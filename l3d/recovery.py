@@ -13,8 +13,10 @@ from dataclasses import dataclass
 import torch
 from scipy.optimize import linear_sum_assignment, minimize_scalar
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from .decomposition import Decomposition
+from .divergence import random_others
 from .gradients import GradientCollector, call_with
 from .impact import impact
 
@@ -215,6 +217,66 @@ def circuit_aligned_error(grads: Tensor, active: Tensor) -> tuple[float, Tensor]
         else:
             residual += (x.pow(2).sum() - (directions @ x).pow(2).max()).item()
     return residual / g.pow(2).sum().item(), directions.float()
+
+
+def fit_circuit_aligned(
+    decomposition: Decomposition,
+    collector: GradientCollector,
+    inputs: Tensor,
+    active: Tensor,
+    epochs: int,
+    lr: float = 0.01,
+    lr_decay: float = 0.8,
+    lr_decay_every: int = 100,
+    batch_size: int = 32,
+    silence: float = 1.0,
+    seed: int = 0,
+    progress: bool = False,
+) -> list[float]:
+    """Train `decomposition` with the labels: subnetwork c serves a sample only where circuit c is on, in the
+    sample or in its reference. This is the L3D loss with BatchTopK's choice replaced by that mask, plus
+    `silence` times the energy of the coefficients the mask drops (so the encoders stay quiet elsewhere).
+
+    inputs: (N, n_in); active: (N, C) bool, which circuits each input has on (one circuit per subnetwork).
+    A random other sample is every sample's reference, drawn anew each epoch as in `l3d.fit`.
+    Uses the labels: a diagnostic of what the best decomposition with one subnetwork per circuit looks like
+    (its error, its purity, whether the paper's loss keeps it), never a way to choose a decomposition.
+    Returns the training reconstruction error Σ‖g − ĝ‖² / Σ‖g‖² of every epoch.
+    """
+    n = inputs.shape[0]
+    if active.shape != (n, decomposition.n_subnetworks):
+        raise ValueError(f"active must be (n_inputs, n_subnetworks) = ({n}, {decomposition.n_subnetworks}), "
+                         f"got {tuple(active.shape)}")
+    if not 2 <= batch_size <= n:
+        raise ValueError(f"batch_size must lie in 2..{n} (the number of inputs), got {batch_size}")
+    if epochs < 1 or lr <= 0 or silence < 0:
+        raise ValueError(f"epochs must be ≥ 1, lr > 0 and silence ≥ 0; got {epochs}, {lr}, {silence}")
+    if collector.sequence:
+        raise ValueError("fit_circuit_aligned needs a model with one output per input (a toy), not a sequence model")
+    decomposition.check_shapes(collector.shapes, "the collector")
+    generator = torch.Generator().manual_seed(seed)
+    active = active.bool().to(inputs.device)
+    optimizer = torch.optim.Adam(decomposition.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_decay_every, gamma=lr_decay)
+    outputs = collector.outputs(inputs)
+    errors = []
+    for _ in tqdm(range(epochs), desc="L3D (circuit-aligned)", disable=not progress):
+        others = random_others(n, generator, inputs.device)
+        grads = collector(inputs, references=outputs[others])
+        allowed = active | active[others]                                    # (N, C)
+        error = total = 0.0
+        for batch in torch.randperm(n, generator=generator)[: n // batch_size * batch_size].split(batch_size):
+            batch = batch.to(inputs.device)
+            parts = decomposition.loss(grads[batch], mask=allowed[batch], silent=True)
+            loss = (parts.error + silence * parts.silent) / parts.total.clamp_min(torch.finfo(parts.total.dtype).tiny)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            decomposition.normalize_decoder_()
+            error, total = error + parts.error.item(), total + parts.total.item()
+        errors.append(error / max(total, 1e-300))
+        scheduler.step()
+    return errors
 
 
 def intervention_selectivity(effect: Tensor, own: Tensor) -> float:

@@ -46,6 +46,24 @@ def test_silent_energy_and_its_gradient_match_a_materialized_computation(shapes)
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
 
 
+def test_a_given_mask_replaces_batch_top_k_in_loss_and_silent_energy():
+    torch.manual_seed(0)
+    shapes = {"w": (4, 3), "b": (4,)}      # shapes the fused path takes without a mask
+    dec = l3d.Decomposition(shapes, n_subnetworks=3, rank=2, top_k=0.3).double()
+    grads = l3d.DenseGradients({n: torch.randn(6, *s, dtype=torch.float64) for n, s in shapes.items()})
+    mask = torch.tensor([[1, 0, 0], [0, 1, 1], [0, 0, 0], [1, 1, 1], [0, 0, 1], [1, 0, 0]], dtype=torch.bool)
+    parts = dec.loss(grads, mask=mask, silent=True)
+    g = grads.flat()
+    E = torch.cat([d.flatten(1) for d in dec.encoder_directions().values()], 1)
+    D = torch.cat([d.flatten(1) for d in dec.decoder_directions().values()], 1)
+    c = g @ E.T
+    torch.testing.assert_close(parts.loss, (g - (c * mask) @ D).pow(2).sum() / g.pow(2).sum(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(parts.silent, (c * ~mask).pow(2).sum(), rtol=1e-10, atol=1e-12)
+    assert torch.equal(parts.mask.bool(), mask)
+    with pytest.raises(ValueError, match=r"mask must be \(n_samples, n_subnetworks\) = \(6, 3\), got \(6, 2\)"):
+        dec.loss(grads, mask=mask[:, :2])
+
+
 def test_batch_top_k_keeps_exactly_the_requested_fraction():
     torch.manual_seed(0)
     for shape, k in [((32, 5), 0.1), ((10, 10), 0.37), ((7, 3), 1.0), ((4, 4), 0.01)]:

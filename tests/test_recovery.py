@@ -172,6 +172,29 @@ def test_circuit_aligned_error_counts_what_one_direction_per_circuit_misses():
         R.circuit_aligned_error(grads, torch.tensor([[1, 1]] * 6, dtype=torch.bool))
 
 
+def test_fit_circuit_aligned_gives_every_circuit_its_own_subnetwork():
+    # y = x on sparse inputs: trained with the labels, subnetwork j serves input j and only it
+    n = 4
+    model = _diagonal_model(n)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(n))
+    collector = l3d.GradientCollector(model, "weight", divergence="mse")
+    inputs = l3d.toys.sparse_features(400, n, 0.3, generator=torch.Generator().manual_seed(0), drop_zero=True)
+    dec = l3d.Decomposition(collector.shapes, n_subnetworks=n, rank=1, top_k=0.3, seed=0)
+    errors = R.fit_circuit_aligned(dec, collector, inputs, inputs != 0, epochs=40, lr=0.05, lr_decay_every=10)
+    assert len(errors) == 40 and errors[-1] < 0.75 * errors[0]
+    rec = R.recover(dec, collector, [[j] for j in range(n)], n, p_act=[0.1] * n, n_samples=100)
+    assert rec.subnetwork_of == {j: j for j in range(n)}
+    assert min(rec.purity) > 0.95
+    # the decoders also hold the reference's side of each gradient (row r of column j), so not all is on column j
+    weights = dec.decoder_directions()["weight"]
+    assert min(R.input_purity(weights, [[j] for j in range(n)], rec.matches)) > 0.7
+    with pytest.raises(ValueError, match=r"active must be \(n_inputs, n_subnetworks\) = \(400, 4\)"):
+        R.fit_circuit_aligned(dec, collector, inputs, (inputs != 0)[:, :3], epochs=1)
+    with pytest.raises(ValueError, match="batch_size must lie in 2..400"):
+        R.fit_circuit_aligned(dec, collector, inputs, inputs != 0, epochs=1, batch_size=1000)
+
+
 def test_low_rank_r2_is_one_for_a_low_rank_matrix_plus_an_offset():
     g = torch.Generator().manual_seed(0)
     a = torch.randn(8, 3, generator=g) @ torch.randn(3, 9, generator=g) + 2.5
