@@ -3,7 +3,9 @@ how selective interventions are and (for the circuit-superposition toy) the coef
 
 A *circuit* is a set of input features that are on together (one feature, or a group). Every circuit is
 probed with inputs where only it is active; the impact of each subnetwork on those inputs (`l3d.impact`)
-says how much of the subnetwork's work falls on each circuit.
+says how much of the subnetwork's work falls on each circuit. Two diagnostics use the labels themselves to
+say what one subnetwork per circuit would reach: `circuit_aligned_error` (one best direction per circuit)
+and `fit_circuit_aligned` (a decomposition trained to serve each circuit with its own subnetwork).
 """
 from __future__ import annotations
 
@@ -239,8 +241,8 @@ def fit_circuit_aligned(
 
     inputs: (N, n_in); active: (N, C) bool, which circuits each input has on (one circuit per subnetwork).
     A random other sample is every sample's reference, drawn anew each epoch as in `l3d.fit`.
-    Uses the labels: a diagnostic of what the best decomposition with one subnetwork per circuit looks like
-    (its error, its purity, whether the paper's loss keeps it), never a way to choose a decomposition.
+    Uses the labels: a diagnostic of what a decomposition with one subnetwork per circuit can reach (its error,
+    its purity, whether the paper's loss keeps it; notebook 04), never a way to choose a decomposition.
     Returns the training reconstruction error Σ‖g − ĝ‖² / Σ‖g‖² of every epoch.
     """
     n = inputs.shape[0]
@@ -249,8 +251,9 @@ def fit_circuit_aligned(
                          f"got {tuple(active.shape)}")
     if not 2 <= batch_size <= n:
         raise ValueError(f"batch_size must lie in 2..{n} (the number of inputs), got {batch_size}")
-    if epochs < 1 or lr <= 0 or silence < 0:
-        raise ValueError(f"epochs must be ≥ 1, lr > 0 and silence ≥ 0; got {epochs}, {lr}, {silence}")
+    if epochs < 1 or lr_decay_every < 1 or lr <= 0 or silence < 0:
+        raise ValueError(f"epochs and lr_decay_every must be ≥ 1, lr > 0 and silence ≥ 0; "
+                         f"got {epochs}, {lr_decay_every}, {lr}, {silence}")
     if collector.sequence:
         raise ValueError("fit_circuit_aligned needs a model with one output per input (a toy), not a sequence model")
     decomposition.check_shapes(collector.shapes, "the collector")

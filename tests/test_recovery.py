@@ -193,6 +193,8 @@ def test_fit_circuit_aligned_gives_every_circuit_its_own_subnetwork():
         R.fit_circuit_aligned(dec, collector, inputs, (inputs != 0)[:, :3], epochs=1)
     with pytest.raises(ValueError, match="batch_size must lie in 2..400"):
         R.fit_circuit_aligned(dec, collector, inputs, inputs != 0, epochs=1, batch_size=1000)
+    with pytest.raises(ValueError, match="epochs and lr_decay_every must be ≥ 1"):
+        R.fit_circuit_aligned(dec, collector, inputs, inputs != 0, epochs=0)
 
 
 def test_low_rank_r2_is_one_for_a_low_rank_matrix_plus_an_offset():
