@@ -5,11 +5,12 @@ A *circuit* is a set of input features that are on together (one feature, or a g
 probed with inputs where only it is active; the impact of each subnetwork on those inputs (`l3d.impact`)
 says how much of the subnetwork's work falls on each circuit. Two diagnostics use the labels themselves to
 say what one subnetwork per circuit would reach: `circuit_aligned_error` (one best direction per circuit)
-and `fit_circuit_aligned` (a decomposition trained to serve each circuit with its own subnetwork).
+and `fit_circuit_aligned` (a decomposition trained to serve each circuit with its own subnetwork;
+`aligned_then_paper` also trains it on with the paper's loss).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,7 @@ from .decomposition import Decomposition
 from .divergence import random_others
 from .gradients import GradientCollector, call_with
 from .impact import impact
+from .train import GradientSource, fit
 
 
 def match(score: Tensor) -> list[tuple[int, int]]:
@@ -280,6 +282,29 @@ def fit_circuit_aligned(
         errors.append(error / max(total, 1e-300))
         scheduler.step()
     return errors
+
+
+def aligned_then_paper(
+    decomposition: Decomposition,
+    source: GradientSource,
+    active: Tensor,
+    epochs: int,
+    lr: float = 0.01,
+    lr_decay: float = 0.8,
+    lr_decay_every: int = 100,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> Iterator[tuple[str, Decomposition]]:
+    """Does the paper's loss keep one subnetwork per circuit? Trains `decomposition` with the labels
+    (`fit_circuit_aligned` on the source's collector and inputs) and yields ("aligned", decomposition), then
+    trains it on for as many epochs with the paper's loss (`l3d.fit`) and yields ("aligned_then_paper",
+    decomposition). The same object is trained in place: score (or copy) each stage as it is yielded.
+    """
+    fit_circuit_aligned(decomposition, source.collector, source.inputs, active, epochs, lr, lr_decay, lr_decay_every,
+                        batch_size, seed=seed)
+    yield "aligned", decomposition
+    fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, progress=False)
+    yield "aligned_then_paper", decomposition
 
 
 def intervention_selectivity(effect: Tensor, own: Tensor) -> float:

@@ -197,6 +197,35 @@ def test_fit_circuit_aligned_gives_every_circuit_its_own_subnetwork():
         R.fit_circuit_aligned(dec, collector, inputs, inputs != 0, epochs=0)
 
 
+def test_aligned_then_paper_is_fit_circuit_aligned_then_fit_on_one_decomposition():
+    model = _diagonal_model(3)
+    collector = l3d.GradientCollector(model, "weight", divergence="mse")
+    inputs = l3d.toys.sparse_features(64, 3, 0.3, generator=torch.Generator().manual_seed(0), drop_zero=True)
+    active = inputs != 0
+
+    def run(stepwise):
+        source = l3d.GradientSource(collector, inputs, 16, chunk_size=64, seed=0)
+        dec = l3d.Decomposition(collector.shapes, n_subnetworks=3, rank=1, top_k=0.3, seed=0)
+        if stepwise:
+            R.fit_circuit_aligned(dec, collector, inputs, active, 4, lr_decay_every=2, batch_size=16, seed=1)
+            first = dec.decoder_directions()["weight"].clone()
+            l3d.fit(dec, source, 4, lr_decay_every=2, progress=False)
+            return first, dec
+        stages = []
+        for stage, d in R.aligned_then_paper(dec, source, active, 4, lr_decay_every=2, batch_size=16, seed=1):
+            assert d is dec
+            stages.append(stage)
+            if stage == "aligned":
+                first = dec.decoder_directions()["weight"].clone()
+        assert stages == ["aligned", "aligned_then_paper"]
+        return first, dec
+
+    (first_a, dec_a), (first_b, dec_b) = run(True), run(False)
+    assert torch.equal(first_a, first_b)
+    assert torch.equal(dec_a.decoder_directions()["weight"], dec_b.decoder_directions()["weight"])
+    assert not torch.equal(first_a, dec_a.decoder_directions()["weight"])
+
+
 def test_low_rank_r2_is_one_for_a_low_rank_matrix_plus_an_offset():
     g = torch.Generator().manual_seed(0)
     a = torch.randn(8, 3, generator=g) @ torch.randn(3, 9, generator=g) + 2.5
