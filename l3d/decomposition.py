@@ -191,7 +191,7 @@ class Decomposition(nn.Module):
         ct = c * mask
         # Σ_i ||g_i||² − 2 c̃_i·p_i + c̃_iᵀ G c̃_i
         error = total + (torch.addmm(p, ct, gram, beta=-2) * ct).sum()
-        return LossParts(loss=error / _nonzero(total), error=error, total=total, mask=mask,
+        return LossParts(loss=error / as_divisor(total), error=error, total=total, mask=mask,
                          silent=(c - ct).pow(2).sum() if silent else None)
 
     def check_shapes(self, shapes: dict[str, tuple[int, ...]], what: str = "the model") -> None:
@@ -279,7 +279,7 @@ def _check_rank(shapes: dict[str, tuple[int, ...]], rank) -> None:
                 )
 
 
-def _nonzero(total: Tensor) -> Tensor:
+def as_divisor(total: Tensor) -> Tensor:
     """Σ||g||² as a divisor: a batch whose gradients are all zero has error 0 and loss 0, not 0/0."""
     return total.clamp_min(torch.finfo(total.dtype).tiny)
 
@@ -333,13 +333,13 @@ class _DenseLoss(torch.autograd.Function):
         ctx.save_for_backward(flat, ct, mask, p, gram, D, total, dropped, *params)
         ctx.n_modes = n_modes
         ctx.mark_non_differentiable(total, mask)
-        outputs = (error / _nonzero(total), error, total, mask)
+        outputs = (error / as_divisor(total), error, total, mask)
         return outputs + (dropped.pow(2).sum(),) if silent else outputs
 
     @staticmethod
     def backward(ctx, g_loss, g_error, g_total, g_mask, *g_silent):
         flat, ct, mask, p, gram, D, total, dropped, *params = ctx.saved_tensors
-        g = g_loss / _nonzero(total) + g_error
+        g = g_loss / as_divisor(total) + g_error
         dc = (2 * g) * torch.addmm(p, ct, gram, beta=-1) * mask                 # dL/dc: 2g(c̃G − p) on the mask
         if dropped is not None:
             dc = dc + (2 * g_silent[0]) * dropped                               # and 2(1 − m)c from S

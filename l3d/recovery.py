@@ -214,12 +214,14 @@ def circuit_aligned_error(grads: Tensor, active: Tensor) -> tuple[float, Tensor]
     directions = torch.stack([torch.linalg.svd(g[only & active[:, c]], full_matrices=False).Vh[0]
                               for c in range(active.shape[1])])
     residual = 0.0
-    for x, on in zip(g, active):
+    patterns, which = torch.unique(active, dim=0, return_inverse=True)
+    for p, on in enumerate(patterns):                             # samples with the same circuits on share a basis
+        x = g[which == p]                                         # (m, n_w)
         if on.any():
             basis = directions[on].T                              # (n_w, a)
-            residual += (x - basis @ torch.linalg.lstsq(basis, x).solution).pow(2).sum().item()
+            residual += (x.T - basis @ torch.linalg.lstsq(basis, x.T).solution).pow(2).sum().item()
         else:
-            residual += (x.pow(2).sum() - (directions @ x).pow(2).max()).item()
+            residual += (x.pow(2).sum(1) - (x @ directions.T).pow(2).max(1).values).sum().item()
     return residual / g.pow(2).sum().item(), directions.float()
 
 

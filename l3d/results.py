@@ -12,12 +12,15 @@ from .atomic import write_file
 
 
 def save_figure(fig: plt.Figure, out_dir: str | os.PathLike, name: str) -> Path:
-    """Write `fig` to out_dir/name.png and out_dir/name.pdf; returns the PNG's path."""
+    """Write `fig` to out_dir/name.png and out_dir/name.pdf; returns the PNG's path.
+
+    The PDF carries no creation date, so a rerun that draws the same figure writes the same bytes.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / f"{name}.png"
     fig.savefig(png, dpi=150, bbox_inches="tight")
-    fig.savefig(out_dir / f"{name}.pdf", bbox_inches="tight")
+    fig.savefig(out_dir / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None})
     return png
 
 

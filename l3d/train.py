@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .decomposition import Decomposition, LossParts, _nonzero
+from .decomposition import Decomposition, LossParts, as_divisor
 from .divergence import check_outputs
 from .gradients import GradientCollector
 
@@ -168,8 +168,8 @@ class _EpochStats:
     def result(self) -> tuple[float, list[float], float | None]:
         """Reconstruction error and P_act of the epoch, and the silent energy (over Σ ||g||²) if summed."""
         error, total, active = self.sums[0], self.sums[1], self.sums[2:len(self.sums) - self.silent]
-        silent = (self.sums[-1] / _nonzero(total)).item() if self.silent else None
-        return (error / _nonzero(total)).item(), (active / max(self.samples, 1)).tolist(), silent
+        silent = (self.sums[-1] / as_divisor(total)).item() if self.silent else None
+        return (error / as_divisor(total)).item(), (active / max(self.samples, 1)).tolist(), silent
 
 
 def _summary(parts: LossParts) -> Tensor:
@@ -349,7 +349,7 @@ def fit(
             parts = decomposition.loss(grads, top_k, distributed=shard.active, silent=silence > 0)
             summary = _summary(parts)                     # the whole batch's error, Σ||g||², active counts, [S]
             objective = parts.error + quieting * parts.silent if quieting else parts.error
-            loss = objective / _nonzero(summary[1].to(parts.error.dtype))   # this process's part of the global loss
+            loss = objective / as_divisor(summary[1].to(parts.error.dtype))   # this process's part of the global loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             distributed.sum_gradients_(decomposition.parameters())

@@ -26,6 +26,17 @@ def test_subnetwork_heatmaps_for_any_tensor_shapes(tmp_path):
     plt.close(fig)
 
 
+def test_a_figure_saved_twice_gives_the_same_bytes(tmp_path, monkeypatch):
+    fig = plots.effect_matrix(torch.arange(6.0).reshape(2, 3))
+    saved = []
+    for day, epoch in enumerate(["1700000000", "1800000000"]):    # two runs, on different days
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+        png = save_figure(fig, tmp_path / str(day), "effect")
+        saved.append((png.read_bytes(), png.with_suffix(".pdf").read_bytes()))
+    plt.close(fig)
+    assert saved[0] == saved[1]
+
+
 def test_intervention_plots():
     effect = torch.rand(7, 11, 5)
     fig = plots.intervention_sweeps(torch.linspace(-1, 1, 11), effect, own=[0, 1, None, [2, 3], 4, 0, 1], ncols=3)

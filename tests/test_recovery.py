@@ -172,6 +172,15 @@ def test_circuit_aligned_error_counts_what_one_direction_per_circuit_misses():
         R.circuit_aligned_error(grads, torch.tensor([[1, 1]] * 6, dtype=torch.bool))
 
 
+def test_circuit_aligned_error_explains_a_sample_with_no_circuit_on_by_its_best_direction():
+    # directions e0 (circuit 0) and e2 (circuit 1); the unlabelled sample 3 e0 + 2 e2 + 4 e3 keeps 4 + 16 of 29
+    e = torch.eye(4)
+    grads = torch.stack([e[0], e[2], 3 * e[0] + 2 * e[2] + 4 * e[3]])
+    active = torch.tensor([[1, 0], [0, 1], [0, 0]], dtype=torch.bool)
+    error, _ = R.circuit_aligned_error(grads, active)
+    assert abs(error - 20 / (1 + 1 + 29)) < 1e-6
+
+
 def test_fit_circuit_aligned_gives_every_circuit_its_own_subnetwork():
     # y = x on sparse inputs: trained with the labels, subnetwork j serves input j and only it
     n = 4
