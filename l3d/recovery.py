@@ -18,11 +18,11 @@ from scipy.optimize import linear_sum_assignment, minimize_scalar
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .decomposition import Decomposition
+from .decomposition import Decomposition, as_divisor
 from .divergence import random_others
 from .gradients import GradientCollector, call_with
 from .impact import impact
-from .train import GradientSource, fit
+from .train import GradientSource, evaluate, fit
 
 
 def match(score: Tensor) -> list[tuple[int, int]]:
@@ -178,6 +178,15 @@ def recover(
     return found
 
 
+def evaluate_and_recover(
+    decomposition: Decomposition, source: GradientSource, circuits: Sequence[Sequence[int]], n_features: int, **kwargs
+) -> tuple[dict, Recovery]:
+    """`l3d.evaluate` on `source` (error, P_act), then `recover` on the source's collector with that P_act;
+    kwargs go to `recover` (low, high, n_samples, n_ref, seed, first_layer)."""
+    evaluation = evaluate(decomposition, source)
+    return evaluation, recover(decomposition, source.collector, circuits, n_features, evaluation["p_act"], **kwargs)
+
+
 def input_purity(first_layer: Tensor, circuits: Sequence[Sequence[int]], matches: Sequence[tuple[int, int]]) -> list[float]:
     """Per circuit, the share of its matched subnetwork's first-layer weights that reads the circuit's inputs.
 
@@ -275,7 +284,7 @@ def fit_circuit_aligned(
         for batch in torch.randperm(n, generator=generator)[: n // batch_size * batch_size].split(batch_size):
             batch = batch.to(inputs.device)
             parts = decomposition.loss(grads[batch], mask=allowed[batch], silent=True)
-            loss = (parts.error + silence * parts.silent) / parts.total.clamp_min(torch.finfo(parts.total.dtype).tiny)
+            loss = (parts.error + silence * parts.silent) / as_divisor(parts.total)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

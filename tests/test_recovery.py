@@ -206,6 +206,19 @@ def test_fit_circuit_aligned_gives_every_circuit_its_own_subnetwork():
         R.fit_circuit_aligned(dec, collector, inputs, inputs != 0, epochs=0)
 
 
+def test_evaluate_and_recover_is_evaluate_then_recover_with_its_p_act():
+    collector = l3d.GradientCollector(_diagonal_model(3), "weight", divergence="mse")
+    inputs = l3d.toys.sparse_features(64, 3, 0.3, generator=torch.Generator().manual_seed(0), drop_zero=True)
+    dec = l3d.Decomposition(collector.shapes, n_subnetworks=4, rank=1, top_k=0.3, seed=0)
+    circuits = [[0], [1], [2]]
+    source = l3d.GradientSource(collector, inputs, 16, chunk_size=64, seed=0)
+    evaluation, found = R.evaluate_and_recover(dec, source, circuits, 3, n_samples=20, seed=2)
+    source = l3d.GradientSource(collector, inputs, 16, chunk_size=64, seed=0)
+    expected = l3d.evaluate(dec, source)
+    assert evaluation == expected
+    assert found.summary() == R.recover(dec, collector, circuits, 3, expected["p_act"], n_samples=20, seed=2).summary()
+
+
 def test_aligned_then_paper_is_fit_circuit_aligned_then_fit_on_one_decomposition():
     model = _diagonal_model(3)
     collector = l3d.GradientCollector(model, "weight", divergence="mse")
