@@ -13,7 +13,7 @@ JOBS ?= 2
 STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 METRICS := $(patsubst notebooks/%.ipynb,figures/%/metrics.json,$(NOTEBOOKS))
-SOURCES := $(wildcard l3d/*.py)
+SOURCES := $(shell find l3d -name '*.py')
 
 .PHONY: all env figures test unit notebooks-test lab benchmark clean-figures
 .DELETE_ON_ERROR:

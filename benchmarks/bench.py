@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 import l3d  # noqa: E402
-from l3d.results import write_metrics  # noqa: E402
+from l3d.report.results import write_metrics  # noqa: E402
 
 RANK, N_SUB, TOP_K = 25, 100, 0.1
 
@@ -166,7 +166,7 @@ def measure(cfg: dict) -> dict:
 
 def measure_tms(cfg: dict, device: torch.device, baseline: bool) -> dict:
     """Steps as `l3d.fit` takes them: gradients of all 1000 samples once per epoch, then 31 steps of 32."""
-    from l3d.toys import TMS, sparse_features
+    from l3d.experiments.toys import TMS, sparse_features
 
     model = TMS().untied().to(device)
     inputs = sparse_features(1000, 5, generator=torch.Generator().manual_seed(0)).to(device)
@@ -271,7 +271,7 @@ def plot_scale(results: list[dict], out_dir: Path, device: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from l3d.results import save_figure
+    from l3d.report.results import save_figure
 
     ok = [r for r in results if r["setting"] == "scale" and r["mode"] == "ours" and "error" not in r]
     base = [r for r in results if r["setting"] == "scale" and r["mode"] == "baseline" and "error" not in r]

@@ -2,7 +2,7 @@
 
     python benchmarks/toy_training.py [epochs]
 
-Compares training models one at a time with training them stacked (`l3d.toys.train_toys`, vmapped
+Compares training models one at a time with training them stacked (`l3d.experiments.toys.train_toys`, vmapped
 over models), eagerly and with torch.compile. Paper scale is 1000 epochs per model.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from l3d.toys import TMS, sparse_features, train_toys
+from l3d.experiments.toys import TMS, sparse_features, train_toys
 
 
 def seconds_per_epoch(n_models: int, epochs: int, compile: bool) -> float:

@@ -1,14 +1,20 @@
-"""l3d: Local Loss Landscape Decomposition."""
+"""l3d: Local Loss Landscape Decomposition.
+
+The method, torch only: divergences, Tucker directions, per-sample gradients (`l3d.gradients`), the
+decomposition and its loss with BatchTopK, training, impact, interventions and checkpoints. The toy
+models, ground-truth scoring, story transformer and CNN live in `l3d.experiments`; figures, tables and
+metrics in `l3d.report`; atomic writes, devices, torchrun and parameter checks in `l3d.runtime`.
+"""
+from . import checkpoint
 from .decomposition import Decomposition, LossParts, batch_top_k
-from .device import resolve_device
-from .divergence import divergence, reference_outputs
+from .divergences import divergence, reference_outputs
 from .gradients import DenseGradients, GradientCollector, call_with
-from .impact import impact, top_samples
-from .intervene import intervene, intervention_sweep, output_derivative, top_affected_outputs
+from .impacts import impact, top_samples
+from .interventions import intervene, intervention_sweep, output_derivative, top_affected_outputs
 from .params import select_tensors
+from .runtime.device import resolve_device
+from .runtime.validate import check_parameters
 from .train import GradientSource, History, evaluate, fit
-from .validate import check_parameters
-from . import checkpoint, distributed
 from .tucker import Tucker
 
 __all__ = [

@@ -7,8 +7,9 @@ For per-sample gradients g_i (N samples) and subnetworks k = 1..C:
     L    = Σ_i ||g_i − ĝ_i||² / Σ_i ||g_i||²
 The loss is computed from projections and the decoder Gram matrix G_kl = <d_k, d_l>, so ĝ is never built:
     ||g_i − ĝ_i||² = ||g_i||² − 2 Σ_k c̃_ik <d_k, g_i> + c̃_iᵀ G c̃_i,   c̃ = m ⊙ c.
-Beside it, the energy of the coefficients BatchTopK drops, S = Σ_ik (1 − m_ik) c_ik² (not in the paper;
-`l3d.fit(silence=...)` can add it to the loss to keep encoders quiet where their subnetwork is not used).
+Beside it, the dropped energy, the energy of the coefficients BatchTopK drops, S = Σ_ik (1 − m_ik) c_ik² (not in
+the paper; `l3d.fit(silence=...)` adds silence · S to the loss to keep encoders quiet where their subnetwork is
+not used).
 """
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .gradients import DenseGradients
-from .atomic import write_file
-from .tucker import _KEEP, Tucker, tucker_ranks
+from .runtime.atomic import write_file
+from .runtime.distributed import gather_rows
+from .tucker import KEEP_FOR_BACKWARD, Tucker, tucker_ranks
 
 Rank = int | tuple[int, ...]
 
@@ -32,13 +34,11 @@ def batch_top_k(c: Tensor, k: float, distributed: bool = False) -> Tensor:
     """Mask (same shape as c) keeping the round(k · c.numel()) entries of largest |c|, at least one.
 
     distributed: c holds this process's rows of a batch spread over processes; the top k is taken over the
-    whole batch (see l3d.distributed).
+    whole batch (see l3d.runtime.distributed).
     """
     if not 0 < k <= 1:
         raise ValueError(f"top_k is the fraction of coefficients kept and must lie in (0, 1], got {k}")
     if distributed:
-        from .distributed import gather_rows
-
         everything, ours = gather_rows(c.detach())
         return batch_top_k(everything, k)[ours]
     n_keep = max(1, round(k * c.numel()))
@@ -51,14 +51,14 @@ def batch_top_k(c: Tensor, k: float, distributed: bool = False) -> Tensor:
 
 @dataclass
 class LossParts:
-    """Pieces of one batch's loss: the loss, its numerator and denominator, the top-k mask and the energy
-    of the dropped coefficients."""
+    """Pieces of one batch's loss: the loss, its numerator and denominator, the top-k mask and the dropped
+    energy (of the coefficients BatchTopK drops)."""
 
     loss: Tensor
     error: Tensor      # Σ_i ||g_i − ĝ_i||²
     total: Tensor      # Σ_i ||g_i||²
     mask: Tensor       # (N, C) bool
-    silent: Tensor | None = None   # Σ_ik (1 − m_ik) c_ik², when asked for
+    dropped_energy: Tensor | None = None   # S = Σ_ik (1 − m_ik) c_ik², when asked for
 
 
 class Decomposition(nn.Module):
@@ -72,7 +72,8 @@ class Decomposition(nn.Module):
             rank 10) but may not exceed every dimension of every tensor it is given for; a tuple must
             fit each mode.
         top_k: fraction of coefficients BatchTopK keeps (0.1 in the paper).
-        seed: seed of the random initialization.
+        seed: seed of the random initialization (a generator of its own; torch's global generator is
+            used, and advanced, only when seed is None).
     """
 
     def __init__(
@@ -105,10 +106,9 @@ class Decomposition(nn.Module):
             name: tucker_ranks(shape, rank[name] if isinstance(rank, dict) else rank)
             for name, shape in self.shapes.items()
         }
-        if seed is not None:
-            torch.manual_seed(seed)
-        self.decoder = nn.ModuleList(Tucker(n_subnetworks, s, self.ranks[n]) for n, s in self.shapes.items())
-        self.encoder = nn.ModuleList(Tucker(n_subnetworks, s, self.ranks[n]) for n, s in self.shapes.items())
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        self.decoder = nn.ModuleList(Tucker(n_subnetworks, s, self.ranks[n], generator) for n, s in self.shapes.items())
+        self.encoder = nn.ModuleList(Tucker(n_subnetworks, s, self.ranks[n], generator) for n, s in self.shapes.items())
         self._n_modes = tuple(len(s) for s in self.shapes.values())
         self.normalize_decoder_()
         self.encoder.load_state_dict(self.decoder.state_dict())
@@ -133,21 +133,21 @@ class Decomposition(nn.Module):
 
     def decoder_gram(self) -> Tensor:
         """G_kl = <d_k, d_l> summed over tensors: (C, C)."""
-        recompute = sum(t.full_size for t in self.decoder if t._full_is_cheaper(t.n_components)) > _KEEP
+        recompute = sum(t.full_size for t in self.decoder if t.full_is_cheaper(t.n_components)) > KEEP_FOR_BACKWARD
         return sum(t.inner(t, recompute) for t in self.decoder)
 
     @torch.no_grad()
     def normalize_decoder_(self) -> None:
         """Rescale every decoder direction to unit norm over all its tensors."""
-        tuckers = list(self.decoder._modules.values())
+        tuckers = list(self.decoder)
+        parameters = [t.core_and_factors() for t in tuckers]
         if max(self._n_modes) <= 2 and all(t.full_size <= 1 << 16 for t in tuckers):
             # small models: fewest operations (see _DenseLoss)
-            norms = sum(_full(t._parameters["core"], list(t.factors._parameters.values())).pow(2).sum(1)
-                        for t in tuckers)
+            norms = sum(_full(core, factors).pow(2).sum(1) for core, *factors in parameters)
         else:
             norms = sum(t.sq_norms() for t in tuckers)
         scale = norms.clamp_min_(1e-30).rsqrt_()
-        torch._foreach_mul_([t._parameters["core"] for t in tuckers],
+        torch._foreach_mul_([core for core, *_ in parameters],
                             [scale.view(-1, *([1] * len(t.shape))) for t in tuckers])
 
     # --- the objective --------------------------------------------------------------------------
@@ -155,15 +155,15 @@ class Decomposition(nn.Module):
         """c_ik = <e_k, g_i>: (N, C)."""
         return grads.project(self.encoder)
 
-    def loss(self, grads, top_k: float | None = None, distributed: bool = False, silent: bool = False,
+    def loss(self, grads, top_k: float | None = None, distributed: bool = False, dropped_energy: bool = False,
              mask: Tensor | None = None) -> LossParts:
-        """The normalized reconstruction loss of a batch of gradients (see module docstring); with silent=True
-        also S, the energy of the coefficients BatchTopK drops.
+        """The normalized reconstruction loss of a batch of gradients (see module docstring); with
+        dropped_energy=True also S, the energy of the coefficients BatchTopK drops.
 
         distributed: the batch is spread over processes and BatchTopK is taken over all of it; the loss,
         error and total are then this process's part (l3d.train sums them over processes).
         mask: (N, C) 0/1, the coefficients to keep in place of BatchTopK's choice (e.g. from known circuits,
-        `l3d.recovery.fit_circuit_aligned`); S is then the energy of the others.
+        `l3d.experiments.ground_truth.fit_circuit_aligned`); S is then the energy of the others.
         """
         top_k = self.top_k if top_k is None else top_k
         n_modes = self._n_modes
@@ -172,10 +172,11 @@ class Decomposition(nn.Module):
                              f"got {tuple(mask.shape)}")
         if isinstance(grads, DenseGradients) and max(n_modes) <= 2 and not distributed and mask is None:
             # (module attribute access costs more than the arithmetic here: read the parameter dicts)
-            params = [p for t in (*self.encoder._modules.values(), *self.decoder._modules.values())
-                      for p in (t._parameters["core"], *t.factors._parameters.values())]
-            loss, error, total, mask, *s = _DenseLoss.apply(grads.flat(), grads.sq_norms(), top_k, n_modes, silent, *params)
-            return LossParts(loss=loss, error=error, total=total, mask=mask, silent=s[0] if silent else None)
+            params = [p for t in (*self.encoder, *self.decoder) for p in t.core_and_factors()]
+            loss, error, total, mask, *s = _DenseLoss.apply(grads.flat(), grads.sq_norms(), top_k, n_modes,
+                                                            dropped_energy, *params)
+            return LossParts(loss=loss, error=error, total=total, mask=mask,
+                             dropped_energy=s[0] if dropped_energy else None)
         if isinstance(grads, DenseGradients):
             # materialized gradients: one product with all directions, the Gram from the same directions
             E = torch.cat([t.full().flatten(1) for t in self.encoder], dim=1)           # (C, n_w)
@@ -192,7 +193,7 @@ class Decomposition(nn.Module):
         # Σ_i ||g_i||² − 2 c̃_i·p_i + c̃_iᵀ G c̃_i
         error = total + (torch.addmm(p, ct, gram, beta=-2) * ct).sum()
         return LossParts(loss=error / as_divisor(total), error=error, total=total, mask=mask,
-                         silent=(c - ct).pow(2).sum() if silent else None)
+                         dropped_energy=(c - ct).pow(2).sum() if dropped_energy else None)
 
     def check_shapes(self, shapes: dict[str, tuple[int, ...]], what: str = "the model") -> None:
         """Raise a ValueError unless `shapes` (name -> shape, e.g. `collector.shapes`) are this decomposition's."""
@@ -307,12 +308,12 @@ class _DenseLoss(torch.autograd.Function):
 
     On small models a step costs per operation, not per flop; this does the same computation as the
     generic path (`Decomposition.loss`) with a third of the operations. Inputs: flat gradients (N, n_w),
-    their squared norms (N,), top_k, modes per tensor, whether to return S too, then core and factors of
+    their squared norms (N,), top_k, modes per tensor, whether to return the dropped energy S too, then core and factors of
     every encoder tensor followed by those of every decoder tensor.
     """
 
     @staticmethod
-    def forward(ctx, flat, sq_norms, top_k, n_modes, silent, *params):
+    def forward(ctx, flat, sq_norms, top_k, n_modes, with_dropped, *params):
         enc, dec = params[:len(params) // 2], params[len(params) // 2:]
 
         def directions(ps):
@@ -329,20 +330,20 @@ class _DenseLoss(torch.autograd.Function):
         mask = batch_top_k(c, top_k)
         ct = c * mask
         error = total + (torch.addmm(p, ct, gram, beta=-2) * ct).sum()
-        dropped = c - ct if silent else None
+        dropped = c - ct if with_dropped else None
         ctx.save_for_backward(flat, ct, mask, p, gram, D, total, dropped, *params)
         ctx.n_modes = n_modes
         ctx.mark_non_differentiable(total, mask)
         outputs = (error / as_divisor(total), error, total, mask)
-        return outputs + (dropped.pow(2).sum(),) if silent else outputs
+        return outputs + (dropped.pow(2).sum(),) if with_dropped else outputs
 
     @staticmethod
-    def backward(ctx, g_loss, g_error, g_total, g_mask, *g_silent):
+    def backward(ctx, g_loss, g_error, g_total, g_mask, *g_dropped_energy):
         flat, ct, mask, p, gram, D, total, dropped, *params = ctx.saved_tensors
         g = g_loss / as_divisor(total) + g_error
         dc = (2 * g) * torch.addmm(p, ct, gram, beta=-1) * mask                 # dL/dc: 2g(c̃G − p) on the mask
         if dropped is not None:
-            dc = dc + (2 * g_silent[0]) * dropped                               # and 2(1 − m)c from S
+            dc = dc + (2 * g_dropped_energy[0]) * dropped                               # and 2(1 − m)c from S
         dD = torch.addmm(torch.mm((-2 * g) * ct.T, flat), torch.mm(ct.T, ct), D, alpha=2 * g)
         dE = torch.mm(dc.T, flat)
         grads = []

@@ -1,7 +1,7 @@
 """Training a decomposition: Adam, step learning-rate decay, warm start, history of error and P_act.
 
 Runs can checkpoint every N steps and resume bit-identically (l3d.checkpoint), and run data-parallel
-under torchrun (l3d.distributed): `batch_size` is always the global batch.
+under torchrun (l3d.runtime.distributed): `batch_size` is always the global batch.
 """
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import distributed
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .decomposition import Decomposition, LossParts, as_divisor
-from .divergence import check_outputs
+from .divergences import check_outputs
 from .gradients import GradientCollector
+from .runtime import distributed
 
 
 class GradientSource:
@@ -132,12 +132,12 @@ class GradientSource:
 @dataclass
 class History:
     """Per epoch: reconstruction error (Σ error / Σ ||g||² over the epoch), learning rate, P_act per subnetwork,
-    and, when fit ran with silence > 0, the energy of the coefficients BatchTopK dropped (Σ S / Σ ||g||²)."""
+    and, when fit ran with silence > 0, the dropped energy, of the coefficients BatchTopK dropped (Σ S / Σ ||g||²)."""
 
     reconstruction_error: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     p_act: list[list[float]] = field(default_factory=list)
-    silent: list[float] = field(default_factory=list)
+    dropped_energy: list[float] = field(default_factory=list)
 
     @property
     def dead(self) -> list[int]:
@@ -146,19 +146,22 @@ class History:
 
     def to_dict(self) -> dict:
         fields = {"reconstruction_error": self.reconstruction_error, "lr": self.lr, "p_act": self.p_act}
-        return {**fields, "silent": self.silent} if self.silent else fields
+        return {**fields, "dropped_energy": self.dropped_energy} if self.dropped_energy else fields
 
     @classmethod
     def from_dict(cls, d: dict) -> History:
-        return cls(list(d["reconstruction_error"]), list(d["lr"]), [list(p) for p in d["p_act"]], list(d.get("silent", [])))
+        """Read `to_dict()`, also as written before the dropped energy had its name (key "silent")."""
+        dropped = d.get("dropped_energy", d.get("silent", []))
+        return cls(list(d["reconstruction_error"]), list(d["lr"]), [list(p) for p in d["p_act"]], list(dropped))
 
 
 class _EpochStats:
-    """Sums over an epoch, fed with every step's (error, total, active per subnetwork, [silent]) of the whole batch."""
+    """Sums over an epoch, fed with every step's (error, total, active per subnetwork, [dropped energy]) of the
+    whole batch."""
 
-    def __init__(self, n_subnetworks: int, device, silent: bool = False):
-        self.sums = torch.zeros(2 + n_subnetworks + silent, device=device, dtype=torch.float64)
-        self.silent = silent
+    def __init__(self, n_subnetworks: int, device, dropped_energy: bool = False):
+        self.sums = torch.zeros(2 + n_subnetworks + dropped_energy, device=device, dtype=torch.float64)
+        self.dropped_energy = dropped_energy
         self.samples = 0
 
     def add(self, summary: Tensor, n_samples: int) -> None:
@@ -166,16 +169,19 @@ class _EpochStats:
         self.samples += n_samples
 
     def result(self) -> tuple[float, list[float], float | None]:
-        """Reconstruction error and P_act of the epoch, and the silent energy (over Σ ||g||²) if summed."""
-        error, total, active = self.sums[0], self.sums[1], self.sums[2:len(self.sums) - self.silent]
-        silent = (self.sums[-1] / as_divisor(total)).item() if self.silent else None
-        return (error / as_divisor(total)).item(), (active / max(self.samples, 1)).tolist(), silent
+        """Reconstruction error and P_act of the epoch, and the dropped energy (over Σ ||g||²) if summed."""
+        error, total, active = self.sums[0], self.sums[1], self.sums[2:len(self.sums) - self.dropped_energy]
+        dropped = (self.sums[-1] / as_divisor(total)).item() if self.dropped_energy else None
+        return (error / as_divisor(total)).item(), (active / max(self.samples, 1)).tolist(), dropped
 
 
 def _summary(parts: LossParts) -> Tensor:
-    """(error, total, active per subnetwork, [silent]) of the whole batch, summed over processes: (2 + C [+ 1],) float64."""
+    """(error, total, active per subnetwork, [dropped energy]) of the whole batch, summed over processes:
+    (2 + C [+ 1],) float64."""
     pieces = [parts.error.detach().view(1), parts.total.detach().view(1), parts.mask.sum(0)]
-    local = torch.cat(pieces + ([parts.silent.detach().view(1)] if parts.silent is not None else [])).double()
+    if parts.dropped_energy is not None:
+        pieces.append(parts.dropped_energy.detach().view(1))
+    local = torch.cat(pieces).double()
     return distributed.all_sum_(local)
 
 
@@ -266,7 +272,7 @@ def fit(
     unit norm after every step. A non-finite loss or gradient stops training with an error naming the step.
 
     silence: from epoch `silence_from` on, the loss minimized is (Σ ||g − ĝ||² + silence · S) / Σ ||g||², S the
-        energy of the coefficients BatchTopK drops. 0 is the paper's loss. Only the coefficients a subnetwork is
+        dropped energy, of the coefficients BatchTopK drops (`History.dropped_energy` records S / Σ ||g||²). 0 is the paper's loss. Only the coefficients a subnetwork is
         selected for train its encoder, so nothing else stops an encoder from also responding to samples it
         does not serve; S penalizes that response (our addition; measured in notebook 03). Started late, once
         the subnetworks have found their circuits, it cleans the encoders without making a subnetwork give up
@@ -276,7 +282,7 @@ def fit(
         `keep_checkpoints` newest are kept). With resume=True an existing checkpoint there is continued
         (bit-identical to an uninterrupted run on CPU); without, a folder holding one is an error.
     callback: called as callback(step, loss_parts) after every step (step counts from 1).
-    Under torchrun (l3d.distributed) every process runs fit on its share; only rank 0 writes checkpoints.
+    Under torchrun (l3d.runtime.distributed) every process runs fit on its share; only rank 0 writes checkpoints.
     """
     _check_fit_settings(epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, checkpoint_every, silence, silence_from)
     if checkpoint_dir is None and (resume or checkpoint_every):
@@ -343,12 +349,12 @@ def fit(
     bar = tqdm(total=epochs, initial=epoch, desc="L3D", disable=not progress or not shard.is_main)
     while epoch < epochs:
         top_k = 1.0 if epoch < warm_start_epochs else None
-        quieting = silence if epoch >= silence_from else 0.0
+        penalty = silence if epoch >= silence_from else 0.0    # weight of the dropped energy in this epoch's loss
         stats = stats or _EpochStats(decomposition.n_subnetworks, device, silence > 0)
         for grads in source:
-            parts = decomposition.loss(grads, top_k, distributed=shard.active, silent=silence > 0)
+            parts = decomposition.loss(grads, top_k, distributed=shard.active, dropped_energy=silence > 0)
             summary = _summary(parts)                     # the whole batch's error, Σ||g||², active counts, [S]
-            objective = parts.error + quieting * parts.silent if quieting else parts.error
+            objective = parts.error + penalty * parts.dropped_energy if penalty else parts.error
             loss = objective / as_divisor(summary[1].to(parts.error.dtype))   # this process's part of the global loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -364,12 +370,12 @@ def fit(
                 checkpoint()
             if callback is not None:
                 callback(step, parts)
-        error, p_act, silent = stats.result()
+        error, p_act, dropped = stats.result()
         history.reconstruction_error.append(error)
         history.lr.append(scheduler.get_last_lr()[0])
         history.p_act.append(p_act)
-        if silent is not None:
-            history.silent.append(silent)
+        if dropped is not None:
+            history.dropped_energy.append(dropped)
         scheduler.step()
         epoch, stats = epoch + 1, None
         bar.update(1)

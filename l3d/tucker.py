@@ -16,9 +16,10 @@ _RANKS = "pqrstuvw"   # ranks R_n of the left operand
 _RANKS2 = "ijmnoxyz"  # ranks R_n of the right operand (inner products); not k or l (component indices)
 
 
-# Intermediates (in elements) a loss may keep for backward; above that the big ones are recomputed there.
-_KEEP = 1 << 26
-_SMALL = 1 << 20   # never worth recomputing
+# Intermediates (in elements) a loss may keep for backward; above that the big ones are recomputed there
+# (torch.utils.checkpoint), except those of at most ALWAYS_KEEP elements, never worth recomputing.
+KEEP_FOR_BACKWARD = 1 << 26
+ALWAYS_KEEP = 1 << 20
 
 
 def _full_inner(a: Tucker, b: Tucker) -> Tensor:
@@ -46,18 +47,22 @@ def tucker_ranks(shape: tuple[int, ...], rank: int | tuple[int, ...]) -> tuple[i
 
 
 class Tucker(nn.Module):
-    """C low-rank tensors of shape `shape` with Tucker ranks `ranks`."""
+    """C low-rank tensors of shape `shape` with Tucker ranks `ranks`, drawn at random (from `generator`,
+    or torch's global generator when None): core entries N(0, 1 / prod(ranks)), factor entries N(0, 1 / I_n)."""
 
-    def __init__(self, n_components: int, shape: tuple[int, ...], ranks: tuple[int, ...]):
+    def __init__(
+        self, n_components: int, shape: tuple[int, ...], ranks: tuple[int, ...], generator: torch.Generator | None = None
+    ):
         super().__init__()
         if len(shape) == 0 or len(shape) > len(_MODES):
             raise ValueError(f"Tucker tensors need 1 to {len(_MODES)} modes, got shape {tuple(shape)}")
         self.shape = tuple(shape)
         self.ranks = tucker_ranks(self.shape, ranks)
         C = n_components
-        self.core = nn.Parameter(torch.randn(C, *self.ranks) / math.sqrt(math.prod(self.ranks)))
+        self.core = nn.Parameter(torch.randn(C, *self.ranks, generator=generator) / math.sqrt(math.prod(self.ranks)))
         self.factors = nn.ParameterList(
-            nn.Parameter(torch.randn(C, size, r) / math.sqrt(size)) for size, r in zip(self.shape, self.ranks)
+            nn.Parameter(torch.randn(C, size, r, generator=generator) / math.sqrt(size))
+            for size, r in zip(self.shape, self.ranks)
         )
 
     @property
@@ -68,6 +73,11 @@ class Tucker(nn.Module):
     def full_size(self) -> int:
         """Elements of `full()`: C · prod(shape)."""
         return self.n_components * math.prod(self.shape)
+
+    def core_and_factors(self) -> list[Tensor]:
+        """[core, U^(1), …, U^(N)], the parameters themselves (for code where nn.Module's attribute lookup
+        costs more than the arithmetic, as in a step on a toy model)."""
+        return [self._parameters["core"], *self.factors._parameters.values()]
 
     def _core_and_factor_terms(self, ranks: str) -> list[str]:
         n = len(self.shape)
@@ -95,7 +105,7 @@ class Tucker(nn.Module):
         spec = ",".join([terms[0]] + terms[2:]) + "->k" + _RANKS[0] + _MODES[1:n]
         return torch.einsum(spec, self.core, *self.factors[1:]).flatten(2)
 
-    def _full_is_cheaper(self, n_other: int) -> bool:
+    def full_is_cheaper(self, n_other: int) -> bool:
         """Whether inner products go through the full tensors: small ones (where call overhead, not
         flops, decides), or where that costs fewer flops than the factor Grams and fits in memory."""
         size = self.n_components * math.prod(self.shape)
@@ -116,8 +126,8 @@ class Tucker(nn.Module):
         if other.shape != self.shape:
             raise ValueError(f"inner product of Tucker tensors of shapes {self.shape} and {other.shape}")
         n = len(self.shape)
-        if self._full_is_cheaper(other.n_components):
-            if recompute and torch.is_grad_enabled() and self.full_size > _SMALL:
+        if self.full_is_cheaper(other.n_components):
+            if recompute and torch.is_grad_enabled() and self.full_size > ALWAYS_KEEP:
                 return checkpoint(_full_inner, self, other, use_reentrant=False)
             return _full_inner(self, other)
         # contract core_k with the factor Grams (C, C', R_m, R'_m) one mode at a time, then with core'_l
@@ -130,7 +140,7 @@ class Tucker(nn.Module):
 
     def sq_norms(self) -> Tensor:
         """||T_k||² for each component: (C,)."""
-        if self._full_is_cheaper(1):
+        if self.full_is_cheaper(1):
             return self.full().flatten(1).pow(2).sum(1)
         # per component: <core, core ×_n (U^(n)ᵀ U^(n))>
         x = self.core

@@ -22,14 +22,14 @@ def test_loss_matches_materialized_reconstruction():
 
 
 @pytest.mark.parametrize("shapes", [{"w": (4, 3), "b": (4,)}, {"k": (3, 2, 2), "b": (3,)}], ids=["fused", "generic"])
-def test_silent_energy_and_its_gradient_match_a_materialized_computation(shapes):
+def test_dropped_energy_and_its_gradient_match_a_materialized_computation(shapes):
     # S = Σ over the coefficients BatchTopK drops of c²; fit(silence=λ) minimizes error + λ S
     torch.manual_seed(0)
     dec = l3d.Decomposition(shapes, n_subnetworks=5, rank=2, top_k=0.3).double()
     grads = l3d.DenseGradients({n: torch.randn(8, *s, dtype=torch.float64) for n, s in shapes.items()})
-    assert dec.loss(grads).silent is None
-    parts = dec.loss(grads, silent=True)
-    (parts.error + 0.7 * parts.silent).backward()
+    assert dec.loss(grads).dropped_energy is None
+    parts = dec.loss(grads, dropped_energy=True)
+    (parts.error + 0.7 * parts.dropped_energy).backward()
     fast = [p.grad.clone() for p in dec.parameters()]
     dec.zero_grad()
 
@@ -38,30 +38,44 @@ def test_silent_energy_and_its_gradient_match_a_materialized_computation(shapes)
     D = torch.cat([d.flatten(1) for d in dec.decoder_directions().values()], 1)
     c = g @ E.T
     mask = l3d.batch_top_k(c, 0.3)
-    silent = (c * ~mask).pow(2).sum()
-    torch.testing.assert_close(parts.silent, silent, rtol=1e-10, atol=1e-12)
-    assert silent > 0 and torch.equal(parts.mask, mask)
-    ((g - (c * mask) @ D).pow(2).sum() + 0.7 * silent).backward()
+    dropped = (c * ~mask).pow(2).sum()
+    torch.testing.assert_close(parts.dropped_energy, dropped, rtol=1e-10, atol=1e-12)
+    assert dropped > 0 and torch.equal(parts.mask, mask)
+    ((g - (c * mask) @ D).pow(2).sum() + 0.7 * dropped).backward()
     for a, b in zip(fast, [p.grad for p in dec.parameters()]):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
 
 
-def test_a_given_mask_replaces_batch_top_k_in_loss_and_silent_energy():
+def test_a_given_mask_replaces_batch_top_k_in_loss_and_dropped_energy():
     torch.manual_seed(0)
     shapes = {"w": (4, 3), "b": (4,)}      # shapes the fused path takes without a mask
     dec = l3d.Decomposition(shapes, n_subnetworks=3, rank=2, top_k=0.3).double()
     grads = l3d.DenseGradients({n: torch.randn(6, *s, dtype=torch.float64) for n, s in shapes.items()})
     mask = torch.tensor([[1, 0, 0], [0, 1, 1], [0, 0, 0], [1, 1, 1], [0, 0, 1], [1, 0, 0]], dtype=torch.bool)
-    parts = dec.loss(grads, mask=mask, silent=True)
+    parts = dec.loss(grads, mask=mask, dropped_energy=True)
     g = grads.flat()
     E = torch.cat([d.flatten(1) for d in dec.encoder_directions().values()], 1)
     D = torch.cat([d.flatten(1) for d in dec.decoder_directions().values()], 1)
     c = g @ E.T
     torch.testing.assert_close(parts.loss, (g - (c * mask) @ D).pow(2).sum() / g.pow(2).sum(), rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(parts.silent, (c * ~mask).pow(2).sum(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(parts.dropped_energy, (c * ~mask).pow(2).sum(), rtol=1e-10, atol=1e-12)
     assert torch.equal(parts.mask.bool(), mask)
     with pytest.raises(ValueError, match=r"mask must be \(n_samples, n_subnetworks\) = \(6, 3\), got \(6, 2\)"):
         dec.loss(grads, mask=mask[:, :2])
+
+
+def test_seed_draws_from_a_generator_of_its_own():
+    """Decomposition(seed=s) starts from what torch.manual_seed(s) then a seedless Decomposition gives, and
+    leaves torch's global generator where it was."""
+    shapes = {"w": (4, 3), "conv": (3, 2, 2, 2), "b": (4,)}
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    seeded = l3d.Decomposition(shapes, 4, rank={"w": 2, "conv": (2, 1, 2, 1), "b": 1}, seed=7)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(7)
+    unseeded = l3d.Decomposition(shapes, 4, rank={"w": 2, "conv": (2, 1, 2, 1), "b": 1})
+    for (name, a), b in zip(seeded.state_dict().items(), unseeded.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_batch_top_k_keeps_exactly_the_requested_fraction():

@@ -4,7 +4,7 @@ import torch
 
 import l3d
 import l3d.initialize
-import l3d.toys
+import l3d.experiments.toys
 from l3d.initialize import init_from_gradients_, init_from_inputs_, tucker_approximation
 
 
@@ -68,8 +68,8 @@ def test_best_start_keeps_the_start_with_the_lowest_error():
 
 def test_init_accepts_factored_gradients_from_a_collector():
     torch.manual_seed(0)
-    model = l3d.toys.TMS(5, 2).untied()
-    x = l3d.toys.sparse_features(64, 5, generator=torch.Generator().manual_seed(0))
+    model = l3d.experiments.toys.TMS(5, 2).untied()
+    x = l3d.experiments.toys.sparse_features(64, 5, generator=torch.Generator().manual_seed(0))
     collector = l3d.GradientCollector(model, ["W_in", "W_out", "b"])
     grads = collector(x, generator=torch.Generator().manual_seed(1))
     dec = l3d.Decomposition(collector.shapes, 5, rank=1)
@@ -83,8 +83,8 @@ def test_init_accepts_factored_gradients_from_a_collector():
 
 
 def test_init_from_inputs_is_init_from_their_gradients():
-    model = l3d.toys.TMS(5, 2).untied()
-    x = l3d.toys.sparse_features(64, 5, generator=torch.Generator().manual_seed(0))
+    model = l3d.experiments.toys.TMS(5, 2).untied()
+    x = l3d.experiments.toys.sparse_features(64, 5, generator=torch.Generator().manual_seed(0))
     collector = l3d.GradientCollector(model, ["W_in", "W_out", "b"])
     by_inputs, by_grads = (l3d.Decomposition(collector.shapes, 5, rank=1, seed=3) for _ in range(2))
     picked = init_from_inputs_(by_inputs, collector, x, seed=7)

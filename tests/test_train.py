@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import l3d
-from l3d.toys import TMS, sparse_features
+from l3d.experiments.toys import TMS, sparse_features
 
 N, BATCH, CHUNK, EPOCHS = 64, 8, 16, 3  # 8 steps per epoch, 2 batches per chunk
 
@@ -66,18 +66,18 @@ def test_resumed_run_is_bit_identical(tmp_path, every, stop_at):
 def test_silence_quiets_the_coefficients_batch_top_k_drops():
     paper_decomposition, paper = run()
     decomposition, quiet = run(silence=1.0)
-    assert paper.silent == [] and len(quiet.silent) == EPOCHS
+    assert paper.dropped_energy == [] and len(quiet.dropped_energy) == EPOCHS
     assert l3d.History.from_dict(quiet.to_dict()) == quiet
     torch.manual_seed(0)
     collector = l3d.GradientCollector(TMS().untied(), ["W_in", "W_out", "b"])
     inputs = sparse_features(N, 5, p_active=0.2, generator=torch.Generator().manual_seed(1))
     grads = collector(inputs, generator=torch.Generator().manual_seed(5))
-    paper_silent = paper_decomposition.loss(grads, silent=True).silent
-    assert decomposition.loss(grads, silent=True).silent < 0.75 * paper_silent
+    paper_dropped = paper_decomposition.loss(grads, dropped_energy=True).dropped_energy
+    assert decomposition.loss(grads, dropped_energy=True).dropped_energy < 0.75 * paper_dropped
     # before silence_from the loss is the paper's
     late, late_history = run(silence=1.0, silence_from=EPOCHS)
     assert_identical((late, None), (paper_decomposition, None))
-    assert late_history.reconstruction_error == paper.reconstruction_error and late_history.silent[0] == 0.0  # warm start: k = 1
+    assert late_history.reconstruction_error == paper.reconstruction_error and late_history.dropped_energy[0] == 0.0  # warm start: k = 1
 
 
 def test_resume_refuses_other_settings(tmp_path):
@@ -91,18 +91,14 @@ def test_resume_refuses_other_settings(tmp_path):
                 warm_start_epochs=1, progress=False, checkpoint_dir=tmp_path, resume=True)
 
 
-def test_command_line_decomposes_and_resumes_with_silence(tmp_path):
-    import json
-    from l3d.decompose import main
-    args = ["--out", str(tmp_path), "--setup-kwargs", '{"n_samples": 64}', "--epochs", "2", "--batch-size", "16",
-            "--silence", "1", "--silence-from", "1", "--checkpoint-every", "3", "--device", "cpu"]
-    main(args)
-    history = json.loads((tmp_path / "history.json").read_text())
-    assert len(history["reconstruction_error"]) == len(history["silent"]) == 2
-    decomposition = l3d.Decomposition.load(tmp_path / "decomposition")
-    assert decomposition.n_subnetworks == 5
-    main(args[:-2] + ["--epochs", "3", "--resume", "--device", "cpu"])
-    assert len(json.loads((tmp_path / "history.json").read_text())["silent"]) == 3
+def test_history_reads_the_dropped_energy_also_under_its_old_key():
+    history = l3d.History([0.5, 0.4], [0.01, 0.01], [[0.1, 0.0]] * 2, [0.3, 0.2])
+    written = history.to_dict()
+    assert written["dropped_energy"] == [0.3, 0.2] and "silent" not in written
+    assert l3d.History.from_dict(written) == history
+    old = {k: v for k, v in written.items() if k != "dropped_energy"} | {"silent": [0.3, 0.2]}   # before the rename
+    assert l3d.History.from_dict(old) == history
+    assert "dropped_energy" not in l3d.History([0.5], [0.01], [[0.1]]).to_dict()     # fit without silence
 
 
 def test_checkpoint_from_before_silence_resumes_as_the_papers_loss(tmp_path):

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 import l3d
-from l3d.distributed import Shard
-from l3d.toys import TMS
+from l3d.runtime.distributed import Shard
+from l3d.experiments.toys import TMS
 
 
 def mlp():

@@ -1,0 +1,197 @@
+"""CNNs to decompose: a small CNN trained on scikit-learn's digits, or MobileNet-v3-small on CIFAR-100 (the paper's).
+
+    model, record = digits_model();  images, labels = digits()
+    collector = block_collector(model, DIGITS_BLOCK)    # the middle conv block's weight and bias
+
+The digits CNN trains on CPU in seconds and is cached (safetensors + JSON) keyed by its settings.
+The paper path loads torchvision's ImageNet weights and CIFAR-100 and says exactly what to download
+when they are missing and the machine is offline.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_model, save_model
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..gradients import GradientCollector
+from ..runtime.atomic import write_folder
+from ..runtime.resources import MissingResourceError, cache_dir, offline, settings_key
+
+DIGITS_BLOCK = "features.1.*"
+PAPER_BLOCK = "features.7.*"
+CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+
+# L3D settings per source. "paper": MobileNet-v3-small on CIFAR-100. "embedded": the digits CNN, minutes on a CPU.
+# Tucker ranks: `rank` for every mode (capped at the mode's size), or `rank_fraction` of each dimension
+# (fraction_ranks; the paper used about a tenth).
+SETTINGS = {
+    "embedded": dict(n_subnetworks=40, rank=12, epochs=20, lr=0.01, lr_decay_every=2, warm_start_epochs=2, n_ref=10,
+                     init_images=0),
+    "paper": dict(n_subnetworks=100, rank_fraction=0.1, epochs=100, lr=5e-3, lr_decay_every=10, warm_start_epochs=10,
+                  n_ref=10, init_images=0),
+}
+
+def block_collector(model: nn.Module, tensors: str | list[str], forward=None, chunk_size: int = 256) -> GradientCollector:
+    """Per-image KL-divergence gradients (reference: another random image's logits) of the chosen tensors."""
+    model.requires_grad_(False)  # else the collected gradients keep a graph through the model's weights
+    return GradientCollector(model, tensors, divergence="kl", forward=forward, chunk_size=chunk_size)
+
+
+def fraction_ranks(shapes: dict[str, tuple[int, ...]], fraction: float = 0.1) -> dict[str, tuple[int, ...]]:
+    """Tucker ranks about `fraction` of each dimension (at least 1), per tensor; 0.1 is the paper's choice."""
+    return {n: tuple(max(1, round(fraction * s)) for s in shape) for n, shape in shapes.items()}
+
+
+# --- the embedded model ---------------------------------------------------------------------------
+def digits(seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """scikit-learn's bundled 8×8 digits scaled to [0, 1], and a fixed random train/test split.
+
+    Returns images (1797, 1, 8, 8), labels (1797,), and a bool mask (1797,) of the training images
+    (two thirds).
+    """
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    images = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16
+    labels = torch.tensor(data.target)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    train = torch.zeros(len(labels), dtype=torch.bool)
+    train[order[: 2 * len(labels) // 3]] = True
+    return images, labels, train
+
+
+class DigitsCNN(nn.Module):
+    """Three conv blocks (conv 3×3, ReLU; the last two max-pool) and a linear classifier over 10 digits."""
+
+    def __init__(self, channels: tuple[int, int, int] = (16, 32, 32)):
+        super().__init__()
+        c1, c2, c3 = channels
+        self.features = nn.Sequential(
+            nn.Sequential(nn.Conv2d(1, c1, 3, padding=1), nn.ReLU()),
+            nn.Sequential(nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)),
+            nn.Sequential(nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)),
+        )
+        self.classifier = nn.Linear(c3 * 2 * 2, 10)
+
+    def forward(self, x: Tensor) -> Tensor:  # x: (B, 1, 8, 8) -> logits (B, 10)
+        return self.classifier(self.features(x).flatten(1))
+
+
+def digits_model(
+    channels: tuple[int, int, int] = (16, 32, 32), epochs: int = 60, batch_size: int = 64, lr: float = 3e-3,
+    seed: int = 0, device: str | torch.device = "cpu", cache: str | os.PathLike | None = None, progress: bool = True,
+) -> tuple[DigitsCNN, dict]:
+    """The digits CNN trained with AdamW on the training split, cached by settings.
+
+    Returns the model (eval mode, on `device`) and its record (settings, test accuracy, cached or not).
+    """
+    settings = dict(channels=list(channels), epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    folder = Path(cache or cache_dir()) / settings_key("digits-cnn", settings)
+    model = DigitsCNN(tuple(channels))
+    if (folder / "model.safetensors").exists():
+        load_model(model, folder / "model.safetensors", device="cpu")
+        record = json.loads((folder / "training.json").read_text())
+        return model.to(device).eval(), {**record, "cached": True}
+    images, labels, train = digits(seed)
+    torch.manual_seed(seed)
+    model = DigitsCNN(tuple(channels)).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    x, y = images[train].to(device), labels[train].to(device)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in tqdm(range(epochs), desc="digits CNN", disable=not progress):
+        for idx in torch.randperm(len(y), generator=generator).split(batch_size):
+            loss = F.cross_entropy(model(x[idx.to(device)]), y[idx.to(device)])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(images[~train].to(device)).argmax(1).cpu() == labels[~train]).float().mean().item()
+    record = {"settings": settings, "test_accuracy": accuracy}
+
+    def write(tmp: Path) -> None:
+        save_model(model.cpu(), str(tmp / "model.safetensors"))
+        (tmp / "training.json").write_text(json.dumps(record))
+
+    write_folder(folder, write)
+    return model.to(device).eval(), {**record, "cached": False}
+
+
+# --- the paper's model and data -------------------------------------------------------------------
+class ImageNetLogits:
+    """forward(model, images): resize CIFAR-sized images in [0, 1] to `size`, normalize as ImageNet, logits."""
+
+    MEAN = (0.485, 0.456, 0.406)
+    STD = (0.229, 0.224, 0.225)
+
+    def __init__(self, size: int = 224):
+        self.size = size
+
+    def __call__(self, model: nn.Module, images: Tensor) -> Tensor:
+        x = F.interpolate(images, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        mean = torch.tensor(self.MEAN, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.STD, device=x.device).view(1, 3, 1, 1)
+        return model((x - mean) / std)
+
+
+def _torch_hub_checkpoints() -> Path:
+    """torchvision's weight cache as the environment sets it now: $TORCH_HOME/hub/checkpoints."""
+    home = os.environ.get("TORCH_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torch"
+    return Path(home) / "hub" / "checkpoints"
+
+
+def paper_model(device: str | torch.device = "cpu") -> tuple[nn.Module, list[str]]:
+    """MobileNet-v3-small with torchvision's ImageNet weights, and the 1000 ImageNet class names."""
+    from torchvision.models import MobileNet_V3_Small_Weights, mobilenet_v3_small
+
+    weights = MobileNet_V3_Small_Weights.IMAGENET1K_V1
+    checkpoints = _torch_hub_checkpoints()
+    file = checkpoints / Path(weights.url).name
+    how = (
+        f"source='paper' needs torchvision's MobileNet-v3-small ImageNet weights, expected at {file}. "
+        f"Download {weights.url} on a machine with network access and put it there (or set TORCH_HOME "
+        f"to a folder whose hub/checkpoints holds it), or use source='embedded'."
+    )
+    if offline() and not file.exists():
+        raise MissingResourceError(how)
+    try:
+        state = torch.hub.load_state_dict_from_url(weights.url, model_dir=str(checkpoints), progress=False, map_location="cpu")
+    except OSError as err:  # URLError and friends when the download fails
+        raise MissingResourceError(how + f"\n(underlying error: {err})") from None
+    model = mobilenet_v3_small()
+    model.load_state_dict(state)
+    return model.to(device).eval(), list(weights.meta["categories"])
+
+
+def cifar100(n_images: int = 10_000, train: bool = False, root: str | os.PathLike | None = None, seed: int = 0):
+    """`n_images` CIFAR-100 images in [0, 1] drawn at random from a split, with labels and class names.
+
+    Returns images (n, 3, 32, 32), labels (n,), class names (100). The data set lives in
+    `root` (default: <l3d cache>/cifar-100) and is downloaded there unless offline.
+    """
+    from torchvision.datasets import CIFAR100
+
+    root = Path(root or cache_dir() / "cifar-100")
+    present = (root / "cifar-100-python" / ("train" if train else "test")).exists()
+    how = (
+        f"source='paper' needs CIFAR-100, expected under {root}/cifar-100-python. Download {CIFAR100_URL} "
+        f"on a machine with network access and unpack it into {root} (or pass root=...), or use source='embedded'."
+    )
+    if offline() and not present:
+        raise MissingResourceError(how)
+    try:
+        data = CIFAR100(str(root), train=train, download=not present)
+    except (OSError, RuntimeError) as err:
+        raise MissingResourceError(how + f"\n(underlying error: {err})") from None
+    pixels = torch.tensor(data.data).permute(0, 3, 1, 2).float() / 255  # (N, 3, 32, 32)
+    labels = torch.tensor(data.targets)
+    if not 1 <= n_images <= len(labels):
+        raise ValueError(f"n_images must lie in 1..{len(labels)}, got {n_images}")
+    pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:n_images]
+    return pixels[pick], labels[pick], list(data.classes)

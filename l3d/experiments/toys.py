@@ -1,0 +1,332 @@
+"""Toy models with known circuits, their data, and one trainer for all of them (spec §4)."""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, stack_module_state, vmap
+from tqdm.auto import tqdm
+
+from ..decomposition import Decomposition
+from ..gradients import GradientCollector
+from ..initialize import best_start, init_from_gradients_
+from ..train import GradientSource, History, fit
+from .ground_truth import match
+
+
+def sparse_features(
+    n_samples: int,
+    n_features: int,
+    p_active: float = 0.05,
+    low: float = 0.0,
+    high: float = 1.0,
+    generator: torch.Generator | None = None,
+    drop_zero: bool = True,
+) -> Tensor:
+    """Samples whose features are each active with probability p_active, uniform on [low, high]:
+    (n_samples, n_features). drop_zero: all-zero samples are dropped (and replaced), as for toy training;
+    False keeps them, so about (1 − p_active)^n_features of the samples are all zero."""
+    rows: list[Tensor] = []
+    have = 0
+    while have < n_samples:
+        active = torch.rand(n_samples, n_features, generator=generator) < p_active
+        values = low + (high - low) * torch.rand(n_samples, n_features, generator=generator)
+        x = values * active
+        x = x[active.any(1)] if drop_zero else x
+        rows.append(x)
+        have += x.shape[0]
+    return torch.cat(rows)[:n_samples]
+
+
+class TMS(nn.Module):
+    """Toy model of superposition: x̂ = ReLU(W_out W_in x + b), trained with W_out = W_inᵀ.
+
+    `untied()` gives the same function with W_out as a parameter of its own, as L3D decomposes it.
+    """
+
+    def __init__(self, n_features: int = 5, n_hidden: int = 2, tied: bool = True):
+        super().__init__()
+        self.tied = tied
+        self.W_in = nn.Parameter(torch.randn(n_hidden, n_features) * (2 / n_features) ** 0.5)
+        if not tied:
+            self.W_out = nn.Parameter(self.W_in.detach().T.clone())
+        self.b = nn.Parameter(torch.zeros(n_features))
+
+    def weight_out(self) -> Tensor:
+        return self.W_in.T if self.tied else self.W_out
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(x @ self.W_in.T @ self.weight_out().T + self.b)
+
+    def untied(self) -> TMS:
+        """A copy with W_in, W_out and b as separate parameters."""
+        n_hidden, n_features = self.W_in.shape
+        model = TMS(n_features, n_hidden, tied=False)
+        with torch.no_grad():
+            model.W_in.copy_(self.W_in)
+            model.W_out.copy_(self.weight_out())
+            model.b.copy_(self.b)
+        return model
+
+
+def train_toy(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    epochs: int = 1000,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    weight_decay: float = 0.01,
+    seed: int = 0,
+    compile: bool = False,
+    progress: bool = True,
+) -> list[float]:
+    """Fit `model` to targets by MSE with AdamW; returns the mean loss of every epoch."""
+    return train_toys([model], [inputs], [targets], epochs, batch_size, lr, weight_decay, [seed], compile, progress)[0]
+
+
+def train_toys(
+    models: Sequence[nn.Module],
+    inputs: Sequence[Tensor],
+    targets: Sequence[Tensor],
+    epochs: int = 1000,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    weight_decay: float = 0.01,
+    seeds: Sequence[int] | None = None,
+    compile: bool = False,
+    progress: bool = True,
+) -> list[list[float]]:
+    """Fit M models of one architecture, each to its own data set, at once; returns each model's epoch losses.
+
+    Model m sees its own inputs[m] in its own shuffled order (seeds[m]) in batches of `batch_size`, with the
+    MSE loss Σ_out (f(x) − y)² averaged over the batch and AdamW, exactly as if trained alone: the models'
+    weights are stacked along a new leading dimension, the forward is vmapped, and AdamW is elementwise.
+    Training many small models together costs about as much per step as training one. `compile=True`
+    compiles the gradient computation with torch.compile (a few seconds up front, ~3× faster steps).
+    """
+    M = len(models)
+    if not (M == len(inputs) == len(targets)) or M == 0:
+        raise ValueError(f"need one inputs and one targets tensor per model, got {M} models, "
+                         f"{len(inputs)} inputs and {len(targets)} targets")
+    n = inputs[0].shape[0]
+    if any(x.shape[0] != n for x in [*inputs, *targets]):
+        raise ValueError(f"every model needs the same number of samples, got {[x.shape[0] for x in inputs]}")
+    seeds = list(range(M)) if seeds is None else list(seeds)
+    if len(seeds) != M:
+        raise ValueError(f"need one seed per model, got {len(seeds)} seeds for {M} models")
+    params, buffers = stack_module_state(list(models))   # name -> (M, *shape)
+    template = copy.deepcopy(models[0]).to("meta")
+    X, Y = torch.stack(list(inputs)), torch.stack(list(targets))   # (M, n, in), (M, n, out)
+
+    def model_loss(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        return (functional_call(template, (p, b), (x,)) - y).pow(2).sum(-1).mean()
+
+    def total_loss(p: dict[str, Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        losses = vmap(model_loss)(p, buffers, x, y)   # (M,)
+        return losses.sum(), losses.detach()
+
+    def step_grads(p: dict[str, Tensor], x: Tensor, y: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        total, losses = total_loss(p, x, y)   # autograd: cheaper than torch.func.grad when not compiled
+        return dict(zip(p, torch.autograd.grad(total, list(p.values())))), losses
+
+    compiled = torch.compile(grad(total_loss, has_aux=True), dynamic=False) if compile else step_grads
+    optimizer = torch.optim.AdamW(list(params.values()), lr=lr, weight_decay=weight_decay)
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    rows = torch.arange(M, device=X.device)[:, None]
+    history = torch.zeros(epochs, M)
+    bar = tqdm(range(epochs), desc=f"train {M} toy model{'s' * (M > 1)}", disable=not progress)
+    for epoch in bar:
+        order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(X.device)   # (M, n)
+        total = torch.zeros(M, device=X.device)
+        for idx in order.split(batch_size, dim=1):
+            compute = compiled if idx.shape[1] == batch_size else step_grads
+            grads, losses = compute(params, X[rows, idx], Y[rows, idx])
+            for name, p in params.items():
+                p.grad = grads[name]
+            optimizer.step()
+            total += losses * idx.shape[1]
+        history[epoch] = total.cpu() / n
+        bar.set_postfix(loss=f"{history[epoch].mean():.4g}")
+    with torch.no_grad():
+        for m, model in enumerate(models):
+            for name, p in model.named_parameters():
+                p.copy_(params[name][m])
+    return history.T.tolist()
+
+
+def train_toys_best_of(
+    build: Callable[[], nn.Module],
+    data: Sequence[tuple[Tensor, Tensor]],
+    seeds: Sequence[int],
+    restarts: int = 1,
+    **train_options,
+) -> tuple[list[nn.Module], list[list[float]]]:
+    """One trained model per seed: the best of `restarts` initializations, judged by final training loss.
+
+    For seed s, `torch.manual_seed(s)` and then `build()` `restarts` times give the initializations
+    (the first is the plain single-run model of that seed); all are trained together (`train_toys`) on
+    data[s's index] = (inputs, targets), each in its own batch order. Small models sometimes get stuck
+    with a feature left out; keeping the lowest-loss restart avoids that without looking at the features.
+    Returns the kept models and their epoch losses.
+    """
+    if restarts < 1:
+        raise ValueError(f"restarts must be at least 1, got {restarts}")
+    if len(data) != len(seeds):
+        raise ValueError(f"need one (inputs, targets) pair per seed, got {len(data)} for {len(seeds)} seeds")
+    models, inputs, targets, orders = [], [], [], []
+    for s, (x, y) in zip(seeds, data):
+        torch.manual_seed(s)
+        for r in range(restarts):
+            models.append(build().to(x.device))
+            inputs.append(x)
+            targets.append(y)
+            orders.append(s + 1_000_003 * r)
+    losses = train_toys(models, inputs, targets, seeds=orders, **train_options)
+    best = [min(range(i * restarts, (i + 1) * restarts), key=lambda m: losses[m][-1]) for i in range(len(seeds))]
+    return [models[m] for m in best], [losses[m] for m in best]
+
+
+def tms_feature_match(model: TMS, directions: dict[str, Tensor]) -> dict[str, Tensor | list]:
+    """Match each TMS feature to a distinct subnetwork through the subnetworks' W_in components.
+
+    The hidden-space direction of subnetwork k for feature i is column i of its W_in component, the
+    counterpart of the feature's embedding W_in[:, i]. Features and subnetworks are matched one-to-one
+    (`ground_truth.match`) on |cos| times the share of the component's norm in column i, so a subnetwork
+    counts for a feature only when it is both parallel to the embedding and concentrated on it.
+
+    directions: name -> (C, *shape) with at least "W_in" (C, n_hidden, n_features).
+    Returns pairs [(feature, subnetwork)], cosines (|cos| of each pair), and the (F, C) matrices cos and share.
+    """
+    embedding = model.W_in.detach()                       # (H, F)
+    columns = directions["W_in"].detach().transpose(1, 2)  # (C, F, H)
+    cos = torch.nn.functional.cosine_similarity(columns, embedding.T.unsqueeze(0), dim=-1, eps=1e-12).abs().T
+    share = (columns.norm(dim=-1) / columns.flatten(1).norm(dim=1, keepdim=True).clamp_min(1e-30)).T   # (F, C)
+    pairs = match(cos * share)
+    return {"pairs": pairs, "cosines": [cos[i, k].item() for i, k in pairs], "cos": cos, "share": share}
+
+
+def group_features(
+    n_samples: int,
+    n_groups: int,
+    group_size: int,
+    p_active: float = 0.05,
+    low: float = 0.0,
+    high: float = 1.0,
+    generator: torch.Generator | None = None,
+    drop_zero: bool = True,
+) -> Tensor:
+    """Samples whose features switch on and off in groups: group g is active with probability p_active,
+    and then all its `group_size` features are uniform on [low, high]. drop_zero: all-zero samples are
+    dropped (and replaced), as for toy training; False keeps them (about (1 − p_active)^n_groups of the samples).
+
+    Returns (n_samples, n_groups * group_size); features g*group_size … (g+1)*group_size − 1 form group g.
+    """
+    groups = sparse_features(n_samples, n_groups, p_active, generator=generator, drop_zero=drop_zero) > 0   # (N, n_groups)
+    values = low + (high - low) * torch.rand(n_samples, n_groups * group_size, generator=generator)
+    return values * groups.repeat_interleave(group_size, dim=1)
+
+
+def feature_groups(n_groups: int, group_size: int) -> list[list[int]]:
+    """The features of each group as `group_features` lays them out."""
+    return [list(range(g * group_size, (g + 1) * group_size)) for g in range(n_groups)]
+
+
+def random_coefficients(n_out: int, n_in: int, high: float = 3.0, generator: torch.Generator | None = None) -> Tensor:
+    """A coefficient matrix with entries uniform on [0, high]: (n_out, n_in)."""
+    return high * torch.rand(n_out, n_in, generator=generator)
+
+
+class MLP(nn.Module):
+    """Fully connected network `sizes[0] → … → sizes[-1]` with `activation` between layers.
+
+    Parameters are named layers.{i}.weight (out, in) and layers.{i}.bias (out,).
+    """
+
+    def __init__(self, sizes: list[int], activation: str = "relu"):
+        super().__init__()
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ValueError(f"sizes must list at least an input and an output width, all ≥ 1; got {sizes}")
+        activations = {"relu": nn.functional.relu, "gelu": nn.functional.gelu}
+        if activation not in activations:
+            raise ValueError(f"unknown activation {activation!r}: use one of {sorted(activations)}")
+        self.sizes = list(sizes)
+        self.activation = activations[activation]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers[:-1]:
+            x = self.activation(layer(x))
+        return self.layers[-1](x)
+
+
+def circuit_superposition(n_features: int = 10, n_hidden: int = 5) -> MLP:
+    """Toy model of circuit superposition (TMCS): n_features → n_hidden ReLU → n_features, fit to x ↦ A x."""
+    return MLP([n_features, n_hidden, n_features], "relu")
+
+
+def high_rank_circuits(n_features: int = 25, n_hidden: int = 10) -> MLP:
+    """Higher-rank circuits: n_features (in groups) → n_hidden ReLU → n_features, fit to x ↦ A x."""
+    return MLP([n_features, n_hidden, n_features], "relu")
+
+
+def square_mlp(n_features: int = 5, width: int = 5, depth: int = 4) -> MLP:
+    """Complex loss landscape: GeLU MLP n_features → depth hidden layers of `width` → n_features, fit to x ↦ x²."""
+    return MLP([n_features, *[width] * depth, n_features], "gelu")
+
+
+def decompose_toy(
+    model: nn.Module,
+    inputs: Tensor,
+    n_subnetworks: int,
+    rank: int = 1,
+    tensors: str | list[str] = "*",
+    top_k: float = 0.1,
+    epochs: int = 1000,
+    batch_size: int = 32,
+    lr: float = 0.01,
+    lr_decay: float = 0.8,
+    lr_decay_every: int = 100,
+    warm_start_epochs: int = 0,
+    init: str = "random",
+    restarts: int = 1,
+    restart_epochs: int = 100,
+    seed: int = 0,
+    progress: bool = True,
+    reference: str = "random",
+    silence: float = 0.0,
+    silence_from: int = 0,
+) -> tuple[Decomposition, History, GradientCollector, GradientSource]:
+    """L3D on a toy model as in the paper: MSE divergence to a random other sample's output, Adam with
+    lr × lr_decay every lr_decay_every epochs, all of `inputs` in one gradient chunk per epoch.
+
+    reference: how the reference output of the MSE divergence is drawn (`l3d.divergences.reference_outputs`;
+    "random", the paper's choice, or "mean").
+    init: "random" (the paper) or "gradients" (`l3d.initialize.init_from_gradients_`: start from per-sample
+    gradients picked k-means++ style). restarts > 1: that many starting points (seeds 1000·seed + r) are
+    trained for `restart_epochs` epochs and the one with the lowest loss is trained to the end
+    (`l3d.initialize.best_start`, on the paper's loss; no ground truth involved). silence, silence_from: the
+    penalty on the coefficients BatchTopK drops and the epoch it starts at (`l3d.fit`; silence 0 is the paper's loss).
+    Returns the decomposition, its history, the gradient collector and the source (for `l3d.evaluate`).
+    """
+    if init not in ("random", "gradients"):
+        raise ValueError(f"init must be 'random' or 'gradients', got {init!r}")
+    if restarts < 1:
+        raise ValueError(f"restarts must be at least 1, got {restarts}")
+    collector = GradientCollector(model, tensors, divergence="mse", reference=reference, chunk_size=inputs.shape[0])
+    source = GradientSource(collector, inputs, batch_size, chunk_size=inputs.shape[0] // batch_size * batch_size, seed=seed)
+    start_grads = collector(inputs, generator=torch.Generator().manual_seed(seed)) if init == "gradients" else None
+
+    def make(start_seed: int) -> Decomposition:
+        decomposition = Decomposition(collector.shapes, n_subnetworks, rank=rank, top_k=top_k, seed=start_seed)
+        decomposition = decomposition.to(inputs.device)
+        if start_grads is not None:
+            init_from_gradients_(decomposition, start_grads, seed=start_seed)
+        return decomposition
+
+    decomposition = best_start(make, source, restarts, restart_epochs, lr=lr, seed=1000 * seed)[0] if restarts > 1 else make(seed)
+    history = fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, progress,
+                  silence=silence, silence_from=silence_from)
+    return decomposition, history, collector, source

@@ -1,0 +1,37 @@
+"""Impact of subnetworks on samples, and the samples each subnetwork matters most for."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .decomposition import Decomposition
+from .divergences import reference_outputs
+from .gradients import GradientCollector
+
+
+@torch.no_grad()
+def impact(
+    decomposition: Decomposition,
+    collector: GradientCollector,
+    inputs: Tensor,
+    n_ref: int = 10,
+    seed: int = 0,
+) -> Tensor:
+    """I(x_i, v_k) = mean_j |<e_k, g_i(ref_j)>| over n_ref random references: (N, C).
+
+    References are drawn among `inputs` (other samples, or other positions for sequence models).
+    """
+    if n_ref < 1:
+        raise ValueError(f"n_ref must be at least 1, got {n_ref}")
+    generator = torch.Generator().manual_seed(seed)
+    outputs = collector.outputs(inputs)
+    total = 0
+    for _ in range(n_ref):
+        refs = reference_outputs(outputs, collector.divergence, collector.reference, generator)
+        total = total + decomposition.encode(collector(inputs, references=refs)).abs()
+    return total / n_ref
+
+
+def top_samples(impact: Tensor, n: int = 10) -> Tensor:
+    """Indices of the n samples of largest impact for every subnetwork, best first: (C, n)."""
+    return impact.topk(min(n, impact.shape[0]), dim=0).indices.T

@@ -1,0 +1,43 @@
+"""Writing a notebook's results: figures as PNG and PDF, headline numbers as JSON."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from ..runtime.atomic import write_file
+
+
+def save_figure(fig: plt.Figure, out_dir: str | os.PathLike, name: str) -> Path:
+    """Write `fig` to out_dir/name.png and out_dir/name.pdf; returns the PNG's path.
+
+    The PDF carries no creation date, so a rerun that draws the same figure writes the same bytes.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = out_dir / f"{name}.png"
+    fig.savefig(png, dpi=150, bbox_inches="tight")
+    fig.savefig(out_dir / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None})
+    return png
+
+
+def _plain(value):
+    """JSON-ready copy: tensors and arrays become lists, NaN and inf become None."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_metrics(out_dir: str | os.PathLike, metrics: dict, name: str = "metrics.json") -> Path:
+    """Write `metrics` as JSON to out_dir/name, atomically (write, then rename)."""
+    text = json.dumps(_plain(metrics), indent=1)
+    return write_file(Path(out_dir) / name, lambda f: Path(f).write_text(text))

@@ -1,0 +1,28 @@
+"""The command line: python -m l3d (and -m l3d.cli, for torchrun), the built-in TMS example, resuming."""
+import json
+import os
+import subprocess
+import sys
+
+import l3d
+from l3d.cli import main
+
+
+def test_command_line_decomposes_and_resumes_with_silence(tmp_path):
+    args = ["--out", str(tmp_path), "--setup-kwargs", '{"n_samples": 64}', "--epochs", "2", "--batch-size", "16",
+            "--silence", "1", "--silence-from", "1", "--checkpoint-every", "3", "--device", "cpu"]
+    main(args)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert len(history["reconstruction_error"]) == len(history["dropped_energy"]) == 2
+    decomposition = l3d.Decomposition.load(tmp_path / "decomposition")
+    assert decomposition.n_subnetworks == 5
+    main(args[:-2] + ["--epochs", "3", "--resume", "--device", "cpu"])
+    assert len(json.loads((tmp_path / "history.json").read_text())["dropped_energy"]) == 3
+
+
+def test_python_dash_m_runs_the_command_line():
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for module in ("l3d", "l3d.cli"):
+        done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr
+        assert "--setup" in done.stdout and "python -m l3d" in done.stdout
