@@ -24,7 +24,7 @@ env: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[notebooks,test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[experiments,notebooks,test]'
 	touch $@
 
 # Every notebook at paper scale; outputs (figures, metrics.json, the executed notebook) in figures/<notebook>/.
