@@ -12,6 +12,7 @@ from .gradients import DenseGradients, GradientCollector, call_with
 from .impacts import impact, top_samples
 from .interventions import intervene, intervention_sweep, output_derivative, top_affected_outputs
 from .params import select_tensors
+from .pipeline import L3DConfig, Run, decompose
 from .runtime.device import resolve_device
 from .runtime.validate import check_parameters
 from .train import GradientSource, History, evaluate, fit
@@ -21,5 +22,5 @@ __all__ = [
     "Decomposition", "LossParts", "batch_top_k", "resolve_device", "divergence", "reference_outputs",
     "DenseGradients", "GradientCollector", "call_with", "impact", "top_samples", "intervene", "intervention_sweep",
     "output_derivative", "top_affected_outputs", "select_tensors", "GradientSource", "History",
-    "evaluate", "fit", "Tucker", "check_parameters",
+    "evaluate", "fit", "Tucker", "check_parameters", "L3DConfig", "Run", "decompose",
 ]

@@ -1,30 +1,31 @@
-"""Command line: decompose a model, on one process or data-parallel under torchrun, resumable.
+"""Command line: decompose a model with `l3d.decompose`, on one process or data-parallel under torchrun, resumable.
 
     python -m l3d --out runs/tms                                               # the built-in TMS example
-    torchrun --nproc_per_node=8 -m l3d.cli --setup mypkg.l3d_setup:make --out runs/h4 \\
-        --subnetworks 100 --rank 25 --epochs 100 --batch-size 16 --lr 0.003 --lr-decay-every 10 \\
+    torchrun --nproc_per_node=8 -m l3d --setup mypkg.l3d_setup:make --out runs/h4 \\
+        --n-subnetworks 100 --rank 25 --epochs 100 --batch-size 16 --lr 0.003 --lr-decay-every 10 \\
         --warm-start-epochs 10 --checkpoint-every 500 --resume
 
-`--setup module:function` names a function returning a dict with `model`, `inputs` (items along dim 0)
-and `tensors` (names or globs), and optionally `divergence`, `reference`, `sequence`, `forward` (as
+Every setting of `l3d.L3DConfig` is an option (`--n-subnetworks`, `--top-k`, ...). `--setup module:function`
+names a function returning a dict with `model`, `inputs` (items along dim 0) and `tensors` (names or
+globs), and optionally `divergence`, `reference` (defaults for those settings), `sequence`, `forward` (as
 for GradientCollector). Every process calls it, so it must build the same model and data each time.
-Rank 0 writes out/checkpoints/, out/decomposition/ (Decomposition.load reads it) and out/history.json.
-Run the same command again with --resume after an interruption to continue from the last checkpoint.
+Rank 0 writes out/checkpoints/ and out/decomposition/ (the decomposition, which `Decomposition.load` reads,
+and run.json with every setting and the history). Run the same command again with --resume after an
+interruption to continue from the last checkpoint.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
+import typing
 from pathlib import Path
 
 import torch
 
-from .decomposition import Decomposition
-from .gradients import GradientCollector
+from .pipeline import L3DConfig, decompose
 from .runtime import distributed
-from .runtime.atomic import write_file
-from .train import GradientSource, fit
 
 
 def tms(n_samples: int = 1000, seed: int = 0) -> dict:
@@ -46,49 +47,38 @@ def _load_setup(spec: str):
     return getattr(importlib.import_module(module), function)
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m l3d", description=__doc__.split("\n")[0])
     p.add_argument("--setup", default="l3d.cli:tms", help="module:function returning model, inputs, tensors")
     p.add_argument("--setup-kwargs", default="{}", help="JSON keyword arguments for the setup function")
-    p.add_argument("--out", required=True, help="folder for checkpoints, the decomposition and history.json")
-    p.add_argument("--subnetworks", type=int, default=5)
-    p.add_argument("--rank", type=int, default=1)
-    p.add_argument("--top-k", type=float, default=0.1)
-    p.add_argument("--epochs", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=32, help="global batch (items), split over processes")
-    p.add_argument("--chunk-size", type=int, default=None, help="items per gradient pass (multiple of the batch)")
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--lr-decay", type=float, default=0.8)
-    p.add_argument("--lr-decay-every", type=int, default=100)
-    p.add_argument("--warm-start-epochs", type=int, default=0)
-    p.add_argument("--silence", type=float, default=0.0, help="penalty on the coefficients BatchTopK drops (0: the paper's loss)")
-    p.add_argument("--silence-from", type=int, default=0, help="epoch the silence penalty starts at")
+    p.add_argument("--out", required=True, help="folder for checkpoints and the decomposition")
+    hints = typing.get_type_hints(L3DConfig)
+    for f in dataclasses.fields(L3DConfig):   # every setting of the run, default None: the config's (or setup's) default
+        kind = next((t for t in (int, float, str) if t in typing.get_args(hints[f.name]) or hints[f.name] is t), str)
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None, help=f"default {f.default!r}")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
-    args = p.parse_args(argv)
+    return p
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(L3DConfig) if getattr(args, f.name) is not None}
     shard, device = distributed.setup(args.device)
     try:
         setup = _load_setup(args.setup)(**json.loads(args.setup_kwargs))
-        model = setup["model"].to(device)
-        collector = GradientCollector(
-            model, setup["tensors"], **{k: setup[k] for k in ("divergence", "reference", "sequence", "forward") if k in setup}
-        )
-        source = GradientSource(collector, setup["inputs"].to(device), args.batch_size, args.chunk_size, seed=args.seed)
-        decomposition = Decomposition(collector.shapes, args.subnetworks, args.rank, args.top_k, seed=args.seed).to(device)
+        defaults = {k: setup[k] for k in ("divergence", "reference") if k in setup}
+        config = L3DConfig(**{**defaults, **given})
         out = Path(args.out)
-        history = fit(
-            decomposition, source, args.epochs, lr=args.lr, lr_decay=args.lr_decay, lr_decay_every=args.lr_decay_every,
-            warm_start_epochs=args.warm_start_epochs, silence=args.silence, silence_from=args.silence_from,
-            checkpoint_dir=out / "checkpoints",
-            checkpoint_every=args.checkpoint_every, resume=args.resume,
+        run = decompose(
+            setup["model"].to(device), setup["inputs"].to(device), setup["tensors"], config,
+            **{k: setup[k] for k in ("sequence", "forward") if k in setup},
+            checkpoint_dir=out / "checkpoints", checkpoint_every=args.checkpoint_every, resume=args.resume,
         )
         if shard.is_main:
-            decomposition.save(out / "decomposition")
-            write_file(out / "history.json", lambda f: Path(f).write_text(json.dumps(history.to_dict())))
-            print(f"reconstruction error {history.reconstruction_error[-1]:.4f}, dead {history.dead}; wrote {out}")
+            run.save(out / "decomposition")
+            print(f"reconstruction error {run.history.reconstruction_error[-1]:.4f}, dead {run.history.dead}; wrote {out}")
     finally:
         distributed.teardown()
 

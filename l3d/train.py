@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .decomposition import Decomposition, LossParts, as_divisor
-from .divergences import check_outputs
+from .divergences import check_outputs, random_others
 from .gradients import GradientCollector
 from .runtime import distributed
 
@@ -40,6 +40,7 @@ class GradientSource:
         shuffle: bool = True,
         seed: int = 0,
         shard: distributed.Shard | None = None,
+        active: Tensor | None = None,
     ):
         if not isinstance(inputs, Tensor):
             raise TypeError(f"inputs must be a tensor with items along dim 0, got {type(inputs).__name__}")
@@ -58,7 +59,16 @@ class GradientSource:
         if collector.reference == "random" and not collector.sequence and chunk_size < 2:
             raise ValueError("reference='random' draws another sample of the same chunk: use chunk_size >= 2")
         check_outputs(collector.outputs(inputs[: min(n, 16)]), collector.divergence)
+        if active is not None:
+            if collector.sequence or collector.reference != "random" or self.shard.active:
+                raise ValueError("active (labels per input) needs one output per input, reference='random' and a "
+                                 "single process")
+            if active.dim() != 2 or active.shape[0] != n:
+                raise ValueError(f"active must be (n_inputs, n_subnetworks) = ({n}, C), got {tuple(active.shape)}")
+            active = active.bool().to(inputs.device)
         self.collector = collector
+        self.active = active
+        self.mask: Tensor | None = None   # with `active`: the (batch, C) mask of the batch just handed out
         self.inputs = inputs
         self.batch_size = batch_size
         self.chunk_size = chunk_size
@@ -97,18 +107,26 @@ class GradientSource:
                 self.generator.set_state(resume["chunk_generator"])
         for chunk, start in enumerate(range(first * self.chunk_size, n, self.chunk_size), start=first):
             self._position = {"epoch_generator": epoch_state, "chunk": chunk, "chunk_generator": self.generator.get_state(), "taken": skip}
-            grads = self._chunk_gradients(self.inputs[order[start:start + self.chunk_size]])
+            index = order[start:start + self.chunk_size]
+            grads, masks = self._chunk_gradients(index)
             per_batch = grads.n_samples // (min(self.chunk_size, n - start) // self.batch_size)
             for b in range(skip * per_batch, grads.n_samples, per_batch):
                 self._position["taken"] += 1
+                self.mask = None if masks is None else masks[b:b + per_batch]
                 yield grads[b:b + per_batch]
             skip = 0
         self._position = None
 
-    def _chunk_gradients(self, items: Tensor):
-        """This process's gradients of a chunk of whole batches (references drawn over the whole chunk)."""
+    def _chunk_gradients(self, index: Tensor):
+        """This process's gradients of a chunk of whole batches (references drawn over the whole chunk), and
+        with `active` the subnetworks allowed on each sample: those of the circuits on in it or its reference."""
+        items = self.inputs[index]
+        if self.active is not None:
+            others = random_others(len(index), self.generator, items.device)
+            references = self.collector.outputs(items).detach()[others]
+            return self.collector(items, references), self.active[index] | self.active[index[others]]
         if not self.shard.active:
-            return self.collector(items, generator=self.generator)
+            return self.collector(items, generator=self.generator), None
         references = self.collector.references(items, self.generator)     # (samples, out), same on every process
         share = self.batch_size // self.shard.world_size
         ours = torch.arange(items.shape[0], device=items.device).view(-1, self.shard.world_size, share)[:, self.shard.rank].flatten()
@@ -116,7 +134,7 @@ class GradientSource:
             references = references.reshape(items.shape[0], -1, references.shape[-1])[ours].flatten(0, 1)
         else:
             references = references[ours]
-        return self.collector(items[ours], references)
+        return self.collector(items[ours], references), None
 
     def state_dict(self) -> dict:
         """The generator and the position in the current epoch (None between epochs)."""
@@ -268,11 +286,14 @@ def fit(
 ) -> History:
     """Train `decomposition` on `source` with Adam; lr × lr_decay every lr_decay_every epochs.
 
-    The first warm_start_epochs keep every coefficient (top_k = 1). Decoder directions are put back to
+    The first warm_start_epochs keep every coefficient (top_k = 1). A source with labels (`active`) keeps,
+    in place of BatchTopK's choice, the coefficients of the subnetworks its mask allows (a diagnostic:
+    `l3d.experiments.ground_truth.fit_circuit_aligned`). Decoder directions are put back to
     unit norm after every step. A non-finite loss or gradient stops training with an error naming the step.
 
     silence: from epoch `silence_from` on, the loss minimized is (Σ ||g − ĝ||² + silence · S) / Σ ||g||², S the
-        dropped energy, of the coefficients BatchTopK drops (`History.dropped_energy` records S / Σ ||g||²). 0 is the paper's loss. Only the coefficients a subnetwork is
+        dropped energy, of the coefficients BatchTopK drops (`History.dropped_energy` records S / Σ ||g||²).
+        0 is the paper's loss. Only the coefficients a subnetwork is
         selected for train its encoder, so nothing else stops an encoder from also responding to samples it
         does not serve; S penalizes that response (our addition; measured in notebook 03). Started late, once
         the subnetworks have found their circuits, it cleans the encoders without making a subnetwork give up
@@ -352,7 +373,8 @@ def fit(
         penalty = silence if epoch >= silence_from else 0.0    # weight of the dropped energy in this epoch's loss
         stats = stats or _EpochStats(decomposition.n_subnetworks, device, silence > 0)
         for grads in source:
-            parts = decomposition.loss(grads, top_k, distributed=shard.active, dropped_energy=silence > 0)
+            parts = decomposition.loss(grads, top_k, distributed=shard.active, dropped_energy=silence > 0,
+                                      mask=source.mask)
             summary = _summary(parts)                     # the whole batch's error, Σ||g||², active counts, [S]
             objective = parts.error + penalty * parts.dropped_energy if penalty else parts.error
             loss = objective / as_divisor(summary[1].to(parts.error.dtype))   # this process's part of the global loss

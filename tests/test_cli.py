@@ -12,12 +12,14 @@ def test_command_line_decomposes_and_resumes_with_silence(tmp_path):
     args = ["--out", str(tmp_path), "--setup-kwargs", '{"n_samples": 64}', "--epochs", "2", "--batch-size", "16",
             "--silence", "1", "--silence-from", "1", "--checkpoint-every", "3", "--device", "cpu"]
     main(args)
-    history = json.loads((tmp_path / "history.json").read_text())
+    record = json.loads((tmp_path / "decomposition" / "run.json").read_text())
+    history = record["history"]
     assert len(history["reconstruction_error"]) == len(history["dropped_energy"]) == 2
+    assert record["config"]["silence"] == 1 and record["config"]["batch_size"] == 16 and record["config"]["epochs"] == 2
     decomposition = l3d.Decomposition.load(tmp_path / "decomposition")
     assert decomposition.n_subnetworks == 5
     main(args[:-2] + ["--epochs", "3", "--resume", "--device", "cpu"])
-    assert len(json.loads((tmp_path / "history.json").read_text())["dropped_energy"]) == 3
+    assert len(json.loads((tmp_path / "decomposition" / "run.json").read_text())["history"]["dropped_energy"]) == 3
 
 
 def test_python_dash_m_runs_the_command_line():

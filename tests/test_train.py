@@ -179,3 +179,27 @@ def test_batches_whose_gradients_are_all_zero_train_and_score_as_zero_error():
     zero_batch = next(iter(l3d.GradientSource(collector, inputs[:16], 8, shuffle=False)))
     parts = decomposition.loss(zero_batch)
     assert parts.loss.item() == 0 and parts.error.item() == 0
+
+
+def test_a_source_with_labels_trains_only_the_allowed_subnetworks():
+    # fit on GradientSource(active=...): each sample's coefficients are those its mask allows (sample or reference)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 3, bias=False)
+    collector = l3d.GradientCollector(model, "weight", divergence="mse")
+    inputs = sparse_features(64, 3, 0.4, generator=torch.Generator().manual_seed(0))   # no all-zero input
+    active = inputs != 0
+    source = l3d.GradientSource(collector, inputs, 16, chunk_size=64, seed=0, active=active)
+    dec = l3d.Decomposition(collector.shapes, n_subnetworks=3, rank=1, top_k=0.3, seed=0)
+    seen = []
+    l3d.fit(dec, source, 2, progress=False, callback=lambda step, parts: seen.append(parts.mask.clone()))
+    assert len(seen) == 8
+    # the masks handed out are exactly active[i] | active[reference of i] for the batches of each epoch
+    replay = l3d.GradientSource(collector, inputs, 16, chunk_size=64, seed=0, active=active)
+    expected = []
+    for _ in range(2):
+        for _ in replay:
+            expected.append(replay.mask.clone())
+    assert all(torch.equal(a.bool(), b) for a, b in zip(seen, expected))
+    assert all(m.bool().any(1).all() for m in seen)     # every sample here has a circuit on: its own, at least
+    with pytest.raises(ValueError, match=r"active must be \(n_inputs, n_subnetworks\)"):
+        l3d.GradientSource(collector, inputs, 16, active=active[:10])

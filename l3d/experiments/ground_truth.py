@@ -16,13 +16,11 @@ from dataclasses import dataclass
 import torch
 from scipy.optimize import linear_sum_assignment, minimize_scalar
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from ..decomposition import Decomposition, as_divisor
-from ..divergences import random_others
+from ..decomposition import Decomposition
 from ..gradients import GradientCollector, call_with
 from ..impacts import impact
-from ..train import GradientSource, evaluate, fit
+from ..train import GradientSource, History, evaluate, fit
 
 
 def match(score: Tensor) -> list[tuple[int, int]]:
@@ -247,16 +245,17 @@ def fit_circuit_aligned(
     silence: float = 1.0,
     seed: int = 0,
     progress: bool = False,
-) -> list[float]:
+) -> History:
     """Train `decomposition` with the labels: subnetwork c serves a sample only where circuit c is on, in the
-    sample or in its reference. This is the L3D loss with BatchTopK's choice replaced by that mask, plus
-    `silence` times the energy of the coefficients the mask drops (so the encoders stay quiet elsewhere).
+    sample or in its reference. This is `l3d.fit` on a source with labels (`GradientSource(active=...)`): the
+    L3D loss with BatchTopK's choice replaced by that mask, plus `silence` times the energy of the
+    coefficients the mask drops (so the encoders stay quiet elsewhere), all inputs in one gradient pass per
+    epoch with a random other sample as every sample's reference.
 
     inputs: (N, n_in); active: (N, C) bool, which circuits each input has on (one circuit per subnetwork).
-    A random other sample is every sample's reference, drawn anew each epoch as in `l3d.fit`.
     Uses the labels: a diagnostic of what a decomposition with one subnetwork per circuit can reach (its error,
     its purity, whether the paper's loss keeps it; notebook 04), never a way to choose a decomposition.
-    Returns the training reconstruction error Σ‖g − ĝ‖² / Σ‖g‖² of every epoch.
+    Returns the training history.
     """
     n = inputs.shape[0]
     if active.shape != (n, decomposition.n_subnetworks):
@@ -264,35 +263,9 @@ def fit_circuit_aligned(
                          f"got {tuple(active.shape)}")
     if not 2 <= batch_size <= n:
         raise ValueError(f"batch_size must lie in 2..{n} (the number of inputs), got {batch_size}")
-    if epochs < 1 or lr_decay_every < 1 or lr <= 0 or silence < 0:
-        raise ValueError(f"epochs and lr_decay_every must be ≥ 1, lr > 0 and silence ≥ 0; "
-                         f"got {epochs}, {lr_decay_every}, {lr}, {silence}")
-    if collector.sequence:
-        raise ValueError("fit_circuit_aligned needs a model with one output per input (a toy), not a sequence model")
-    decomposition.check_shapes(collector.shapes, "the collector")
-    generator = torch.Generator().manual_seed(seed)
-    active = active.bool().to(inputs.device)
-    optimizer = torch.optim.Adam(decomposition.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_decay_every, gamma=lr_decay)
-    outputs = collector.outputs(inputs)
-    errors = []
-    for _ in tqdm(range(epochs), desc="L3D (circuit-aligned)", disable=not progress):
-        others = random_others(n, generator, inputs.device)
-        grads = collector(inputs, references=outputs[others])
-        allowed = active | active[others]                                    # (N, C)
-        error = total = 0.0
-        for batch in torch.randperm(n, generator=generator)[: n // batch_size * batch_size].split(batch_size):
-            batch = batch.to(inputs.device)
-            parts = decomposition.loss(grads[batch], mask=allowed[batch], dropped_energy=True)
-            loss = (parts.error + silence * parts.dropped_energy) / as_divisor(parts.total)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            decomposition.normalize_decoder_()
-            error, total = error + parts.error.item(), total + parts.total.item()
-        errors.append(error / max(total, 1e-300))
-        scheduler.step()
-    return errors
+    source = GradientSource(collector, inputs, batch_size, chunk_size=n // batch_size * batch_size, seed=seed,
+                            active=active)
+    return fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, progress=progress, silence=silence)
 
 
 def aligned_then_paper(

@@ -9,10 +9,6 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 from tqdm.auto import tqdm
 
-from ..decomposition import Decomposition
-from ..gradients import GradientCollector
-from ..initialize import best_start, init_from_gradients_
-from ..train import GradientSource, History, fit
 from .ground_truth import match
 
 
@@ -275,58 +271,3 @@ def high_rank_circuits(n_features: int = 25, n_hidden: int = 10) -> MLP:
 def square_mlp(n_features: int = 5, width: int = 5, depth: int = 4) -> MLP:
     """Complex loss landscape: GeLU MLP n_features → depth hidden layers of `width` → n_features, fit to x ↦ x²."""
     return MLP([n_features, *[width] * depth, n_features], "gelu")
-
-
-def decompose_toy(
-    model: nn.Module,
-    inputs: Tensor,
-    n_subnetworks: int,
-    rank: int = 1,
-    tensors: str | list[str] = "*",
-    top_k: float = 0.1,
-    epochs: int = 1000,
-    batch_size: int = 32,
-    lr: float = 0.01,
-    lr_decay: float = 0.8,
-    lr_decay_every: int = 100,
-    warm_start_epochs: int = 0,
-    init: str = "random",
-    restarts: int = 1,
-    restart_epochs: int = 100,
-    seed: int = 0,
-    progress: bool = True,
-    reference: str = "random",
-    silence: float = 0.0,
-    silence_from: int = 0,
-) -> tuple[Decomposition, History, GradientCollector, GradientSource]:
-    """L3D on a toy model as in the paper: MSE divergence to a random other sample's output, Adam with
-    lr × lr_decay every lr_decay_every epochs, all of `inputs` in one gradient chunk per epoch.
-
-    reference: how the reference output of the MSE divergence is drawn (`l3d.divergences.reference_outputs`;
-    "random", the paper's choice, or "mean").
-    init: "random" (the paper) or "gradients" (`l3d.initialize.init_from_gradients_`: start from per-sample
-    gradients picked k-means++ style). restarts > 1: that many starting points (seeds 1000·seed + r) are
-    trained for `restart_epochs` epochs and the one with the lowest loss is trained to the end
-    (`l3d.initialize.best_start`, on the paper's loss; no ground truth involved). silence, silence_from: the
-    penalty on the coefficients BatchTopK drops and the epoch it starts at (`l3d.fit`; silence 0 is the paper's loss).
-    Returns the decomposition, its history, the gradient collector and the source (for `l3d.evaluate`).
-    """
-    if init not in ("random", "gradients"):
-        raise ValueError(f"init must be 'random' or 'gradients', got {init!r}")
-    if restarts < 1:
-        raise ValueError(f"restarts must be at least 1, got {restarts}")
-    collector = GradientCollector(model, tensors, divergence="mse", reference=reference, chunk_size=inputs.shape[0])
-    source = GradientSource(collector, inputs, batch_size, chunk_size=inputs.shape[0] // batch_size * batch_size, seed=seed)
-    start_grads = collector(inputs, generator=torch.Generator().manual_seed(seed)) if init == "gradients" else None
-
-    def make(start_seed: int) -> Decomposition:
-        decomposition = Decomposition(collector.shapes, n_subnetworks, rank=rank, top_k=top_k, seed=start_seed)
-        decomposition = decomposition.to(inputs.device)
-        if start_grads is not None:
-            init_from_gradients_(decomposition, start_grads, seed=start_seed)
-        return decomposition
-
-    decomposition = best_start(make, source, restarts, restart_epochs, lr=lr, seed=1000 * seed)[0] if restarts > 1 else make(seed)
-    history = fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, progress,
-                  silence=silence, silence_from=silence_from)
-    return decomposition, history, collector, source

@@ -1,4 +1,4 @@
-"""The toy models, their data, the (stacked) toy trainer and decompose_toy."""
+"""The toy models, their data and the (stacked) toy trainer."""
 import pytest
 import torch
 
@@ -136,33 +136,3 @@ def test_train_toy_fits_square_targets():
     model = toys.square_mlp()
     losses = toys.train_toy(model, x, x ** 2, epochs=30, batch_size=64, lr=1e-2, progress=False)
     assert losses[-1] < 0.5 * losses[0]
-
-
-def test_decompose_toy_is_a_plain_fit_and_screens_restarts():
-    g = torch.Generator().manual_seed(0)
-    x = toys.sparse_features(64, 10, generator=g)
-    model = toys.circuit_superposition()
-    decomposition, history, collector, _ = toys.decompose_toy(model, x, n_subnetworks=4, epochs=3, seed=3, progress=False)
-    source = l3d.GradientSource(collector, x, 32, chunk_size=64, seed=3)
-    expected = l3d.Decomposition(collector.shapes, 4, rank=1, seed=3)
-    expected_history = l3d.fit(expected, source, 3, progress=False)
-    assert history.reconstruction_error == expected_history.reconstruction_error
-    for a, b in zip(decomposition.parameters(), expected.parameters()):
-        assert torch.equal(a, b)
-    kept, kept_history, _, _ = toys.decompose_toy(model, x, n_subnetworks=4, epochs=3, restarts=2, restart_epochs=2,
-                                                  seed=0, progress=False)
-    assert len(kept_history.reconstruction_error) == 3 and set(kept.names) == {n for n, _ in model.named_parameters()}
-    with pytest.raises(ValueError, match="restarts"):
-        toys.decompose_toy(model, x, n_subnetworks=4, restarts=0)
-
-
-def test_decompose_toy_mean_reference_fits_gradients_against_the_batch_mean_output():
-    x = toys.sparse_features(64, 10, generator=torch.Generator().manual_seed(0))
-    model = toys.circuit_superposition()
-    decomposition, history, collector, source = toys.decompose_toy(model, x, n_subnetworks=4, epochs=2,
-                                                                   reference="mean", seed=0, progress=False)
-    with torch.no_grad():
-        out = model(x)
-    # the output bias's gradient of ‖f(x_i) − mean_j f(x_j)‖² is 2 (f(x_i) − mean output)
-    assert torch.allclose(collector(x).dense().grads["layers.1.bias"], 2 * (out - out.mean(0)), atol=1e-5)
-    assert len(history.reconstruction_error) == 2

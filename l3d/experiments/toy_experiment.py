@@ -1,0 +1,95 @@
+"""What the toy notebooks (01-04) share: their settings, the toy models trained per seed, the L3D samples,
+the decomposition of each seed's toy, and medians over seeds.
+
+A notebook's settings are one `ToyExperiment` subclass built from its papermill parameters
+(`Settings.from_parameters(globals())`): the toy's training (`toy_*` parameters), the L3D samples, the
+decomposition (`L3DConfig`, parameters under their own names) and what the notebook itself adds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..pipeline import L3DConfig, Run, decompose
+from ..runtime.settings import Settings, bounded
+from .toys import sparse_features, train_toys_best_of
+
+
+@dataclass(frozen=True)
+class ToyTraining(Settings):
+    """How each seed's toy is trained (the paper: 10,000 samples, each feature on with probability p_active,
+    1000 epochs of batch 32, AdamW lr 1e-3). restarts: initializations per seed, the lowest final training
+    loss is kept (paper: 1). compile: torch.compile the training step (same result, faster)."""
+
+    p_active: float = bounded(0.05, low=0, high=1, open_low=True, unprefixed=True)
+    n_train: int = bounded(10_000, low=32, unprefixed=True)
+    epochs: int = bounded(1000, low=1)
+    batch_size: int = bounded(32, low=1)
+    lr: float = bounded(1e-3, low=0, open_low=True)
+    restarts: int = bounded(4, low=1)
+    compile: bool = True
+
+
+@dataclass(frozen=True)
+class ToyExperiment(Settings):
+    """Settings every toy notebook has: one toy and one decomposition per seed (figures show `seed`),
+    n_samples L3D samples per seed (drop_zero_inputs: without all-zero inputs), the toy's training and L3D."""
+
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
+    seed: int = bounded(0, low=0)
+    device: str = bounded("auto", choices=("auto", "cpu", "cuda"))
+    out_dir: str = "figures"
+    n_samples: int = bounded(1000, low=2)
+    drop_zero_inputs: bool = False
+    toy: ToyTraining = dataclasses.field(default_factory=ToyTraining, metadata={"prefix": "toy_"})
+    l3d: L3DConfig = dataclasses.field(default_factory=L3DConfig)
+
+    def check(self) -> list[str]:
+        problems = []
+        if not self.seeds or self.seed not in self.seeds:
+            problems.append(f"seed {self.seed} must be one of seeds {self.seeds}")
+        if any(s < 0 for s in self.seeds):
+            problems.append(f"seeds must be ints >= 0, got {self.seeds}")
+        if self.l3d.batch_size > self.n_samples:
+            problems.append(f"batch_size {self.l3d.batch_size} must not exceed n_samples {self.n_samples}")
+        return problems
+
+    def l3d_config(self, seed: int, **changes) -> L3DConfig:
+        """The decomposition's settings for one seed: all n_samples inputs in one gradient pass per epoch."""
+        batch = changes.get("batch_size", self.l3d.batch_size)
+        return self.l3d.replace(seed=seed, chunk_size=self.n_samples // batch * batch, **changes)
+
+
+def train_toys(settings: ToyExperiment, build: Callable[[], nn.Module], data: Callable[[torch.Generator], tuple[Tensor, Tensor]],
+               device: torch.device) -> tuple[list[nn.Module], list[list[float]], list[tuple[Tensor, Tensor]]]:
+    """One trained toy per seed: data(generator seeded 10,000 + seed) gives its (inputs, targets); the best of
+    settings.toy.restarts initializations is kept. Returns the models, their epoch losses and the data."""
+    data_sets = [tuple(t.to(device) for t in data(torch.Generator().manual_seed(10_000 + s))) for s in settings.seeds]
+    t = settings.toy
+    models, losses = train_toys_best_of(build, data_sets, settings.seeds, t.restarts, epochs=t.epochs,
+                                        batch_size=t.batch_size, lr=t.lr, compile=t.compile)
+    return models, losses, data_sets
+
+
+def l3d_samples(settings: ToyExperiment, seed: int, n_features: int, low: float = 0.0, high: float = 1.0) -> Tensor:
+    """The n_samples inputs L3D decomposes for `seed` (generator seeded 20,000 + seed), each feature on with
+    probability p_active, uniform on [low, high]; all-zero inputs kept unless drop_zero_inputs."""
+    return sparse_features(settings.n_samples, n_features, settings.toy.p_active, low=low, high=high,
+                           generator=torch.Generator().manual_seed(20_000 + seed), drop_zero=settings.drop_zero_inputs)
+
+
+def decompose_toy(settings: ToyExperiment, model: nn.Module, inputs: Tensor, seed: int, tensors: str | list[str] = "*",
+                  progress: bool = True, **changes) -> Run:
+    """`l3d.decompose` of one seed's toy with the notebook's L3D settings (`changes` override some)."""
+    return decompose(model, inputs, tensors, settings.l3d_config(seed, **changes), progress=progress)
+
+
+def medians(rows: Iterable[dict], keys: Sequence[str]) -> dict[str, float]:
+    """Median over seeds (rows) of each key."""
+    rows = list(rows)
+    return {key: statistics.median(float(r[key]) for r in rows) for key in keys}

@@ -1,0 +1,177 @@
+"""One pipeline: from a model, its inputs and the tensors to decompose, to a fitted, saved decomposition.
+
+    config = l3d.L3DConfig(n_subnetworks=5, rank=1, top_k=0.1, epochs=1000, lr=0.01)
+    run = l3d.decompose(model, inputs, ["W_in", "W_out", "b"], config)
+    run.history.reconstruction_error[-1], run.evaluate(test_inputs), run.save("runs/tms")
+
+Steps: a `GradientCollector` (per-sample divergence gradients of the chosen tensors), a
+`GradientSource` (batches with fresh references every epoch), the start (random directions, or
+per-sample gradients picked k-means++ style; `restarts` starts screened on the paper's loss), `fit`,
+and a `Run` holding all of it with its settings. Notebooks, the command line (`python -m l3d`), the
+toy experiments and the benchmarks all decompose through `decompose`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .decomposition import Decomposition
+from .divergences import DIVERGENCES, REFERENCES
+from .gradients import GradientCollector
+from .initialize import best_start, init_from_gradients_
+from .runtime.atomic import write_file
+from .runtime.settings import Settings, bounded
+from .train import GradientSource, History, evaluate, fit
+
+
+@dataclass(frozen=True)
+class L3DConfig(Settings):
+    """Every setting of one decomposition: the gradients, the subnetworks, the start and the training.
+
+    n_subnetworks (C), rank (one Tucker rank for every mode, capped at the mode's size, or a dict of
+    per-tensor ranks), top_k (BatchTopK's fraction, 0.1 in every paper experiment).
+    divergence, reference: as `GradientCollector` ("mse" or "kl"; "random" is the paper's reference).
+    batch_size: items per step; chunk_size: items per gradient pass, references drawn within it (a
+    multiple of batch_size; None: one batch); gradient_chunk_size: items per vectorized gradient
+    computation inside a pass (memory only; None: a whole pass at once).
+    lr × lr_decay every lr_decay_every epochs; the first warm_start_epochs keep every coefficient.
+    silence, silence_from: the penalty on the coefficients BatchTopK drops (`fit`; 0 is the paper's loss).
+    init: "random" (the paper) or "gradients" (`init_from_gradients_` on the gradients of the first
+    init_samples inputs; None: all). restarts > 1: that many starts (seeds 1000·seed + r) are trained for
+    restart_epochs at constant lr and the lowest-error one goes on (`best_start`; no labels involved).
+    """
+
+    n_subnetworks: int = bounded(5, low=1)
+    rank: int | dict = 1
+    top_k: float = bounded(0.1, low=0, high=1, open_low=True)
+    divergence: str = bounded("mse", choices=DIVERGENCES)
+    reference: str = bounded("random", choices=REFERENCES)
+    epochs: int = bounded(1000, low=1)
+    batch_size: int = bounded(32, low=1)
+    chunk_size: int | None = bounded(None, low=1)
+    gradient_chunk_size: int | None = bounded(None, low=1)
+    lr: float = bounded(0.01, low=0, open_low=True)
+    lr_decay: float = bounded(0.8, low=0, high=1, open_low=True)
+    lr_decay_every: int = bounded(100, low=1)
+    warm_start_epochs: int = bounded(0, low=0)
+    silence: float = bounded(0.0, low=0)
+    silence_from: int = bounded(0, low=0)
+    init: str = bounded("random", choices=("random", "gradients"))
+    init_samples: int | None = bounded(None, low=1)
+    restarts: int = bounded(1, low=1)
+    restart_epochs: int = bounded(100, low=1)
+    seed: int = bounded(0, low=0)
+
+    def check(self) -> list[str]:
+        problems = []
+        if isinstance(self.rank, int) and (isinstance(self.rank, bool) or self.rank < 1):
+            problems.append(f"rank must be an int >= 1 or a dict of per-tensor ranks, got {self.rank!r}")
+        if self.chunk_size is not None and self.chunk_size % self.batch_size:
+            problems.append(f"chunk_size {self.chunk_size} must be a multiple of batch_size {self.batch_size}")
+        if self.init_samples is not None and self.init != "gradients":
+            problems.append(f"init_samples {self.init_samples} needs init='gradients', got init={self.init!r}")
+        return problems
+
+    def replace(self, **changes) -> L3DConfig:
+        """A copy with some settings changed (checked again)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class Run:
+    """A fitted decomposition with everything that made it: settings, gradients, data, history."""
+
+    config: L3DConfig
+    decomposition: Decomposition
+    history: History
+    collector: GradientCollector
+    source: GradientSource
+    start_errors: list[float]   # last-epoch error of each screened start ([] with one start)
+    seconds: float
+
+    def evaluate(self, inputs: Tensor | None = None, seed: int | None = None) -> dict:
+        """Reconstruction error, P_act and dead subnetworks over one pass without training: of the training
+        source (inputs None; its references go on from where training left them) or of held-out `inputs`
+        (references drawn with `seed`, default config.seed + 1)."""
+        if inputs is None:
+            return evaluate(self.decomposition, self.source)
+        batch_size = min(self.config.batch_size, inputs.shape[0])
+        seed = self.config.seed + 1 if seed is None else seed
+        return evaluate(self.decomposition, GradientSource(self.collector, inputs, batch_size, seed=seed))
+
+    def summary(self) -> dict:
+        """The run's settings and final numbers, for metrics.json."""
+        return {
+            "config": self.config.to_dict(),
+            "reconstruction_error": self.history.reconstruction_error[-1],
+            "dead": self.history.dead,
+            "start_errors": self.start_errors,
+            "history": self.history.to_dict(),
+        }
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """The decomposition (`Decomposition.load(folder)` reads it) and run.json (settings, history) in `folder`."""
+        folder = Path(folder)
+        self.decomposition.save(folder)
+        record = {"config": self.config.to_dict(), "start_errors": self.start_errors, "history": self.history.to_dict()}
+        write_file(folder / "run.json", lambda f: Path(f).write_text(json.dumps(record, indent=1)))
+        return folder
+
+
+def decompose(
+    model: nn.Module,
+    inputs: Tensor,
+    tensors: str | list[str],
+    config: L3DConfig,
+    *,
+    sequence: bool = False,
+    forward: Callable[[nn.Module, Tensor], Tensor] | None = None,
+    progress: bool = True,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+) -> Run:
+    """L3D of `model`'s `tensors` (names or globs) on `inputs` (items along dim 0) with `config`.
+
+    sequence, forward: as `GradientCollector` (every position a sample; how to call the model).
+    checkpoint_dir, checkpoint_every, resume: as `fit` (the screen of starts is not checkpointed).
+    Under torchrun every process calls decompose on the same inputs and trains on its share of each batch.
+    """
+    if not isinstance(config, L3DConfig):
+        raise TypeError(f"config must be an l3d.L3DConfig, got {type(config).__name__}")
+    if not isinstance(inputs, Tensor):
+        raise TypeError(f"inputs must be a tensor with items along dim 0, got {type(inputs).__name__}")
+    started = time.perf_counter()
+    n = inputs.shape[0]
+    if config.batch_size > n:
+        raise ValueError(f"batch_size {config.batch_size} must not exceed the {n} inputs")
+    collector = GradientCollector(model, tensors, divergence=config.divergence, reference=config.reference,
+                                  sequence=sequence, forward=forward, chunk_size=config.gradient_chunk_size or n)
+    source = GradientSource(collector, inputs, config.batch_size, chunk_size=config.chunk_size, seed=config.seed)
+    start_inputs = inputs[: config.init_samples] if config.init == "gradients" else None
+    start_grads = None if start_inputs is None else collector(start_inputs, generator=torch.Generator().manual_seed(config.seed))
+
+    def make(seed: int) -> Decomposition:
+        decomposition = Decomposition(collector.shapes, config.n_subnetworks, config.rank, config.top_k, seed=seed)
+        decomposition = decomposition.to(inputs.device)
+        if start_grads is not None:
+            init_from_gradients_(decomposition, start_grads, seed=seed)
+        return decomposition
+
+    if config.restarts > 1:
+        decomposition, start_errors = best_start(make, source, config.restarts, config.restart_epochs, lr=config.lr,
+                                                 seed=1000 * config.seed)
+    else:
+        decomposition, start_errors = make(config.seed), []
+    history = fit(decomposition, source, config.epochs, config.lr, config.lr_decay, config.lr_decay_every,
+                  config.warm_start_epochs, progress, silence=config.silence, silence_from=config.silence_from,
+                  checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume)
+    return Run(config, decomposition, history, collector, source, start_errors, time.perf_counter() - started)
