@@ -15,8 +15,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..decomposition import Decomposition
 from ..pipeline import L3DConfig, Run, decompose
 from ..runtime.settings import Settings, bounded
+from ..train import GradientSource
+from .ground_truth import Recovery, evaluate_and_recover, mmcs
 from .toys import sparse_features, train_toys_best_of
 
 
@@ -87,6 +90,22 @@ def decompose_toy(settings: ToyExperiment, model: nn.Module, inputs: Tensor, see
                   progress: bool = True, **changes) -> Run:
     """`l3d.decompose` of one seed's toy with the notebook's L3D settings (`changes` override some)."""
     return decompose(model, inputs, tensors, settings.l3d_config(seed, **changes), progress=progress)
+
+
+def score_toy(decomposition: Decomposition, source: GradientSource, model: nn.Module, circuits: Sequence[Sequence[int]],
+              seed: int, n_probe: int, n_ref: int, low: float = 0.0, high: float = 1.0,
+              first_layer: str = "layers.0.weight") -> tuple[dict, Recovery]:
+    """One decomposition of a toy against its circuits (feature lists): `evaluate_and_recover` on `source` (error
+    and P_act over one pass; matching, purity, input purity on n_probe inputs per circuit, n_ref references,
+    features uniform on [low, high]) and the MMCS of the first layer's input columns against the model's own.
+    Returns the row for metrics.json (reconstruction_error, p_act, `Recovery.summary()`, mmcs) and the Recovery."""
+    weight = dict(model.named_parameters())[first_layer].detach()                      # (hidden, n_features)
+    evaluation, found = evaluate_and_recover(decomposition, source, circuits, weight.shape[1], low=low, high=high,
+                                             n_samples=n_probe, n_ref=n_ref, seed=seed, first_layer=first_layer)
+    directions = decomposition.decoder_directions()[first_layer].detach()             # (C, hidden, n_features)
+    row = {"reconstruction_error": evaluation["reconstruction_error"], "p_act": evaluation["p_act"], **found.summary(),
+           "mmcs": mmcs(directions.transpose(1, 2).cpu(), weight.T.cpu())}
+    return row, found
 
 
 def medians(rows: Iterable[dict], keys: Sequence[str]) -> dict[str, float]:

@@ -268,6 +268,36 @@ def error_against(values: Sequence[int], errors: dict[int, Sequence[float]] | Te
     return fig
 
 
+def matched_subnetworks(directions: dict[str, Tensor], found, circuit: str = "circuit {}", cell_size: float = 0.35,
+                        title: str = "") -> plt.Figure:
+    """`subnetwork_heatmaps` with the subnetworks in the order of the circuits matched to them and labelled with
+    them, unmatched ones last (`found`: an `l3d.experiments.ground_truth.Recovery`; `circuit` formats a circuit)."""
+    order, labels = found.ordered(circuit)
+    fig = subnetwork_heatmaps(directions, subnetworks=order, row_labels=labels, cell_size=cell_size)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def label_diagnostic(rows: Sequence[dict]) -> plt.Figure:
+    """Lowest purity against reconstruction error, one colour per seed: L3D (circle), the decomposition trained
+    with the labels (triangle) and then with the paper's loss (square; the arrow). rows: one per seed with "seed"
+    and reconstruction_error, min_purity, each also prefixed "aligned_" and "aligned_then_paper_"."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for row, color in zip(rows, plt.cm.tab10.colors):
+        points = {stage: (row[f"{prefix}reconstruction_error"], row[f"{prefix}min_purity"])
+                  for stage, prefix in (("L3D", ""), ("aligned", "aligned_"), ("then", "aligned_then_paper_"))}
+        ax.scatter(*points["L3D"], marker="o", color=color, label=f"seed {row['seed']}")
+        ax.scatter(*points["aligned"], marker="^", color=color)
+        ax.scatter(*points["then"], marker="s", color=color)
+        ax.annotate("", points["then"], points["aligned"], arrowprops={"arrowstyle": "->", "color": color})
+    ax.axhline(0.8, color="grey", ls="--", lw=1)
+    ax.set(xlabel="reconstruction error", ylabel="lowest purity", ylim=(-0.02, 1.02),
+           title="○ L3D   △ with labels   □ then the paper's loss")
+    ax.legend(loc="upper left")
+    return fig
+
+
 def p_act_bars(p_act: Sequence[float] | Tensor, labels: Sequence[str] | None = None, title: str = "") -> plt.Figure:
     """P_act of every subnetwork as bars; dead subnetworks (P_act = 0) marked with a red cross."""
     p_act = torch.as_tensor(p_act, dtype=torch.float32).cpu()

@@ -100,6 +100,30 @@ def test_error_against_draws_every_seed_and_the_median():
     plt.close(fig)
 
 
+def test_matched_subnetworks_orders_rows_by_circuit():
+    from l3d.experiments.ground_truth import recovery_from_impact
+
+    dec = l3d.Decomposition({"w": (3, 4), "b": (3,)}, 3, rank=1)
+    found = recovery_from_impact(torch.tensor([[0.0, 0.0, 2.0], [1.0, 0.0, 0.0]]), [0.2, 0.0, 0.3])
+    fig = plots.matched_subnetworks(dec.decoder_directions(), found, "x{}", title="matched")
+    rows = [ax.get_ylabel() for ax in fig.axes if ax.images and ax.get_ylabel()]
+    assert rows == ["subnetwork 2 (x0)", "subnetwork 0 (x1)", "subnetwork 1 (dead)"]
+    assert fig._suptitle.get_text() == "matched"
+    plt.close(fig)
+
+
+def test_label_diagnostic_draws_three_stages_per_seed_and_an_arrow():
+    rows = [{"seed": s, "reconstruction_error": 0.2 + s, "min_purity": 0.5, "aligned_reconstruction_error": 0.3,
+             "aligned_min_purity": 0.9, "aligned_then_paper_reconstruction_error": 0.1, "aligned_then_paper_min_purity": 0.4}
+            for s in (0, 1)]
+    fig = plots.label_diagnostic(rows)
+    ax = fig.axes[0]
+    points = [tuple(c.get_offsets()[0]) for c in ax.collections]
+    assert points == [(0.2, 0.5), (0.3, 0.9), (0.1, 0.4), (1.2, 0.5), (0.3, 0.9), (0.1, 0.4)]
+    assert len(ax.texts) == 2 and [t.get_text() for t in ax.get_legend().get_texts()] == ["seed 0", "seed 1"]
+    plt.close(fig)
+
+
 def test_p_act_bars_marks_exactly_the_dead_subnetworks():
     fig = plots.p_act_bars([0.2, 0.0, 0.05, 0.0], title="P_act")
     ax = fig.axes[0]

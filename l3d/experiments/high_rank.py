@@ -1,0 +1,130 @@
+"""Notebook 03, higher-rank circuits (paper §4.3): circuits that are groups of features switching on together.
+
+n_groups groups of group_size features (`toys.group_features`); a one-hidden-layer ReLU network
+n_groups·group_size → n_hidden → n_groups·group_size fit to y = A x, A_ij ~ U(0, coefficient_max), so a
+group's circuit has rank up to group_size in each weight matrix. Every seed's toy is decomposed at every
+Tucker rank of `ranks` and scored against the groups (`score_toy`), with the share of each subnetwork's
+decoder direction in the first layer (what reads the inputs); `medians_by_rank` aggregates over seeds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..decomposition import Decomposition
+from ..pipeline import Run
+from ..runtime.settings import bounded
+from .ground_truth import Recovery
+from .toy_experiment import ToyExperiment, decompose_toy, medians, score_toy, train_toys
+from .toys import feature_groups, group_features, high_rank_circuits, random_coefficients
+
+MEDIAN_KEYS = ("reconstruction_error", "n_live", "min_purity", "min_input_purity", "min_first_layer_share_matched",
+               "max_first_layer_share_extra", "mmcs")
+
+
+@dataclass(frozen=True)
+class HighRank(ToyExperiment):
+    """Notebook 03's settings: the toy (n_groups, group_size, n_hidden, coefficient_max), the Tucker ranks
+    decomposed (`ranks`; the figures show `show_rank`) and the scoring (n_probe inputs per group, n_ref references)."""
+
+    n_groups: int = bounded(5, low=2)
+    group_size: int = bounded(5, low=1)
+    n_hidden: int = bounded(10, low=1)
+    coefficient_max: float = bounded(3.0, low=0, open_low=True)
+    ranks: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4, 5], metadata={"low": 1})
+    show_rank: int = bounded(3, low=1)
+    n_probe: int = bounded(200, low=2)
+    n_ref: int = bounded(10, low=1)
+
+    def check(self) -> list[str]:
+        problems = super().check()
+        if self.show_rank not in self.ranks:
+            problems.append(f"ranks {self.ranks} must include show_rank {self.show_rank}")
+        return problems
+
+    @property
+    def n_features(self) -> int:
+        return self.n_groups * self.group_size
+
+    @property
+    def groups(self) -> list[list[int]]:
+        """The features of each group (the circuits)."""
+        return feature_groups(self.n_groups, self.group_size)
+
+
+def train_high_rank_toys(settings: HighRank, device: torch.device) -> tuple[list[nn.Module], list[list[float]]]:
+    """One toy per seed: A (n_features, n_features) then n_train grouped inputs from the generator seeded
+    10,000 + seed, targets x Aᵀ. Returns the models and their epoch losses."""
+    n = settings.n_features
+
+    def data(generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        A = random_coefficients(n, n, settings.coefficient_max, generator).to(device)              # (out, in)
+        x = group_features(settings.toy.n_train, settings.n_groups, settings.group_size, settings.toy.p_active,
+                           generator=generator).to(device)                                          # (n_train, in)
+        return x, x @ A.T
+
+    models, losses, _ = train_toys(settings, lambda: high_rank_circuits(n, settings.n_hidden), data, device)
+    return models, losses
+
+
+def group_samples(settings: HighRank, seed: int) -> Tensor:
+    """The n_samples inputs L3D decomposes for `seed` (generator seeded 20,000 + seed): groups on with
+    probability p_active; all-zero inputs dropped when drop_zero_inputs."""
+    return group_features(settings.n_samples, settings.n_groups, settings.group_size, settings.toy.p_active,
+                          generator=torch.Generator().manual_seed(20_000 + seed), drop_zero=settings.drop_zero_inputs)
+
+
+def first_layer_shares(decomposition: Decomposition, found: Recovery, first_layer: str = "layers.0.weight") -> dict:
+    """How much of each subnetwork reads the inputs: the share ‖d_k^first‖² of its unit-norm decoder direction in
+    the first layer (first_layer_share, per subnetwork), its lowest value over the subnetworks matched to a group
+    and its highest over the live subnetworks matched to none (0 when there are none)."""
+    direction = decomposition.decoder_directions()[first_layer].detach()        # (C, hidden, inputs)
+    share = direction.flatten(1).pow(2).sum(1).tolist()
+    matched = list(found.subnetwork_of.values())
+    extra = [k for k in found.live if k not in matched]
+    return {"first_layer_share": share,
+            "min_first_layer_share_matched": min((share[k] for k in matched), default=0.0),
+            "max_first_layer_share_extra": max((share[k] for k in extra), default=0.0)}
+
+
+def decompose_ranks(settings: HighRank, models: list[nn.Module], toy_losses: list[list[float]], device: torch.device,
+                    out_dir: str | os.PathLike) -> tuple[dict[tuple[int, int], tuple[Run, Recovery]], list[dict]]:
+    """Every seed's toy decomposed at every rank (saved to out_dir/decomposition_seed{s}_rank{r}) and scored
+    against the groups as soon as it is trained. Returns {(seed, rank): (run, recovery)} and one row per
+    (seed, rank) for metrics.json."""
+    runs, per_seed = {}, []
+    for s, toy, losses in zip(settings.seeds, models, toy_losses):
+        inputs = group_samples(settings, s).to(device)
+        for rank in settings.ranks:
+            run = decompose_toy(settings, toy, inputs, s, progress=False, rank=rank)
+            run.save(Path(out_dir) / f"decomposition_seed{s}_rank{rank}")
+            row, found = score_toy(run.decomposition, run.source, toy, settings.groups, s, settings.n_probe, settings.n_ref)
+            per_seed.append({"seed": s, "rank": rank, "toy_loss": losses[-1], **row,
+                             "final_training_error": run.history.reconstruction_error[-1],
+                             **first_layer_shares(run.decomposition, found)})
+            runs[s, rank] = run, found
+    return runs, per_seed
+
+
+def medians_by_rank(settings: HighRank, per_seed: list[dict]) -> dict[int, dict]:
+    """Per rank, the medians over seeds of MEDIAN_KEYS and the number of seeds with one live subnetwork per group."""
+    by_rank = {rank: [r for r in per_seed if r["rank"] == rank] for rank in settings.ranks}
+    return {rank: {**medians(rows, MEDIAN_KEYS), "one_per_group_seeds": sum(r["one_per_circuit"] for r in rows)}
+            for rank, rows in by_rank.items()}
+
+
+def errors_by_seed(settings: HighRank, per_seed: list[dict]) -> list[list[float]]:
+    """(n_seeds, n_ranks) reconstruction errors, for `plots.error_against`."""
+    error = {(r["seed"], r["rank"]): r["reconstruction_error"] for r in per_seed}
+    return [[error[s, rank] for rank in settings.ranks] for s in settings.seeds]
+
+
+def p_act_labels(found: Recovery, n_subnetworks: int) -> list[str]:
+    """Bar labels for `plots.p_act_bars`: the subnetwork's index, and "g<group>" below it when it is matched."""
+    group_of = {k: g for g, k in found.matches}
+    return [f"{k}" + (f"\ng{group_of[k]}" if k in group_of else "") for k in range(n_subnetworks)]

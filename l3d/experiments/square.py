@@ -1,0 +1,199 @@
+"""Notebook 04, a complex loss landscape (paper §4.4): a deep GeLU network computing y_i = x_i².
+
+n_features inputs on [-1, 1], each a circuit (input i → output i), through `depth` GeLU layers of `width`.
+Every seed's toy is decomposed at each (C, R) of `Square.grid()` (the main n_subnetworks × rank, then
+sweep_rank with each of sweep_subnetworks) and scored against the inputs (`score_toy`); the main
+decomposition's matched subnetworks are moved alone, with larger δ, in the hidden layers only and in pairs
+(`intervene_matched`), and `label_diagnostic` asks with the labels whether the paper's loss keeps one
+subnetwork per input. `medians_by_setting` aggregates over seeds.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..decomposition import Decomposition
+from ..interventions import intervention_sweep
+from ..pipeline import Run
+from ..runtime.settings import bounded
+from .ground_truth import Recovery, aligned_then_paper, circuit_aligned_error, intervention_selectivity
+from .toy_experiment import ToyExperiment, decompose_toy, l3d_samples, medians, score_toy, train_toys
+from .toys import sparse_features, square_mlp
+
+MEDIAN_KEYS = ("reconstruction_error", "n_dead", "min_purity", "min_input_purity", "mmcs")
+STAGES = ("aligned", "aligned_then_paper")
+
+
+@dataclass(frozen=True)
+class Square(ToyExperiment):
+    """Notebook 04's settings: the toy (n_features, width, depth), the sweep over subnetworks at sweep_rank, the
+    label diagnostic (aligned_epochs, aligned_lr_decay_every), the interventions (n_deltas values of δ on
+    [-max_delta, max_delta] and [-large_delta, large_delta]; hidden_tensors for the hidden-layers-only sweep) and
+    the scoring (n_probe inputs per feature, n_ref references)."""
+
+    n_features: int = bounded(5, low=2)
+    width: int = bounded(5, low=1)
+    depth: int = bounded(4, low=1)
+    sweep_rank: int = bounded(1, low=1)
+    sweep_subnetworks: list[int] = dataclasses.field(default_factory=lambda: [3, 5, 10, 15], metadata={"low": 1})
+    aligned_epochs: int = bounded(100, low=1)
+    aligned_lr_decay_every: int = bounded(10, low=1)
+    max_delta: float = bounded(0.5, low=0, open_low=True)
+    large_delta: float = bounded(2.0, low=0, open_low=True)
+    n_deltas: int = bounded(21, low=2)
+    hidden_tensors: list[str] = dataclasses.field(default_factory=lambda: ["layers.1.*", "layers.2.*", "layers.3.*"])
+    n_probe: int = bounded(200, low=2)
+    n_ref: int = bounded(10, low=1)
+
+    def check(self) -> list[str]:
+        problems = super().check()
+        if not self.sweep_subnetworks:
+            problems.append("sweep_subnetworks must list at least one number of subnetworks")
+        return problems
+
+    @property
+    def main(self) -> tuple[int, int]:
+        """The main decomposition's (C, R)."""
+        return self.l3d.n_subnetworks, self.l3d.rank
+
+    def grid(self) -> list[tuple[int, int]]:
+        """The (C, R) decomposed: the main one first, then (c, sweep_rank) for each c of sweep_subnetworks."""
+        return [self.main] + [(c, self.sweep_rank) for c in self.sweep_subnetworks if (c, self.sweep_rank) != self.main]
+
+    @property
+    def features(self) -> list[list[int]]:
+        """The circuits: one input each."""
+        return [[j] for j in range(self.n_features)]
+
+    def interventions(self) -> dict[str, tuple[Tensor, list[str] | None, bool]]:
+        """Sweep name -> (δ values, tensors moved (None: all), pairs of subnetworks?) (paper Fig. 9, S7, S8, S9)."""
+        deltas = torch.linspace(-self.max_delta, self.max_delta, self.n_deltas)
+        large = torch.linspace(-self.large_delta, self.large_delta, self.n_deltas)
+        return {"interventions": (deltas, None, False), "interventions_large_delta": (large, None, False),
+                "interventions_hidden_only": (deltas, self.hidden_tensors, False),
+                "interventions_pairs": (deltas, None, True)}
+
+
+def train_square_toys(settings: Square, device: torch.device) -> tuple[list[nn.Module], list[list[float]], list[list[float]]]:
+    """One toy per seed, the best of toy.restarts initializations, on n_train inputs on [-1, 1] (generator seeded
+    10,000 + seed) with targets x². Returns the models, their epoch losses and each model's mean squared error
+    per output on its training data (a model that leaves x_i² out scores ≈ p_active · E[x⁴] on output i)."""
+    def data(generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        x = sparse_features(settings.toy.n_train, settings.n_features, settings.toy.p_active, low=-1.0, high=1.0,
+                            generator=generator).to(device)
+        return x, x ** 2
+
+    models, losses, data_sets = train_toys(settings, lambda: square_mlp(settings.n_features, settings.width, settings.depth),
+                                           data, device)
+    with torch.no_grad():
+        output_mse = [(toy(x) - y).pow(2).mean(0).tolist() for toy, (x, y) in zip(models, data_sets)]
+    return models, losses, output_mse
+
+
+def decompose_grid(settings: Square, models: list[nn.Module], toy_losses: list[list[float]],
+                   toy_output_mse: list[list[float]], device: torch.device, out_dir: str | os.PathLike
+                   ) -> tuple[dict[tuple[int, int, int], tuple[Run, Recovery]], list[dict]]:
+    """Every seed's toy decomposed at every (C, R) of the grid (saved to out_dir/decomposition_seed{s}_C{C}_rank{R})
+    and scored against the inputs as soon as it is trained. Returns {(seed, C, R): (run, recovery)} and one row
+    per (seed, C, R) for metrics.json."""
+    runs, per_seed = {}, []
+    for s, toy, losses, mse in zip(settings.seeds, models, toy_losses, toy_output_mse):
+        inputs = l3d_samples(settings, s, settings.n_features, low=-1.0, high=1.0).to(device)
+        for C, R in settings.grid():
+            run = decompose_toy(settings, toy, inputs, s, progress=False, n_subnetworks=C, rank=R)
+            run.save(Path(out_dir) / f"decomposition_seed{s}_C{C}_rank{R}")
+            row, found = score_toy(run.decomposition, run.source, toy, settings.features, s, settings.n_probe,
+                                   settings.n_ref, low=-1.0, high=1.0)
+            per_seed.append({"seed": s, "n_subnetworks": C, "rank": R, "toy_loss": losses[-1], "toy_output_mse": mse,
+                             **row, "final_training_error": run.history.reconstruction_error[-1]})
+            runs[s, C, R] = run, found
+    return runs, per_seed
+
+
+def intervention_groups(found: Recovery, pairs: bool) -> list[tuple[int, ...]]:
+    """The inputs moved together by each intervention: every matched input alone, or every pair of them."""
+    matched = sorted(found.subnetwork_of)
+    return list(itertools.combinations(matched, 2)) if pairs else [(j,) for j in matched]
+
+
+def own_outputs(groups: list[tuple[int, ...]], n_outputs: int) -> Tensor:
+    """(len(groups), n_outputs) bool: the outputs each intervention is meant to move (output j computes x_j²)."""
+    own = torch.zeros(len(groups), n_outputs, dtype=torch.bool)
+    for row, group in enumerate(groups):
+        own[row, list(group)] = True
+    return own
+
+
+def intervene_matched(settings: Square, model: nn.Module, run: Run, found: Recovery) -> dict[str, dict]:
+    """Every sweep of `Square.interventions` on the run's inputs, moving the subnetworks matched to each group of
+    inputs (`intervention_groups`). Returns name -> {"sweep": (groups, deltas, outputs) mean |Δ output|,
+    "groups", "deltas", "selectivity" (`intervention_selectivity` of the change averaged over δ; nan without groups)}."""
+    result = {}
+    for name, (deltas, tensors, pairs) in settings.interventions().items():
+        groups = intervention_groups(found, pairs)
+        sweep = intervention_sweep(model, run.decomposition, deltas, run.source.inputs,
+                                   subnetworks=[[found.subnetwork_of[j] for j in g] for g in groups], tensors=tensors).cpu()
+        selectivity = intervention_selectivity(sweep.mean(1), own_outputs(groups, settings.n_features)) if groups else float("nan")
+        result[name] = {"sweep": sweep, "groups": groups, "deltas": deltas, "selectivity": selectivity}
+    return result
+
+
+def panel_titles(groups: list[tuple[int, ...]], found: Recovery) -> list[str]:
+    """"subnetwork k" or "subnetworks k + l" for each intervention, for `plots.intervention_sweeps`."""
+    return [("subnetwork " if len(g) == 1 else "subnetworks ") + " + ".join(str(found.subnetwork_of[j]) for j in g)
+            for g in groups]
+
+
+def label_diagnostic(settings: Square, model: nn.Module, run: Run, seed: int) -> tuple[dict, dict[str, tuple[Decomposition, Recovery]]]:
+    """With the labels, for the main decomposition's seed (needs n_subnetworks = n_features): the error one best
+    direction per input leaves (`circuit_aligned_error`, on gradients against references drawn with `seed`),
+    also per input and sign; then a fresh decomposition trained with the labels and on with the paper's loss
+    (`aligned_then_paper` on the run's source), each stage scored like L3D. Returns the row's additions
+    (circuit_aligned_error[_by_sign], <stage>_reconstruction_error, _min_purity, _min_input_purity, _purity)
+    and stage -> (a copy of the decomposition, its recovery)."""
+    inputs, collector, config = run.source.inputs, run.collector, run.config
+    gradients = collector(inputs, generator=torch.Generator().manual_seed(seed)).dense().flat()     # (N, n_w)
+    row = {"circuit_aligned_error": circuit_aligned_error(gradients, inputs != 0)[0],
+           "circuit_aligned_error_by_sign": circuit_aligned_error(gradients, torch.cat([inputs > 0, inputs < 0], 1))[0]}
+    fresh = Decomposition(collector.shapes, config.n_subnetworks, rank=config.rank, top_k=config.top_k, seed=seed)
+    stages = {}
+    for stage, decomposition in aligned_then_paper(fresh.to(inputs.device), run.source, inputs != 0,
+                                                   settings.aligned_epochs, config.lr, config.lr_decay,
+                                                   settings.aligned_lr_decay_every, config.batch_size, seed=seed):
+        score, found = score_toy(decomposition, run.source, model, settings.features, seed,
+                                 settings.n_probe, settings.n_ref, low=-1.0, high=1.0)
+        stages[stage] = copy.deepcopy(decomposition), found
+        row.update({f"{stage}_{key}": score[key] for key in ("reconstruction_error", "min_purity", "min_input_purity", "purity")})
+    return row, stages
+
+
+def main_row(settings: Square, per_seed: list[dict], seed: int) -> dict:
+    """The row of `seed`'s main decomposition (later stages add to it)."""
+    return next(r for r in per_seed if (r["seed"], r["n_subnetworks"], r["rank"]) == (seed, *settings.main))
+
+
+def medians_by_setting(settings: Square, per_seed: list[dict]) -> dict[str, dict]:
+    """Per "CxR" of the grid, the medians over seeds of MEDIAN_KEYS and the number of seeds with every input
+    matched; for the main setting also of the selectivities and the label diagnostic's numbers, where present."""
+    rows = {(C, R): [r for r in per_seed if (r["n_subnetworks"], r["rank"]) == (C, R)] for C, R in settings.grid()}
+    median = {f"{C}x{R}": {**medians(rows[C, R], MEDIAN_KEYS), "all_matched_seeds": sum(r["all_matched"] for r in rows[C, R])}
+              for C, R in settings.grid()}
+    main = rows[settings.main]
+    keys = [f"selectivity_{name}" for name in settings.interventions()]
+    keys += [f"{stage}_{key}" for key in ("reconstruction_error", "min_purity", "min_input_purity") for stage in STAGES]
+    keys += ["circuit_aligned_error", "circuit_aligned_error_by_sign"]
+    median["{}x{}".format(*settings.main)].update(medians(main, [k for k in keys if k in main[0]]))
+    return median
+
+
+def errors_by_seed(settings: Square, per_seed: list[dict]) -> list[list[float]]:
+    """(n_seeds, len(sweep_subnetworks)) reconstruction errors at sweep_rank, for `plots.error_against`."""
+    error = {(r["seed"], r["n_subnetworks"], r["rank"]): r["reconstruction_error"] for r in per_seed}
+    return [[error[s, C, settings.sweep_rank] for C in settings.sweep_subnetworks] for s in settings.seeds]

@@ -1,0 +1,153 @@
+"""Notebook 04's experiment: settings, toys, the (C, R) grid, interventions, the label diagnostic and medians, each
+against the computation the notebook made inline before it moved into l3d.experiments.square."""
+import copy
+import itertools
+import math
+import statistics
+
+import pytest
+import torch
+
+import l3d
+from l3d.experiments import square
+from l3d.experiments.ground_truth import (aligned_then_paper, circuit_aligned_error, evaluate_and_recover,
+                                          intervention_selectivity, recovery_from_impact)
+from l3d.experiments.square import Square
+from l3d.experiments.toys import sparse_features, square_mlp, train_toys_best_of
+
+TINY = {"seeds": [0, 1], "seed": 0, "p_active": 0.3, "n_features": 3, "width": 3, "depth": 2, "n_train": 64, "toy_epochs": 2,
+        "toy_restarts": 2, "toy_compile": False, "n_subnetworks": 3, "rank": 2, "sweep_subnetworks": [2, 3],
+        "n_samples": 60, "epochs": 3, "batch_size": 8, "lr_decay_every": 2, "warm_start_epochs": 1, "n_probe": 6,
+        "n_ref": 2, "n_deltas": 3, "aligned_epochs": 2, "aligned_lr_decay_every": 1, "hidden_tensors": ["layers.1.*"]}
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    s = Square.from_parameters(TINY)
+    models, losses, mse = square.train_square_toys(s, CPU)
+    runs, per_seed = square.decompose_grid(s, models, losses, mse, CPU, tmp_path_factory.mktemp("square"))
+    return s, models, losses, mse, runs, per_seed
+
+
+def test_settings_grid_and_checks():
+    s = Square.from_parameters(TINY)
+    assert s.main == (3, 2) and s.grid() == [(3, 2), (2, 1), (3, 1)] and s.features == [[0], [1], [2]]
+    assert Square.from_parameters({**TINY, "sweep_rank": 2}).grid() == [(3, 2), (2, 2)]   # the main one once
+    sweeps = s.interventions()
+    assert list(sweeps) == ["interventions", "interventions_large_delta", "interventions_hidden_only", "interventions_pairs"]
+    assert torch.equal(sweeps["interventions_large_delta"][0], torch.linspace(-2.0, 2.0, 3))
+    assert sweeps["interventions_hidden_only"][1] == ["layers.1.*"] and sweeps["interventions_pairs"][2]
+    assert s.to_dict()["hidden_tensors"] == ["layers.1.*"] and s.to_dict()["toy"]["restarts"] == 2
+    with pytest.raises(ValueError) as caught:
+        Square.from_parameters({**TINY, "sweep_subnetworks": [], "max_delta": 0.0, "n_deltas": 1})
+    text = str(caught.value)
+    assert "sweep_subnetworks must list" in text and "max_delta must be > 0" in text and "n_deltas must be >= 2" in text
+    with pytest.raises(ValueError, match="lr_decay must be > 0 and <= 1"):
+        Square.from_parameters({**TINY, "lr_decay": 1.5})
+    assert Square.from_parameters({**TINY, "sweep_subnetworks": "[2, 4]"}).sweep_subnetworks == [2, 4]   # -p on the command line
+
+
+def test_toys_are_trained_as_the_notebook_trained_them(experiment):
+    s, models, losses, mse = experiment[:4]
+    sets = [sparse_features(64, 3, 0.3, low=-1.0, high=1.0, generator=torch.Generator().manual_seed(10_000 + seed))
+            for seed in s.seeds]
+    old_models, old_losses = train_toys_best_of(lambda: square_mlp(3, 3, 2), [(x, x ** 2) for x in sets], s.seeds, 2,
+                                                epochs=2, batch_size=32, lr=1e-3, compile=False)
+    assert losses == old_losses
+    with torch.no_grad():
+        assert mse == [(toy(x) - x ** 2).pow(2).mean(0).tolist() for toy, x in zip(old_models, sets)]
+    for new, old in zip(models, old_models):
+        assert all(torch.equal(p, q) for p, q in zip(new.parameters(), old.parameters()))
+
+
+def test_decompose_grid_scores_each_run_as_the_notebook_did(experiment):
+    s, models, losses, mse, runs, per_seed = experiment
+    assert [(r["seed"], r["n_subnetworks"], r["rank"]) for r in per_seed] == [(seed, C, R) for seed in s.seeds for C, R in s.grid()]
+    seed, toy = 1, models[1]
+    inputs = sparse_features(60, 3, 0.3, low=-1.0, high=1.0, generator=torch.Generator().manual_seed(20_000 + seed),
+                             drop_zero=False)
+    config = l3d.L3DConfig(n_subnetworks=2, rank=1, epochs=3, batch_size=8, chunk_size=56, lr_decay_every=2,
+                           warm_start_epochs=1, seed=seed)
+    run = l3d.decompose(toy, inputs, "*", config, progress=False)
+    evaluation, found = evaluate_and_recover(run.decomposition, run.source, s.features, 3, low=-1.0, high=1.0,
+                                             n_samples=6, n_ref=2, seed=seed, first_layer="layers.0.weight")
+    row = next(r for r in per_seed if (r["seed"], r["n_subnetworks"], r["rank"]) == (1, 2, 1))
+    assert row["reconstruction_error"] == evaluation["reconstruction_error"] and row["p_act"] == evaluation["p_act"]
+    assert row["final_training_error"] == run.history.reconstruction_error[-1]
+    assert row["toy_loss"] == losses[1][-1] and row["toy_output_mse"] == mse[1]
+    assert {k: row[k] for k in found.summary()} == found.summary()
+    assert torch.equal(runs[1, 2, 1][0].source.inputs, inputs)
+
+
+def test_intervention_groups_and_own_outputs_as_the_notebook_built_them():
+    found = recovery_from_impact(torch.tensor([[4.0, 0.0, 1.0], [0.0, 3.0, 0.0], [1.0, 0.0, 5.0]]), [0.1, 0.1, 0.1])
+    for pairs in (False, True):
+        groups = square.intervention_groups(found, pairs)
+        matched = sorted(found.subnetwork_of)
+        assert groups == (list(itertools.combinations(matched, 2)) if pairs else [(j,) for j in matched])
+        own = torch.zeros(len(groups), 4, dtype=torch.bool)
+        for row, g in enumerate(groups):
+            own[row, list(g)] = True
+        assert torch.equal(square.own_outputs(groups, 4), own)
+    assert square.panel_titles([(0,), (1, 2)], found) == ["subnetwork 0", "subnetworks 1 + 2"]
+
+
+def test_intervene_matched_gives_the_notebooks_sweeps_and_selectivity(experiment):
+    s, models, _, _, runs, _ = experiment
+    run, found = runs[0, 3, 2]
+    result = square.intervene_matched(s, models[0], run, found)
+    deltas, tensors, pairs = s.interventions()["interventions_hidden_only"]
+    groups = [(j,) for j in sorted(found.subnetwork_of)]
+    sweep = l3d.intervention_sweep(models[0], run.decomposition, deltas, run.source.inputs,
+                                   subnetworks=[[found.subnetwork_of[j] for j in g] for g in groups], tensors=tensors)
+    assert torch.equal(result["interventions_hidden_only"]["sweep"], sweep.cpu())
+    assert result["interventions_hidden_only"]["selectivity"] == intervention_selectivity(
+        sweep.mean(1), square.own_outputs(groups, 3))
+
+
+def test_label_diagnostic_is_the_notebooks_aligned_then_paper(experiment):
+    s, models, _, _, runs, _ = experiment
+    run, _ = runs[1, 3, 2]
+    reference = copy.deepcopy(run.source)       # the diagnostic draws on from the source's generator
+    additions, stages = square.label_diagnostic(s, models[1], run, 1)
+    inputs = reference.inputs
+    gradients = run.collector(inputs, generator=torch.Generator().manual_seed(1)).dense().flat()
+    assert additions["circuit_aligned_error"] == circuit_aligned_error(gradients, inputs != 0)[0]
+    assert additions["circuit_aligned_error_by_sign"] == circuit_aligned_error(gradients, torch.cat([inputs > 0, inputs < 0], 1))[0]
+    fresh = l3d.Decomposition(run.collector.shapes, 3, rank=2, top_k=0.1, seed=1)
+    for stage, decomposition in aligned_then_paper(fresh, reference, inputs != 0, 2, 0.01, 0.8, 1, 8, seed=1):
+        evaluation, found = evaluate_and_recover(decomposition, reference, s.features, 3, low=-1.0, high=1.0,
+                                                 n_samples=6, n_ref=2, seed=1, first_layer="layers.0.weight")
+        assert additions[f"{stage}_reconstruction_error"] == evaluation["reconstruction_error"]
+        assert additions[f"{stage}_purity"] == found.purity and stages[stage][1].matches == found.matches
+        assert additions[f"{stage}_min_input_purity"] == found.summary()["min_input_purity"]
+    assert list(stages) == ["aligned", "aligned_then_paper"]
+
+
+def test_medians_by_setting_match_the_notebooks_aggregation():
+    s = Square.from_parameters({**TINY, "seeds": [0, 1, 2]})
+    names = [f"selectivity_{name}" for name in s.interventions()]
+    rows = [{"seed": seed, "n_subnetworks": C, "rank": R, "all_matched": seed != 1,
+             **{key: float(seed + C + 10 * i) for i, key in enumerate(square.MEDIAN_KEYS)},
+             **({name: float(seed * i) for i, name in enumerate(names)} if (C, R) == s.main else {})}
+            for seed in s.seeds for C, R in s.grid()]
+    median = square.medians_by_setting(s, rows)
+
+    def median_of(key, C, R):
+        return statistics.median(float(r[key]) for r in rows if (r["n_subnetworks"], r["rank"]) == (C, R))
+
+    for C, R in s.grid():
+        expected = {key: median_of(key, C, R) for key in square.MEDIAN_KEYS}
+        expected["all_matched_seeds"] = 2
+        if (C, R) == s.main:
+            expected.update({name: median_of(name, C, R) for name in names})
+        assert median[f"{C}x{R}"] == expected
+    for r in rows:     # with the label diagnostic, its medians join the main setting's
+        if (r["n_subnetworks"], r["rank"]) == s.main:
+            r.update({f"{stage}_{key}": float(r["seed"]) for stage in square.STAGES
+                      for key in ("reconstruction_error", "min_purity", "min_input_purity")})
+            r.update(circuit_aligned_error=1.0, circuit_aligned_error_by_sign=math.pi)
+    main = square.medians_by_setting(s, rows)["3x2"]
+    assert main["aligned_then_paper_min_input_purity"] == 1.0 and main["circuit_aligned_error_by_sign"] == math.pi
+    assert square.errors_by_seed(s, rows) == [[float(seed + C) for C in s.sweep_subnetworks] for seed in s.seeds]
