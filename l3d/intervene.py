@@ -20,7 +20,7 @@ def _direction(
         ks = list(subnetworks)
     except TypeError:   # one subnetwork
         ks = [subnetworks]
-    ks = [as_int("subnetworks", k) for k in ks]
+    ks = [as_int("subnetworks", k.item() if isinstance(k, Tensor) and k.dim() == 0 else k) for k in ks]
     for k in ks:
         if not 0 <= k < decomposition.n_subnetworks:
             raise ValueError(f"subnetworks: subnetwork {k} does not exist: the decomposition has "

@@ -68,6 +68,8 @@ def test_2_impact_and_intervene_refuse_a_decomposition_of_other_shapes():
         l3d.output_derivative(model, other, 0, source.inputs)
     right = l3d.Decomposition(source.collector.shapes, 3, seed=0)
     assert l3d.impact(right, source.collector, source.inputs, n_ref=1).shape == (32, 3)
+    moved = [l3d.intervene(model, right, k, [1.0], source.inputs) for k in ([0, 2], np.array([0, 2]), torch.tensor([0, 2]))]
+    assert all(torch.equal(m, moved[0]) for m in moved)
 
 
 # --- 3. sparse_features with p_active = 0 ---------------------------------------------------------------------
