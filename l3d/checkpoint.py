@@ -4,11 +4,16 @@ A checkpoint folder holds one `step-NNNNNNNN/` folder per checkpoint kept:
     decomposition.safetensors, config.json    the decomposition (readable by Decomposition.load)
     training.safetensors                       every tensor of the training state (optimizer moments, RNG states, …)
     training.json                              everything else (step, epoch, history, scheduler, settings)
-Each is written into a hidden temporary folder that is renamed into place when complete, so a crash while
-writing leaves the earlier checkpoints as they were; the newest complete folder is the one resumed from.
+Each is written into a hidden temporary folder that is flushed to disk and renamed into place when complete
+(l3d.atomic), so a crash while writing leaves the earlier checkpoints as they were. training.json records the
+SHA-256 of every file (its own over the rest of its content); `load_checkpoint` verifies them, and `fit` resumes
+from the newest checkpoint that passes, warning about any newer one it skips. Old checkpoints are renamed out of
+the way before they are deleted, and what a killed process left behind (hidden `.step-*` folders, incomplete
+older folders) is removed by `remove_litter` when a run starts.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -18,13 +23,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from .runtime.atomic import remove_folder, write_file, write_folder
 from .decomposition import Decomposition
 
 _STEP_FOLDER = re.compile(r"^step-(\d{8})$")
+_LITTER = re.compile(r"^\.step-\d{8}\.")   # temporary folders of write_folder, folders being removed
 _FILES = ("decomposition.safetensors", "config.json", "training.safetensors", "training.json")
+_HASHED = _FILES[:3]   # training.json carries their hashes and one of its own content
+
+
+class DamagedCheckpoint(ValueError):
+    """A checkpoint folder whose files are unreadable or do not match the hashes recorded in it."""
 
 
 # --- state with tensors <-> (JSON, tensors) ---------------------------------------------------------
@@ -92,29 +105,55 @@ def save_checkpoint(
 ) -> Path:
     """Write checkpoint `step` (the decomposition and a training `state` of tensors and JSON values).
 
-    Keeps the `keep` newest checkpoints and returns the new folder.
+    Keeps the `keep` newest checkpoints (keep >= 1) and returns the new folder; the same step written again
+    replaces the folder.
     """
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"keep must be an int >= 1 (the newest checkpoints kept), got {keep!r}")
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"step-{step:08d}"
-    tmp = directory / f".step-{step:08d}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        decomposition.save(tmp)
+
+    def fill(folder: Path) -> None:
+        decomposition.save(folder)
         tensors: dict[str, Tensor] = {}
         meta = split_tensors(state, tensors)
-        save_file(tensors, tmp / "training.safetensors")
-        (tmp / "training.json").write_text(json.dumps({"format": "l3d-checkpoint-1", "step": step, "state": meta}))
-        if final.exists():  # the same step written again (e.g. the final save): replace it
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    for old in checkpoints(directory)[:-max(keep, 1)]:
-        shutil.rmtree(old, ignore_errors=True)
+        write_file(folder / "training.safetensors", lambda f: save_file(tensors, f))
+        record = {"format": "l3d-checkpoint-1", "step": step, "state": meta}
+        hashes = {f: _sha256_file(folder / f) for f in _HASHED}
+        hashes["training.json"] = _sha256_json(record)
+        (folder / "training.json").write_text(json.dumps({**record, "sha256": hashes}))
+
+    final = write_folder(directory / f"step-{step:08d}", fill, replace=True)
+    for old in checkpoints(directory)[:-keep]:
+        remove_folder(old)
     return final
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sha256_json(record: dict) -> str:
+    """The hash of training.json's content without its hashes (JSON round trips floats exactly)."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def remove_litter(directory: str | os.PathLike) -> list[Path]:
+    """Remove what killed processes left in a checkpoint folder, and return it: hidden `.step-*` folders
+    (checkpoints being written or removed) and incomplete step folders older than the newest complete one."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    complete = checkpoints(directory)
+    newest = complete[-1].name if complete else ""
+    litter = [p for p in directory.iterdir() if p.is_dir() and (
+        _LITTER.match(p.name) or _STEP_FOLDER.match(p.name) and p.name < newest and p not in complete)]
+    for path in litter:
+        shutil.rmtree(path, ignore_errors=True)
+    return litter
 
 
 def checkpoints(directory: str | os.PathLike) -> list[Path]:
@@ -135,6 +174,8 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
 def load_checkpoint(folder: str | os.PathLike) -> tuple[dict, dict[str, Tensor], dict]:
     """The decomposition's config and tensors and the training state written by `save_checkpoint` into `folder`.
 
+    Every file is checked against the SHA-256 recorded in training.json (checkpoints written before hashes were
+    recorded are read unchecked); a damaged file raises DamagedCheckpoint naming it.
     (`Decomposition.load(folder)` reads the decomposition of a checkpoint folder as a module.)
     """
     folder = Path(folder)
@@ -143,14 +184,26 @@ def load_checkpoint(folder: str | os.PathLike) -> tuple[dict, dict[str, Tensor],
         raise FileNotFoundError(f"{folder} is not an l3d checkpoint: {', '.join(missing)} missing")
     try:
         meta = json.loads((folder / "training.json").read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{folder / 'training.json'} is not valid JSON ({e}); the checkpoint is damaged") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DamagedCheckpoint(f"{folder / 'training.json'} is not valid JSON ({e}); the checkpoint is damaged") from e
     if not isinstance(meta, dict) or meta.get("format") != "l3d-checkpoint-1":
-        raise ValueError(f"{folder / 'training.json'} is not an l3d checkpoint (format 'l3d-checkpoint-1' expected)")
-    tensors = load_file(folder / "training.safetensors")
+        raise DamagedCheckpoint(f"{folder / 'training.json'} is not an l3d checkpoint (format 'l3d-checkpoint-1' expected)")
+    if "sha256" in meta:
+        hashes = meta.pop("sha256")
+        found = {f: _sha256_file(folder / f) for f in _HASHED}
+        found["training.json"] = _sha256_json(meta)
+        wrong = [f for f in _FILES if not isinstance(hashes, dict) or hashes.get(f) != found[f]]
+        if wrong:
+            raise DamagedCheckpoint(f"{folder} is damaged: the SHA-256 of {', '.join(wrong)} differs from the one recorded "
+                                    f"when the checkpoint was written")
+    try:
+        tensors = load_file(folder / "training.safetensors")
+        decomposition = load_file(folder / "decomposition.safetensors")
+        config = json.loads((folder / "config.json").read_text())
+    except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DamagedCheckpoint(f"{folder} is damaged: {type(e).__name__}: {e}") from e
     try:
         state = join_tensors(meta["state"], tensors)
     except KeyError as e:
-        raise ValueError(f"{folder / 'training.safetensors'} lacks tensor {e} named in training.json") from e
-    config = json.loads((folder / "config.json").read_text())
-    return config, load_file(folder / "decomposition.safetensors"), state
+        raise DamagedCheckpoint(f"{folder / 'training.safetensors'} lacks tensor {e} named in training.json") from e
+    return config, decomposition, state

@@ -11,7 +11,8 @@ globs), and optionally `divergence`, `reference` (defaults for those settings), 
 for GradientCollector). Every process calls it, so it must build the same model and data each time.
 Rank 0 writes out/checkpoints/ and out/decomposition/ (the decomposition, which `Decomposition.load` reads,
 and run.json with every setting and the history). Run the same command again with --resume after an
-interruption to continue from the last checkpoint.
+interruption to continue from the last checkpoint. Every argument is checked before --setup runs;
+Ctrl-C stops with exit status 130 and says where it stopped.
 """
 from __future__ import annotations
 
@@ -19,32 +20,63 @@ import argparse
 import dataclasses
 import importlib
 import json
+import re
+import sys
 import typing
 from pathlib import Path
 
 import torch
 
+from .checkpoint import latest_checkpoint
 from .pipeline import L3DConfig, decompose
 from .runtime import distributed
+from .runtime.atomic import remove_temporaries
 
 
-def tms(n_samples: int = 1000, seed: int = 0) -> dict:
-    """The built-in example: a toy model of superposition (5 features, 2 hidden), trained briefly."""
+def tms(n_samples: int = 1000, seed: int = 0, toy_epochs: int = 100) -> dict:
+    """The built-in example: a toy model of superposition (5 features, 2 hidden), trained briefly (toy_epochs)."""
     from .experiments.toys import TMS, sparse_features, train_toy
 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = TMS()
     data = sparse_features(2000, 5, generator=generator)
-    train_toy(model, data, data, epochs=100, batch_size=32, seed=seed, progress=False)
+    train_toy(model, data, data, epochs=toy_epochs, batch_size=32, seed=seed, progress=False)
     return {"model": model.untied(), "inputs": sparse_features(n_samples, 5, generator=generator), "tensors": ["W_in", "W_out", "b"]}
 
 
 def _load_setup(spec: str):
-    module, _, function = spec.partition(":")
-    if not function:
-        raise SystemExit(f"--setup must look like 'package.module:function', got {spec!r}")
+    module, _, function = spec.partition(":")   # checked by _check_args
     return getattr(importlib.import_module(module), function)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser, given: dict) -> dict:
+    """The --setup-kwargs as a dict; every argument checked (parser.error naming the flag) before any work."""
+    try:
+        L3DConfig(**given)
+    except ValueError as e:   # the settings' names as the flags that set them
+        fields = "|".join(f.name for f in dataclasses.fields(L3DConfig))
+        parser.error(re.sub(rf"\b({fields})\b", lambda m: _flag(m.group(1)), str(e)))
+    if args.checkpoint_every < 1:
+        parser.error(f"--checkpoint-every must be >= 1 (steps), got {args.checkpoint_every}")
+    if args.setup.count(":") != 1 or not all(args.setup.split(":")):
+        parser.error(f"--setup must look like 'package.module:function', got {args.setup!r}")
+    try:
+        kwargs = json.loads(args.setup_kwargs)
+    except json.JSONDecodeError as e:
+        parser.error(f"--setup-kwargs must be a JSON object, got {args.setup_kwargs!r} ({e})")
+    if not isinstance(kwargs, dict):
+        parser.error(f"--setup-kwargs must be a JSON object such as '{{\"n_samples\": 100}}', got {args.setup_kwargs!r}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir() or (out / "checkpoints").is_file():
+        parser.error(f"--out {args.out!r} must be a folder (or not exist yet); a file is in the way")
+    if not args.resume and latest_checkpoint(out / "checkpoints") is not None:
+        parser.error(f"--out {args.out!r} already holds checkpoints: pass --resume to continue that run or choose another --out")
+    return kwargs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     hints = typing.get_type_hints(L3DConfig)
     for f in dataclasses.fields(L3DConfig):   # every setting of the run, default None: the config's (or setup's) default
         kind = next((t for t in (int, float, str) if t in typing.get_args(hints[f.name]) or hints[f.name] is t), str)
-        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None, help=f"default {f.default!r}")
+        p.add_argument(_flag(f.name), type=kind, default=None, help=f"default {f.default!r}")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     p.add_argument("--device", default="auto")
@@ -63,24 +95,40 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(L3DConfig) if getattr(args, f.name) is not None}
+    setup_kwargs = _check_args(args, parser, given)
+    out = Path(args.out)
+    steps = [0]   # the last step done, for the message on Ctrl-C
+    interrupted = False
     shard, device = distributed.setup(args.device)
     try:
-        setup = _load_setup(args.setup)(**json.loads(args.setup_kwargs))
+        if shard.is_main:   # what writes killed midway left behind
+            remove_temporaries(out)
+            remove_temporaries(out / "decomposition")
+        setup = _load_setup(args.setup)(**setup_kwargs)
         defaults = {k: setup[k] for k in ("divergence", "reference") if k in setup}
         config = L3DConfig(**{**defaults, **given})
-        out = Path(args.out)
         run = decompose(
             setup["model"].to(device), setup["inputs"].to(device), setup["tensors"], config,
             **{k: setup[k] for k in ("sequence", "forward") if k in setup},
             checkpoint_dir=out / "checkpoints", checkpoint_every=args.checkpoint_every, resume=args.resume,
+            callback=lambda step, parts: steps.__setitem__(0, step),
         )
         if shard.is_main:
             run.save(out / "decomposition")
             print(f"reconstruction error {run.history.reconstruction_error[-1]:.4f}, dead {run.history.dead}; wrote {out}")
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         distributed.teardown()
+    if interrupted:   # after the except block, so that the progress bar is closed first
+        if shard.is_main:
+            found = latest_checkpoint(out / "checkpoints")
+            step = max(steps[0], int(found.name.split("-")[1]) if found else 0)
+            print(f"interrupted at step {step}; rerun the same command with --resume", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

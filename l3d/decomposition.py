@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -26,6 +27,7 @@ from .gradients import DenseGradients
 from .runtime.atomic import write_file
 from .runtime.distributed import gather_rows
 from .tucker import KEEP_FOR_BACKWARD, Tucker, tucker_ranks
+from .runtime.validate import as_float, as_int, is_int
 
 Rank = int | tuple[int, ...]
 
@@ -85,12 +87,17 @@ class Decomposition(nn.Module):
         seed: int | None = None,
     ):
         super().__init__()
-        if isinstance(n_subnetworks, bool) or not isinstance(n_subnetworks, int) or n_subnetworks < 1:
+        n_subnetworks, top_k = as_int("n_subnetworks", n_subnetworks), as_float("top_k", top_k)
+        if n_subnetworks < 1:
             raise ValueError(f"n_subnetworks must be at least 1, got {n_subnetworks}")
         if not 0 < top_k <= 1:
             raise ValueError(f"top_k is the fraction of coefficients kept and must lie in (0, 1], got {top_k}")
-        if not shapes:
-            raise ValueError("a decomposition needs at least one parameter tensor")
+        if not isinstance(shapes, dict) or not shapes:
+            raise ValueError(f"shapes must be a non-empty dict name -> shape (a decomposition needs at least one "
+                             f"parameter tensor), got {shapes!r}")
+        if seed is not None:
+            seed = as_int("seed", seed)
+        rank = {n: _as_rank(f"rank[{n!r}]", r) for n, r in rank.items()} if isinstance(rank, dict) else _as_rank("rank", rank)
         if isinstance(rank, dict):
             missing, extra = set(shapes) - set(rank), set(rank) - set(shapes)
             if missing:
@@ -198,7 +205,7 @@ class Decomposition(nn.Module):
     def check_shapes(self, shapes: dict[str, tuple[int, ...]], what: str = "the model") -> None:
         """Raise a ValueError unless `shapes` (name -> shape, e.g. `collector.shapes`) are this decomposition's."""
         shapes = {n: tuple(s) for n, s in shapes.items()}
-        if shapes == self.shapes:
+        if list(shapes.items()) == list(self.shapes.items()):   # the order matters: gradients are flattened in it
             return
         problems = [f"{n}: decomposition {self.shapes[n]}, {what} {shapes[n]}" for n in self.shapes if n in shapes and shapes[n] != self.shapes[n]]
         if set(self.shapes) - set(shapes):
@@ -236,17 +243,22 @@ class Decomposition(nn.Module):
                 raise FileNotFoundError(f"{path / f} not found: expected a folder written by Decomposition.save")
         try:
             config = json.loads((path / "config.json").read_text())
-            decomposition = cls(
-                {n: tuple(s) for n, s in config["shapes"].items()},
-                config["n_subnetworks"],
-                {n: tuple(r) for n, r in config["rank"].items()},
-                config["top_k"],
-            )
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            with torch.device("meta"):   # shapes only: nothing is allocated before the files are found to agree
+                skeleton = cls(
+                    {n: tuple(s) for n, s in config["shapes"].items()},
+                    config["n_subnetworks"],
+                    {n: tuple(r) for n, r in config["rank"].items()},
+                    config["top_k"],
+                )
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
             raise ValueError(f"{path / 'config.json'} is not a decomposition config ({type(e).__name__}: {e})") from e
-        tensors = load_file(path / "decomposition.safetensors", device=str(map_location))
-        expected = {k: tuple(v.shape) for k, v in decomposition.state_dict().items()}
-        found = {k: tuple(v.shape) for k, v in tensors.items()}
+        damaged = f"{path / 'decomposition.safetensors'} is damaged or not a safetensors file"
+        try:   # the safetensors header: names and shapes, read without loading the tensors
+            with safe_open(path / "decomposition.safetensors", framework="pt") as f:
+                found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{damaged} ({e})") from e
+        expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
         if found != expected:
             wrong = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
             raise ValueError(
@@ -255,10 +267,25 @@ class Decomposition(nn.Module):
                 f"wrong shape {[(k, found[k], expected[k]) for k in wrong]}"
             )
         if shapes is not None:
-            decomposition.check_shapes(shapes)
-        decomposition.to(device=map_location, dtype=next(iter(tensors.values())).dtype)
+            skeleton.check_shapes(shapes)
+        try:
+            tensors = load_file(path / "decomposition.safetensors", device=str(map_location))
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{damaged} ({e})") from e
+        decomposition = skeleton.to_empty(device=map_location)
+        decomposition.to(dtype=next(iter(tensors.values())).dtype)
         decomposition.load_state_dict(tensors)
         return decomposition
+
+
+def _as_rank(name: str, rank: object) -> Rank:
+    """A rank as an int or a tuple of ints (NumPy integers converted); a TypeError naming `name` otherwise."""
+    if is_int(rank):
+        return int(rank)
+    if isinstance(rank, (tuple, list)) and rank and all(is_int(r) for r in rank):
+        return tuple(int(r) for r in rank)
+    raise TypeError(f"{name} must be an int, a tuple of ints (one per mode) or a dict name -> rank, "
+                    f"got {rank!r} ({type(rank).__name__})")
 
 
 def _check_rank(shapes: dict[str, tuple[int, ...]], rank) -> None:

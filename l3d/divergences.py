@@ -1,6 +1,8 @@
 """Divergences between a sample's output and a reference output, and how references are drawn."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -23,8 +25,10 @@ def divergence(y: Tensor, y_ref: Tensor, kind: str) -> Tensor:
 def check_outputs(outputs: Tensor, kind: str) -> None:
     """Raise a ValueError if model outputs (samples along dim 0, values along the last) cannot take divergence `kind`.
 
-    Outputs must be finite; for "kl" they must be logits over at least 2 classes, not probabilities
-    (non-negative rows summing to 1).
+    Outputs must be finite; for "kl" they must be logits over at least 2 classes. Non-negative outputs whose
+    rows sum to 1 within 0.01 are refused as probabilities; other outputs that are all in [0, 1] or all
+    non-negative pass with a warning that they look like sigmoid or ReLU outputs (logits can be all positive,
+    e.g. at random initialization, so these are not refused).
     """
     if not torch.isfinite(outputs).all():
         raise ValueError(f"the model's outputs contain nan or inf (shape {tuple(outputs.shape)}); divergence gradients need finite outputs")
@@ -35,11 +39,18 @@ def check_outputs(outputs: Tensor, kind: str) -> None:
             f"divergence='kl' needs logits over at least 2 classes in the last dimension, got outputs of shape "
             f"{tuple(outputs.shape)}; use divergence='mse' for regression outputs"
         )
-    if (outputs >= 0).all() and torch.allclose(outputs.sum(-1), torch.ones((), dtype=outputs.dtype, device=outputs.device), atol=1e-4):
+    if not (outputs >= 0).all():
+        return
+    if torch.allclose(outputs.sum(-1), torch.ones((), dtype=outputs.dtype, device=outputs.device), atol=1e-2):
         raise ValueError(
             "divergence='kl' takes logits, but the model's outputs are probabilities (non-negative, each row sums "
-            "to 1); return the logits (before softmax) or log-probabilities, e.g. forward=lambda m, x: m(x).log()"
+            "to 1 within 0.01); return the logits (before softmax) or log-probabilities, e.g. forward=lambda m, x: m(x).log()"
         )
+    looks = "all in [0, 1], like sigmoid outputs" if (outputs <= 1).all() else "all non-negative, like ReLU outputs"
+    warnings.warn(
+        f"divergence='kl' takes logits, but the model's outputs are {looks}; if they are not logits, use "
+        f"divergence='mse' (regression) or return logits", stacklevel=2
+    )
 
 
 def random_others(n: int, generator: torch.Generator | None = None, device=None) -> Tensor:

@@ -7,6 +7,8 @@ from torch import Tensor
 from .decomposition import Decomposition
 from .divergences import reference_outputs
 from .gradients import GradientCollector
+from .train import check_matches
+from .runtime.validate import as_int
 
 
 @torch.no_grad()
@@ -21,8 +23,11 @@ def impact(
 
     References are drawn among `inputs` (other samples, or other positions for sequence models).
     """
+    n_ref, seed = as_int("n_ref", n_ref), as_int("seed", seed)
     if n_ref < 1:
         raise ValueError(f"n_ref must be at least 1, got {n_ref}")
+    decomposition.check_shapes(collector.shapes, "the collector")
+    check_matches(decomposition, collector)
     generator = torch.Generator().manual_seed(seed)
     outputs = collector.outputs(inputs)
     total = 0

@@ -9,16 +9,24 @@ from torch import Tensor, nn
 from .decomposition import Decomposition
 from .gradients import call_with, default_forward
 from .params import select_tensors
+from .runtime.validate import as_int
 
 
 def _direction(
     model: nn.Module, decomposition: Decomposition, subnetworks: int | Sequence[int], tensors: str | list[str] | None
 ) -> dict[str, Tensor]:
     """Σ_k d_k over the chosen subnetworks, restricted to `tensors` (default: all decomposed tensors)."""
-    ks = [subnetworks] if isinstance(subnetworks, int) else list(subnetworks)
+    try:
+        ks = list(subnetworks)
+    except TypeError:   # one subnetwork
+        ks = [subnetworks]
+    ks = [as_int("subnetworks", k.item() if isinstance(k, Tensor) and k.dim() == 0 else k) for k in ks]
     for k in ks:
         if not 0 <= k < decomposition.n_subnetworks:
-            raise ValueError(f"subnetwork {k} does not exist: the decomposition has {decomposition.n_subnetworks}")
+            raise ValueError(f"subnetworks: subnetwork {k} does not exist: the decomposition has "
+                             f"{decomposition.n_subnetworks} (0..{decomposition.n_subnetworks - 1})")
+    params = dict(model.named_parameters())
+    decomposition.check_shapes({n: tuple(params[n].shape) for n in decomposition.names if n in params}, "the model")
     names = decomposition.names if tensors is None else list(select_tensors(model, tensors))
     unknown = [n for n in names if n not in decomposition.shapes]
     if unknown:

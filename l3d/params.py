@@ -16,10 +16,10 @@ def select_tensors(model: nn.Module, patterns: str | list[str]) -> dict[str, nn.
     if isinstance(patterns, str):
         patterns = [patterns]
     if not patterns:
-        raise ValueError("no tensors chosen: pass parameter names or globs such as 'h.4.attn.*'")
+        raise ValueError("no tensors chosen: pass parameter names or globs such as 'h.4.attn.*' as tensors")
     bad = [p for p in patterns if not isinstance(p, str)]
     if bad:
-        raise TypeError(f"tensor names and globs must be strings, got {bad!r}")
+        raise TypeError(f"tensors: tensor names and globs must be strings, got {bad!r}")
     available = dict(model.named_parameters())
     chosen: dict[str, nn.Parameter] = {}
     for pattern in patterns:
@@ -27,14 +27,14 @@ def select_tensors(model: nn.Module, patterns: str | list[str]) -> dict[str, nn.
         if not hits and pattern and any(name.startswith(pattern + ".") for name in available):
             own = [name for name in available if name.startswith(pattern + ".")]
             raise ValueError(
-                f"{pattern!r} names a module of {type(model).__name__}, not a parameter tensor: choose its tensors "
+                f"tensors: {pattern!r} names a module of {type(model).__name__}, not a parameter tensor: choose its tensors "
                 f"by name ({', '.join(own[:8])}{', …' if len(own) > 8 else ''}) or all of them with {pattern + '.*'!r}"
             )
         if not hits:
             near = difflib.get_close_matches(pattern, list(available), n=5, cutoff=0.4)
             hint = f" Did you mean: {', '.join(near)}?" if near else ""
             raise ValueError(
-                f"no parameter of {type(model).__name__} matches {pattern!r}.{hint} "
+                f"tensors: no parameter of {type(model).__name__} matches {pattern!r}.{hint} "
                 f"Available parameters: {', '.join(available)}"
             )
         for name in hits:

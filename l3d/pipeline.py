@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .decomposition import Decomposition
+from .decomposition import Decomposition, LossParts
 from .divergences import DIVERGENCES, REFERENCES
 from .gradients import GradientCollector
 from .initialize import best_start, init_from_gradients_
@@ -138,11 +138,12 @@ def decompose(
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
+    callback: Callable[[int, LossParts], None] | None = None,
 ) -> Run:
     """L3D of `model`'s `tensors` (names or globs) on `inputs` (items along dim 0) with `config`.
 
     sequence, forward: as `GradientCollector` (every position a sample; how to call the model).
-    checkpoint_dir, checkpoint_every, resume: as `fit` (the screen of starts is not checkpointed).
+    checkpoint_dir, checkpoint_every, resume, callback: as `fit` (the screen of starts is not checkpointed).
     Under torchrun every process calls decompose on the same inputs and trains on its share of each batch.
     """
     if not isinstance(config, L3DConfig):
@@ -173,5 +174,6 @@ def decompose(
         decomposition, start_errors = make(config.seed), []
     history = fit(decomposition, source, config.epochs, config.lr, config.lr_decay, config.lr_decay_every,
                   config.warm_start_epochs, progress, silence=config.silence, silence_from=config.silence_from,
-                  checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume)
+                  checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume,
+                  callback=callback)
     return Run(config, decomposition, history, collector, source, start_errors, time.perf_counter() - started)

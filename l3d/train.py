@@ -5,20 +5,52 @@ under torchrun (l3d.runtime.distributed): `batch_size` is always the global batc
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    DamagedCheckpoint, checkpoints, load_checkpoint, remove_litter, rng_state, save_checkpoint, set_rng_state,
+)
 from .decomposition import Decomposition, LossParts, as_divisor
 from .divergences import check_outputs, random_others
 from .gradients import GradientCollector
 from .runtime import distributed
+from .runtime.validate import as_int, is_int, is_number
+
+
+def check_matches(decomposition: Decomposition, collector: GradientCollector) -> None:
+    """Raise a ValueError unless the decomposition has the dtype and device of the model's decomposed tensors."""
+    core = decomposition.decoder[0].core
+    dtypes = {p.dtype for p in collector.params.values()}
+    devices = {p.device for p in collector.params.values()}
+    if dtypes != {core.dtype}:
+        raise ValueError(
+            f"the decomposition is {core.dtype} but the model's decomposed tensors are {sorted(map(str, dtypes))}: "
+            f"convert one, e.g. decomposition.to({sorted(map(str, dtypes))[0]})"
+        )
+    if devices != {core.device}:
+        raise ValueError(
+            f"the decomposition is on {core.device} but the model's decomposed tensors on {sorted(map(str, devices))}: "
+            f"move one, e.g. decomposition.to({str(sorted(map(str, devices))[0])!r})"
+        )
+
+
+def fingerprint(inputs: Tensor) -> str:
+    """dtype, shape and SHA-256 of the bytes of `inputs`, e.g. 'torch.float32[1000, 5] sha256:…'."""
+    digest = hashlib.sha256()
+    flat = inputs.detach().contiguous().view(-1)
+    for part in (flat.view(torch.uint8) if flat.numel() else flat.new_empty(0, dtype=torch.uint8)).split(1 << 26):
+        digest.update(part.cpu().numpy())
+    return f"{inputs.dtype}{list(inputs.shape)} sha256:{digest.hexdigest()}"
 
 
 class GradientSource:
@@ -42,14 +74,20 @@ class GradientSource:
         shard: distributed.Shard | None = None,
         active: Tensor | None = None,
     ):
-        if not isinstance(inputs, Tensor):
+        if not isinstance(inputs, Tensor) or inputs.dim() == 0:
             raise TypeError(f"inputs must be a tensor with items along dim 0, got {type(inputs).__name__}")
         n = inputs.shape[0]
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= n:
+        if not is_int(batch_size) or not 1 <= batch_size <= n:
             raise ValueError(f"batch_size {batch_size!r} must be an int in 1..{n} (the number of inputs)")
-        chunk_size = chunk_size or batch_size
-        if chunk_size % batch_size:
-            raise ValueError(f"chunk_size {chunk_size} must be a multiple of batch_size {batch_size}")
+        batch_size = int(batch_size)
+        chunk_size = batch_size if chunk_size is None else chunk_size
+        if not is_int(chunk_size) or chunk_size < 1 or chunk_size % batch_size:
+            raise ValueError(f"chunk_size {chunk_size!r} must be a multiple of batch_size {batch_size} (or None: batch_size)")
+        chunk_size, seed = int(chunk_size), as_int("seed", seed)
+        dtypes = {p.dtype for p in collector.params.values()}
+        if inputs.is_floating_point() and dtypes != {inputs.dtype}:
+            raise ValueError(f"inputs are {inputs.dtype} but the model's decomposed tensors are {sorted(map(str, dtypes))}: "
+                             f"convert the inputs, e.g. inputs.to({sorted(map(str, dtypes))[0]}), or the model")
         self.shard = shard or distributed.current()
         if batch_size % self.shard.world_size:
             raise ValueError(
@@ -204,29 +242,32 @@ def _summary(parts: LossParts) -> Tensor:
 
 
 def _check_fit_settings(epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, checkpoint_every, silence,
-                        silence_from) -> None:
-    def is_int(v):
-        return isinstance(v, int) and not isinstance(v, bool)
-
+                        silence_from, keep_checkpoints) -> tuple:
+    """The settings, NumPy numbers converted, or a ValueError naming every bad one."""
     problems = []
     if not is_int(epochs) or epochs < 1:
         problems.append(f"epochs must be an int >= 1, got {epochs!r}")
-    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+    if not is_number(lr) or not math.isfinite(lr) or lr <= 0:
         problems.append(f"lr must be a finite number > 0, got {lr!r}")
-    if not isinstance(lr_decay, (int, float)) or not 0 < lr_decay <= 1:
+    if not is_number(lr_decay) or not 0 < lr_decay <= 1:
         problems.append(f"lr_decay must lie in (0, 1] (1: no decay), got {lr_decay!r}")
     if not is_int(lr_decay_every) or lr_decay_every < 1:
         problems.append(f"lr_decay_every must be an int >= 1 (epochs), got {lr_decay_every!r}")
     if not is_int(warm_start_epochs) or warm_start_epochs < 0:
         problems.append(f"warm_start_epochs must be an int >= 0, got {warm_start_epochs!r}")
-    if not isinstance(silence, (int, float)) or not math.isfinite(silence) or silence < 0:
+    if not is_number(silence) or not math.isfinite(silence) or silence < 0:
         problems.append(f"silence must be a finite number >= 0 (0: the paper's loss), got {silence!r}")
     if not is_int(silence_from) or silence_from < 0:
         problems.append(f"silence_from must be an int >= 0 (the epoch the silence penalty starts at), got {silence_from!r}")
     if checkpoint_every is not None and (not is_int(checkpoint_every) or checkpoint_every < 1):
         problems.append(f"checkpoint_every must be an int >= 1 (steps) or None, got {checkpoint_every!r}")
+    if not is_int(keep_checkpoints) or keep_checkpoints < 1:
+        problems.append(f"keep_checkpoints must be an int >= 1 (the newest checkpoints kept), got {keep_checkpoints!r}")
     if problems:
         raise ValueError("bad fit settings: " + "; ".join(problems))
+    return (int(epochs), float(lr), float(lr_decay), int(lr_decay_every), int(warm_start_epochs),
+            checkpoint_every if checkpoint_every is None else int(checkpoint_every), float(silence), int(silence_from),
+            int(keep_checkpoints))
 
 
 def _tensor_of(parameter_name: str, names: list[str]) -> str:
@@ -300,15 +341,23 @@ def fit(
         its circuit.
 
     checkpoint_dir: write a checkpoint there every `checkpoint_every` steps and at the end (the
-        `keep_checkpoints` newest are kept). With resume=True an existing checkpoint there is continued
-        (bit-identical to an uninterrupted run on CPU); without, a folder holding one is an error.
+        `keep_checkpoints` >= 1 newest are kept). With resume=True an existing checkpoint there is continued
+        (bit-identical to an uninterrupted run on CPU); without, a folder holding one is an error. Resuming
+        refuses other settings, other inputs (their fingerprint is stored) and fewer epochs than already done;
+        a damaged checkpoint is skipped with a warning (and renamed `<name>.damaged`) for the newest intact one.
+        What killed runs left there (temporary folders) is removed first.
     callback: called as callback(step, loss_parts) after every step (step counts from 1).
     Under torchrun (l3d.runtime.distributed) every process runs fit on its share; only rank 0 writes checkpoints.
     """
-    _check_fit_settings(epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, checkpoint_every, silence, silence_from)
+    (epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, checkpoint_every, silence, silence_from,
+     keep_checkpoints) = _check_fit_settings(epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, checkpoint_every,
+                                             silence, silence_from, keep_checkpoints)
     if checkpoint_dir is None and (resume or checkpoint_every):
         raise ValueError("resume and checkpoint_every need a checkpoint_dir to read and write checkpoints in")
+    if checkpoint_dir is not None and Path(checkpoint_dir).exists() and not Path(checkpoint_dir).is_dir():
+        raise NotADirectoryError(f"checkpoint_dir {str(checkpoint_dir)!r} is a file: give a folder (new or holding checkpoints)")
     decomposition.check_shapes(source.collector.shapes, "the collector")
+    check_matches(decomposition, source.collector)
     shard = source.shard
     device = decomposition.decoder[0].core.device
     # fused Adam: one kernel for all parameters (CPU and CUDA)
@@ -319,22 +368,49 @@ def fit(
         "silence": silence, "silence_from": silence_from,
         "batch_size": source.batch_size, "chunk_size": source.chunk_size, "n_inputs": source.inputs.shape[0],
         "decomposition": decomposition.config,
+        "inputs": None if checkpoint_dir is None else fingerprint(source.inputs),
     }
     history, step, epoch, stats = History(), 0, 0, None
-    found = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
-    if found is not None and not resume:
+    if checkpoint_dir is not None and shard.is_main:
+        remove_litter(checkpoint_dir)
+    found, skipped = None, []
+    candidates = checkpoints(checkpoint_dir) if checkpoint_dir is not None else []
+    if candidates and not resume:
         raise FileExistsError(
-            f"{checkpoint_dir} already holds a checkpoint ({found.name}); pass resume=True to continue that run "
+            f"{checkpoint_dir} already holds a checkpoint ({candidates[-1].name}); pass resume=True to continue that run "
             f"or choose an empty checkpoint_dir"
         )
+    for folder in reversed(candidates):
+        try:
+            _, tensors, state = load_checkpoint(folder)
+            found = folder
+            break
+        except DamagedCheckpoint as e:
+            skipped.append((folder, str(e)))
+    if skipped and found is None:
+        raise DamagedCheckpoint(f"no intact checkpoint in {checkpoint_dir} to resume from: " + "; ".join(e for _, e in skipped))
+    if skipped:
+        warnings.warn(f"skipped damaged checkpoint(s) {', '.join(f.name for f, _ in skipped)} in {checkpoint_dir} "
+                      f"({'; '.join(e for _, e in skipped)}); resuming from {found.name}; the damaged ones are "
+                      f"renamed <name>.damaged", stacklevel=2)
     if found is not None:
-        _, tensors, state = load_checkpoint(found)
-        written = {"silence": 0.0, "silence_from": 0, **state["settings"]}   # checkpoints from before silence
-        changed = {k: (written.get(k), v) for k, v in settings.items() if written.get(k) != v}
+        # checkpoints from before silence or input fingerprints
+        written = {"silence": 0.0, "silence_from": 0, "inputs": settings["inputs"], **state["settings"]}
+        changed = {k: (written.get(k), v) for k, v in settings.items() if written.get(k) != v and k != "inputs"}
         if changed:
             raise ValueError(
                 f"cannot resume {found}: it was written with other settings "
                 + "; ".join(f"{k}: checkpoint {old!r}, now {new!r}" for k, (old, new) in changed.items())
+            )
+        if written["inputs"] != settings["inputs"]:
+            raise ValueError(
+                f"cannot resume {found}: it was trained on other inputs (checkpoint {written['inputs']}, now "
+                f"{settings['inputs']}); resume with the same inputs or choose an empty checkpoint_dir"
+            )
+        if state["epoch"] > epochs:
+            raise ValueError(
+                f"cannot resume {found}: it has done {state['epoch']} epochs, more than epochs={epochs}; ask for "
+                f"epochs >= {state['epoch']} (the history of a finished run is in its last checkpoint)"
             )
         decomposition.load_state_dict(tensors)
         optimizer.load_state_dict(state["optimizer"])
@@ -354,6 +430,12 @@ def fit(
                 f"the processes found different checkpoints in {checkpoint_dir} (steps {steps.tolist()}): "
                 f"checkpoint_dir must be a folder every process can read"
             )
+    if shard.is_main:   # out of the rotation, kept for inspection
+        for folder, _ in skipped:
+            aside = folder.with_name(folder.name + ".damaged")
+            while aside.exists():
+                aside = aside.with_name(aside.name + "_")
+            os.replace(folder, aside)
     distributed.broadcast_parameters_(decomposition)
 
     def checkpoint() -> None:
@@ -413,6 +495,7 @@ def fit(
 def evaluate(decomposition: Decomposition, source: GradientSource) -> dict:
     """Reconstruction error and P_act over one pass of `source`, without training."""
     decomposition.check_shapes(source.collector.shapes, "the collector")
+    check_matches(decomposition, source.collector)
     stats = _EpochStats(decomposition.n_subnetworks, decomposition.decoder[0].core.device)
     for grads in source:
         parts = decomposition.loss(grads, distributed=source.shard.active)

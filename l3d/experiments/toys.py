@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 from tqdm.auto import tqdm
 
+from ..runtime.validate import as_float, as_int
 from .ground_truth import match
 
 
@@ -24,6 +25,13 @@ def sparse_features(
     """Samples whose features are each active with probability p_active, uniform on [low, high]:
     (n_samples, n_features). drop_zero: all-zero samples are dropped (and replaced), as for toy training;
     False keeps them, so about (1 − p_active)^n_features of the samples are all zero."""
+    n_samples, n_features = as_int("n_samples", n_samples), as_int("n_features", n_features)
+    p_active = as_float("p_active", p_active)
+    if not 0 <= p_active <= 1:
+        raise ValueError(f"p_active is a probability and must lie in [0, 1], got {p_active}")
+    if drop_zero and p_active == 0:
+        raise ValueError("p_active = 0 makes every sample all zero, and drop_zero=True drops those: use p_active > 0 "
+                         "(or drop_zero=False for all-zero samples)")
     rows: list[Tensor] = []
     have = 0
     while have < n_samples:

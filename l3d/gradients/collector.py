@@ -11,10 +11,22 @@ from ..divergences import DIVERGENCES, REFERENCES, divergence, reference_outputs
 from ..params import select_tensors
 from .dense import DenseGradients
 from .factored import DensePart, FactoredGradients, build_parts, capture_input, factorable
+from ..runtime.validate import as_int
 
 
 def default_forward(model: nn.Module, x: Tensor) -> Tensor:
     return model(x)
+
+
+def output_tensor(out: object) -> Tensor:
+    """`out` if it is a tensor; a TypeError saying how to pick the tensor out of a tuple or model output otherwise."""
+    if isinstance(out, Tensor):
+        return out
+    raise TypeError(
+        f"the model (or forward) returned {type(out).__name__}, not a tensor of outputs: pass forward= to pick "
+        f"the tensor, e.g. forward=lambda m, x: m(x)[0] for a tuple, forward=lambda m, x: m(x).logits for a "
+        f"Hugging Face model output"
+    )
 
 
 class _ForwardWith(nn.Module):
@@ -24,7 +36,7 @@ class _ForwardWith(nn.Module):
         self.fn = forward
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fn(self.model, x)
+        return output_tensor(self.fn(self.model, x))
 
 
 def call_with(
@@ -84,7 +96,9 @@ class GradientCollector:
         self.reference = reference
         self.sequence = sequence
         self.forward = forward or default_forward
-        self.chunk_size = chunk_size
+        self.chunk_size = as_int("chunk_size", chunk_size)
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1 (items per vectorized chunk), got {chunk_size}")
         self.engine = engine
         self.plan = {} if engine == "dense" else factorable(model, self.params)
         if engine == "factored" and len(self.plan) < len(self.names):
@@ -109,7 +123,7 @@ class GradientCollector:
     @torch.no_grad()
     def outputs(self, inputs: Tensor) -> Tensor:
         """Model outputs with samples along dim 0: (N, out), positions flattened for sequences."""
-        out = torch.cat([self.forward(self.model, x) for x in inputs.split(self.chunk_size)])
+        out = torch.cat([output_tensor(self.forward(self.model, x)) for x in inputs.split(self.chunk_size)])
         return out.flatten(0, 1) if self.sequence else out
 
     def references(self, inputs: Tensor, generator: torch.Generator | None = None) -> Tensor:
