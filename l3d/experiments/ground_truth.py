@@ -32,6 +32,20 @@ def match(score: Tensor) -> list[tuple[int, int]]:
     return list(zip(rows.tolist(), cols.tolist()))
 
 
+def ordered_subnetworks(matches: Sequence[tuple[int, int]], n_subnetworks: int, circuit: str = "circuit {}",
+                        dead: Sequence[int] = ()) -> tuple[list[int], list[str]]:
+    """Subnetworks in the order of the circuits matched to them, then the unmatched ones, with row labels
+    "subnetwork k (<circuit>)", "subnetwork k (dead)" or "subnetwork k"; `circuit` formats a circuit index.
+
+    matches: one-to-one (circuit, subnetwork) pairs, e.g. from `match`.
+    """
+    circuit_of = {k: c for c, k in matches}
+    order = [k for _, k in sorted(matches)] + [k for k in range(n_subnetworks) if k not in circuit_of]
+    labels = [f"subnetwork {k}" + (f" ({circuit.format(circuit_of[k])})" if k in circuit_of
+                                   else " (dead)" if k in dead else "") for k in order]
+    return order, labels
+
+
 def circuit_inputs(
     circuits: Sequence[Sequence[int]],
     n_features: int,
@@ -103,11 +117,7 @@ class Recovery:
     def ordered(self, circuit: str = "circuit {}") -> tuple[list[int], list[str]]:
         """Subnetworks in the order of the circuits matched to them, then the unmatched ones, with row labels
         "subnetwork k (<circuit>)", "subnetwork k (dead)" or "subnetwork k"; `circuit` formats a circuit index."""
-        circuit_of = {k: c for c, k in self.matches}
-        order = [k for _, k in sorted(self.matches)] + [k for k in range(self.share.shape[1]) if k not in circuit_of]
-        labels = [f"subnetwork {k}" + (f" ({circuit.format(circuit_of[k])})" if k in circuit_of
-                                       else " (dead)" if k in self.dead else "") for k in order]
-        return order, labels
+        return ordered_subnetworks(self.matches, self.share.shape[1], circuit, self.dead)
 
     def summary(self) -> dict:
         """JSON-ready numbers for metrics.json."""
@@ -289,6 +299,15 @@ def aligned_then_paper(
     yield "aligned", decomposition
     fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, progress=False)
     yield "aligned_then_paper", decomposition
+
+
+def own_outputs(groups: Sequence[Sequence[int]], n_outputs: int) -> Tensor:
+    """(S, n_outputs) bool: row s marks the outputs of groups[s], what intervention s is meant to move
+    (the `own` of `intervention_selectivity`)."""
+    own = torch.zeros(len(groups), n_outputs, dtype=torch.bool)
+    for row, outputs in enumerate(groups):
+        own[row, list(outputs)] = True
+    return own
 
 
 def intervention_selectivity(effect: Tensor, own: Tensor) -> float:

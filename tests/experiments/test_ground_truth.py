@@ -90,6 +90,13 @@ def test_ordered_puts_matched_subnetworks_in_circuit_order_then_the_rest():
     assert labels == ["subnetwork 2 (x0)", "subnetwork 0 (x1)", "subnetwork 1", "subnetwork 3 (dead)", "subnetwork 4"]
 
 
+
+def test_ordered_subnetworks_from_plain_pairs_labels_matched_dead_and_the_rest():
+    order, labels = R.ordered_subnetworks([(0, 3), (1, 0)], 5, "feature {}", dead=[4])
+    assert order == [3, 0, 1, 2, 4]
+    assert labels == ["subnetwork 3 (feature 0)", "subnetwork 0 (feature 1)", "subnetwork 1", "subnetwork 2",
+                      "subnetwork 4 (dead)"]
+
 def test_circuit_inputs_switch_on_only_their_features():
     x = R.circuit_inputs([[0, 1], [3]], n_features=5, n_samples=20, low=-1, high=1)
     assert x.shape == (2, 20, 5)
@@ -152,6 +159,12 @@ def test_selectivity_is_own_over_other_change():
     with pytest.raises(ValueError, match="same shape"):
         R.intervention_selectivity(effect, own[:1])
 
+
+
+def test_own_outputs_marks_each_groups_outputs():
+    own = R.own_outputs([[2], [0, 3]], 4)
+    assert own.dtype == torch.bool
+    assert own.tolist() == [[False, False, True, False], [True, False, False, True]]
 
 def test_circuit_aligned_error_is_zero_when_each_circuit_has_one_direction():
     torch.manual_seed(0)

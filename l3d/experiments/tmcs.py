@@ -1,0 +1,163 @@
+"""Toy model of circuit superposition (paper §4.2, notebook 02): its settings, one trained toy and one
+decomposition per seed, and each seed's score against the ground truth, the coefficients A of y = A x.
+
+Every input j is a circuit: on a sample with only x_j on the toy computes A[:, j] x_j through weights it
+shares with the other inputs. Per seed:
+
+* reconstruction error and P_act over one more pass (fresh references), matching and purity of the
+  subnetworks against the inputs (`evaluate_and_recover`), MMCS of the first-layer columns;
+* the coefficients â the subnetworks imply (`path_coefficients`) against A: `r2` (squared correlation),
+  `r2_determination` (1 − SS_res / SS_tot), and against the ceilings: `model_r2` (what the toy itself
+  computes, f(e_j) − f(0), against A), `r2_ceiling` (the best any n_hidden-neuron model can reach,
+  `low_rank_r2`) and `r2_model_map` (â against the toy's own map);
+* two diagnostics with the labels: `circuit_aligned_error` (one best direction per input) and, when
+  n_subnetworks = n_features, a decomposition trained with one subnetwork per input and then with the
+  paper's loss (`aligned_then_paper`; `aligned_*` and `aligned_then_paper_*` keys).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..decomposition import Decomposition
+from ..pipeline import Run
+from ..runtime.settings import bounded
+from .ground_truth import (Recovery, aligned_then_paper, circuit_aligned_error, evaluate_and_recover, low_rank_r2,
+                           mmcs, path_coefficients, r_squared, squared_correlation)
+from .toy_experiment import ToyExperiment, decompose_toy, l3d_samples, medians, train_toys
+from .toys import MLP, circuit_superposition, random_coefficients, sparse_features
+
+PAPER = {"reconstruction_error": 0.064, "r2": 0.92}
+FIRST, SECOND = "layers.0.weight", "layers.1.weight"   # the toy's two weight matrices
+MEDIAN_KEYS = ["reconstruction_error", "circuit_aligned_error", "r2", "r2_determination", "model_r2", "r2_ceiling",
+               "r2_model_map", "mmcs", "min_purity", "min_input_purity", "mean_purity", "n_live", "n_dead"]
+STAGES = ("aligned", "aligned_then_paper")
+STAGE_KEYS = ("reconstruction_error", "min_purity", "r2")
+
+
+@dataclass(frozen=True)
+class TMCSExperiment(ToyExperiment):
+    """Notebook 02: a toy n_features → n_hidden ReLU → n_features fit to y = A x with A_ij ~ U(0, coefficient_max).
+    The labelled diagnostic trains aligned_epochs epochs (lr decayed every aligned_lr_decay_every epochs) with
+    one subnetwork per input, then as many with the paper's loss. Purity is probed with n_probe inputs per
+    feature (only that feature on) and n_ref references per impact."""
+
+    n_features: int = bounded(10, low=2)
+    n_hidden: int = bounded(5, low=1)
+    coefficient_max: float = bounded(3.0, low=0, open_low=True)
+    aligned_epochs: int = bounded(100, low=1)
+    aligned_lr_decay_every: int = bounded(10, low=1)
+    n_probe: int = bounded(200, low=2)
+    n_ref: int = bounded(10, low=1)
+
+
+@dataclass
+class TMCSScore:
+    """One seed's score: its row of metrics.json, the matching of inputs to subnetworks and â (n_features, n_features)."""
+
+    metrics: dict
+    found: Recovery
+    a_hat: Tensor
+
+
+def train_tmcs(settings: TMCSExperiment, device: torch.device) -> tuple[list[MLP], list[list[float]], list[Tensor]]:
+    """One toy per seed: the seed's training generator draws A (n_features, n_features) and then n_train inputs
+    x (all-zero ones dropped); the toy is fit to (x, x Aᵀ). Returns the models, their epoch losses and each A."""
+    coefficients = []   # each seed's A, drawn as train_toys asks for the seeds' data, in order
+
+    def data(generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        coefficients.append(random_coefficients(settings.n_features, settings.n_features, settings.coefficient_max,
+                                                generator))
+        x = sparse_features(settings.toy.n_train, settings.n_features, settings.toy.p_active,
+                            generator=generator).to(device)
+        return x, x @ coefficients[-1].to(device).T
+
+    models, losses, _ = train_toys(settings, lambda: circuit_superposition(settings.n_features, settings.n_hidden),
+                                   data, device)
+    return models, losses, coefficients
+
+
+def decompose_tmcs(settings: TMCSExperiment, toy: MLP, seed: int, device: torch.device, progress: bool = True) -> Run:
+    """L3D of all four tensors of `seed`'s toy on its L3D samples (the run's collector holds the toy)."""
+    return decompose_toy(settings, toy, l3d_samples(settings, seed, settings.n_features).to(device), seed,
+                         progress=progress)
+
+
+def _recover(settings: TMCSExperiment, run: Run, decomposition: Decomposition) -> tuple[dict, Recovery, Tensor, list[int]]:
+    """Error and P_act (fresh references), the matching to the inputs, and the â it implies with the input
+    each subnetwork reads."""
+    evaluation, found = evaluate_and_recover(decomposition, run.source, [[j] for j in range(settings.n_features)],
+                                             settings.n_features, n_samples=settings.n_probe, n_ref=settings.n_ref,
+                                             seed=run.config.seed, first_layer=FIRST)
+    return evaluation, found, *path_coefficients(run.collector.model, decomposition, FIRST, SECOND)
+
+
+def score_tmcs(settings: TMCSExperiment, run: Run, coefficients: Tensor, toy_loss: float) -> TMCSScore:
+    """One seed's scores (module docstring) against its A (n_features, n_features), with the toy's final loss."""
+    toy, decomposition, seed = run.collector.model, run.decomposition, run.config.seed
+    evaluation, found, a_hat, reads = _recover(settings, run, decomposition)
+    eye = torch.eye(settings.n_features, device=run.source.inputs.device)
+    with torch.no_grad():
+        model_map = (toy(eye) - toy(torch.zeros_like(eye))).T.cpu()   # the toy's own coefficients
+    A = coefficients.cpu()
+    samples = run.source.inputs
+    gradients = run.collector(samples, generator=torch.Generator().manual_seed(seed)).dense().flat()
+    aligned_error, _ = circuit_aligned_error(gradients, samples > 0)
+    metrics = {
+        "seed": seed,
+        "toy_loss": toy_loss,
+        "reconstruction_error": evaluation["reconstruction_error"],
+        "final_training_error": run.history.reconstruction_error[-1],
+        "circuit_aligned_error": aligned_error,
+        "p_act": evaluation["p_act"],
+        **found.summary(),
+        "inputs_read": reads,
+        "r2": squared_correlation(a_hat, A),
+        "r2_determination": r_squared(a_hat, A),
+        "model_r2": squared_correlation(model_map, A),
+        "r2_ceiling": low_rank_r2(A, settings.n_hidden),          # no n_hidden-neuron model's map can do better
+        "r2_model_map": squared_correlation(a_hat, model_map),    # â against what the toy computes
+        "mmcs": mmcs(decomposition.decoder_directions()[FIRST].detach().transpose(1, 2).cpu(),
+                     toy.layers[0].weight.detach().T.cpu()),
+    }
+    if settings.l3d.n_subnetworks == settings.n_features:   # one subnetwork per input with the labels, then the paper's loss
+        metrics.update(_aligned(settings, run, A))
+    return TMCSScore(metrics, found, a_hat)
+
+
+def _aligned(settings: TMCSExperiment, run: Run, A: Tensor) -> dict:
+    """The labelled diagnostic's error, lowest purity and r² after each stage of `aligned_then_paper`."""
+    c, samples = settings.l3d, run.source.inputs
+    fresh = Decomposition(run.collector.shapes, c.n_subnetworks, rank=c.rank, top_k=c.top_k, seed=run.config.seed)
+    scores = {}
+    for stage, aligned in aligned_then_paper(fresh.to(samples.device), run.source, samples > 0, settings.aligned_epochs,
+                                             c.lr, c.lr_decay, settings.aligned_lr_decay_every, c.batch_size,
+                                             seed=run.config.seed):
+        evaluation, found, a_hat, _ = _recover(settings, run, aligned)
+        scores.update({f"{stage}_reconstruction_error": evaluation["reconstruction_error"],
+                       f"{stage}_min_purity": found.summary()["min_purity"],
+                       f"{stage}_r2": squared_correlation(a_hat, A)})
+    return scores
+
+
+def summarize(per_seed: list[dict]) -> dict:
+    """Medians over seeds of every scalar score (the labelled diagnostic's when it ran) and the number of
+    seeds whose every input has a distinct live subnetwork."""
+    keys = MEDIAN_KEYS + [f"{stage}_{key}" for stage in STAGES for key in STAGE_KEYS if f"{stage}_{key}" in per_seed[0]]
+    return {**medians(per_seed, keys), "all_matched_seeds": sum(r["all_matched"] for r in per_seed)}
+
+
+def describe(row: dict, n_hidden: int) -> str:
+    """One seed's scores in words."""
+    text = (f"seed {row['seed']}: error {row['reconstruction_error']:.3f} (one direction per input: "
+            f"{row['circuit_aligned_error']:.3f}), r² {row['r2']:.3f} (model itself {row['model_r2']:.3f}, any "
+            f"{n_hidden}-neuron model ≤ {row['r2_ceiling']:.3f}; against the model's map {row['r2_model_map']:.3f}), "
+            f"min purity {row['min_purity']:.2f}, dead {row['dead']}, MMCS {row['mmcs']:.3f}")
+    if "aligned_r2" in row:
+        text += (f"\n    with the labels: error {row['aligned_reconstruction_error']:.3f}, r² {row['aligned_r2']:.3f}, "
+                 f"min purity {row['aligned_min_purity']:.2f}; then the paper's loss: error "
+                 f"{row['aligned_then_paper_reconstruction_error']:.3f}, r² {row['aligned_then_paper_r2']:.3f}, "
+                 f"min purity {row['aligned_then_paper_min_purity']:.2f}")
+    return text

@@ -1,0 +1,123 @@
+"""Notebook 02's experiment: settings, toys, decompositions and scores equal what the notebook computed inline."""
+import math
+import statistics
+
+import pytest
+import torch
+
+import l3d
+from l3d.experiments import tmcs
+from l3d.experiments.ground_truth import (aligned_then_paper, circuit_aligned_error, evaluate_and_recover, low_rank_r2,
+                                          mmcs, path_coefficients, r_squared, squared_correlation)
+from l3d.experiments.toys import circuit_superposition, random_coefficients, sparse_features, train_toys_best_of
+
+SMALL = {"seeds": [0, 1], "seed": 0, "device": "cpu", "n_features": 3, "n_hidden": 2, "coefficient_max": 3.0,
+         "p_active": 0.3, "n_train": 64, "toy_epochs": 2, "toy_batch_size": 16, "toy_restarts": 2, "toy_compile": False,
+         "n_samples": 60, "n_subnetworks": 3, "rank": 1, "top_k": 0.2, "epochs": 3, "batch_size": 10, "lr": 0.01,
+         "lr_decay": 0.8, "lr_decay_every": 2, "warm_start_epochs": 1, "init": "random", "restarts": 1,
+         "aligned_epochs": 2, "aligned_lr_decay_every": 1, "n_probe": 4, "n_ref": 2}
+
+
+@pytest.fixture(scope="module")
+def small():
+    settings = tmcs.TMCSExperiment.from_parameters(SMALL)
+    return settings, *tmcs.train_tmcs(settings, torch.device("cpu"))
+
+
+def test_settings_are_read_from_the_notebooks_parameters_and_checked_together():
+    settings = tmcs.TMCSExperiment.from_parameters(SMALL)
+    assert settings.l3d.warm_start_epochs == 1 and settings.toy.n_train == 64 and settings.n_probe == 4
+    assert settings.to_dict()["aligned_epochs"] == 2
+    with pytest.raises(ValueError) as error:
+        tmcs.TMCSExperiment.from_parameters({**SMALL, "coefficient_max": 0.0, "n_probe": 1, "aligned_epochs": 0})
+    assert all(name in str(error.value) for name in ("coefficient_max", "n_probe", "aligned_epochs"))
+    with pytest.raises(ValueError, match="lr_decay"):
+        tmcs.TMCSExperiment.from_parameters({**SMALL, "lr_decay": 0})
+
+
+def test_train_tmcs_is_the_notebooks_training(small):
+    settings, models, losses, coefficients = small
+    expected_A, train_sets = [], []
+    for s in (0, 1):
+        generator = torch.Generator().manual_seed(10_000 + s)
+        expected_A.append(random_coefficients(3, 3, 3.0, generator))
+        train_sets.append(sparse_features(64, 3, 0.3, generator=generator))
+    expected, expected_losses = train_toys_best_of(lambda: circuit_superposition(3, 2),
+                                                   [(x, x @ A.T) for x, A in zip(train_sets, expected_A)], [0, 1], 2,
+                                                   epochs=2, batch_size=16, lr=1e-3, compile=False, progress=False)
+    assert losses == expected_losses
+    for A, A_expected in zip(coefficients, expected_A):
+        torch.testing.assert_close(A, A_expected, rtol=0, atol=0)
+    for model, reference in zip(models, expected):
+        for p, q in zip(model.parameters(), reference.parameters()):
+            torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def _nan_as_text(value):
+    """The value with every nan float replaced by "nan", so that == compares nan with nan as equal."""
+    if isinstance(value, dict):
+        return {k: _nan_as_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_as_text(v) for v in value]
+    return "nan" if isinstance(value, float) and math.isnan(value) else value
+
+
+def _notebook_score(toy, run, A, toy_loss):
+    """The scoring loop of notebook 02 before it moved into the package (one seed)."""
+    s = run.config.seed
+
+    def score(decomposition):
+        evaluation, found = evaluate_and_recover(decomposition, run.source, [[j] for j in range(3)], 3, n_samples=4,
+                                                 n_ref=2, seed=s, first_layer="layers.0.weight")
+        return evaluation, found, *path_coefficients(toy, decomposition, "layers.0.weight", "layers.1.weight")
+
+    eye = torch.eye(3)
+    evaluation, found, a_hat, reads = score(run.decomposition)
+    with torch.no_grad():
+        model_map = (toy(eye) - toy(torch.zeros_like(eye))).T
+    decoder = run.decomposition.decoder_directions()
+    samples = run.source.inputs
+    gradients = run.collector(samples, generator=torch.Generator().manual_seed(s)).dense().flat()
+    aligned_error, _ = circuit_aligned_error(gradients, samples > 0)
+    row = {
+        "seed": s, "toy_loss": toy_loss, "reconstruction_error": evaluation["reconstruction_error"],
+        "final_training_error": run.history.reconstruction_error[-1], "circuit_aligned_error": aligned_error,
+        "p_act": evaluation["p_act"], **found.summary(), "inputs_read": reads, "r2": squared_correlation(a_hat, A),
+        "r2_determination": r_squared(a_hat, A), "model_r2": squared_correlation(model_map, A),
+        "r2_ceiling": low_rank_r2(A, 2), "r2_model_map": squared_correlation(a_hat, model_map),
+        "mmcs": mmcs(decoder["layers.0.weight"].detach().transpose(1, 2), toy.layers[0].weight.detach().T),
+    }
+    fresh = l3d.Decomposition(run.collector.shapes, 3, rank=1, top_k=0.2, seed=s)
+    for stage, aligned in aligned_then_paper(fresh, run.source, samples > 0, 2, 0.01, 0.8, 1, 10, seed=s):
+        evaluation, found_aligned, a_aligned, _ = score(aligned)
+        row.update({f"{stage}_reconstruction_error": evaluation["reconstruction_error"],
+                    f"{stage}_min_purity": found_aligned.summary()["min_purity"],
+                    f"{stage}_r2": squared_correlation(a_aligned, A)})
+    return row, found, a_hat
+
+
+def test_decompose_and_score_equal_the_notebooks_loop(small):
+    settings, models, losses, coefficients = small
+    rows = []
+    for s, toy, toy_losses, A in zip(settings.seeds, models, losses, coefficients):
+        run = tmcs.decompose_tmcs(settings, toy, s, torch.device("cpu"), progress=False)
+        assert run.collector.model is toy and run.config.chunk_size == 60 and run.config.warm_start_epochs == 1
+        twin = tmcs.decompose_tmcs(settings, toy, s, torch.device("cpu"), progress=False)
+        score = tmcs.score_tmcs(settings, run, A, toy_losses[-1])
+        expected, found, a_hat = _notebook_score(toy, twin, A, toy_losses[-1])
+        assert _nan_as_text(score.metrics) == _nan_as_text(expected)
+        assert score.found.matches == found.matches
+        torch.testing.assert_close(score.a_hat, a_hat, rtol=0, atol=0)
+        rows.append(score.metrics)
+    median = tmcs.summarize(rows)
+    for key in tmcs.MEDIAN_KEYS + ["aligned_r2", "aligned_then_paper_min_purity"]:
+        assert _nan_as_text(median[key]) == _nan_as_text(statistics.median(float(r[key]) for r in rows))
+    assert median["all_matched_seeds"] == sum(r["all_matched"] for r in rows)
+    assert "with the labels" in tmcs.describe(rows[0], 2) and f"{rows[0]['r2']:.3f}" in tmcs.describe(rows[0], 2)
+
+
+def test_summarize_leaves_out_the_labelled_diagnostic_when_it_did_not_run():
+    row = {key: 0.5 for key in tmcs.MEDIAN_KEYS} | {"all_matched": True}
+    median = tmcs.summarize([row, {**row, "r2": 0.7}])
+    assert median["r2"] == pytest.approx(0.6) and median["all_matched_seeds"] == 2
+    assert not any(key.startswith("aligned") for key in median)

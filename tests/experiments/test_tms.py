@@ -1,0 +1,117 @@
+"""Notebook 01's experiment: settings, toys, decompositions and scores equal what the notebook computed inline."""
+import pytest
+import torch
+
+import l3d
+from l3d.experiments import tms
+from l3d.experiments.ground_truth import intervention_selectivity, mmcs
+from l3d.experiments.toys import TMS, sparse_features, tms_feature_match, train_toys_best_of
+
+SMALL = {"seeds": [0, 1], "seed": 1, "device": "cpu", "n_features": 3, "n_hidden": 2, "p_active": 0.2, "n_train": 64,
+         "toy_epochs": 2, "toy_batch_size": 16, "toy_restarts": 2, "toy_compile": False, "n_samples": 48,
+         "n_subnetworks": 4, "rank": 1, "top_k": 0.2, "epochs": 3, "batch_size": 8, "lr": 0.01, "lr_decay": 0.8,
+         "lr_decay_every": 2, "init": "gradients", "restarts": 2, "restart_epochs": 1, "max_delta": 0.5, "n_deltas": 3}
+
+
+@pytest.fixture(scope="module")
+def small():
+    settings = tms.TMSExperiment.from_parameters(SMALL)
+    models, losses = tms.train_tms(settings, torch.device("cpu"))
+    return settings, models, losses
+
+
+def test_settings_are_read_from_the_notebooks_parameters_and_checked_together():
+    settings = tms.TMSExperiment.from_parameters({**SMALL, "seeds": "[0, 1]"})   # as `papermill -p` passes a list
+    assert settings.seeds == [0, 1] and settings.toy.compile is False and settings.l3d.init == "gradients"
+    assert settings.deltas().tolist() == [-0.5, 0.0, 0.5]
+    assert settings.to_dict()["toy"]["restarts"] == 2 and settings.to_dict()["n_deltas"] == 3
+    with pytest.raises(ValueError) as error:
+        tms.TMSExperiment.from_parameters({**SMALL, "max_delta": 0.0, "n_deltas": 1, "n_hidden": 0})
+    assert all(name in str(error.value) for name in ("max_delta", "n_deltas", "n_hidden"))
+    with pytest.raises(ValueError, match="top_k"):
+        tms.TMSExperiment.from_parameters({**SMALL, "top_k": 0})
+
+
+def test_train_tms_is_the_notebooks_training(small):
+    settings, models, losses = small
+    train_sets = [sparse_features(64, 3, 0.2, generator=torch.Generator().manual_seed(10_000 + s)) for s in (0, 1)]
+    expected, expected_losses = train_toys_best_of(lambda: TMS(3, 2), [(x, x) for x in train_sets], [0, 1], 2,
+                                                   epochs=2, batch_size=16, lr=1e-3, compile=False, progress=False)
+    assert losses == expected_losses
+    for model, reference in zip(models, expected):
+        torch.testing.assert_close(model.W_in, reference.W_in, rtol=0, atol=0)
+        torch.testing.assert_close(model.b, reference.b, rtol=0, atol=0)
+
+
+def _notebook_score(settings, toy, run, toy_loss):
+    """The scoring loop of notebook 01 before it moved into the package."""
+    decomposition = run.decomposition
+    decoder = decomposition.decoder_directions()
+    found = tms_feature_match(toy, decoder)
+    found_encoder = tms_feature_match(toy, decomposition.encoder_directions())
+    sweep = l3d.intervention_sweep(toy, decomposition, torch.linspace(-0.5, 0.5, 3), run.source.inputs).cpu()
+    matched = [k for _, k in found["pairs"]]
+    own = torch.zeros(len(found["pairs"]), 3, dtype=torch.bool)
+    for row, (i, _) in enumerate(found["pairs"]):
+        own[row, i] = True
+    slices = torch.cat([decoder["W_in"].transpose(1, 2), decoder["W_out"]], dim=-1)
+    weights = torch.cat([toy.W_in.detach().T, toy.W_out.detach()], dim=-1)
+    evaluation = l3d.evaluate(decomposition, run.source)
+    return {
+        "seed": run.config.seed, "toy_loss": toy_loss,
+        "reconstruction_error": evaluation["reconstruction_error"], "dead_subnetworks": evaluation["dead"],
+        "feature_cosines": found["cosines"], "feature_shares": [found["share"][i, k].item() for i, k in found["pairs"]],
+        "encoder_feature_cosines": found_encoder["cosines"], "matching": found["pairs"],
+        "all_features_recovered": min(found["cosines"]) >= 0.95 and len(found["pairs"]) == 3,
+        "intervention_selectivity": intervention_selectivity(sweep.mean(1)[matched], own),
+        "mmcs": mmcs(slices.cpu(), weights.cpu()), "history": run.history.to_dict(),
+    }, sweep
+
+
+def test_decompose_and_score_equal_the_notebooks_loop(small):
+    settings, models, losses = small
+    for s, toy, toy_losses in zip(settings.seeds, models, losses):
+        run = tms.decompose_tms(settings, toy, s, torch.device("cpu"), progress=False)
+        assert run.decomposition.names == ["W_in", "W_out", "b"] and run.config.chunk_size == 48
+        torch.testing.assert_close(run.collector.model(run.source.inputs), toy(run.source.inputs))   # untied, same function
+        twin = tms.decompose_tms(settings, toy, s, torch.device("cpu"), progress=False)
+        score = tms.score_tms(settings, run, toy_losses[-1])
+        expected, sweep = _notebook_score(settings, twin.collector.model, twin, toy_losses[-1])
+        assert score.metrics == expected
+        torch.testing.assert_close(score.sweep, sweep, rtol=0, atol=0)
+        assert score.found["pairs"] == expected["matching"]
+
+
+def test_summarize_takes_the_shown_seed_and_medians_over_seeds():
+    rows = [{"seed": s, "reconstruction_error": e, "feature_cosines": c, "intervention_selectivity": q, "mmcs": m,
+             "all_features_recovered": min(c) >= 0.95, "dead_subnetworks": []}
+            for s, e, c, q, m in [(0, 0.3, [0.99, 0.5], 2.0, 0.7), (1, 0.1, [0.97, 0.98], 9.0, 0.99),
+                                  (2, 0.2, [0.96, 0.99], 5.0, 0.9)]]
+    settings = tms.TMSExperiment(seeds=[0, 1, 2], seed=1)
+    metrics = tms.summarize(settings, rows)
+    assert metrics["seed"] == 1 and metrics["reconstruction_error"] == 0.1 and metrics["feature_cosines"] == [0.97, 0.98]
+    # with an odd number of seeds the median is torch's (the notebook's before) as well as statistics'
+    for key in ("reconstruction_error", "intervention_selectivity", "mmcs"):
+        assert metrics["median"][key] == torch.tensor([r[key] for r in rows], dtype=torch.float64).median().item()
+    assert metrics["median_min_feature_cosine"] == 0.96
+    assert metrics["seeds_with_all_features_recovered"] == 2 and metrics["per_seed"] is rows
+    table = tms.comparison(metrics)
+    assert [r[""] for r in table] == ["reconstruction error", "seeds with every feature found", "smallest matched |cos|",
+                                      "intervention selectivity"]
+    assert table[0]["this run (median)"] == "0.200" and table[1]["this run (median)"] == "2 of 3"
+    assert table[2]["this run (median)"] == "0.500" and table[3]["this run (median)"] == "5.0"
+    assert [r["min |cos|"] for r in tms.seed_table(rows)] == ["0.500", "0.970", "0.960"]
+
+
+def test_subnetwork_rows_and_matched_directions_are_the_notebooks(small):
+    settings, models, _ = small
+    found = {"pairs": [(0, 2), (1, 0), (2, 3)]}
+    order, labels, own = tms.subnetwork_rows(found, 4)
+    assert order == [2, 0, 3, 1]
+    assert labels == ["subnetwork 2 (feature 0)", "subnetwork 0 (feature 1)", "subnetwork 3 (feature 2)", "subnetwork 1"]
+    assert own == [0, 1, 2, None]
+    run = tms.decompose_tms(settings, models[0], 0, torch.device("cpu"), progress=False)
+    features, directions = tms.matched_directions(run, found)
+    columns = run.decomposition.decoder_directions()["W_in"].detach().transpose(1, 2)
+    torch.testing.assert_close(features, run.collector.model.W_in.detach().T)
+    torch.testing.assert_close(directions, torch.stack([columns[2, 0], columns[0, 1], columns[3, 2]]))
