@@ -67,17 +67,33 @@ class Settings:
         marked unprefixed, which read their bare name.
         `fixed` gives values that are not parameters. Fields absent from both keep their defaults.
         """
-        return cls(**_gather(cls, parameters, "", fixed))
+        problems: list[str] = []
+        values = _gather(cls, parameters, "", fixed, problems)
+        try:
+            settings = cls(**values)
+        except ValueError as e:
+            problems.append(str(e))
+        if problems:   # every bad setting, of the nested classes too, in one error
+            raise ValueError("; ".join(problems))
+        return settings
 
 
-def _gather(cls: type, parameters: Mapping[str, Any], prefix: str, fixed: Mapping[str, Any]) -> dict:
+def _gather(cls: type, parameters: Mapping[str, Any], prefix: str, fixed: Mapping[str, Any], problems: list[str]) -> dict:
+    """The values of cls's fields found in `fixed` or `parameters`; nested settings built (a nested class that
+    refuses its values is reported in `problems` and replaced by its defaults, so the rest is still checked)."""
     hints = typing.get_type_hints(cls)
     values = {}
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
         if isinstance(hint, type) and issubclass(hint, Settings):
-            values[f.name] = fixed[f.name] if f.name in fixed else hint(
-                **_gather(hint, parameters, f.metadata.get("prefix", ""), {}))
+            if f.name in fixed:
+                values[f.name] = fixed[f.name]
+                continue
+            try:
+                values[f.name] = hint(**_gather(hint, parameters, f.metadata.get("prefix", ""), {}, problems))
+            except ValueError as e:
+                problems.append(str(e))
+                values[f.name] = hint()
         elif f.name in fixed:
             values[f.name] = fixed[f.name]
         else:

@@ -59,3 +59,11 @@ def test_toy_experiment_reads_a_notebooks_parameters_and_checks_them_together():
         ToyExperiment.from_parameters({**parameters, "batch_size": 200})
     with pytest.raises(ValueError, match="p_active must be > 0"):
         ToyExperiment.from_parameters({**parameters, "p_active": 0.0})
+
+
+def test_bad_settings_of_nested_classes_are_reported_together_with_the_outer_ones():
+    with pytest.raises(ValueError) as caught:
+        ToyExperiment.from_parameters({"seeds": [0], "seed": 3, "p_active": 0.0, "top_k": 0, "toy_epochs": 0})
+    text = str(caught.value)
+    for problem in ("p_active must be > 0", "epochs must be >= 1, got 0", "top_k must be > 0", "seed 3 must be one of seeds"):
+        assert problem in text
