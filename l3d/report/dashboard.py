@@ -547,7 +547,7 @@ function histogram(counts, lo, hi, xlabel, ylabel, opts = {}) {
   const w = opts.w || 290, h = opts.h || 150, m = {l: 42, r: 8, t: 8, b: 30};
   // y: log10(1 + count), ticks at 0, 1, 10, 100, ...
   const ymax = Math.max(...counts.map(c => Math.log10(1 + c)), Math.log10(2));
-  const yt = [0]; for (let c = 1; Math.log10(1 + c) <= ymax + 1e-9; c *= 10) yt.push(Math.log10(1 + c));
+  const yt = ymax < 1.5 ? [0] : []; for (let c = 1; Math.log10(1 + c) <= ymax + 1e-9; c *= 10) yt.push(Math.log10(1 + c));
   const {X, Y, g} = frame(w, h, m, [lo, hi], [0, ymax], xlabel, ylabel, yt, t => String(Math.round(Math.pow(10, t) - 1)));
   const step = (hi - lo) / counts.length;
   let body = g;
@@ -709,7 +709,7 @@ function subnetworkPage(k) {
   cards.push(`<div class="card"><h3>Intervention sweep: f(x; W0 + δ d_${k}) − f(x; W0)</h3>${lineChart(xs, series, "δ", "mean output change", {zero: true})}
     ${lineChart(xs, [{name: "divergence", ys: sw.divergence, color: "#111"}], "δ", D.divergence === "kl" ? "KL(f(W0) ‖ f)" : "squared error", {h: 110})}
     <div class="note">mean over the top samples; d_${k} has unit norm</div></div>`);
-  cards.push(`<div class="card"><h3>Most often active with</h3>${s.coactive.length ? `<table class="coactive"><thead><tr><th style="width:3.2em"></th><th class="num" style="width:4.2em" title="P(active | #${k} active)">P(·|#${k})</th><th class="num" style="width:3.6em">lift</th><th>its summary</th></tr></thead><tbody>${s.coactive.map(([l, p, lift]) => `<tr title="${esc(S[l].summary)}"><td>${subLink(l)}</td><td class="num">${pct(p)}</td><td class="num">${fmt(lift, 2)}×</td><td class="summary muted">${esc(S[l].summary)}</td></tr>`).join("")}</tbody></table>` : '<div class="muted">never active together with another subnetwork</div>'}
+  cards.push(`<div class="card"><h3>Most often active with</h3>${s.coactive.length ? `<table class="coactive"><thead><tr><th style="width:3.2em"></th><th class="num" style="width:5em" title="P(active | #${k} active)">P(·|#${k})</th><th class="num" style="width:3.6em">lift</th><th>its summary</th></tr></thead><tbody>${s.coactive.map(([l, p, lift]) => `<tr title="${esc(S[l].summary)}"><td>${subLink(l)}</td><td class="num">${pct(p)}</td><td class="num">${fmt(lift, 2)}×</td><td class="summary muted">${esc(S[l].summary)}</td></tr>`).join("")}</tbody></table>` : '<div class="muted">never active together with another subnetwork</div>'}
     <div class="note">active: BatchTopK (top_k ${D.top_k}) over the impacts of all samples; lift = P(active | #${k}) / P(active)</div></div>`);
   if (D.circuit_names) {
     const m = Math.max(...s.circuits);
@@ -732,11 +732,11 @@ function itemPage(item) {
   const subs = list => list.map(([k, v]) => `<a href="#s/${k}" title="impact ${fmt(v)}">#${k} <span class="muted">${fmt(v)}</span></a>`).join("");
   let body = "";
   if (D.kind === "texts") {
-    const rows = e.ids.slice(1).map((id, p) => `<tr><td class="num">${p}</td><td class="tokens">${esc(D.vocabulary[String(e.ids[p])])} → <b>${esc(D.vocabulary[String(id)])}</b></td>${e.labels ? `<td>${esc(D.label_names[e.labels[p]])}</td>` : ""}<td class="subs">${subs(e.top[p])}</td></tr>`);
+    const rows = e.ids.slice(1).map((id, p) => `<tr><td class="num">${p}</td><td class="tokens">${esc(D.vocabulary[String(e.ids[p])].trim())} → <b>${esc(D.vocabulary[String(id)].trim())}</b></td>${e.labels ? `<td>${esc(D.label_names[e.labels[p]])}</td>` : ""}<td class="subs">${subs(e.top[p])}</td></tr>`);
     const best = e.top.map(t => t[0][1]), m = Math.max(...best) || 1;
     body = `<div class="tokens" style="margin:8px 0">${tokenSpans(item, best.map(v => v / m), -1, e.top.map(t => `largest impact: #${t[0][0]} ${fmt(t[0][1])}`))}</div>
       <div class="muted">tokens shaded by the largest impact of any subnetwork on predicting them</div>
-      <table style="margin-top:8px"><thead><tr><th class="num">position</th><th>input → target</th>${e.labels ? "<th>label</th>" : ""}<th>subnetworks with the largest impact</th></tr></thead><tbody>${rows.join("")}</tbody></table>`;
+      <table style="margin-top:8px; width:auto"><thead><tr><th class="num">position</th><th>input → target</th>${e.labels ? "<th>label</th>" : ""}<th>subnetworks with the largest impact</th></tr></thead><tbody>${rows.join("")}</tbody></table>`;
   } else {
     const label = e.labels ? `<p>label <b>${esc(D.label_names[e.labels[0]])}</b></p>` : "";
     const shown = D.kind === "images" ? `<div class="big"><img alt="${itemName(item)}" src="${D.images[item]}"></div>` : `<table class="vec"><thead><tr>${featureHeader()}</tr></thead><tbody><tr>${vectorCells(e.x)}</tr></tbody></table>`;
