@@ -408,7 +408,8 @@ def render(folder: str | os.PathLike) -> Path:
         saved = load_file(folder / IMAGES)
         data["images"] = {str(int(i)): "data:image/png;base64," + base64.b64encode(png(image)).decode()
                           for i, image in zip(saved["ids"], saved["images"])}
-    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/")
+    # "<" only occurs inside JSON strings; escaped, no "</script>" or "<!--" in the data can end the script element
+    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c")
     title = data["title"].replace("&", "&amp;").replace("<", "&lt;")
     page = _PAGE.replace("{{title}}", title).replace("{{css}}", _CSS).replace("{{js}}", _JS).replace("{{data}}", payload)
     return write_file(folder / INDEX, lambda f: Path(f).write_text(page, encoding="utf-8"))
