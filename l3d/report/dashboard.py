@@ -203,10 +203,10 @@ def collect(
     if impact is None:
         impact = sample_impact(decomposition, collector, inputs, n_ref=n_ref, seed=seed)
     impact = impact.detach().float().cpu()
-    n_texts, length = (inputs.shape[0], inputs.shape[1]) if sequence else (inputs.shape[0], 1)
+    n_items, length = (inputs.shape[0], inputs.shape[1]) if sequence else (inputs.shape[0], 1)
     N, C = impact.shape
-    if N != n_texts * length or C != decomposition.n_subnetworks:
-        raise ValueError(f"impact must be (samples, subnetworks) = ({n_texts * length}, {decomposition.n_subnetworks}), "
+    if N != n_items * length or C != decomposition.n_subnetworks:
+        raise ValueError(f"impact must be (samples, subnetworks) = ({n_items * length}, {decomposition.n_subnetworks}), "
                          f"got {tuple(impact.shape)}")
     top = top_samples(impact, n_top)                                            # (C, n)
     active = batch_top_k(impact, decomposition.top_k).float()                   # (N, C)
@@ -232,26 +232,18 @@ def collect(
     for k in range(C):
         samples = top[k]
         if sequence:
-            items, positions = samples // length, samples % length
+            shown_items, positions = samples // length, samples % length
             rows = torch.arange(len(samples), device=inputs.device)
             at = positions.to(inputs.device)
 
             def chosen(m: nn.Module, x: Tensor, at: Tensor = at, rows: Tensor = rows) -> Tensor:
                 return forward(m, x)[rows, at]                                  # each text's output at its position
         else:
-            items, chosen = samples, forward
-        x = inputs[items.to(inputs.device)]
-        slope = output_derivative(model, decomposition, k, x, forward=chosen).float().mean(0).cpu()   # (out,)
-        n_out = min(n_outputs, slope.shape[0])
-        up = [(int(j), float(slope[j])) for j in slope.topk(n_out).indices if slope[j] > 0]
-        down = [(int(j), float(slope[j])) for j in (-slope).topk(n_out).indices if slope[j] < 0]
-        with torch.no_grad():
-            base = chosen(model, x).float()
-            moved = intervene(model, decomposition, k, deltas, x, forward=chosen).float()       # (D, n, out)
-            spread = divergence(moved, base.expand_as(moved), collector.divergence).mean(1).cpu()
-            change = (moved - base).mean(1).cpu()                                               # (D, out)
+            shown_items, chosen = samples, forward
+        up, down, change, spread = _output_effects(model, chosen, decomposition, k, inputs[shown_items.to(inputs.device)],
+                                                   deltas, n_outputs, collector.divergence)
         shown = list(range(change.shape[1])) if change.shape[1] <= SHOWN_OUTPUTS else [j for j, _ in up + down]
-        for j in set(shown):
+        for j in set(shown) | {j for j, _ in up + down}:
             names.setdefault(j, output_name(j))
         values = impact[:, k]
         row = {
@@ -268,15 +260,13 @@ def collect(
             "lowered": [[j, _round(v)] for j, v in down],
             "sweep": {"outputs": shown, "change": _rounded(change[:, shown]), "divergence": _rounded(spread)},
         }
-        for j, _ in up + down:
-            names.setdefault(j, output_name(j))
         others = together[k] / together[k, k].clamp_min(1)
         others[k] = -1
         order = others.argsort(descending=True)[:N_COACTIVE]
         row["coactive"] = [[int(l), _round(others[l]), _round(others[l] / p_here[l].clamp_min(1e-12))]
                            for l in order if others[l] > 0]
         if sequence:
-            row["token_impact"] = [_rounded(impact[t * length:(t + 1) * length, k], 3) for t in items.tolist()]
+            row["token_impact"] = [_rounded(impact[t * length:(t + 1) * length, k], 3) for t in shown_items.tolist()]
         if labels is not None:
             row["label"], row["purity"] = int(label[k]), _round(pure[k], 3)
         if cosines is not None:
@@ -308,7 +298,7 @@ def collect(
         "title": title,
         "kind": kind,
         "n_subnetworks": C,
-        "n_items": n_texts,
+        "n_items": n_items,
         "length": length,
         "n_samples": N,
         "n_top": top.shape[1],
@@ -328,7 +318,7 @@ def collect(
         "subnetworks": subnetworks,
         "items": items,
     }
-    for k, row in enumerate(subnetworks):
+    for row in subnetworks:
         row["summary"] = _summary(data, row)
     text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
     write_file(folder / DATA, lambda f: Path(f).write_text(text, encoding="utf-8"))
@@ -339,6 +329,34 @@ def collect(
                   "ids": torch.tensor(used, dtype=torch.int64)}
         write_file(folder / IMAGES, lambda f: save_file(pixels, f))
     return folder
+
+
+def _output_effects(
+    model: nn.Module,
+    forward: Callable[[nn.Module, Tensor], Tensor],
+    decomposition: Decomposition,
+    k: int,
+    x: Tensor,
+    deltas: Tensor,
+    n_outputs: int,
+    divergence_kind: str,
+) -> tuple[list[tuple[int, float]], list[tuple[int, float]], Tensor, Tensor]:
+    """What moving along d_k does to the outputs `forward` gives for the samples x (one output row per sample).
+
+    Returns the n_outputs outputs with the largest and with the most negative mean ∂f/∂δ at δ = 0 (one JVP),
+    as (output, derivative) pairs of that sign, and for every δ of the sweep the mean output change
+    f(W0 + δ d_k) − f(W0) (len(deltas), n_out) and the mean divergence of f(W0 + δ d_k) from f(W0) (len(deltas),).
+    """
+    slope = output_derivative(model, decomposition, k, x, forward=forward).float().mean(0).cpu()   # (out,)
+    n = min(n_outputs, slope.shape[0])
+    up = [(int(j), float(slope[j])) for j in slope.topk(n).indices if slope[j] > 0]
+    down = [(int(j), float(slope[j])) for j in (-slope).topk(n).indices if slope[j] < 0]
+    with torch.no_grad():
+        base = forward(model, x).float()
+        moved = intervene(model, decomposition, k, deltas, x, forward=forward).float()           # (D, n, out)
+        spread = divergence(moved, base.expand_as(moved), divergence_kind).mean(1).cpu()
+        change = (moved - base).mean(1).cpu()                                                   # (D, out)
+    return up, down, change, spread
 
 
 def _summary(data: dict, row: dict) -> str:
