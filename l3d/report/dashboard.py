@@ -35,14 +35,14 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..atomic import write_file
+from ..runtime.atomic import write_file
 from ..decomposition import Decomposition, batch_top_k
-from ..divergence import divergence
+from ..divergences import divergence
 from ..gradients import GradientCollector
-from ..impact import impact as sample_impact
-from ..impact import top_samples
-from ..intervene import intervene, output_derivative
-from ..subnetworks import purity
+from ..impacts import impact as sample_impact
+from ..impacts import top_samples
+from ..interventions import intervene, output_derivative
+from ..experiments.subnetworks import purity
 from ..train import History
 
 DATA = "data.json"
