@@ -19,14 +19,17 @@ from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_chec
 from .decomposition import Decomposition, LossParts, as_divisor
 from .divergence import check_outputs
 from .gradients import GradientCollector
+from .runtime.threads import threads_for
 
 
 class GradientSource:
     """Batches of per-sample gradients over a data set, with fresh references every epoch.
 
     Gradients are computed `chunk_size` items at a time (references drawn within the chunk) and handed
-    out `batch_size` items at a time. For small models set chunk_size to the data set size: one
-    vectorized gradient pass per epoch. Under torch.distributed every process draws the same order and
+    out `batch_size` items at a time. A chunk_size that is not a multiple of batch_size is rounded down to
+    one (at least one batch). For small models set chunk_size to the data set size, `len(inputs)`: one
+    vectorized gradient pass per epoch. Every epoch takes len(inputs) // batch_size whole batches of a fresh
+    shuffle; the last len(inputs) % batch_size items of the shuffled order sit that epoch out. Under torch.distributed every process draws the same order and
     references and computes the gradients of its share of each batch only (`shard`).
     The position within an epoch is part of `state_dict`, so an interrupted epoch resumes where it stopped.
     """
@@ -46,9 +49,9 @@ class GradientSource:
         n = inputs.shape[0]
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= n:
             raise ValueError(f"batch_size {batch_size!r} must be an int in 1..{n} (the number of inputs)")
-        chunk_size = chunk_size or batch_size
-        if chunk_size % batch_size:
-            raise ValueError(f"chunk_size {chunk_size} must be a multiple of batch_size {batch_size}")
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"chunk_size must be a positive int (items per gradient pass) or None, got {chunk_size!r}")
+        chunk_size = max(1, (chunk_size or batch_size) // batch_size) * batch_size
         self.shard = shard or distributed.current()
         if batch_size % self.shard.world_size:
             raise ValueError(
@@ -70,6 +73,12 @@ class GradientSource:
     def __len__(self) -> int:
         """Batches per epoch (a last partial batch is dropped)."""
         return self.inputs.shape[0] // self.batch_size
+
+    @property
+    def work(self) -> int:
+        """Per-sample gradient entries of one batch (`GradientCollector.work`); `fit` and `evaluate` pick their
+        CPU threads by it (l3d.runtime.threads)."""
+        return self.collector.work(self.inputs[:self.batch_size])
 
     @property
     def batches_done(self) -> int:
@@ -259,6 +268,7 @@ def fit(
     resume: bool = False,
     keep_checkpoints: int = 2,
     callback: Callable[[int, LossParts], None] | None = None,
+    threads: int | None = None,
 ) -> History:
     """Train `decomposition` on `source` with Adam; lr × lr_decay every lr_decay_every epochs.
 
@@ -276,8 +286,17 @@ def fit(
         `keep_checkpoints` newest are kept). With resume=True an existing checkpoint there is continued
         (bit-identical to an uninterrupted run on CPU); without, a folder holding one is an error.
     callback: called as callback(step, loss_parts) after every step (step counts from 1).
+    threads: CPU threads torch uses during the call. None: $L3D_THREADS, else $OMP_NUM_THREADS, else one
+        thread for small work (`source.work` below l3d.runtime.threads.SMALL_WORK) and torch's setting otherwise.
     Under torchrun (l3d.distributed) every process runs fit on its share; only rank 0 writes checkpoints.
     """
+    with threads_for(source.work, threads):
+        return _fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, progress, silence,
+                    silence_from, checkpoint_dir, checkpoint_every, resume, keep_checkpoints, callback)
+
+
+def _fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, progress, silence,
+         silence_from, checkpoint_dir, checkpoint_every, resume, keep_checkpoints, callback) -> History:
     _check_fit_settings(epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, checkpoint_every, silence, silence_from)
     if checkpoint_dir is None and (resume or checkpoint_every):
         raise ValueError("resume and checkpoint_every need a checkpoint_dir to read and write checkpoints in")
@@ -382,12 +401,13 @@ def fit(
 
 
 @torch.no_grad()
-def evaluate(decomposition: Decomposition, source: GradientSource) -> dict:
-    """Reconstruction error and P_act over one pass of `source`, without training."""
+def evaluate(decomposition: Decomposition, source: GradientSource, threads: int | None = None) -> dict:
+    """Reconstruction error and P_act over one pass of `source`, without training (threads: as for `fit`)."""
     decomposition.check_shapes(source.collector.shapes, "the collector")
     stats = _EpochStats(decomposition.n_subnetworks, decomposition.decoder[0].core.device)
-    for grads in source:
-        parts = decomposition.loss(grads, distributed=source.shard.active)
-        stats.add(_summary(parts), parts.mask.shape[0] * source.shard.world_size)
+    with threads_for(source.work, threads):
+        for grads in source:
+            parts = decomposition.loss(grads, distributed=source.shard.active)
+            stats.add(_summary(parts), parts.mask.shape[0] * source.shard.world_size)
     error, p_act, _ = stats.result()
     return {"reconstruction_error": error, "p_act": p_act, "dead": [k for k, p in enumerate(p_act) if p == 0]}
