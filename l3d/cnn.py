@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from .runtime.progress import tqdm
 
 from .gradients import GradientCollector
 from .atomic import write_folder

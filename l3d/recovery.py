@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from scipy.optimize import linear_sum_assignment, minimize_scalar
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from .runtime.progress import tqdm
 
 from .decomposition import Decomposition, as_divisor
 from .divergence import random_others

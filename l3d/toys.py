@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, stack_module_state, vmap
-from tqdm.auto import tqdm
+from .runtime.progress import tqdm
 
 from .decomposition import Decomposition
 from .gradients import GradientCollector
@@ -162,7 +162,7 @@ def _train_stacked(models, inputs, targets, epochs, batch_size, lr, weight_decay
             optimizer.step()
             total += losses * idx.shape[1]
         history[epoch] = total.cpu() / n
-        bar.set_postfix(loss=f"{history[epoch].mean():.4g}")
+        bar.set_postfix(loss=f"{history[epoch].mean():.4g}", refresh=False)   # shown at the bar's next (timed) refresh
     with torch.no_grad():
         for m, model in enumerate(models):
             for name, p in model.named_parameters():

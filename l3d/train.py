@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from .runtime.progress import tqdm
 
 from . import distributed
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -391,8 +391,8 @@ def _fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start
             history.silent.append(silent)
         scheduler.step()
         epoch, stats = epoch + 1, None
-        bar.update(1)
-        bar.set_postfix(error=f"{error:.3f}", dead=sum(p == 0 for p in p_act))
+        bar.set_postfix(error=f"{error:.3f}", dead=sum(p == 0 for p in p_act), refresh=False)
+        bar.update(1)   # redraws at most every mininterval seconds, the postfix with it
         if checkpoint_dir is not None and (checkpoint_every and step % checkpoint_every == 0 or epoch == epochs):
             checkpoint()
     bar.close()

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from .runtime.progress import tqdm
 from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
 from .corpus import Corpus, Tokenizer, story_corpus
