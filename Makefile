@@ -1,10 +1,15 @@
-# l3d: `make figures` reproduces every figure, `make test` runs the tests. Both set up .venv first.
+# l3d: `make figures` reproduces every figure, `make test` runs the tests. Every target sets up .venv first.
+#   make env              .venv with l3d (editable) and the notebook and test tools; `. .venv/bin/activate` to use it
 #   make figures          every notebook at paper scale -> figures/<notebook>/ (PNG, PDF, metrics.json)
 #   make -B figures       the same, even where figures/ is already up to date
 #   make figures DEVICE=cuda JOBS=1
+#   make notebook NB=01 PARAMS="-p n_features 10 -p n_hidden 4 -p n_subnetworks 10"
+#                         one notebook with your parameters -> runs/<notebook>/ (figures/ stays as it is);
+#                         prints the notebook's output and progress bars (every 10 s) as it runs
 #   make test             unit tests + every notebook under nbval with small parameters
-#   make lab              JupyterLab on notebooks/
+#   make lab              JupyterLab on notebooks/; make lab LAB_ARGS="--no-browser --port 8890"
 #   make benchmark        speed and memory numbers (benchmarks/)
+# CPU threads: l3d uses one thread for small models (l3d/runtime/threads.py); set L3D_THREADS to choose.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -13,9 +18,14 @@ JOBS ?= 2
 STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 METRICS := $(patsubst notebooks/%.ipynb,figures/%/metrics.json,$(NOTEBOOKS))
+NB ?=
+PARAMS ?=
+NB_FILE := $(firstword $(wildcard notebooks/$(NB)*.ipynb))
+NB_NAME := $(basename $(notdir $(NB_FILE)))
+LAB_ARGS ?=
 SOURCES := $(shell find l3d -name '*.py')
 
-.PHONY: all env figures test unit notebooks-test lab benchmark clean-figures
+.PHONY: all env figures notebook test unit notebooks-test lab benchmark clean-figures
 .DELETE_ON_ERROR:
 
 all: figures
@@ -36,6 +46,14 @@ figures/%/metrics.json: notebooks/%.ipynb $(SOURCES) $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} MPLBACKEND=Agg $(VENV)/bin/papermill --cwd notebooks --progress-bar \
 		$< figures/$*/$*.ipynb -p device $(DEVICE)
 
+# One notebook, e.g. NB=01 (or its full name), with papermill parameters PARAMS, into runs/<notebook>/.
+notebook: $(STAMP)
+	@test -n "$(NB)" -a -n "$(NB_FILE)" || { echo 'usage: make notebook NB=01 [PARAMS="-p n_features 10 -p n_hidden 4"]; NB is one of: $(basename $(notdir $(NOTEBOOKS)))'; exit 2; }
+	@mkdir -p runs/$(NB_NAME)
+	L3D_PROGRESS=text TQDM_MININTERVAL=10 MPLBACKEND=Agg $(VENV)/bin/papermill --cwd notebooks --log-output --no-progress-bar $(NB_FILE) \
+		runs/$(NB_NAME)/$(NB_NAME).ipynb -p device $(DEVICE) -p out_dir $(CURDIR)/runs/$(NB_NAME) $(PARAMS)
+	@echo "outputs: runs/$(NB_NAME)/ (figures, metrics.json, the executed notebook $(NB_NAME).ipynb)"
+
 test: unit notebooks-test
 
 unit: $(STAMP)
@@ -46,8 +64,9 @@ notebooks-test: $(STAMP)
 	$(PY) tools/notebooks.py prepare-tests build/nbtest
 	$(if $(NOTEBOOKS),MPLBACKEND=Agg $(PY) -m pytest --nbval-lax --nbval-cell-timeout=900 -q -p no:cacheprovider build/nbtest,@echo "no notebooks yet")
 
+# JupyterLab refuses to run as root unless told; LAB_ARGS go to it as they are.
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/bench.py --device $(DEVICE)

@@ -13,6 +13,11 @@ Rank 0 writes out/checkpoints/ and out/decomposition/ (the decomposition, which 
 and run.json with every setting and the history). Run the same command again with --resume after an
 interruption to continue from the last checkpoint. Every argument is checked before --setup runs;
 Ctrl-C stops with exit status 130 and says where it stopped.
+
+Without --setup the built-in example runs: a toy model of superposition (5 features in 2 hidden
+dimensions, trained for 100 epochs), decomposed from 1000 sparse inputs (l3d.cli:tms).
+CPU threads: --threads, else $L3D_THREADS or $OMP_NUM_THREADS, else one thread for small models
+(l3d.runtime.threads).
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ from .checkpoint import latest_checkpoint
 from .pipeline import L3DConfig, decompose
 from .runtime import distributed
 from .runtime.atomic import remove_temporaries
+from .runtime.threads import cpu_threads
 
 
 def tms(n_samples: int = 1000, seed: int = 0, toy_epochs: int = 100) -> dict:
@@ -61,6 +67,8 @@ def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser, given
     except ValueError as e:   # the settings' names as the flags that set them
         fields = "|".join(f.name for f in dataclasses.fields(L3DConfig))
         parser.error(re.sub(rf"\b({fields})\b", lambda m: _flag(m.group(1)), str(e)))
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     if args.checkpoint_every < 1:
         parser.error(f"--checkpoint-every must be >= 1 (steps), got {args.checkpoint_every}")
     if args.setup.count(":") != 1 or not all(args.setup.split(":")):
@@ -79,18 +87,31 @@ def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser, given
     return kwargs
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help: the module's description as written, and each option's default where it has one to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.required or action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m l3d", description=__doc__.split("\n")[0])
-    p.add_argument("--setup", default="l3d.cli:tms", help="module:function returning model, inputs, tensors")
+    p = argparse.ArgumentParser(prog="python -m l3d", formatter_class=_Help, description=__doc__)
+    p.add_argument("--setup", default="l3d.cli:tms",
+                   help="module:function returning a dict with model, inputs, tensors; the default is the built-in TMS example")
     p.add_argument("--setup-kwargs", default="{}", help="JSON keyword arguments for the setup function")
     p.add_argument("--out", required=True, help="folder for checkpoints and the decomposition")
     hints = typing.get_type_hints(L3DConfig)
-    for f in dataclasses.fields(L3DConfig):   # every setting of the run, default None: the config's (or setup's) default
+    for f in dataclasses.fields(L3DConfig):   # every setting of the run; unset: L3DConfig's (or the setup's) default
         kind = next((t for t in (int, float, str) if t in typing.get_args(hints[f.name]) or hints[f.name] is t), str)
-        p.add_argument(_flag(f.name), type=kind, default=None, help=f"default {f.default!r}")
+        p.add_argument(_flag(f.name), type=kind, default=None, help=f"L3DConfig.{f.name} (default: {f.default})")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads; default: $L3D_THREADS, else $OMP_NUM_THREADS, else 1 for small models "
+                        "and torch's default for large ones")
     return p
 
 
@@ -107,15 +128,16 @@ def main(argv: list[str] | None = None) -> None:
         if shard.is_main:   # what writes killed midway left behind
             remove_temporaries(out)
             remove_temporaries(out / "decomposition")
-        setup = _load_setup(args.setup)(**setup_kwargs)
-        defaults = {k: setup[k] for k in ("divergence", "reference") if k in setup}
-        config = L3DConfig(**{**defaults, **given})
-        run = decompose(
-            setup["model"].to(device), setup["inputs"].to(device), setup["tensors"], config,
-            **{k: setup[k] for k in ("sequence", "forward") if k in setup},
-            checkpoint_dir=out / "checkpoints", checkpoint_every=args.checkpoint_every, resume=args.resume,
-            callback=lambda step, parts: steps.__setitem__(0, step),
-        )
+        with cpu_threads(args.threads):
+            setup = _load_setup(args.setup)(**setup_kwargs)
+            defaults = {k: setup[k] for k in ("divergence", "reference") if k in setup}
+            config = L3DConfig(**{**defaults, **given})
+            run = decompose(
+                setup["model"].to(device), setup["inputs"].to(device), setup["tensors"], config,
+                **{k: setup[k] for k in ("sequence", "forward") if k in setup},
+                checkpoint_dir=out / "checkpoints", checkpoint_every=args.checkpoint_every, resume=args.resume,
+                callback=lambda step, parts: steps.__setitem__(0, step),
+            )
         if shard.is_main:
             run.save(out / "decomposition")
             print(f"reconstruction error {run.history.reconstruction_error[-1]:.4f}, dead {run.history.dead}; wrote {out}")

@@ -9,6 +9,7 @@ from .divergences import reference_outputs
 from .gradients import GradientCollector
 from .train import check_matches
 from .runtime.validate import as_int
+from .runtime.threads import threads_for
 
 
 @torch.no_grad()
@@ -18,10 +19,12 @@ def impact(
     inputs: Tensor,
     n_ref: int = 10,
     seed: int = 0,
+    threads: int | None = None,
 ) -> Tensor:
     """I(x_i, v_k) = mean_j |<e_k, g_i(ref_j)>| over n_ref random references: (N, C).
 
     References are drawn among `inputs` (other samples, or other positions for sequence models).
+    threads: CPU threads during the call, as for `l3d.fit` (None: the default for one gradient chunk's work).
     """
     n_ref, seed = as_int("n_ref", n_ref), as_int("seed", seed)
     if n_ref < 1:
@@ -29,11 +32,12 @@ def impact(
     decomposition.check_shapes(collector.shapes, "the collector")
     check_matches(decomposition, collector)
     generator = torch.Generator().manual_seed(seed)
-    outputs = collector.outputs(inputs)
-    total = 0
-    for _ in range(n_ref):
-        refs = reference_outputs(outputs, collector.divergence, collector.reference, generator)
-        total = total + decomposition.encode(collector(inputs, references=refs)).abs()
+    with threads_for(collector.work(inputs[:collector.chunk_size]), threads):
+        outputs = collector.outputs(inputs)
+        total = 0
+        for _ in range(n_ref):
+            refs = reference_outputs(outputs, collector.divergence, collector.reference, generator)
+            total = total + decomposition.encode(collector(inputs, references=refs)).abs()
     return total / n_ref
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from .runtime.progress import tqdm
 
 from .checkpoint import (
     DamagedCheckpoint, checkpoints, load_checkpoint, remove_litter, rng_state, save_checkpoint, set_rng_state,
@@ -24,6 +24,7 @@ from .decomposition import Decomposition, LossParts, as_divisor
 from .divergences import check_outputs, random_others
 from .gradients import GradientCollector
 from .runtime import distributed
+from .runtime.threads import threads_for
 from .runtime.validate import as_int, is_int, is_number
 
 
@@ -57,8 +58,10 @@ class GradientSource:
     """Batches of per-sample gradients over a data set, with fresh references every epoch.
 
     Gradients are computed `chunk_size` items at a time (references drawn within the chunk) and handed
-    out `batch_size` items at a time. For small models set chunk_size to the data set size: one
-    vectorized gradient pass per epoch. Under torch.distributed every process draws the same order and
+    out `batch_size` items at a time. A chunk_size that is not a multiple of batch_size is rounded down to
+    one (at least one batch). For small models set chunk_size to the data set size, `len(inputs)`: one
+    vectorized gradient pass per epoch. Every epoch takes len(inputs) // batch_size whole batches of a fresh
+    shuffle; the last len(inputs) % batch_size items of the shuffled order sit that epoch out. Under torch.distributed every process draws the same order and
     references and computes the gradients of its share of each batch only (`shard`).
     The position within an epoch is part of `state_dict`, so an interrupted epoch resumes where it stopped.
     """
@@ -118,6 +121,12 @@ class GradientSource:
     def __len__(self) -> int:
         """Batches per epoch (a last partial batch is dropped)."""
         return self.inputs.shape[0] // self.batch_size
+
+    @property
+    def work(self) -> int:
+        """Per-sample gradient entries of one batch (`GradientCollector.work`); `fit` and `evaluate` pick their
+        CPU threads by it (l3d.runtime.threads)."""
+        return self.collector.work(self.inputs[:self.batch_size])
 
     @property
     def batches_done(self) -> int:
@@ -324,6 +333,7 @@ def fit(
     resume: bool = False,
     keep_checkpoints: int = 2,
     callback: Callable[[int, LossParts], None] | None = None,
+    threads: int | None = None,
 ) -> History:
     """Train `decomposition` on `source` with Adam; lr × lr_decay every lr_decay_every epochs.
 
@@ -347,8 +357,17 @@ def fit(
         a damaged checkpoint is skipped with a warning (and renamed `<name>.damaged`) for the newest intact one.
         What killed runs left there (temporary folders) is removed first.
     callback: called as callback(step, loss_parts) after every step (step counts from 1).
+    threads: CPU threads torch uses during the call. None: $L3D_THREADS, else $OMP_NUM_THREADS, else one
+        thread for small work (`source.work` below l3d.runtime.threads.SMALL_WORK) and torch's setting otherwise.
     Under torchrun (l3d.runtime.distributed) every process runs fit on its share; only rank 0 writes checkpoints.
     """
+    with threads_for(source.work, threads):
+        return _fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, progress, silence,
+                    silence_from, checkpoint_dir, checkpoint_every, resume, keep_checkpoints, callback)
+
+
+def _fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, progress, silence,
+         silence_from, checkpoint_dir, checkpoint_every, resume, keep_checkpoints, callback) -> History:
     (epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, checkpoint_every, silence, silence_from,
      keep_checkpoints) = _check_fit_settings(epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, checkpoint_every,
                                              silence, silence_from, keep_checkpoints)
@@ -482,8 +501,8 @@ def fit(
             history.dropped_energy.append(dropped)
         scheduler.step()
         epoch, stats = epoch + 1, None
-        bar.update(1)
-        bar.set_postfix(error=f"{error:.3f}", dead=sum(p == 0 for p in p_act))
+        bar.set_postfix(error=f"{error:.3f}", dead=sum(p == 0 for p in p_act), refresh=False)
+        bar.update(1)   # redraws at most every mininterval seconds, the postfix with it
         if checkpoint_dir is not None and (checkpoint_every and step % checkpoint_every == 0 or epoch == epochs):
             checkpoint()
     bar.close()
@@ -492,13 +511,14 @@ def fit(
 
 
 @torch.no_grad()
-def evaluate(decomposition: Decomposition, source: GradientSource) -> dict:
-    """Reconstruction error and P_act over one pass of `source`, without training."""
+def evaluate(decomposition: Decomposition, source: GradientSource, threads: int | None = None) -> dict:
+    """Reconstruction error and P_act over one pass of `source`, without training (threads: as for `fit`)."""
     decomposition.check_shapes(source.collector.shapes, "the collector")
     check_matches(decomposition, source.collector)
     stats = _EpochStats(decomposition.n_subnetworks, decomposition.decoder[0].core.device)
-    for grads in source:
-        parts = decomposition.loss(grads, distributed=source.shard.active)
-        stats.add(_summary(parts), parts.mask.shape[0] * source.shard.world_size)
+    with threads_for(source.work, threads):
+        for grads in source:
+            parts = decomposition.loss(grads, distributed=source.shard.active)
+            stats.add(_summary(parts), parts.mask.shape[0] * source.shard.world_size)
     error, p_act, _ = stats.result()
     return {"reconstruction_error": error, "p_act": p_act, "dead": [k for k, p in enumerate(p_act) if p == 0]}

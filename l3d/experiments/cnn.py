@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from ..runtime.progress import tqdm
 
 from ..gradients import GradientCollector
 from ..runtime.atomic import write_folder
-from ..runtime.resources import MissingResourceError, cache_dir, offline, settings_key
+from ..runtime.resources import MissingResourceError, cache_dir, missing_resources, offline, settings_key
 
 DIGITS_BLOCK = "features.1.*"
 PAPER_BLOCK = "features.7.*"
@@ -146,24 +146,44 @@ def _torch_hub_checkpoints() -> Path:
     return Path(home) / "hub" / "checkpoints"
 
 
-def paper_model(device: str | torch.device = "cpu") -> tuple[nn.Module, list[str]]:
-    """MobileNet-v3-small with torchvision's ImageNet weights, and the 1000 ImageNet class names."""
-    from torchvision.models import MobileNet_V3_Small_Weights, mobilenet_v3_small
+def _weights_needed():
+    """torchvision's MobileNet-v3-small ImageNet weights: (weights enum, file expected, what to do when it is missing)."""
+    from torchvision.models import MobileNet_V3_Small_Weights
 
     weights = MobileNet_V3_Small_Weights.IMAGENET1K_V1
-    checkpoints = _torch_hub_checkpoints()
-    file = checkpoints / Path(weights.url).name
-    how = (
-        f"source='paper' needs torchvision's MobileNet-v3-small ImageNet weights, expected at {file}. "
-        f"Download {weights.url} on a machine with network access and put it there (or set TORCH_HOME "
-        f"to a folder whose hub/checkpoints holds it), or use source='embedded'."
-    )
-    if offline() and not file.exists():
-        raise MissingResourceError(how)
+    file = _torch_hub_checkpoints() / Path(weights.url).name
+    how = (f"torchvision's MobileNet-v3-small ImageNet weights, expected at {file}: download {weights.url} on a machine "
+           f"with network access and put it there (or set TORCH_HOME to a folder whose hub/checkpoints holds it)")
+    return weights, file, how
+
+
+def _cifar100_needed(root: str | os.PathLike | None = None, train: bool = False):
+    """CIFAR-100: (folder, whether the split is there, what to do when it is missing)."""
+    root = Path(root or cache_dir() / "cifar-100")
+    present = (root / "cifar-100-python" / ("train" if train else "test")).exists()
+    how = (f"CIFAR-100, expected under {root}/cifar-100-python: download {CIFAR100_URL} on a machine with network "
+           f"access and unpack it into {root} (or pass root=... to cifar100)")
+    return root, present, how
+
+
+def paper_model(device: str | torch.device = "cpu") -> tuple[nn.Module, list[str]]:
+    """MobileNet-v3-small with torchvision's ImageNet weights, and the 1000 ImageNet class names.
+
+    Offline, missing weights and a missing CIFAR-100 training split (at its default place, which source='paper' reads
+    next) are named in one error.
+    """
+    from torchvision.models import mobilenet_v3_small
+
+    weights, file, how = _weights_needed()
+    if offline():
+        _, cifar_here, cifar_how = _cifar100_needed(train=True)   # what source='paper' reads next (notebook 06)
+        missing = [text for text, here in ((how, file.exists()), (cifar_how, cifar_here)) if not here]
+        if missing:
+            raise missing_resources("source='paper'", missing)
     try:
-        state = torch.hub.load_state_dict_from_url(weights.url, model_dir=str(checkpoints), progress=False, map_location="cpu")
+        state = torch.hub.load_state_dict_from_url(weights.url, model_dir=str(file.parent), progress=False, map_location="cpu")
     except OSError as err:  # URLError and friends when the download fails
-        raise MissingResourceError(how + f"\n(underlying error: {err})") from None
+        raise missing_resources("source='paper'", [how + f" (underlying error: {err})"]) from None
     model = mobilenet_v3_small()
     model.load_state_dict(state)
     return model.to(device).eval(), list(weights.meta["categories"])
@@ -177,18 +197,13 @@ def cifar100(n_images: int = 10_000, train: bool = False, root: str | os.PathLik
     """
     from torchvision.datasets import CIFAR100
 
-    root = Path(root or cache_dir() / "cifar-100")
-    present = (root / "cifar-100-python" / ("train" if train else "test")).exists()
-    how = (
-        f"source='paper' needs CIFAR-100, expected under {root}/cifar-100-python. Download {CIFAR100_URL} "
-        f"on a machine with network access and unpack it into {root} (or pass root=...), or use source='embedded'."
-    )
+    root, present, how = _cifar100_needed(root, train)
     if offline() and not present:
-        raise MissingResourceError(how)
+        raise missing_resources("source='paper'", [how])
     try:
         data = CIFAR100(str(root), train=train, download=not present)
     except (OSError, RuntimeError) as err:
-        raise MissingResourceError(how + f"\n(underlying error: {err})") from None
+        raise missing_resources("source='paper'", [how + f" (underlying error: {err})"]) from None
     pixels = torch.tensor(data.data).permute(0, 3, 1, 2).float() / 255  # (N, 3, 32, 32)
     labels = torch.tensor(data.targets)
     if not 1 <= n_images <= len(labels):

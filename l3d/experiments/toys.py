@@ -7,10 +7,11 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, stack_module_state, vmap
-from tqdm.auto import tqdm
+from ..runtime.progress import tqdm
 
 from ..runtime.validate import as_float, as_int
 from .ground_truth import match
+from ..runtime.threads import threads_for
 
 
 def sparse_features(
@@ -86,9 +87,11 @@ def train_toy(
     seed: int = 0,
     compile: bool = False,
     progress: bool = True,
+    threads: int | None = None,
 ) -> list[float]:
     """Fit `model` to targets by MSE with AdamW; returns the mean loss of every epoch."""
-    return train_toys([model], [inputs], [targets], epochs, batch_size, lr, weight_decay, [seed], compile, progress)[0]
+    return train_toys([model], [inputs], [targets], epochs, batch_size, lr, weight_decay, [seed], compile, progress,
+                      threads)[0]
 
 
 def train_toys(
@@ -102,6 +105,7 @@ def train_toys(
     seeds: Sequence[int] | None = None,
     compile: bool = False,
     progress: bool = True,
+    threads: int | None = None,
 ) -> list[list[float]]:
     """Fit M models of one architecture, each to its own data set, at once; returns each model's epoch losses.
 
@@ -110,6 +114,8 @@ def train_toys(
     weights are stacked along a new leading dimension, the forward is vmapped, and AdamW is elementwise.
     Training many small models together costs about as much per step as training one. `compile=True`
     compiles the gradient computation with torch.compile (a few seconds up front, ~3× faster steps).
+    threads: CPU threads during training, as for `l3d.fit` (None: the default for M × batch_size × parameters
+    per model, l3d.runtime.threads).
     """
     M = len(models)
     if not (M == len(inputs) == len(targets)) or M == 0:
@@ -121,6 +127,13 @@ def train_toys(
     seeds = list(range(M)) if seeds is None else list(seeds)
     if len(seeds) != M:
         raise ValueError(f"need one seed per model, got {len(seeds)} seeds for {M} models")
+    work = M * batch_size * sum(p.numel() for p in models[0].parameters())
+    with threads_for(work, threads):
+        return _train_stacked(models, inputs, targets, epochs, batch_size, lr, weight_decay, seeds, compile, progress, n)
+
+
+def _train_stacked(models, inputs, targets, epochs, batch_size, lr, weight_decay, seeds, compile, progress, n):
+    M = len(models)
     params, buffers = stack_module_state(list(models))   # name -> (M, *shape)
     template = copy.deepcopy(models[0]).to("meta")
     X, Y = torch.stack(list(inputs)), torch.stack(list(targets))   # (M, n, in), (M, n, out)
@@ -153,7 +166,7 @@ def train_toys(
             optimizer.step()
             total += losses * idx.shape[1]
         history[epoch] = total.cpu() / n
-        bar.set_postfix(loss=f"{history[epoch].mean():.4g}")
+        bar.set_postfix(loss=f"{history[epoch].mean():.4g}", refresh=False)   # shown at the bar's next (timed) refresh
     with torch.no_grad():
         for m, model in enumerate(models):
             for name, p in model.named_parameters():

@@ -9,6 +9,7 @@ data through `transformers` / `datasets` and says exactly what to download when 
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -18,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from ..runtime.progress import tqdm
 from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
 from ..gradients import GradientCollector
 from ..runtime.atomic import write_folder
-from ..runtime.resources import MissingResourceError, cache_dir, offline, settings_key
+from ..runtime.resources import MissingResourceError, cache_dir, missing_resources, offline, settings_key
 from .corpus import Corpus, Tokenizer, story_corpus
 
 PAPER_MODEL = "roneneldan/TinyStories-8M"
@@ -144,30 +145,52 @@ def _hf_datasets_cache() -> Path:
     return Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface") / "datasets"
 
 
-def _missing_model(detail: str = "") -> MissingResourceError:
-    return MissingResourceError(
-        f"source='paper' needs the model {PAPER_MODEL!r} (weights and tokenizer), which is not in the "
-        f"Hugging Face cache {_hf_hub_cache()} and cannot be downloaded (offline). On a machine with "
-        f"network access run\n    huggingface-cli download {PAPER_MODEL}\n(or `python -c \"import transformers as t; "
-        f"t.AutoModelForCausalLM.from_pretrained('{PAPER_MODEL}'); t.AutoTokenizer.from_pretrained('{PAPER_MODEL}')\"`) "
-        f"and copy the cache folder to this machine (set HF_HOME or HF_HUB_CACHE to it), or use source='embedded'."
-        + (f"\n(underlying error: {detail})" if detail else "")
-    )
+def _paper_resources() -> dict[str, str]:
+    """What source='paper' needs: "model", "datasets" (the package) and "data", each with where it belongs and how
+    to get it."""
+    hub, data_cache = _hf_hub_cache(), _hf_datasets_cache()
+    return {
+        "model": f"the model {PAPER_MODEL!r} (weights and tokenizer), expected in the Hugging Face hub cache {hub}. "
+                 f"On a machine with network access run `hf download {PAPER_MODEL}` and copy its hub cache "
+                 f"(~/.cache/huggingface/hub) to {hub}, or set HF_HUB_CACHE to where you put it",
+        "datasets": "the Python package `datasets` (the `paper` extra): `pip install -e '.[paper]'` in the repository "
+                    "(or `pip install datasets`)",
+        "data": f"the data set {PAPER_DATA!r}, expected in the Hugging Face datasets cache {data_cache}. On a machine "
+                f"with network access run `python -c \"import datasets; datasets.load_dataset('{PAPER_DATA}', "
+                f"split='train')\"` and copy ~/.cache/huggingface to this machine (set HF_HOME to it)",
+    }
+
+
+def paper_missing() -> dict[str, str]:
+    """The resources of `_paper_resources` this machine lacks (whether or not it could download them)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    hub = _hf_hub_cache()
+    present = {
+        "model": isinstance(try_to_load_from_cache(PAPER_MODEL, "config.json", cache_dir=hub), str),
+        "datasets": importlib.util.find_spec("datasets") is not None,
+        "data": (hub / f"datasets--{PAPER_DATA.replace('/', '--')}").exists()
+                or (_hf_datasets_cache() / "roneneldan___tiny_stories").exists(),
+    }
+    return {k: v for k, v in _paper_resources().items() if not present[k]}
 
 
 def paper_model(device: str | torch.device = "cpu"):
-    """TinyStories-8M and its tokenizer from the Hugging Face hub (or its cache)."""
-    from huggingface_hub import try_to_load_from_cache
+    """TinyStories-8M and its tokenizer from the Hugging Face hub (or its cache).
+
+    Offline, every missing resource of source='paper' (model, `datasets` package, data set) is named in one error.
+    """
     from transformers import AutoTokenizer
 
+    if offline() and (missing := paper_missing()):
+        raise missing_resources("source='paper'", list(missing.values()))
     hub_cache = _hf_hub_cache()
-    if offline() and not isinstance(try_to_load_from_cache(PAPER_MODEL, "config.json", cache_dir=hub_cache), str):
-        raise _missing_model()
     try:
         model = GPTNeoForCausalLM.from_pretrained(PAPER_MODEL, cache_dir=hub_cache, local_files_only=offline())
         tokenizer = AutoTokenizer.from_pretrained(PAPER_MODEL, cache_dir=hub_cache, local_files_only=offline())
     except (OSError, ValueError) as err:  # transformers' "not found / cannot connect" errors
-        raise _missing_model(str(err).splitlines()[0]) from None
+        detail = str(err).splitlines()[0]
+        raise missing_resources("source='paper'", [_paper_resources()["model"] + f" (underlying error: {detail})"]) from None
     return model.to(device).eval(), tokenizer
 
 
@@ -185,19 +208,16 @@ def encode_texts(texts: Sequence[str], encode: Callable[[str], list[int]], n_tex
 
 def paper_texts(tokenizer, n_texts: int = 10_000, length: int = 16, split: str = "train", skip: int = 0) -> Tensor:
     """`n_texts` TinyStories stories (after the first `skip`) cut to `length` + 1 tokens: (n_texts, length + 1)."""
-    how = (
-        f"source='paper' needs the data set {PAPER_DATA!r} (split {split!r}). On a machine with network access "
-        f"run\n    pip install 'l3d[paper]'\n    python -c \"import datasets; datasets.load_dataset('{PAPER_DATA}', "
-        f"split='{split}')\"\nand copy the Hugging Face cache ({_hf_datasets_cache().parent}) to this machine "
-        f"(set HF_HOME to it), or use source='embedded'."
-    )
-    try:
-        import datasets
-    except ImportError:
-        raise MissingResourceError("the Python package `datasets` is not installed. " + how) from None
+    missing = {k: v for k, v in paper_missing().items() if k != "model"}
+    if "datasets" in missing or offline() and missing:
+        raise missing_resources(f"source='paper' (split {split!r})", list(missing.values()))
+    import datasets
+
     try:
         data = datasets.load_dataset(PAPER_DATA, split=split, cache_dir=str(_hf_datasets_cache()))
     except Exception as err:  # datasets raises many kinds of errors when offline and uncached
-        raise MissingResourceError(how + f"\n(underlying error: {str(err).splitlines()[0]})") from None
+        detail = str(err).splitlines()[0]
+        raise missing_resources(f"source='paper' (split {split!r})",
+                                [_paper_resources()["data"] + f" (underlying error: {detail})"]) from None
     texts = (data[i]["text"] for i in range(skip, len(data)))
     return encode_texts(texts, tokenizer.encode, n_texts, length)

@@ -120,6 +120,12 @@ class GradientCollector:
     def device(self) -> torch.device:
         return next(iter(self.params.values())).device
 
+    def work(self, inputs: Tensor) -> int:
+        """Per-sample gradient entries of `inputs`: samples (items × positions for sequence models) × decomposed
+        parameters. L3D's calls pick their CPU threads by it (l3d.runtime.threads)."""
+        positions = inputs.shape[1] if self.sequence and inputs.dim() > 1 else 1
+        return inputs.shape[0] * positions * sum(math.prod(shape) for shape in self.shapes.values())
+
     @torch.no_grad()
     def outputs(self, inputs: Tensor) -> Tensor:
         """Model outputs with samples along dim 0: (N, out), positions flattened for sequences."""

@@ -23,18 +23,31 @@ def _as_matrix(t: Tensor) -> Tensor:
     return t.flatten(1)
 
 
+def _mode_labels(shape: tuple[int, ...]) -> tuple[str, str]:
+    """(y, x) axis labels of a tensor drawn by `_as_matrix`: which dimensions run down and across."""
+    if len(shape) <= 1:
+        return (f"dim 0 ({shape[0]})" if shape else "", "")
+    across = " × ".join(str(n) for n in shape[1:])
+    return f"dim 0 ({shape[0]})", f"dim 1 ({across})" if len(shape) == 2 else f"dims 1–{len(shape) - 1} ({across})"
+
+
 def subnetwork_heatmaps(
     directions: dict[str, Tensor],
     subnetworks: Sequence[int] | None = None,
     row_labels: Sequence[str] | None = None,
     cell_size: float = 0.35,
     cmap: str = "RdBu_r",
+    title: str = "Subnetwork directions in parameter space",
+    axis_labels: dict[str, tuple[str, str]] | None = None,
 ) -> plt.Figure:
-    """Each subnetwork's direction in parameter space, one heatmap per tensor (paper Fig. 3).
+    """Each subnetwork's direction in parameter space, one heatmap per tensor (paper Fig. 3, 5, 7, 8).
 
     directions: name -> (C, *shape), e.g. `decomposition.decoder_directions()`, or the model's own
     weights with C = 1. One row of panels per subnetwork, one column per tensor; colours share one
-    symmetric scale per row (directions are defined up to sign, so only relative signs matter).
+    symmetric scale per row (directions are defined up to sign, so only relative signs matter), shown by
+    the row's colour bar. title: the figure's title (name the paper figure, e.g. "… (paper Fig. 3)").
+    axis_labels: tensor name -> (y label, x label) of its panels, e.g. {"W_in": ("hidden", "feature")};
+    tensors not named get the dimensions they show ("dim 0 (2)", "dim 1 (5)").
     """
     names = list(directions)
     C = next(iter(directions.values())).shape[0]
@@ -43,12 +56,17 @@ def subnetwork_heatmaps(
     if len(labels) != len(rows):
         raise ValueError(f"{len(labels)} row labels for {len(rows)} subnetworks")
     mats = {n: [_as_matrix(directions[n][k]) for k in rows] for n in names}
-    widths = [max(m.shape[1] for m in mats[n]) for n in names]
+    axis_labels = {n: _mode_labels(tuple(directions[n].shape[1:])) for n in names} | (axis_labels or {})
+    # a column at least as wide as its title and axis label (about 0.075 inch per character at 8-9 pt)
+    widths = [max(max(m.shape[1] for m in mats[n]), 0.075 * max(len(n), len(axis_labels[n][1])) / cell_size)
+              for n in names]
     height = max(max(m.shape[0] for m in mats[n]) for n in names)
+    fig_height = (cell_size * height + 0.6) * len(rows) + 1.0
     fig, axes = plt.subplots(
         len(rows), len(names), squeeze=False, gridspec_kw={"width_ratios": widths},
-        figsize=(cell_size * sum(widths) + 1.2 * len(names) + 1, (cell_size * height + 0.5) * len(rows) + 0.3),
+        figsize=(cell_size * sum(widths) + 1.2 * len(names) + 1.5, fig_height),
     )
+    fig.subplots_adjust(top=1 - 0.8 / fig_height, bottom=0.35 / fig_height)   # room for the title and column names
     for r, label in enumerate(labels):
         scale = max(float(mats[n][r].abs().max()) for n in names) or 1.0
         norm = TwoSlopeNorm(0.0, -scale, scale)
@@ -57,11 +75,18 @@ def subnetwork_heatmaps(
             image = ax.imshow(mats[n][r], cmap=cmap, norm=norm, aspect="equal")
             ax.set_xticks([])
             ax.set_yticks([])
+            ax.set_ylabel(axis_labels[n][0], fontsize=7)
             if r == 0:
                 ax.set_title(n, fontsize=9)
+            if r == len(rows) - 1:
+                ax.set_xlabel(axis_labels[n][1], fontsize=7)
             if c == 0:
-                ax.set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
-        fig.colorbar(image, ax=list(axes[r]), fraction=0.02, pad=0.02)
+                ax.annotate(label, (0, 0.5), xycoords="axes fraction", xytext=(-14, 0), textcoords="offset points",
+                            fontsize=8, ha="right", va="center")
+        bar = fig.colorbar(image, ax=list(axes[r]), fraction=0.02, pad=0.02)
+        bar.set_label("weight", fontsize=7)
+        bar.ax.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=10, y=1 - 0.2 / fig_height)
     return fig
 
 
@@ -247,21 +272,24 @@ def coefficients_scatter(true: Tensor, derived: Tensor, title: str = "") -> plt.
 
 
 def error_against(values: Sequence[int], errors: dict[int, Sequence[float]] | Tensor, xlabel: str,
-                  paper: Sequence[float] | None = None) -> plt.Figure:
+                  paper: Sequence[float] | None = None, title: str | None = None) -> plt.Figure:
     """Reconstruction error against a setting (rank, number of subnetworks): one dot per seed and the median
-    as a line (paper Fig. S5, S11). errors: (n_seeds, len(values)), or seed -> one error per value."""
+    as a line (paper Fig. S5, S11). errors: (n_seeds, len(values)), or seed -> one error per value.
+    title: default "Reconstruction error against <xlabel>" (name the paper figure in it)."""
     errors = torch.tensor(list(errors.values()) if isinstance(errors, dict) else errors, dtype=torch.float32)
     values = list(values)
-    fig, ax = plt.subplots(figsize=(4.5, 3.4))
-    for row in errors:
-        ax.scatter(values, row, color="0.5", s=14, zorder=2)
+    fig, ax = plt.subplots(figsize=(4.8, 3.6))
+    for s, row in enumerate(errors):
+        ax.scatter(values, row, color="0.5", s=14, zorder=2, label="one seed" if s == 0 else None)
     ax.plot(values, errors.median(0).values, marker="o", label="median over seeds", zorder=3)
     if paper is not None:
         ax.plot(values, list(paper), ls="--", color="k", label="paper")
+    top = max([float(errors.max()), *(paper if paper is not None else [])])
     ax.set_xticks(values)
+    ax.set_ylim(0, 1.12 * top or 1.0)   # room above the highest dot, which a bare bottom=0 clipped
     ax.set_xlabel(xlabel)
     ax.set_ylabel("reconstruction error")
-    ax.set_ylim(bottom=0)
+    ax.set_title(title if title is not None else f"Reconstruction error against {xlabel}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -313,5 +341,46 @@ def p_act_bars(p_act: Sequence[float] | Tensor, labels: Sequence[str] | None = N
     if dead:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
+def top_images_grid(
+    images: Tensor,
+    top: Tensor,
+    subnetworks: Sequence[int],
+    image_labels: Sequence[str],
+    row_notes: Sequence[str] | None = None,
+    row_labels: Sequence[str] | None = None,
+    title: str = "Each subnetwork's top images by impact",
+    note_label: str = "top affected logits",
+) -> plt.Figure:
+    """The images each subnetwork matters most for: one row per subnetwork, its top images left to right by impact
+    I(x, v_k) (`l3d.impact`, `l3d.top_samples`), each with its true class under it, and a note above the row
+    (e.g. the subnetwork's top affected logits, `l3d.subnetworks.affected_outputs`), prefixed with `note_label`.
+
+    images: (N, channels, H, W) in [0, 1] (one channel: grey); top: (C, n_top) indices into images, best first;
+    subnetworks: the rows to draw; image_labels: a class name per image (N); row_notes, row_labels: one per row
+    (row labels default to "subnetwork k").
+    """
+    rows = list(subnetworks)
+    n_top = top.shape[1]
+    labels = list(row_labels) if row_labels is not None else [f"subnetwork {k}" for k in rows]
+    if len(labels) != len(rows) or (row_notes is not None and len(row_notes) != len(rows)):
+        raise ValueError(f"need one row label and one row note per shown subnetwork ({len(rows)})")
+    fig, axes = plt.subplots(len(rows), n_top, figsize=(1.3 * n_top + 0.6, 1.6 * len(rows) + 0.9), squeeze=False)
+    for r, k in enumerate(rows):
+        for c, i in enumerate(top[k].tolist()):
+            ax = axes[r, c]
+            image = images[i].detach().float().cpu()
+            grey = image.shape[0] == 1
+            ax.imshow(image[0] if grey else image.permute(1, 2, 0), cmap="gray_r" if grey else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(image_labels[i], fontsize=7, labelpad=1)
+        axes[r, 0].set_ylabel(labels[r], fontsize=8)
+        if row_notes is not None:
+            axes[r, n_top // 2].set_title(f"{note_label}: {row_notes[r]}", fontsize=7)
+    fig.suptitle(f"{title}\nrows: subnetworks; images left to right by impact, true class under each", fontsize=9)
     fig.tight_layout()
     return fig

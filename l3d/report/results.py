@@ -11,6 +11,23 @@ import matplotlib.pyplot as plt
 from ..runtime.atomic import write_file
 
 
+def repository_root() -> Path:
+    """The folder holding the l3d checkout (pyproject.toml beside the package folder); the working directory when
+    l3d is installed elsewhere (pip install without -e)."""
+    import l3d
+
+    root = Path(l3d.__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() else Path.cwd()
+
+
+def resolve_out_dir(out_dir: str | os.PathLike) -> Path:
+    """A notebook's `out_dir` as an absolute path: a relative one is taken from the repository root
+    (`repository_root`), so "figures/01_toy_model_of_superposition" lands in the same place whether the notebook
+    runs from notebooks/, from the repository root or from anywhere else."""
+    out_dir = Path(out_dir).expanduser()
+    return out_dir if out_dir.is_absolute() else repository_root() / out_dir
+
+
 def save_figure(fig: plt.Figure, out_dir: str | os.PathLike, name: str) -> Path:
     """Write `fig` to out_dir/name.png and out_dir/name.pdf; returns the PNG's path.
 

@@ -11,6 +11,16 @@ class MissingResourceError(RuntimeError):
     """A model or data set is neither cached nor downloadable (offline); the message says how to get it."""
 
 
+def missing_resources(what: str, items: list[str]) -> MissingResourceError:
+    """One error naming every missing resource of `what` at once, numbered; each item says where the resource
+    belongs and how to get it."""
+    listed = "\n".join(f"  {i}. {item}" for i, item in enumerate(items, 1))
+    return MissingResourceError(
+        f"{what} needs {len(items)} thing{'s' * (len(items) > 1)} this machine lacks and cannot download (offline):\n"
+        f"{listed}\nOr use source='embedded', which needs nothing from the network."
+    )
+
+
 def offline() -> bool:
     """True when downloads are switched off: HF_HUB_OFFLINE, HF_DATASETS_OFFLINE or L3D_OFFLINE set to 1/true."""
     names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "L3D_OFFLINE")

@@ -80,7 +80,7 @@ def test_paper_model_offline_says_what_to_download(offline_empty_cache, tmp_path
     with pytest.raises(MissingResourceError) as err:
         paper_model()
     message = str(err.value)
-    assert PAPER_MODEL in message and "huggingface-cli download" in message and str(tmp_path / "hf") in message
+    assert PAPER_MODEL in message and f"hf download {PAPER_MODEL}" in message and str(tmp_path / "hf") in message
     assert err.value.__context__ is None or err.value.__suppress_context__  # no deep library trace attached
 
 
