@@ -3,7 +3,8 @@
 toys.py          the toy models (TMS, circuit superposition, high-rank circuits, x²), their data and training
 ground_truth.py  scoring against known circuits: matching, purity, MMCS, r, label-aligned diagnostics
 corpus.py        the synthetic story corpus with known token-level patterns
-transformer.py   the embedded story transformer (GPT-Neo) and TinyStories-8M
-cnn.py           the embedded digits CNN and MobileNet-v3-small
+transformer.py   the embedded story transformer (GPT-Neo) and TinyStories-8M; notebook 05's settings and readings
+cnn.py           the embedded digits CNN and MobileNet-v3-small; notebook 06's settings and readings
+model_experiment.py  what 05 and 06 share: settings with a source, the fit's metrics, held-out top samples
 subnetworks.py   reading subnetworks: how cleanly their top samples share a label, which outputs they move
 """

@@ -195,27 +195,42 @@ def direction_cosines(
     return fig
 
 
-def training_history(history: History | dict, title: str = "") -> plt.Figure:
-    """Reconstruction error per epoch (log scale), with the dropped energy when fit ran with silence > 0, and
-    P_act per subnetwork per epoch (dead ones at 0). A dict is read as `History.from_dict` reads it."""
+def training_history(history: History | dict, title: str = "", warm_start_epochs: int = 0,
+                     p_act: str = "epochs") -> plt.Figure:
+    """Reconstruction error per epoch (log scale), with the dropped energy when fit ran with silence > 0 and the
+    warm-start epochs (every coefficient kept) shaded, and P_act: per subnetwork per epoch (p_act="epochs", dead
+    ones at 0), or as a histogram over subnetworks in the last epoch (p_act="last", for many subnetworks).
+    A dict is read as `History.from_dict` reads it."""
+    if p_act not in ("epochs", "last"):
+        raise ValueError(f"p_act must be 'epochs' or 'last', got {p_act!r}")
     h = history if isinstance(history, History) else History.from_dict(history)
     error = h.reconstruction_error
-    p_act = torch.tensor(h.p_act)   # (epochs, C)
+    activity = torch.tensor(h.p_act)   # (epochs, C)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
     epochs = range(1, len(error) + 1)
     left.plot(epochs, error, label="reconstruction error")
+    if warm_start_epochs:
+        left.axvspan(0.5, warm_start_epochs + 0.5, color="0.9", label="warm start (top_k = 1)")
     if h.dropped_energy:
         left.plot(epochs, [v if v > 0 else float("nan") for v in h.dropped_energy], ls="--", label="dropped coefficients, S / Σ‖g‖²")
+    if warm_start_epochs or h.dropped_energy:
         left.legend(fontsize=7)
     left.set_yscale("log")
     left.set_xlabel("epoch")
     left.set_ylabel("reconstruction error")
     left.grid(alpha=0.3, which="both")
-    lines = right.plot(epochs, p_act, lw=0.8)
-    if len(lines) <= 10:
-        right.legend(lines, [f"subnetwork {k}" for k in range(len(lines))], fontsize=7, ncols=2)
-    right.set_xlabel("epoch")
-    right.set_ylabel("P_act per subnetwork")
+    if p_act == "last":
+        dead = float((activity[-1] == 0).float().mean())
+        right.hist(activity[-1].numpy(), bins=30)
+        right.set_xlabel("P_act (fraction of samples selecting the subnetwork)")
+        right.set_ylabel("subnetworks")
+        right.set_title(f"P_act in the last epoch; dead: {dead:.0%}", fontsize=9)
+    else:
+        lines = right.plot(epochs, activity, lw=0.8)
+        if len(lines) <= 10:
+            right.legend(lines, [f"subnetwork {k}" for k in range(len(lines))], fontsize=7, ncols=2)
+        right.set_xlabel("epoch")
+        right.set_ylabel("P_act per subnetwork")
     right.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -283,5 +298,52 @@ def p_act_bars(p_act: Sequence[float] | Tensor, labels: Sequence[str] | None = N
     if dead:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
+def pattern_purity_bars(best_purity: dict[str, float], threshold: float = 0.8) -> plt.Figure:
+    """The best purity of a subnetwork serving each pattern as bars, those at or above `threshold` (owned) green."""
+    values = list(best_purity.values())
+    owned = sum(v >= threshold for v in values)
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    ax.bar(list(best_purity), values, color=["C2" if v >= threshold else "C0" for v in values])
+    ax.axhline(threshold, color="k", ls="--", lw=1)
+    ax.set(ylabel="best purity", ylim=(0, 1.05),
+           title=f"Best subnetwork purity per pattern: {owned} of {len(values)} patterns owned")
+    ax.tick_params(axis="x", rotation=60)
+    fig.tight_layout()
+    return fig
+
+
+def purity_histogram(purity: Sequence[float] | Tensor, title: str = "",
+                     xlabel: str = "class purity of the top images") -> plt.Figure:
+    """Histogram of the subnetworks' purities in ten bins over [0, 1]."""
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.hist(torch.as_tensor(purity, dtype=torch.float32).cpu().numpy(), bins=torch.linspace(0, 1, 11).numpy())
+    ax.set(xlabel=xlabel, ylabel="subnetworks", title=title)
+    ax.title.set_fontsize(9)
+    fig.tight_layout()
+    return fig
+
+
+def top_images(images: Tensor, top: Tensor, subnetworks: Sequence[int], labels: Tensor, class_names: Sequence[str],
+               titles: Sequence[str] | None = None) -> plt.Figure:
+    """Each listed subnetwork's top images as a row, its true class under each image, "#k" at the left and
+    titles[r] over the row. images: (N, channels, height, width) in [0, 1] (one channel: drawn grey);
+    top: (C, n) indices into images, best first (`l3d.top_samples`); labels: (N,) class of each image."""
+    n = top.shape[1]
+    fig, axes = plt.subplots(len(subnetworks), n, figsize=(1.3 * n, 1.55 * len(subnetworks)), squeeze=False)
+    for r, k in enumerate(subnetworks):
+        for c, i in enumerate(top[k].tolist()):
+            ax, image = axes[r, c], images[i].detach().cpu()
+            grey = image.shape[0] == 1
+            ax.imshow(image[0] if grey else image.permute(1, 2, 0), cmap="gray_r" if grey else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(class_names[int(labels[i])], fontsize=7, labelpad=1)
+        axes[r, 0].set_ylabel(f"#{k}", fontsize=8)
+        if titles is not None:
+            axes[r, n // 2].set_title(titles[r], fontsize=7)
     fig.tight_layout()
     return fig
