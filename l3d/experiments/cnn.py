@@ -1,7 +1,10 @@
 """CNNs to decompose: a small CNN trained on scikit-learn's digits, or MobileNet-v3-small on CIFAR-100 (the paper's).
 
-    model, record = digits_model();  images, labels = digits()
-    collector = block_collector(model, DIGITS_BLOCK)    # the middle conv block's weight and bias
+    model, record = digits_model();  images, labels, train = digits()
+    run = l3d.decompose(model, images[train], DIGITS_BLOCK, config)     # the middle conv block's weight and bias
+
+Notebook 06 reads its settings with `CNNExperiment.from_parameters(globals())`, loads the model and images
+with `load_model_and_images`, and reads the subnetworks with `shown_subnetworks` and `subnetwork_rows`.
 
 The digits CNN trains on CPU in seconds and is cached (safetensors + JSON) keyed by its settings.
 The paper path loads torchvision's ImageNet weights and CIFAR-100 and says exactly what to download
@@ -11,7 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -19,9 +25,15 @@ from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 from ..runtime.progress import tqdm
 
-from ..gradients import GradientCollector
+from ..decomposition import Decomposition
+from ..gradients import default_forward
+from ..params import select_tensors
+from ..pipeline import L3DConfig
 from ..runtime.atomic import write_folder
 from ..runtime.resources import MissingResourceError, cache_dir, missing_resources, offline, settings_key
+from ..runtime.settings import bounded
+from .model_experiment import ModelExperiment
+from .subnetworks import affected_outputs, owned_labels, purity
 
 DIGITS_BLOCK = "features.1.*"
 PAPER_BLOCK = "features.7.*"
@@ -36,11 +48,6 @@ SETTINGS = {
     "paper": dict(n_subnetworks=100, rank_fraction=0.1, epochs=100, lr=5e-3, lr_decay_every=10, warm_start_epochs=10,
                   n_ref=10, init_images=0),
 }
-
-def block_collector(model: nn.Module, tensors: str | list[str], forward=None, chunk_size: int = 256) -> GradientCollector:
-    """Per-image KL-divergence gradients (reference: another random image's logits) of the chosen tensors."""
-    model.requires_grad_(False)  # else the collected gradients keep a graph through the model's weights
-    return GradientCollector(model, tensors, divergence="kl", forward=forward, chunk_size=chunk_size)
 
 
 def fraction_ranks(shapes: dict[str, tuple[int, ...]], fraction: float = 0.1) -> dict[str, tuple[int, ...]]:
@@ -89,7 +96,8 @@ def digits_model(
 ) -> tuple[DigitsCNN, dict]:
     """The digits CNN trained with AdamW on the training split, cached by settings.
 
-    Returns the model (eval mode, on `device`) and its record (settings, test accuracy, cached or not).
+    Returns the model (eval mode, on `device`, weights frozen: L3D takes gradients by its own means) and its
+    record (settings, test accuracy, cached or not).
     """
     settings = dict(channels=list(channels), epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     folder = Path(cache or cache_dir()) / settings_key("digits-cnn", settings)
@@ -97,7 +105,7 @@ def digits_model(
     if (folder / "model.safetensors").exists():
         load_model(model, folder / "model.safetensors", device="cpu")
         record = json.loads((folder / "training.json").read_text())
-        return model.to(device).eval(), {**record, "cached": True}
+        return model.to(device).eval().requires_grad_(False), {**record, "cached": True}
     images, labels, train = digits(seed)
     torch.manual_seed(seed)
     model = DigitsCNN(tuple(channels)).to(device)
@@ -120,7 +128,7 @@ def digits_model(
         (tmp / "training.json").write_text(json.dumps(record))
 
     write_folder(folder, write)
-    return model.to(device).eval(), {**record, "cached": False}
+    return model.to(device).eval().requires_grad_(False), {**record, "cached": False}
 
 
 # --- the paper's model and data -------------------------------------------------------------------
@@ -167,7 +175,8 @@ def _cifar100_needed(root: str | os.PathLike | None = None, train: bool = False)
 
 
 def paper_model(device: str | torch.device = "cpu") -> tuple[nn.Module, list[str]]:
-    """MobileNet-v3-small with torchvision's ImageNet weights, and the 1000 ImageNet class names.
+    """MobileNet-v3-small with torchvision's ImageNet weights (eval mode, weights frozen), and the 1000 ImageNet
+    class names.
 
     Offline, missing weights and a missing CIFAR-100 training split (at its default place, which source='paper' reads
     next) are named in one error.
@@ -186,7 +195,7 @@ def paper_model(device: str | torch.device = "cpu") -> tuple[nn.Module, list[str
         raise missing_resources("source='paper'", [how + f" (underlying error: {err})"]) from None
     model = mobilenet_v3_small()
     model.load_state_dict(state)
-    return model.to(device).eval(), list(weights.meta["categories"])
+    return model.to(device).eval().requires_grad_(False), list(weights.meta["categories"])
 
 
 def cifar100(n_images: int = 10_000, train: bool = False, root: str | os.PathLike | None = None, seed: int = 0):
@@ -210,3 +219,114 @@ def cifar100(n_images: int = 10_000, train: bool = False, root: str | os.PathLik
         raise ValueError(f"n_images must lie in 1..{len(labels)}, got {n_images}")
     pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:n_images]
     return pixels[pick], labels[pick], list(data.classes)
+
+
+# --- notebook 06: its settings, its model and images, reading the subnetworks ---------------------
+def block_shapes(source: str) -> dict[str, tuple[int, ...]]:
+    """Shapes of the source's decomposed tensors, read off its architecture (built on the meta device: no weights)."""
+    from torchvision.models import mobilenet_v3_small
+
+    with torch.device("meta"):
+        model, tensors = (DigitsCNN(), DIGITS_BLOCK) if source == "embedded" else (mobilenet_v3_small(), PAPER_BLOCK)
+    return {n: tuple(p.shape) for n, p in select_tensors(model, tensors).items()}
+
+
+@dataclass(frozen=True)
+class CNNExperiment(ModelExperiment):
+    """Notebook 06's settings: the embedded model's training epochs (model_epochs), the paper source's n_images
+    decomposition and n_test_images held-out images (the digits source uses its own split), Tucker ranks (`rank`
+    for every mode, else `rank_fraction` of each dimension), init_images images whose gradients start the
+    subnetworks (0: random start) and n_show subnetworks shown. The L3D batch is `batch_size`. None: SETTINGS[source]."""
+
+    DEFAULTS: ClassVar[dict[str, dict]] = SETTINGS
+
+    out_dir: str = "../figures/06_cnn"
+    n_top: int = bounded(8, low=1)
+    n_logits: int = bounded(3, low=1)
+    model_epochs: int = bounded(60, low=1)
+    n_images: int = bounded(10_000, low=2)
+    n_test_images: int = bounded(2_000, low=1)
+    rank: int | None = bounded(None, low=1)
+    rank_fraction: float | None = bounded(None, low=0, high=1, open_low=True)
+    init_images: int = bounded(None, low=0)
+    n_show: int = bounded(12, low=1)
+
+    def check(self) -> list[str]:
+        if self.rank is None and self.rank_fraction is None:
+            return ["set rank (an int) or rank_fraction (a fraction of each dimension)"]
+        return []
+
+    def l3d_config(self, parameters: Mapping[str, Any]) -> L3DConfig:
+        """KL between class distributions; Tucker rank `rank` (it wins), else `rank_fraction` of each dimension
+        (`fraction_ranks`); 16 batches per gradient pass (all training images when fewer), 256 images per
+        vectorized gradient computation; init_images > 0 starts from the gradients of the first init_images images."""
+        rank = self.rank if self.rank is not None else fraction_ranks(block_shapes(self.source), self.rank_fraction)
+        config = L3DConfig.from_parameters(parameters, divergence="kl", rank=rank, gradient_chunk_size=256,
+                                           init="gradients" if self.init_images else "random",
+                                           init_samples=self.init_images or None)
+        return config.replace(chunk_size=16 * config.batch_size)
+
+
+@dataclass
+class ModelAndImages:
+    """The model to decompose, which of its tensors and how to call it, and its images."""
+
+    model: nn.Module
+    tensors: str                                       # the decomposed block's tensors (a glob)
+    forward: Callable[[nn.Module, Tensor], Tensor] | None   # None: model(images)
+    train: Tensor                                      # (n, channels, height, width) decomposition images
+    test: Tensor                                       # held-out images the subnetworks are read on
+    test_labels: Tensor                                # (n_test,) their classes
+    class_names: list[str]                             # of the labels
+    output_names: list[str]                            # of the model's logits
+    note: str                                          # where the model comes from
+
+
+def load_model_and_images(settings: CNNExperiment, device: str | torch.device = "cpu") -> ModelAndImages:
+    """The source's model and images. Embedded: `digits_model` (seed `seed`) and the digits split of that seed
+    (train: decomposition, the rest held out). Paper: MobileNet-v3-small and n_images + n_test_images CIFAR-100
+    training images (seed `seed`), the first n_images decomposed."""
+    s = settings
+    if s.source == "embedded":
+        model, record = digits_model(epochs=s.model_epochs, seed=s.seed, device=device)
+        images, labels, train = digits(s.seed)
+        names = [str(d) for d in range(10)]
+        note = f"digits CNN: test accuracy {record['test_accuracy']:.3f} (from cache: {record['cached']})"
+        return ModelAndImages(model, DIGITS_BLOCK, None, images[train], images[~train], labels[~train], names, names, note)
+    model, output_names = paper_model(device)
+    images, labels, class_names = cifar100(s.n_images + s.n_test_images, train=True, seed=s.seed)
+    n = s.n_images
+    return ModelAndImages(model, PAPER_BLOCK, ImageNetLogits(224), images[:n], images[n:], labels[n:], class_names,
+                          output_names, "MobileNet-v3-small (ImageNet weights) on CIFAR-100")
+
+
+def class_purity(top: Tensor, labels: Tensor, p_act: Tensor, n_classes: int,
+                 threshold: float = 0.8) -> tuple[Tensor, Tensor, dict]:
+    """Purity and main class of every subnetwork's top images (`subnetworks.purity`; top: (C, n_top) indices,
+    labels: (N,)), and for metrics.json: mean_class_purity over the live subnetworks (p_act > 0), classes_owned
+    (classes a live subnetwork serves with purity ≥ threshold) and n_classes."""
+    pure, label = purity(top, labels)
+    live = torch.nonzero(p_act > 0).flatten()
+    owned = owned_labels(pure[live], label[live], threshold)
+    return pure, label, {"mean_class_purity": pure[live].mean().item(), "classes_owned": len(owned), "n_classes": n_classes}
+
+
+def shown_subnetworks(pure: Tensor, p_act: Tensor, n_show: int) -> list[int]:
+    """The n_show live subnetworks (p_act > 0) of highest purity `pure` (C,), purest first (ties: lower index first)."""
+    live = torch.nonzero(p_act > 0).flatten()
+    return live[pure[live].argsort(descending=True, stable=True)][:n_show].tolist()
+
+
+def subnetwork_rows(loaded: ModelAndImages, decomposition: Decomposition, top: Tensor, shown: list[int], p_act: Tensor,
+                    pure: Tensor, label: Tensor, inputs: Tensor, n_logits: int = 3) -> list[dict]:
+    """One row per shown subnetwork: P_act, class purity (`pure`), main class (`label`) and the n_logits logits that moving along its
+    direction changes most, averaged over its top images (sign: up or down as δ grows).
+    top: (C, n_top) indices into `inputs` (the held-out images on the model's device)."""
+    rows = []
+    for k in shown:
+        values, index = affected_outputs(loaded.model, decomposition, k, inputs[top[k]],
+                                         forward=loaded.forward or default_forward, n=n_logits)
+        logit_text = ", ".join(f"{loaded.output_names[i]} ({v:+.2f})" for v, i in zip(values.tolist(), index.tolist()))
+        rows.append({"subnetwork": k, "P_act": f"{p_act[k]:.3f}", "class purity": f"{pure[k]:.2f}",
+                     "main class": loaded.class_names[label[k]], "top logits": logit_text})
+    return rows

@@ -1,7 +1,10 @@
 """Transformers to decompose: a small GPT-Neo trained on the story corpus, or TinyStories-8M (the paper's).
 
-    model, corpus = story_model(), story_corpus(2000, seed=1)
-    collector = attention_collector(model, layer=1)     # q, k, v, out projections and out bias
+    model, record = story_model();  corpus = story_corpus(2000, seed=1)
+    run = l3d.decompose(model, corpus.inputs, attention_tensors(model, 1), config, sequence=True, forward=logits)
+
+Notebook 05 reads its settings with `TransformerExperiment.from_parameters(globals())`, loads the model and
+texts with `load_model_and_texts`, and reads the subnetworks with `subnetwork_rows` and `pattern_purity`.
 
 The embedded model is trained on CPU in minutes and cached (safetensors + JSON) under l3d's cache
 folder, keyed by its settings. The paper path loads `roneneldan/TinyStories-8M` and the TinyStories
@@ -12,8 +15,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +27,14 @@ from torch import Tensor, nn
 from ..runtime.progress import tqdm
 from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
-from ..gradients import GradientCollector
+from ..decomposition import Decomposition
+from ..pipeline import L3DConfig
 from ..runtime.atomic import write_folder
 from ..runtime.resources import MissingResourceError, cache_dir, missing_resources, offline, settings_key
-from .corpus import Corpus, Tokenizer, story_corpus
+from ..runtime.settings import bounded
+from .corpus import Corpus, Tokenizer, marked_context, story_corpus
+from .model_experiment import ModelExperiment
+from .subnetworks import affected_outputs, owned_labels, purity
 
 PAPER_MODEL = "roneneldan/TinyStories-8M"
 PAPER_DATA = "roneneldan/TinyStories"
@@ -45,20 +54,12 @@ def logits(model: nn.Module, tokens: Tensor) -> Tensor:
     return model(tokens).logits
 
 
-def attention_tensors(layer: int) -> str:
-    """Glob naming a GPT-Neo attention block's q, k, v, out projections and out bias."""
-    return f"transformer.h.{layer}.attn.attention.*"
-
-
-def attention_collector(model: nn.Module, layer: int, chunk_size: int = 64) -> GradientCollector:
-    """Per-token KL-divergence gradients (reference: a random other position) of one attention block."""
+def attention_tensors(model: nn.Module, layer: int) -> str:
+    """Glob naming the q, k, v, out projections and out bias of GPT-Neo `model`'s attention block `layer`."""
     n_layers = model.config.num_layers
     if not 0 <= layer < n_layers:
         raise ValueError(f"layer {layer} does not exist: the model has layers 0..{n_layers - 1}")
-    model.requires_grad_(False)  # else the collected gradients keep a graph through the model's weights
-    return GradientCollector(
-        model, attention_tensors(layer), divergence="kl", sequence=True, forward=logits, chunk_size=chunk_size
-    )
+    return f"transformer.h.{layer}.attn.attention.*"
 
 
 # --- the embedded model ---------------------------------------------------------------------------
@@ -105,8 +106,8 @@ def story_model(
 ) -> tuple[GPTNeoForCausalLM, dict]:
     """The embedded GPT-Neo trained on `n_texts` story texts (corpus seed `seed` + 10_000), cached by settings.
 
-    Returns the model (eval mode, on `device`) and its training record (settings, loss curve, final
-    loss, whether it came from the cache).
+    Returns the model (eval mode, on `device`, weights frozen: L3D takes gradients by its own means) and its
+    training record (settings, loss curve, final loss, whether it came from the cache).
     """
     settings = dict(width=width, n_layers=n_layers, n_heads=n_heads, length=length, n_texts=n_texts,
                     steps=steps, batch_size=batch_size, lr=lr, seed=seed, vocab=Tokenizer().vocab)
@@ -116,7 +117,7 @@ def story_model(
         model = GPTNeoForCausalLM(config)
         load_model(model, folder / "model.safetensors", device="cpu")
         record = json.loads((folder / "training.json").read_text())
-        return model.to(device).eval(), {**record, "cached": True}
+        return model.to(device).eval().requires_grad_(False), {**record, "cached": True}
     config = story_config(len(settings["vocab"]), width, n_layers, n_heads, length)
     corpus = story_corpus(n_texts, length, seed=seed + 10_000)
     model, losses = train_story_model(config, corpus, steps, batch_size, lr, seed, device, progress)
@@ -128,7 +129,7 @@ def story_model(
         (tmp / "training.json").write_text(json.dumps(record))
 
     write_folder(folder, write)
-    return model.to(device).eval(), {**record, "cached": False}
+    return model.to(device).eval().requires_grad_(False), {**record, "cached": False}
 
 
 # --- the paper's model and data -------------------------------------------------------------------
@@ -176,7 +177,7 @@ def paper_missing() -> dict[str, str]:
 
 
 def paper_model(device: str | torch.device = "cpu"):
-    """TinyStories-8M and its tokenizer from the Hugging Face hub (or its cache).
+    """TinyStories-8M (eval mode, weights frozen) and its tokenizer from the Hugging Face hub (or its cache).
 
     Offline, every missing resource of source='paper' (model, `datasets` package, data set) is named in one error.
     """
@@ -191,7 +192,7 @@ def paper_model(device: str | torch.device = "cpu"):
     except (OSError, ValueError) as err:  # transformers' "not found / cannot connect" errors
         detail = str(err).splitlines()[0]
         raise missing_resources("source='paper'", [_paper_resources()["model"] + f" (underlying error: {detail})"]) from None
-    return model.to(device).eval(), tokenizer
+    return model.to(device).eval().requires_grad_(False), tokenizer
 
 
 def encode_texts(texts: Sequence[str], encode: Callable[[str], list[int]], n_texts: int, length: int = 16) -> Tensor:
@@ -221,3 +222,122 @@ def paper_texts(tokenizer, n_texts: int = 10_000, length: int = 16, split: str =
                                 [_paper_resources()["data"] + f" (underlying error: {detail})"]) from None
     texts = (data[i]["text"] for i in range(skip, len(data)))
     return encode_texts(texts, tokenizer.encode, n_texts, length)
+
+
+# --- notebook 05: its settings, its model and texts, reading the subnetworks ----------------------
+@dataclass(frozen=True)
+class TransformerExperiment(ModelExperiment):
+    """Notebook 05's settings: the embedded model (width, n_layers, n_heads, model_steps; ignored for the paper
+    source), the attention block `layer`, texts of `length` tokens (n_texts decomposed, n_test_texts held out),
+    batch_texts texts per step, init_texts texts whose gradients start the subnetworks (0: random start), and
+    purity_threshold, the purity at which a subnetwork owns a corpus pattern. None: SETTINGS[source]."""
+
+    DEFAULTS: ClassVar[dict[str, dict]] = SETTINGS
+
+    out_dir: str = "../figures/05_transformer"
+    width: int = bounded(32, low=8)
+    n_layers: int = bounded(2, low=2)
+    n_heads: int = bounded(2, low=1)
+    model_steps: int = bounded(3000, low=1)
+    layer: int = bounded(None, low=0)
+    length: int = bounded(16, low=2)
+    n_texts: int = bounded(None, low=2)
+    n_test_texts: int = bounded(None, low=2)
+    init_texts: int = bounded(None, low=0)
+    batch_texts: int = bounded(16, low=1)
+    n_top: int = bounded(20, low=1)
+    purity_threshold: float = bounded(0.8, low=0, high=1)
+
+    def check(self) -> list[str]:
+        problems = []
+        if self.batch_texts > self.n_texts:
+            problems.append(f"batch_texts {self.batch_texts} must not exceed n_texts {self.n_texts}")
+        if self.source == "embedded" and self.n_layers % 2:
+            problems.append(f"n_layers must be even (global and local attention alternate), got {self.n_layers}")
+        if self.source == "embedded" and self.width % self.n_heads:
+            problems.append(f"width {self.width} must be a multiple of n_heads {self.n_heads}")
+        if self.source == "embedded" and self.layer >= self.n_layers:
+            problems.append(f"layer {self.layer} does not exist: the model has layers 0..{self.n_layers - 1}")
+        return problems
+
+    def l3d_config(self, parameters: Mapping[str, Any]) -> L3DConfig:
+        """KL between next-token distributions at every position; batch_texts texts per step, four batches per
+        gradient pass when there are that many texts, 64 texts per vectorized gradient computation;
+        init_texts > 0 starts from the gradients of the first init_texts texts."""
+        batch = self.batch_texts
+        return L3DConfig.from_parameters(
+            parameters, divergence="kl", batch_size=batch, chunk_size=4 * batch if self.n_texts >= 4 * batch else batch,
+            gradient_chunk_size=64, init="gradients" if self.init_texts else "random", init_samples=self.init_texts or None,
+        )
+
+
+@dataclass
+class ModelAndTexts:
+    """The model to decompose and texts of length + 1 tokens: it reads [:, :-1] and predicts [:, 1:]."""
+
+    model: nn.Module
+    train: Tensor                          # (n_texts, length + 1) decomposition texts
+    test: Tensor                           # (n_test_texts, length + 1) held-out texts the subnetworks are read on
+    decode: Callable[[Sequence[int]], str]
+    corpus: Corpus | None                  # the held-out story corpus (every target's pattern); None for "paper"
+    note: str                              # where the model comes from
+
+
+def load_model_and_texts(settings: TransformerExperiment, device: str | torch.device = "cpu") -> ModelAndTexts:
+    """The source's model and texts. Embedded: `story_model` (seed `seed`), decomposition texts from corpus seed
+    seed + 1, held-out texts from seed + 2. Paper: TinyStories-8M, the first n_texts TinyStories texts long
+    enough, then n_test_texts held out."""
+    s = settings
+    if s.source == "embedded":
+        model, record = story_model(width=s.width, n_layers=s.n_layers, n_heads=s.n_heads, length=s.length,
+                                    steps=s.model_steps, seed=s.seed, device=device)
+        train, test = story_corpus(s.n_texts, s.length, seed=s.seed + 1), story_corpus(s.n_test_texts, s.length, seed=s.seed + 2)
+        note = f"story GPT-Neo: final training loss {record['final_loss']:.3f} (from cache: {record['cached']})"
+        return ModelAndTexts(model, train.tokens, test.tokens, train.tokenizer.decode, test, note)
+    model, tokenizer = paper_model(device)
+    tokens = paper_texts(tokenizer, s.n_texts + s.n_test_texts, s.length)
+    return ModelAndTexts(model, tokens[:s.n_texts], tokens[s.n_texts:], tokenizer.decode, None, PAPER_MODEL)
+
+
+def subnetwork_rows(model: nn.Module, decomposition: Decomposition, top: Tensor, p_act: Tensor, tokens: Tensor,
+                    inputs: Tensor, decode: Callable[[Sequence[int]], str], n_logits: int = 5) -> list[dict]:
+    """One row per live subnetwork, most active first: its P_act, its first three top tokens in context (the
+    target in [brackets]) and the n_logits logits that moving along its direction changes most, averaged over
+    its top tokens (sign: up or down as δ grows).
+
+    top: (C, n_top) indices of (text × position) samples; p_act: (C,); tokens: (texts, length + 1) on the CPU;
+    inputs: tokens[:, :-1] on the model's device.
+    """
+    length = inputs.shape[1]
+    rows = []
+    for k in p_act.argsort(descending=True).tolist():
+        if p_act[k] == 0:
+            continue
+        texts, positions = top[k] // length, top[k] % length
+        values, index = affected_outputs(model, decomposition, k, inputs[texts], positions.to(inputs.device), logits, n_logits)
+        contexts = [marked_context(tokens, int(t), int(p), decode, 6) for t, p in zip(texts[:3], positions[:3])]
+        moved = [f"{decode([int(i)]).strip()} ({v:+.2f})" for v, i in zip(values.tolist(), index.tolist())]
+        rows.append({"subnetwork": k, "P_act": f"{p_act[k]:.3f}", "top tokens": " / ".join(contexts),
+                     "top logits": ", ".join(moved)})
+    return rows
+
+
+def pattern_purity(top: Tensor, corpus: Corpus, p_act: Tensor, threshold: float = 0.8) -> dict:
+    """Which corpus pattern each live subnetwork serves, for metrics.json.
+
+    The purity of a subnetwork is the share of its top tokens (top: (C, n_top) sample indices into the
+    corpus's targets) whose target belongs to its most common pattern; tokens of no pattern count against it.
+    A pattern is owned when a live subnetwork (p_act > 0) serves it with purity ≥ threshold. Returns
+    mean_purity (over live subnetworks), patterns_owned, n_patterns, owned_patterns, best_purity (pattern ->
+    best purity of a live subnetwork serving it, 0 if none) and purity_threshold.
+    """
+    pure, label = purity(top, corpus.tags.flatten(), ignore=0)
+    live = p_act > 0
+    owned = owned_labels(pure[live], label[live], threshold)
+    best = {p: 0.0 for p in corpus.patterns[1:]}
+    for k in torch.nonzero(live).flatten().tolist():
+        if label[k] >= 0:
+            name = corpus.patterns[label[k]]
+            best[name] = max(best[name], pure[k].item())
+    return {"mean_purity": pure[live].mean().item(), "patterns_owned": len(owned), "n_patterns": len(corpus.patterns) - 1,
+            "owned_patterns": [corpus.patterns[i] for i in owned], "best_purity": best, "purity_threshold": threshold}

@@ -220,27 +220,42 @@ def direction_cosines(
     return fig
 
 
-def training_history(history: History | dict, title: str = "") -> plt.Figure:
-    """Reconstruction error per epoch (log scale), with the dropped energy when fit ran with silence > 0, and
-    P_act per subnetwork per epoch (dead ones at 0). A dict is read as `History.from_dict` reads it."""
+def training_history(history: History | dict, title: str = "", warm_start_epochs: int = 0,
+                     p_act: str = "epochs") -> plt.Figure:
+    """Reconstruction error per epoch (log scale), with the dropped energy when fit ran with silence > 0 and the
+    warm-start epochs (every coefficient kept) shaded, and P_act: per subnetwork per epoch (p_act="epochs", dead
+    ones at 0), or as a histogram over subnetworks in the last epoch (p_act="last", for many subnetworks).
+    A dict is read as `History.from_dict` reads it."""
+    if p_act not in ("epochs", "last"):
+        raise ValueError(f"p_act must be 'epochs' or 'last', got {p_act!r}")
     h = history if isinstance(history, History) else History.from_dict(history)
     error = h.reconstruction_error
-    p_act = torch.tensor(h.p_act)   # (epochs, C)
+    activity = torch.tensor(h.p_act)   # (epochs, C)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
     epochs = range(1, len(error) + 1)
     left.plot(epochs, error, label="reconstruction error")
+    if warm_start_epochs:
+        left.axvspan(0.5, warm_start_epochs + 0.5, color="0.9", label="warm start (top_k = 1)")
     if h.dropped_energy:
         left.plot(epochs, [v if v > 0 else float("nan") for v in h.dropped_energy], ls="--", label="dropped coefficients, S / Σ‖g‖²")
+    if warm_start_epochs or h.dropped_energy:
         left.legend(fontsize=7)
     left.set_yscale("log")
     left.set_xlabel("epoch")
     left.set_ylabel("reconstruction error")
     left.grid(alpha=0.3, which="both")
-    lines = right.plot(epochs, p_act, lw=0.8)
-    if len(lines) <= 10:
-        right.legend(lines, [f"subnetwork {k}" for k in range(len(lines))], fontsize=7, ncols=2)
-    right.set_xlabel("epoch")
-    right.set_ylabel("P_act per subnetwork")
+    if p_act == "last":
+        dead = float((activity[-1] == 0).float().mean())
+        right.hist(activity[-1].numpy(), bins=30)
+        right.set_xlabel("P_act (fraction of samples selecting the subnetwork)")
+        right.set_ylabel("subnetworks")
+        right.set_title(f"P_act in the last epoch; dead: {dead:.0%}", fontsize=9)
+    else:
+        lines = right.plot(epochs, activity, lw=0.8)
+        if len(lines) <= 10:
+            right.legend(lines, [f"subnetwork {k}" for k in range(len(lines))], fontsize=7, ncols=2)
+        right.set_xlabel("epoch")
+        right.set_ylabel("P_act per subnetwork")
     right.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -345,42 +360,51 @@ def p_act_bars(p_act: Sequence[float] | Tensor, labels: Sequence[str] | None = N
     return fig
 
 
-def top_images_grid(
-    images: Tensor,
-    top: Tensor,
-    subnetworks: Sequence[int],
-    image_labels: Sequence[str],
-    row_notes: Sequence[str] | None = None,
-    row_labels: Sequence[str] | None = None,
-    title: str = "Each subnetwork's top images by impact",
-    note_label: str = "top affected logits",
-) -> plt.Figure:
-    """The images each subnetwork matters most for: one row per subnetwork, its top images left to right by impact
-    I(x, v_k) (`l3d.impact`, `l3d.top_samples`), each with its true class under it, and a note above the row
-    (e.g. the subnetwork's top affected logits, `l3d.subnetworks.affected_outputs`), prefixed with `note_label`.
+def pattern_purity_bars(best_purity: dict[str, float], threshold: float = 0.8) -> plt.Figure:
+    """The best purity of a subnetwork serving each pattern as bars, those at or above `threshold` (owned) green."""
+    values = list(best_purity.values())
+    owned = sum(v >= threshold for v in values)
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    ax.bar(list(best_purity), values, color=["C2" if v >= threshold else "C0" for v in values])
+    ax.axhline(threshold, color="k", ls="--", lw=1)
+    ax.set(ylabel="best purity", ylim=(0, 1.05),
+           title=f"Best subnetwork purity per pattern: {owned} of {len(values)} patterns owned")
+    ax.tick_params(axis="x", rotation=60)
+    fig.tight_layout()
+    return fig
 
-    images: (N, channels, H, W) in [0, 1] (one channel: grey); top: (C, n_top) indices into images, best first;
-    subnetworks: the rows to draw; image_labels: a class name per image (N); row_notes, row_labels: one per row
-    (row labels default to "subnetwork k").
-    """
-    rows = list(subnetworks)
-    n_top = top.shape[1]
-    labels = list(row_labels) if row_labels is not None else [f"subnetwork {k}" for k in rows]
-    if len(labels) != len(rows) or (row_notes is not None and len(row_notes) != len(rows)):
-        raise ValueError(f"need one row label and one row note per shown subnetwork ({len(rows)})")
-    fig, axes = plt.subplots(len(rows), n_top, figsize=(1.3 * n_top + 0.6, 1.6 * len(rows) + 0.9), squeeze=False)
-    for r, k in enumerate(rows):
+
+def purity_histogram(purity: Sequence[float] | Tensor, title: str = "",
+                     xlabel: str = "class purity of the top images") -> plt.Figure:
+    """Histogram of the subnetworks' purities in ten bins over [0, 1]."""
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.hist(torch.as_tensor(purity, dtype=torch.float32).cpu().numpy(), bins=torch.linspace(0, 1, 11).numpy())
+    ax.set(xlabel=xlabel, ylabel="subnetworks", title=title)
+    ax.title.set_fontsize(9)
+    fig.tight_layout()
+    return fig
+
+
+def top_images(images: Tensor, top: Tensor, subnetworks: Sequence[int], labels: Tensor, class_names: Sequence[str],
+               titles: Sequence[str] | None = None, title: str = "Each subnetwork's top images by impact",
+               note_label: str = "top affected logits") -> plt.Figure:
+    """Each listed subnetwork's top images as a row, left to right by impact I(x, v_k) (`l3d.impact`,
+    `l3d.top_samples`), its true class under each image, "subnetwork k" at the left and
+    "{note_label}: {titles[r]}" over the row. images: (N, channels, height, width) in [0, 1] (one channel: drawn
+    grey); top: (C, n) indices into images, best first; labels: (N,) class of each image."""
+    n = top.shape[1]
+    fig, axes = plt.subplots(len(subnetworks), n, figsize=(1.3 * n, 1.55 * len(subnetworks)), squeeze=False)
+    for r, k in enumerate(subnetworks):
         for c, i in enumerate(top[k].tolist()):
-            ax = axes[r, c]
-            image = images[i].detach().float().cpu()
+            ax, image = axes[r, c], images[i].detach().cpu()
             grey = image.shape[0] == 1
             ax.imshow(image[0] if grey else image.permute(1, 2, 0), cmap="gray_r" if grey else None)
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_xlabel(image_labels[i], fontsize=7, labelpad=1)
-        axes[r, 0].set_ylabel(labels[r], fontsize=8)
-        if row_notes is not None:
-            axes[r, n_top // 2].set_title(f"{note_label}: {row_notes[r]}", fontsize=7)
+            ax.set_xlabel(class_names[int(labels[i])], fontsize=7, labelpad=1)
+        axes[r, 0].set_ylabel(f"subnetwork {k}", fontsize=8)
+        if titles is not None:
+            axes[r, n // 2].set_title(f"{note_label}: {titles[r]}", fontsize=7)
     fig.suptitle(f"{title}\nrows: subnetworks; images left to right by impact, true class under each", fontsize=9)
     fig.tight_layout()
     return fig

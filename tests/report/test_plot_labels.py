@@ -47,11 +47,12 @@ def test_error_against_keeps_every_dot_inside_and_keys_the_seeds():
     plt.close(fig)
 
 
-def test_top_images_grid_titles_and_explains_its_text():
+def test_top_images_titles_and_explains_its_text():
     images = torch.rand(20, 1, 8, 8)
     top = torch.arange(12).view(4, 3)
-    fig = plots.top_images_grid(images, top, [2, 0], [f"class {i % 3}" for i in range(20)],
-                                row_notes=["7 (+1.2)", "1 (+0.3)"], title="Top images (paper CNN figure)")
+    labels = torch.arange(20) % 3
+    fig = plots.top_images(images, top, [2, 0], labels, [f"class {i}" for i in range(3)],
+                           titles=["7 (+1.2)", "1 (+0.3)"], title="Top images (paper CNN figure)")
     assert fig._suptitle.get_text().startswith("Top images (paper CNN figure)\nrows: subnetworks")
     assert fig.axes[0].get_ylabel() == "subnetwork 2" and fig.axes[0].get_xlabel() == "class 0"   # image 6: 6 % 3
     assert fig.axes[1].get_title() == "top affected logits: 7 (+1.2)"

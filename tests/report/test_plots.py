@@ -131,3 +131,49 @@ def test_p_act_bars_marks_exactly_the_dead_subnetworks():
     crosses = ax.collections[0].get_offsets()
     assert crosses[:, 0].tolist() == [1, 3]
     plt.close(fig)
+
+
+def test_training_history_with_warm_start_and_last_epoch_p_act():
+    history = l3d.History(reconstruction_error=[0.9, 0.5, 0.3], lr=[0.1] * 3, p_act=[[0.1, 0.0, 0.3, 0.0]] * 3)
+    fig = plots.training_history(history, warm_start_epochs=2, p_act="last")
+    left, right = fig.axes
+    assert list(left.lines[0].get_ydata()) == [0.9, 0.5, 0.3]
+    assert left.patches[0].get_x() == 0.5 and left.patches[0].get_width() == 2   # the shaded warm start
+    assert sum(bar.get_height() for bar in right.patches) == 4 and right.get_title() == "P_act in the last epoch; dead: 50%"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="p_act must be 'epochs' or 'last'"):
+        plots.training_history(history, p_act="hist")
+
+
+def test_pattern_purity_bars_colour_the_owned_patterns():
+    fig = plots.pattern_purity_bars({"a": 0.9, "b": 0.2, "c": 0.8}, threshold=0.8)
+    ax = fig.axes[0]
+    assert [bar.get_height() for bar in ax.patches] == pytest.approx([0.9, 0.2, 0.8])
+    green = matplotlib.colors.to_rgba("C2")
+    assert [bar.get_facecolor() == green for bar in ax.patches] == [True, False, True]
+    assert ax.get_title() == "Best subnetwork purity per pattern: 2 of 3 patterns owned"
+    plt.close(fig)
+
+
+def test_purity_histogram_counts_every_subnetwork():
+    fig = plots.purity_histogram(torch.tensor([0.05, 0.5, 0.55, 1.0]), title="t")
+    heights = [bar.get_height() for bar in fig.axes[0].patches]
+    assert len(heights) == 10 and heights[0] == 1 and heights[5] == 2 and heights[9] == 1
+    plt.close(fig)
+
+
+def test_top_images_one_row_per_subnetwork_with_classes_and_titles():
+    images = torch.rand(6, 1, 8, 8)
+    top = torch.tensor([[0, 1, 2], [3, 4, 5], [5, 0, 1]])
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    fig = plots.top_images(images, top, [2, 0], labels, ["zero", "one", "two"], titles=["moves 2", "moves 0"])
+    axes = [ax for ax in fig.axes if ax.images]
+    assert len(axes) == 6
+    assert [ax.get_xlabel() for ax in axes[:3]] == ["two", "zero", "one"]
+    assert axes[0].get_ylabel() == "subnetwork 2" and axes[3].get_ylabel() == "subnetwork 0"
+    assert axes[1].get_title() == "top affected logits: moves 2"
+    torch.testing.assert_close(torch.as_tensor(axes[0].images[0].get_array()), images[5, 0])
+    colour = plots.top_images(torch.rand(2, 3, 4, 4), torch.tensor([[1, 0]]), [0], torch.tensor([0, 0]), ["x"])
+    assert colour.axes[0].images[0].get_array().shape == (4, 4, 3)
+    plt.close(fig)
+    plt.close(colour)
