@@ -26,10 +26,9 @@ from pathlib import Path
 import torch
 
 import l3d
-from l3d.corpus import story_corpus
-from l3d.initialize import init_from_inputs_
+from l3d.experiments.corpus import story_corpus
 from l3d.report.dashboard import collect, render
-from l3d.transformer import SETTINGS, attention_collector, story_model
+from l3d.experiments.transformer import SETTINGS, attention_tensors, logits, story_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,11 +62,13 @@ def main() -> None:
     torch.manual_seed(0)
     model, _ = story_model(steps=args.model_steps, progress=False)
     train, test = story_corpus(s["n_texts"], 16, seed=1), story_corpus(s["n_test_texts"], 16, seed=2)
-    collector = attention_collector(model, s["layer"])
-    decomposition = l3d.Decomposition(collector.shapes, s["n_subnetworks"], s["rank"], 0.1, seed=0)
-    init_from_inputs_(decomposition, collector, train.inputs[:s["init_texts"]], seed=0)
-    history = l3d.fit(decomposition, l3d.GradientSource(collector, train.inputs, 16, chunk_size=64, seed=0), args.epochs,
-                      lr=s["lr"], lr_decay_every=s["lr_decay_every"], warm_start_epochs=min(args.epochs - 1, 1), progress=False)
+    config = l3d.L3DConfig(n_subnetworks=s["n_subnetworks"], rank=s["rank"], divergence="kl", epochs=args.epochs,
+                           batch_size=16, chunk_size=64, gradient_chunk_size=64, lr=s["lr"],
+                           lr_decay_every=s["lr_decay_every"], warm_start_epochs=min(args.epochs - 1, 1),
+                           init="gradients", init_samples=s["init_texts"])
+    run = l3d.decompose(model, train.inputs, attention_tensors(model, s["layer"]), config, sequence=True, forward=logits,
+                        progress=False)
+    decomposition, history, collector = run.decomposition, run.history, run.collector
     timings = {}
     start = time.perf_counter()
     impact = l3d.impact(decomposition, collector, test.inputs, n_ref=s["n_ref"], seed=0)

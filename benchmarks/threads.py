@@ -45,19 +45,22 @@ def setting(name: str):
         inputs = sparse_features(512, int(f), generator=generator)
         return l3d.GradientCollector(model, "*", divergence="mse", chunk_size=512), inputs, 32, 10, 2
     if name == "digits-cnn":     # notebook 06's embedded setting: the middle conv block
-        from l3d.experiments.cnn import DIGITS_BLOCK, DigitsCNN, block_collector, digits
+        from l3d.experiments.cnn import DIGITS_BLOCK, DigitsCNN, digits
 
         images = digits()[0][:512]
-        return block_collector(DigitsCNN(), DIGITS_BLOCK, chunk_size=512), images, 32, 40, 12
+        model = DigitsCNN().eval().requires_grad_(False)
+        return l3d.GradientCollector(model, DIGITS_BLOCK, divergence="kl", chunk_size=512), images, 32, 40, 12
     if name == "story-gptneo":   # notebook 05's embedded setting: width 32, 2 layers, attention of layer 1
         from l3d.experiments.corpus import story_corpus
-        from l3d.experiments.transformer import attention_collector, story_config
+        from l3d.experiments.transformer import attention_tensors, logits, story_config
 
         from transformers import GPTNeoForCausalLM
 
         corpus = story_corpus(128, 16, seed=0)
-        model = GPTNeoForCausalLM(story_config(len(corpus.tokenizer.vocab))).eval()
-        return attention_collector(model, 1, chunk_size=64), corpus.tokens[:, :-1], 16, 200, 8
+        model = GPTNeoForCausalLM(story_config(len(corpus.tokenizer.vocab))).eval().requires_grad_(False)
+        collector = l3d.GradientCollector(model, attention_tensors(model, 1), divergence="kl", sequence=True,
+                                          forward=logits, chunk_size=64)
+        return collector, corpus.tokens[:, :-1], 16, 200, 8
     raise ValueError(f"unknown setting {name!r}")
 
 

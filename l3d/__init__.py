@@ -14,7 +14,6 @@ from .interventions import intervene, intervention_sweep, output_derivative, top
 from .params import select_tensors
 from .pipeline import L3DConfig, Run, decompose
 from .runtime.device import resolve_device
-from .runtime.validate import check_parameters
 from .train import GradientSource, History, evaluate, fit
 from .tucker import Tucker
 
@@ -22,5 +21,5 @@ __all__ = [
     "Decomposition", "LossParts", "batch_top_k", "resolve_device", "divergence", "reference_outputs",
     "DenseGradients", "GradientCollector", "call_with", "impact", "top_samples", "intervene", "intervention_sweep",
     "output_derivative", "top_affected_outputs", "select_tensors", "GradientSource", "History",
-    "evaluate", "fit", "Tucker", "check_parameters", "L3DConfig", "Run", "decompose",
+    "evaluate", "fit", "Tucker", "L3DConfig", "Run", "decompose",
 ]

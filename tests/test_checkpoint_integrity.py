@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import l3d
+import l3d.runtime.atomic
 from l3d import checkpoint as ckpt
 from l3d.experiments.toys import TMS, sparse_features
 
@@ -69,7 +70,7 @@ def test_8_a_crash_while_removing_an_old_checkpoint_leaves_no_half_folder_under_
         next(p for p in Path(path).iterdir()).unlink()
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(l3d.atomic.shutil, "rmtree", killed)
+    monkeypatch.setattr(l3d.runtime.atomic.shutil, "rmtree", killed)
     with pytest.raises(KeyboardInterrupt):
         ckpt.save_checkpoint(tmp_path, 3, decomposition, {"step": 3}, keep=2)
     monkeypatch.undo()

@@ -158,25 +158,3 @@ def test_fit_settings_are_checked_together():
         assert part in message
     with pytest.raises(ValueError, match=r"resume and checkpoint_every need a checkpoint_dir"):
         l3d.fit(decomposition, source, 1, resume=True, progress=False)
-
-
-def test_check_parameters_names_every_bad_value():
-    values = {"seed": 1.5, "lr": "0.01", "epochs": 0, "device": "gpu", "k": True, "n": 3}
-    with pytest.raises(ValueError) as info:
-        l3d.check_parameters(values, seed=(int, 0, None), lr=(float, 0, None), epochs=(int, 1, None),
-                             device=["auto", "cpu", "cuda"], k=(float, 0, 1), n=(int, 1, 10), out_dir=(str, None, None))
-    message = str(info.value)
-    assert message.startswith("bad parameters: ")
-    for part in ["'seed' must be int, got 1.5 (float)", "'lr' must be float, got '0.01' (str)", "'epochs' must be at least 1, got 0",
-                 "'device' must be one of ['auto', 'cpu', 'cuda'], got 'gpu'", "'k' must be float, got True (bool)",
-                 "'out_dir' is missing"]:
-        assert part in message
-    assert "'n'" not in message
-
-
-def test_check_parameters_accepts_good_values_and_refuses_nan():
-    l3d.check_parameters({"lr": 1, "k": 0.1, "name": "x"}, lr=(float, 0, None), k=(float, 0, 1), name=(str, None, None))
-    with pytest.raises(ValueError, match=r"'lr' must be a finite number, got nan"):
-        l3d.check_parameters({"lr": math.nan}, lr=(float, 0, None))
-    with pytest.raises(ValueError, match=r"'k' must be in \[0, 1\], got 1.5"):
-        l3d.check_parameters({"k": 1.5}, k=(float, 0, 1))

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import math
+
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jacrev, vmap

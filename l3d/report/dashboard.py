@@ -113,7 +113,7 @@ def _history(history: History | None) -> dict | None:
         "reconstruction_error": _rounded(history.reconstruction_error, 5),
         "lr": _rounded(history.lr, 4),
         "dead": [sum(p == 0 for p in epoch) for epoch in history.p_act],
-        "silent": _rounded(history.silent, 5),
+        "dropped_energy": _rounded(history.dropped_energy, 5),
     }
 
 

@@ -312,14 +312,13 @@ def error_against(values: Sequence[int], errors: dict[int, Sequence[float]] | Te
 
 
 def matched_subnetworks(directions: dict[str, Tensor], found, circuit: str = "circuit {}", cell_size: float = 0.35,
-                        title: str = "") -> plt.Figure:
+                        title: str = "Subnetwork directions in parameter space",
+                        axis_labels: dict[str, tuple[str, str]] | None = None) -> plt.Figure:
     """`subnetwork_heatmaps` with the subnetworks in the order of the circuits matched to them and labelled with
     them, unmatched ones last (`found`: an `l3d.experiments.ground_truth.Recovery`; `circuit` formats a circuit)."""
     order, labels = found.ordered(circuit)
-    fig = subnetwork_heatmaps(directions, subnetworks=order, row_labels=labels, cell_size=cell_size)
-    if title:
-        fig.suptitle(title)
-    return fig
+    return subnetwork_heatmaps(directions, subnetworks=order, row_labels=labels, cell_size=cell_size, title=title,
+                               axis_labels=axis_labels)
 
 
 def label_diagnostic(rows: Sequence[dict]) -> plt.Figure:

@@ -46,7 +46,11 @@ class Settings:
                 problems.append(problem)
             else:
                 object.__setattr__(self, f.name, value)
-        problems += self.check()
+        try:
+            problems += self.check()
+        except (TypeError, AttributeError):   # a cross-field rule met a field of the wrong type, reported above
+            if not problems:
+                raise
         if problems:
             raise ValueError(f"bad {type(self).__name__} settings: " + "; ".join(problems))
 

@@ -19,12 +19,12 @@ from PIL import Image
 from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
 import l3d
-from l3d.cnn import DIGITS_BLOCK, DigitsCNN, block_collector, digits
-from l3d.corpus import story_corpus
+from l3d.experiments.cnn import DIGITS_BLOCK, DigitsCNN, digits
+from l3d.experiments.corpus import story_corpus
 from l3d.report.dashboard import DATA, IMAGES, INDEX, collect, feature_circuits, load, main, png, render
-from l3d.subnetworks import affected_outputs, purity
-from l3d.toys import TMS, decompose_toy, sparse_features, train_toy
-from l3d.transformer import attention_collector, logits
+from l3d.experiments.subnetworks import affected_outputs, purity
+from l3d.experiments.toys import TMS, sparse_features, train_toy
+from l3d.experiments.transformer import attention_tensors, logits
 
 N_REF = 3
 DELTAS = [-1.0, -0.5, 0.0, 0.5, 1.0]
@@ -40,8 +40,9 @@ def toy(tmp_path_factory):
     train_toy(model, train, train, epochs=10, progress=False)
     model = model.untied()
     inputs = sparse_features(256, 5, 0.05, generator=torch.Generator().manual_seed(2), drop_zero=False)
-    decomposition, history, collector, _ = decompose_toy(model, inputs, 6, 1, ["W_in", "W_out", "b"], epochs=8,
-                                                         lr_decay_every=4, progress=False)
+    run = l3d.decompose(model, inputs, ["W_in", "W_out", "b"],
+                        l3d.L3DConfig(n_subnetworks=6, epochs=8, lr_decay_every=4, chunk_size=256), progress=False)
+    decomposition, history, collector = run.decomposition, run.history, run.collector
     circuits = feature_circuits(model, {"W_in": 1, "W_out": 0, "b": 0})
     folder = collect(tmp_path_factory.mktemp("toy") / "dashboard", decomposition, collector, inputs, history=history,
                      n_ref=N_REF, seed=3, n_top=10, deltas=DELTAS, feature_names=[f"x{i}" for i in range(5)],
@@ -59,8 +60,9 @@ def texts(tmp_path_factory):
     config = GPTNeoConfig(vocab_size=len(corpus.tokenizer), max_position_embeddings=8, hidden_size=16, num_layers=2,
                           num_heads=2, attention_types=[[["global", "local"], 1]], window_size=4, intermediate_size=32,
                           bos_token_id=0, eos_token_id=0)
-    model = GPTNeoForCausalLM(config).eval()
-    collector = attention_collector(model, 1)
+    model = GPTNeoForCausalLM(config).eval().requires_grad_(False)
+    collector = l3d.GradientCollector(model, attention_tensors(model, 1), divergence="kl", sequence=True, forward=logits,
+                                      chunk_size=64)
     decomposition = l3d.Decomposition(collector.shapes, 12, 2, 0.1, seed=0)
     history = l3d.fit(decomposition, l3d.GradientSource(collector, corpus.inputs, 4, seed=0), 2, lr=0.01, progress=False)
     folder = collect(tmp_path_factory.mktemp("texts") / "dashboard", decomposition, collector, corpus.inputs,
@@ -75,10 +77,10 @@ def texts(tmp_path_factory):
 def images(tmp_path_factory):
     """The digits CNN (untrained) on 48 digits, 5 random subnetworks of its middle block, no history."""
     torch.manual_seed(0)
-    model = DigitsCNN().eval()
+    model = DigitsCNN().eval().requires_grad_(False)
     pixels, labels, _ = digits(0)
     inputs, labels = pixels[:48], labels[:48]
-    collector = block_collector(model, DIGITS_BLOCK)
+    collector = l3d.GradientCollector(model, DIGITS_BLOCK, divergence="kl")
     decomposition = l3d.Decomposition(collector.shapes, 5, 2, 0.1, seed=0)
     folder = collect(tmp_path_factory.mktemp("images") / "dashboard", decomposition, collector, inputs, n_ref=N_REF,
                      seed=3, n_top=4, deltas=DELTAS, labels=labels, label_names=[str(d) for d in range(10)],

@@ -106,7 +106,7 @@ def test_matched_subnetworks_orders_rows_by_circuit():
     dec = l3d.Decomposition({"w": (3, 4), "b": (3,)}, 3, rank=1)
     found = recovery_from_impact(torch.tensor([[0.0, 0.0, 2.0], [1.0, 0.0, 0.0]]), [0.2, 0.0, 0.3])
     fig = plots.matched_subnetworks(dec.decoder_directions(), found, "x{}", title="matched")
-    rows = [ax.get_ylabel() for ax in fig.axes if ax.images and ax.get_ylabel()]
+    rows = [t.get_text() for ax in fig.axes if ax.images for t in ax.texts]
     assert rows == ["subnetwork 2 (x0)", "subnetwork 0 (x1)", "subnetwork 1 (dead)"]
     assert fig._suptitle.get_text() == "matched"
     plt.close(fig)
