@@ -67,8 +67,8 @@ def fit_metrics(run: Run, test_inputs: Tensor) -> dict:
     }
 
 
-def held_out_top(run: Run, inputs: Tensor, settings: ModelExperiment) -> Tensor:
-    """Each subnetwork's n_top samples of `inputs` with the largest impact (n_ref references drawn with the
-    settings' seed), best first: (C, n_top) sample indices, on the CPU."""
+def held_out_top(run: Run, inputs: Tensor, settings: ModelExperiment) -> tuple[Tensor, Tensor]:
+    """The impact of every subnetwork on every sample of `inputs` (n_ref references drawn with the settings' seed),
+    (N, C), and each subnetwork's n_top samples with the largest impact, best first: (C, n_top) indices, on the CPU."""
     scores = impact(run.decomposition, run.collector, inputs, n_ref=settings.n_ref, seed=settings.seed)   # (N, C)
-    return top_samples(scores, settings.n_top).cpu()
+    return scores, top_samples(scores, settings.n_top).cpu()

@@ -29,6 +29,9 @@ from .ground_truth import (Recovery, aligned_then_paper, circuit_aligned_error, 
 from .toy_experiment import ToyExperiment, decompose_toy, l3d_samples, medians, train_toys
 from .toys import MLP, circuit_superposition, random_coefficients, sparse_features
 
+# the axes of each tensor's heatmap (plots.subnetwork_heatmaps)
+AXES = {"layers.0.weight": ("hidden", "input"), "layers.0.bias": ("hidden", ""), "layers.1.weight": ("output", "hidden"),
+        "layers.1.bias": ("output", "")}
 PAPER = {"reconstruction_error": 0.064, "r2": 0.92}
 FIRST, SECOND = "layers.0.weight", "layers.1.weight"   # the toy's two weight matrices
 MEDIAN_KEYS = ["reconstruction_error", "circuit_aligned_error", "r2", "r2_determination", "model_r2", "r2_ceiling",

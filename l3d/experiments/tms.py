@@ -27,6 +27,8 @@ from .toy_experiment import ToyExperiment, decompose_toy, l3d_samples, medians, 
 from .toys import TMS, sparse_features, tms_feature_match
 
 RECOVERED = 0.95   # a feature is recovered when its matched subnetwork's |cos| reaches this
+# the axes of each tensor's heatmap (plots.subnetwork_heatmaps): W_in (hidden, feature), W_out (feature, hidden), b
+AXES = {"W_in": ("hidden", "feature"), "W_out": ("feature", "hidden"), "b": ("feature", "")}
 PAPER = {"reconstruction_error": 0.19}
 # The authors' code with the paper's settings, 3 seeds: errors 0.11 / 0.28 / 0.15, one feature without a
 # subnetwork of its own in 2 seeds of 3 (best |cos| 0.36 and 0.65).
