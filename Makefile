@@ -7,6 +7,7 @@
 #                         one notebook with your parameters -> runs/<notebook>/ (figures/ stays as it is);
 #                         prints the notebook's output and progress bars (every 10 s) as it runs
 #   make test             unit tests + every notebook under nbval with small parameters
+#   make test-references  new reference outputs of the notebooks' headline cells (tests/notebooks/)
 #   make lab              JupyterLab on notebooks/; make lab LAB_ARGS="--no-browser --port 8890"
 #   make benchmark        speed and memory numbers (benchmarks/)
 # CPU threads: l3d uses one thread for small models (l3d/runtime/threads.py); set L3D_THREADS to choose.
@@ -25,7 +26,7 @@ NB_NAME := $(basename $(notdir $(NB_FILE)))
 LAB_ARGS ?=
 SOURCES := $(shell find l3d -name '*.py')
 
-.PHONY: all env figures notebook test unit notebooks-test lab benchmark clean-figures
+.PHONY: all env figures notebook test unit notebooks-test test-references lab benchmark clean-figures
 .DELETE_ON_ERROR:
 
 all: figures
@@ -59,10 +60,16 @@ test: unit notebooks-test
 unit: $(STAMP)
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
+# The notebooks with small parameters under nbval; cells marked NBVAL_CHECK_OUTPUT must print what
+# tests/notebooks/ holds (one thread: the same numbers on every machine of this kind).
 notebooks-test: $(STAMP)
 	rm -rf build/nbtest
 	$(PY) tools/notebooks.py prepare-tests build/nbtest
-	$(if $(NOTEBOOKS),MPLBACKEND=Agg $(PY) -m pytest --nbval-lax --nbval-cell-timeout=900 -q -p no:cacheprovider build/nbtest,@echo "no notebooks yet")
+	$(if $(NOTEBOOKS),OMP_NUM_THREADS=1 MPLBACKEND=Agg $(PY) -m pytest --nbval-lax --nbval-cell-timeout=900 -q -p no:cacheprovider build/nbtest,@echo "no notebooks yet")
+
+# New reference outputs for make test, after a change that moves a headline number on purpose.
+test-references: $(STAMP)
+	OMP_NUM_THREADS=1 MPLBACKEND=Agg $(PY) tools/notebooks.py references tests/notebooks
 
 # JupyterLab refuses to run as root unless told; LAB_ARGS go to it as they are.
 lab: $(STAMP)
