@@ -240,7 +240,7 @@ class CNNExperiment(ModelExperiment):
 
     DEFAULTS: ClassVar[dict[str, dict]] = SETTINGS
 
-    out_dir: str = "../figures/06_cnn"
+    out_dir: str = "figures/06_cnn"
     n_top: int = bounded(8, low=1)
     n_logits: int = bounded(3, low=1)
     model_epochs: int = bounded(60, low=1)

@@ -234,7 +234,7 @@ class TransformerExperiment(ModelExperiment):
 
     DEFAULTS: ClassVar[dict[str, dict]] = SETTINGS
 
-    out_dir: str = "../figures/05_transformer"
+    out_dir: str = "figures/05_transformer"
     width: int = bounded(32, low=8)
     n_layers: int = bounded(2, low=2)
     n_heads: int = bounded(2, low=1)
