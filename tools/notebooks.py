@@ -66,13 +66,13 @@ def prepare_tests(target: Path, reference: Path = ROOT / "tests" / "notebooks") 
         nb = nbformat.read(out, as_version=4)
         known = {}
         if (reference / notebook.name).exists():
-            known = {c.id: c.outputs for c in nbformat.read(reference / notebook.name, as_version=4).cells if checked(c)}
+            known = {c.id: c for c in nbformat.read(reference / notebook.name, as_version=4).cells if checked(c)}
         for cell in nb.cells:
             if checked(cell):
                 if cell.id not in known:
                     sys.exit(f"{notebook.name}: no reference output for checked cell {cell.id} in {reference}; "
                              f"run `make test-references` and commit tests/notebooks/")
-                cell.outputs = known[cell.id]
+                cell.outputs, cell.execution_count = known[cell.id].outputs, known[cell.id].execution_count or 1
         nbformat.write(nb, out)
 
 
