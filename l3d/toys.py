@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 from tqdm.auto import tqdm
 
-from .decomposition import Decomposition
+from .decomposition import Decomposition, Rank
 from .gradients import GradientCollector
 from .initialize import best_start, init_from_gradients_
 from .recovery import match
@@ -240,48 +241,156 @@ def random_coefficients(n_out: int, n_in: int, high: float = 3.0, generator: tor
 
 
 class MLP(nn.Module):
-    """Fully connected network `sizes[0] → … → sizes[-1]` with `activation` between layers.
+    """Fully connected network `sizes[0] → … → sizes[-1]`: `activation` after every layer but the last,
+    `output_activation` after the last; `hidden_bias=False` leaves every layer but the last without a bias.
 
     Parameters are named layers.{i}.weight (out, in) and layers.{i}.bias (out,).
     """
 
-    def __init__(self, sizes: list[int], activation: str = "relu"):
+    ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+        "relu": nn.functional.relu, "gelu": nn.functional.gelu, "elu": nn.functional.elu, "identity": lambda x: x,
+    }
+
+    def __init__(self, sizes: list[int], activation: str = "relu", output_activation: str = "identity",
+                 hidden_bias: bool = True):
         super().__init__()
         if len(sizes) < 2 or min(sizes) < 1:
             raise ValueError(f"sizes must list at least an input and an output width, all ≥ 1; got {sizes}")
-        activations = {"relu": nn.functional.relu, "gelu": nn.functional.gelu}
-        if activation not in activations:
-            raise ValueError(f"unknown activation {activation!r}: use one of {sorted(activations)}")
+        for name in (activation, output_activation):
+            if name not in self.ACTIVATIONS:
+                raise ValueError(f"unknown activation {name!r}: use one of {sorted(self.ACTIVATIONS)}")
         self.sizes = list(sizes)
-        self.activation = activations[activation]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.activation = self.ACTIVATIONS[activation]
+        self.output_activation = self.ACTIVATIONS[output_activation]
+        last = len(sizes) - 2
+        self.layers = nn.ModuleList(nn.Linear(a, b, bias=hidden_bias or i == last)
+                                    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])))
 
     def forward(self, x: Tensor) -> Tensor:
         for layer in self.layers[:-1]:
             x = self.activation(layer(x))
-        return self.layers[-1](x)
+        return self.output_activation(self.layers[-1](x))
 
 
-def circuit_superposition(n_features: int = 10, n_hidden: int = 5) -> MLP:
-    """Toy model of circuit superposition (TMCS): n_features → n_hidden ReLU → n_features, fit to x ↦ A x."""
+VARIANTS = ("authors", "paper_text")
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown toy variant {variant!r}: use one of {VARIANTS}")
+
+
+def _linear_hidden_relu_output(n_in: int, n_hidden: int, n_out: int) -> MLP:
+    """The authors' one-hidden-layer toy (their `SingleHiddenLayerPerceptron`, toy_models/tms.py):
+    y = ReLU(W_outᵀ W_inᵀ x + b), a linear hidden layer without bias, bias and ReLU on the output, every
+    weight drawn from N(0, 1) and b = 0. Their W_in (n_in, n_hidden) and W_out (n_hidden, n_out) are our
+    layers.0.weight and layers.1.weight transposed (nn.Linear's (out, in)); their b is layers.1.bias."""
+    model = MLP([n_in, n_hidden, n_out], "identity", "relu", hidden_bias=False)
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.weight.normal_()
+        model.layers[-1].bias.zero_()
+    return model
+
+
+def circuit_superposition(n_features: int = 10, n_hidden: int = 5, variant: str = "paper_text") -> MLP:
+    """Toy model of circuit superposition (TMCS), n_features → n_hidden → n_features, fit to x ↦ A x.
+
+    paper_text: a ReLU hidden layer with biases and a linear output (the paper's text).
+    authors: a linear hidden layer without bias and ReLU(· + b) on the output (the authors' code, which
+    made the paper's figures; see `_linear_hidden_relu_output`).
+    """
+    _check_variant(variant)
+    if variant == "authors":
+        return _linear_hidden_relu_output(n_features, n_hidden, n_features)
     return MLP([n_features, n_hidden, n_features], "relu")
 
 
-def high_rank_circuits(n_features: int = 25, n_hidden: int = 10) -> MLP:
-    """Higher-rank circuits: n_features (in groups) → n_hidden ReLU → n_features, fit to x ↦ A x."""
+def high_rank_circuits(n_features: int | None = None, n_hidden: int = 10, variant: str = "paper_text") -> MLP:
+    """Higher-rank circuits: n_features (in groups) → n_hidden → n_features, fit to x ↦ A x; the two
+    variants as in `circuit_superposition`. n_features None: the paper's text has 25 inputs in 5 groups
+    of 5, the authors' scripts and figures 30 in 6 groups of 5."""
+    _check_variant(variant)
+    if variant == "authors":
+        n_features = n_features or 30
+        return _linear_hidden_relu_output(n_features, n_hidden, n_features)
+    n_features = n_features or 25
     return MLP([n_features, n_hidden, n_features], "relu")
 
 
-def square_mlp(n_features: int = 5, width: int = 5, depth: int = 4) -> MLP:
-    """Complex loss landscape: GeLU MLP n_features → depth hidden layers of `width` → n_features, fit to x ↦ x²."""
-    return MLP([n_features, *[width] * depth, n_features], "gelu")
+def square_mlp(n_features: int = 5, width: int | None = None, depth: int = 4, variant: str = "paper_text") -> MLP:
+    """Complex loss landscape: n_features → depth hidden layers of `width` → n_features, fit to x ↦ x².
+
+    paper_text: GeLU between layers, linear output, PyTorch's default initialization, width 5.
+    authors (their `CustomMLP`, toy_models/parallel_serial_network.py): ELU after every layer including
+    the output, weights He-normal N(0, 2 / fan_in), biases U(0.01, 1), width 10.
+    width None: the variant's width.
+    """
+    _check_variant(variant)
+    if variant == "paper_text":
+        return MLP([n_features, *[width or 5] * depth, n_features], "gelu")
+    model = MLP([n_features, *[width or 10] * depth, n_features], "elu", "elu")
+    with torch.no_grad():
+        for layer in model.layers:
+            nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
+            nn.init.uniform_(layer.bias, 0.01, 1.0)
+    return model
+
+
+TOYS: dict[str, Callable[..., MLP]] = {
+    "tmcs": circuit_superposition, "high_rank": high_rank_circuits, "square": square_mlp,
+}
+
+
+def build(kind: str, variant: str = "authors", **sizes: int) -> MLP:
+    """A fresh (untrained) toy: kind "tmcs", "high_rank" or "square", variant "authors" or "paper_text";
+    `sizes` go to the kind's constructor (`circuit_superposition`, `high_rank_circuits`, `square_mlp`)."""
+    if kind not in TOYS:
+        raise ValueError(f"unknown toy {kind!r}: use one of {sorted(TOYS)}")
+    return TOYS[kind](**sizes, variant=variant)
+
+
+def weight_bias_ranks(shapes: dict[str, tuple[int, ...]], weight: int, bias: int) -> dict[str, int]:
+    """A Tucker rank per tensor for `Decomposition(rank=...)`: `bias` for vectors, `weight` for the others
+    (the authors' x² run: weight 2, bias 1)."""
+    return {name: bias if len(shape) == 1 else weight for name, shape in shapes.items()}
+
+
+@dataclass(frozen=True)
+class Conventions:
+    """How a toy is trained and its L3D samples drawn and decomposed.
+
+    toy_weight_decay: AdamW weight decay of toy training (lr 1e-3 without decay, batch 32, 1000 epochs,
+        10,000 samples without all-zero inputs, as the notebooks train every toy).
+    drop_zero_inputs: the L3D samples have no all-zero input.
+    divergence, reference, reference_pool: `decompose_toy`'s options of the same names.
+    warm_start_epochs: per toy kind, epochs at top_k = 1 before BatchTopK.
+    """
+
+    toy_weight_decay: float
+    drop_zero_inputs: bool
+    divergence: str
+    reference: str
+    reference_pool: str
+    warm_start_epochs: dict[str, int]
+
+
+# The authors' code, at their scripts' .sh settings: AdamW weight decay 1e-3 (toy_models/trainer.py); L3D samples
+# from GenerateTMSInputs / GenerateCorrelatedData, which drop all-zero rows (toy_models/data.py); MSEVectorLoss
+# (utils/loss.py) with the reference drawn with replacement from the same batch of 32; top_k ≈ 1 while
+# `epoch <= warm_start_epochs` (eigenmodel/trainer.py), so their flags 1 (TMCS), none (high-rank: 0) and 10 (x²)
+# keep every coefficient for 2, 1 and 11 epochs. The paper_text toys keep the notebooks' own parameters.
+AUTHORS_CONVENTIONS = Conventions(
+    toy_weight_decay=1e-3, drop_zero_inputs=True, divergence="mse_authors", reference="random_or_self",
+    reference_pool="batch", warm_start_epochs={"tmcs": 2, "high_rank": 1, "square": 11},
+)
 
 
 def decompose_toy(
     model: nn.Module,
     inputs: Tensor,
     n_subnetworks: int,
-    rank: int = 1,
+    rank: Rank | dict[str, Rank] = 1,
     tensors: str | list[str] = "*",
     top_k: float = 0.1,
     epochs: int = 1000,
@@ -298,12 +407,18 @@ def decompose_toy(
     reference: str = "random",
     silence: float = 0.0,
     silence_from: int = 0,
+    divergence: str = "mse",
+    reference_pool: str = "samples",
 ) -> tuple[Decomposition, History, GradientCollector, GradientSource]:
     """L3D on a toy model as in the paper: MSE divergence to a random other sample's output, Adam with
-    lr × lr_decay every lr_decay_every epochs, all of `inputs` in one gradient chunk per epoch.
+    lr × lr_decay every lr_decay_every epochs.
 
-    reference: how the reference output of the MSE divergence is drawn (`l3d.divergence.reference_outputs`;
-    "random", the paper's choice, or "mean").
+    rank: one Tucker rank for every tensor, or name -> rank (`Decomposition`; e.g. `weight_bias_ranks`).
+    divergence: "mse" (the paper's text) or "mse_authors" (the authors' code: gradient Jᵀ(2f − f_ref)/n_out,
+    `l3d.divergence.divergence`). reference: how the reference output is drawn
+    (`l3d.divergence.reference_outputs`: "random", the paper's choice, "random_or_self", the authors' code, or
+    "mean"); reference_pool: where from, "samples" (all of `inputs`, one gradient chunk per epoch) or "batch"
+    (the same batch of `batch_size`, as the authors' code; one gradient chunk per batch).
     init: "random" (the paper) or "gradients" (`l3d.initialize.init_from_gradients_`: start from per-sample
     gradients picked k-means++ style). restarts > 1: that many starting points (seeds 1000·seed + r) are
     trained for `restart_epochs` epochs and the one with the lowest loss is trained to the end
@@ -315,8 +430,11 @@ def decompose_toy(
         raise ValueError(f"init must be 'random' or 'gradients', got {init!r}")
     if restarts < 1:
         raise ValueError(f"restarts must be at least 1, got {restarts}")
-    collector = GradientCollector(model, tensors, divergence="mse", reference=reference, chunk_size=inputs.shape[0])
-    source = GradientSource(collector, inputs, batch_size, chunk_size=inputs.shape[0] // batch_size * batch_size, seed=seed)
+    if reference_pool not in ("samples", "batch"):
+        raise ValueError(f"reference_pool must be 'samples' or 'batch', got {reference_pool!r}")
+    collector = GradientCollector(model, tensors, divergence=divergence, reference=reference, chunk_size=inputs.shape[0])
+    chunk_size = inputs.shape[0] // batch_size * batch_size if reference_pool == "samples" else batch_size
+    source = GradientSource(collector, inputs, batch_size, chunk_size=chunk_size, seed=seed)
     start_grads = collector(inputs, generator=torch.Generator().manual_seed(seed)) if init == "gradients" else None
 
     def make(start_seed: int) -> Decomposition:
