@@ -71,7 +71,9 @@ def test_references_within_the_batch(monkeypatch):
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 3))
     inputs = sparse_features(64, 3, p_active=0.5, generator=torch.Generator().manual_seed(0))
     _, _, collector, source = decompose_toy(model, inputs, 2, epochs=1, batch_size=8, divergence="mse_authors",
-                                            reference="random_or_self", reference_pool="batch", progress=False)
+                                            reference="random_or_self", reference_pool="batch", engine="dense",
+                                            progress=False)
+    assert collector.engine == "dense" and collector.divergence == "mse_authors"
     seen = []
     draw = collector.references
 
