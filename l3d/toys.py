@@ -364,14 +364,16 @@ def weight_bias_ranks(shapes: dict[str, tuple[int, ...]], weight: int, bias: int
 class Conventions:
     """How a toy is trained and its L3D samples drawn and decomposed.
 
-    toy_weight_decay: AdamW weight decay of toy training (lr 1e-3 without decay, batch 32, 1000 epochs,
-        10,000 samples without all-zero inputs, as the notebooks train every toy).
+    toy_weight_decay: AdamW weight decay of toy training (lr 1e-3 without decay, 1000 epochs, 10,000 samples
+        without all-zero inputs, as the notebooks train every toy).
+    toy_batch_size: samples per toy training step.
     drop_zero_inputs: the L3D samples have no all-zero input.
     divergence, reference, reference_pool: `decompose_toy`'s options of the same names.
     warm_start_epochs: per toy kind, epochs at top_k = 1 before BatchTopK.
     """
 
     toy_weight_decay: float
+    toy_batch_size: int
     drop_zero_inputs: bool
     divergence: str
     reference: str
@@ -379,13 +381,15 @@ class Conventions:
     warm_start_epochs: dict[str, int]
 
 
-# The authors' code, at their scripts' .sh settings: AdamW weight decay 1e-3 (toy_models/trainer.py); L3D samples
-# from GenerateTMSInputs / GenerateCorrelatedData, which drop all-zero rows (toy_models/data.py); MSEVectorLoss
-# (utils/loss.py) with the reference drawn with replacement from the same batch of 32; top_k ≈ 1 while
-# `epoch <= warm_start_epochs` (eigenmodel/trainer.py), so their flags 1 (TMCS), none (high-rank: 0) and 10 (x²)
-# keep every coefficient for 2, 1 and 11 epochs. The paper_text toys keep the notebooks' own parameters.
+# The authors' code at their scripts' .sh settings. Toys: AdamW weight decay 1e-3 (toy_models/trainer.py), batch 32
+# in each of the 4 processes the toy .sh files start (torchrun --nproc-per-node=4, DDP with a distributed sampler: a
+# global batch of 128, 79 steps per epoch). L3D: samples from GenerateTMSInputs / GenerateCorrelatedData, which drop
+# all-zero rows (toy_models/data.py); MSEVectorLoss (utils/loss.py) with the reference drawn with replacement from
+# the same batch of 32; top_k ≈ 1 while `epoch <= warm_start_epochs` (eigenmodel/trainer.py), so their flags 1
+# (TMCS), none (high-rank: 0) and 10 (x²) keep every coefficient for 2, 1 and 11 epochs.
+# The paper_text toys keep the notebooks' own parameters.
 AUTHORS_CONVENTIONS = Conventions(
-    toy_weight_decay=1e-3, drop_zero_inputs=True, divergence="mse_authors", reference="random_or_self",
+    toy_weight_decay=1e-3, toy_batch_size=128, drop_zero_inputs=True, divergence="mse_authors", reference="random_or_self",
     reference_pool="batch", warm_start_epochs={"tmcs": 2, "high_rank": 1, "square": 11},
 )
 

@@ -64,7 +64,8 @@ def test_authors_square_forward_and_initialization():
 def test_authors_conventions_and_per_tensor_ranks():
     c = toys.AUTHORS_CONVENTIONS
     assert (c.divergence, c.reference, c.reference_pool, c.drop_zero_inputs) == ("mse_authors", "random_or_self", "batch", True)
-    assert c.warm_start_epochs == {"tmcs": 2, "high_rank": 1, "square": 11} and c.toy_weight_decay == 1e-3
+    assert c.warm_start_epochs == {"tmcs": 2, "high_rank": 1, "square": 11}
+    assert (c.toy_weight_decay, c.toy_batch_size) == (1e-3, 128)
     model = toys.build("square", "authors")
     ranks = toys.weight_bias_ranks({n: tuple(p.shape) for n, p in model.named_parameters()}, weight=2, bias=1)
     assert ranks["layers.0.weight"] == 2 and ranks["layers.4.bias"] == 1
