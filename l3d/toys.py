@@ -380,6 +380,13 @@ class Conventions:
     reference_pool: str
     warm_start_epochs: dict[str, int]
 
+    def l3d_options(self, kind: str) -> dict:
+        """`decompose_toy` keyword arguments for toy `kind`: divergence, reference, reference_pool, warm_start_epochs."""
+        if kind not in self.warm_start_epochs:
+            raise ValueError(f"unknown toy {kind!r}: use one of {sorted(self.warm_start_epochs)}")
+        return {"divergence": self.divergence, "reference": self.reference, "reference_pool": self.reference_pool,
+                "warm_start_epochs": self.warm_start_epochs[kind]}
+
 
 # The authors' code at their scripts' .sh settings. Toys: AdamW weight decay 1e-3 (toy_models/trainer.py), batch 32
 # in each of the 4 processes the toy .sh files start (torchrun --nproc-per-node=4, DDP with a distributed sampler: a
