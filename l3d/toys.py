@@ -241,6 +241,7 @@ def random_coefficients(n_out: int, n_in: int, high: float = 3.0, generator: tor
 
 
 def identity(x: Tensor) -> Tensor:
+    """x itself: a layer without activation."""
     return x
 
 
