@@ -7,14 +7,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-DIVERGENCES = ("mse", "kl")
-REFERENCES = ("random", "mean", "uniform")
+DIVERGENCES = ("mse", "mse_authors", "kl")
+REFERENCES = ("random", "random_or_self", "mean", "uniform")
 
 
 def divergence(y: Tensor, y_ref: Tensor, kind: str) -> Tensor:
-    """D(y, y_ref) over the last dimension: squared error, or KL(ref || model) between logits."""
+    """D(y, y_ref) over the last dimension (n_out values), y_ref held fixed:
+
+    mse:          Σ_o (y_o − y_ref,o)²                          gradient Jᵀ 2(y − y_ref), the paper's text
+    mse_authors:  (1/n_out) Σ_o y_o (y_o − y_ref,o)             gradient Jᵀ (2y − y_ref) / n_out
+    kl:           KL(softmax(y_ref) || softmax(y)) between logits
+
+    "mse_authors" is the per-sample loss of the authors' code (`MSEVectorLoss` in their
+    utils/loss.py): not a divergence (it is not 0 at y = y_ref, and its gradient there is Jᵀ y / n_out),
+    but the quantity whose gradients their published reconstruction errors were measured on.
+    """
     if kind == "mse":
         return (y - y_ref).pow(2).sum(-1)
+    if kind == "mse_authors":
+        return (y * (y - y_ref)).mean(-1)
     if kind == "kl":
         log_p = F.log_softmax(y, dim=-1)
         log_p_ref = F.log_softmax(y_ref, dim=-1)
@@ -61,18 +72,28 @@ def random_others(n: int, generator: torch.Generator | None = None, device=None)
     return ((torch.arange(n) + offset) % n).to(device)
 
 
+def random_any(n: int, generator: torch.Generator | None = None, device=None) -> Tensor:
+    """For each of n samples the index of any sample drawn uniformly at random, itself included (with
+    replacement, as the authors' code draws references within a batch)."""
+    return torch.randint(0, n, (n,), generator=generator).to(device)
+
+
 def reference_outputs(
     outputs: Tensor, divergence_kind: str, kind: str = "random", generator: torch.Generator | None = None
 ) -> Tensor:
     """Reference outputs (same shape as `outputs`, samples along dim 0) drawn as `kind` says.
 
-    random: the output of another sample of the batch; mean: the batch-mean output (for KL the
-    mixture of the batch's distributions); uniform: the uniform distribution (KL only).
+    random: the output of another sample of the batch (never the sample itself); random_or_self: the
+    output of any sample of the batch, itself included with probability 1/N (the authors' code); mean: the
+    batch-mean output (for KL the mixture of the batch's distributions); uniform: the uniform distribution
+    (KL only).
     """
     outputs = outputs.detach()
     check_outputs(outputs, divergence_kind)
     if kind == "random":
         return outputs[random_others(outputs.shape[0], generator, outputs.device)]
+    if kind == "random_or_self":
+        return outputs[random_any(outputs.shape[0], generator, outputs.device)]
     if kind == "mean":
         if divergence_kind == "kl":
             mixture = F.softmax(outputs, dim=-1).mean(0, keepdim=True)

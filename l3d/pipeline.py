@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .decomposition import Decomposition, LossParts
 from .divergences import DIVERGENCES, REFERENCES
-from .gradients import GradientCollector
+from .gradients import ENGINES, GradientCollector
 from .initialize import best_start, init_from_gradients_
 from .runtime.atomic import write_file
 from .runtime.settings import Settings, bounded
@@ -38,7 +38,8 @@ class L3DConfig(Settings):
 
     n_subnetworks (C), rank (one Tucker rank for every mode, capped at the mode's size, or a dict of
     per-tensor ranks), top_k (BatchTopK's fraction, 0.1 in every paper experiment).
-    divergence, reference: as `GradientCollector` ("mse" or "kl"; "random" is the paper's reference).
+    divergence, reference, engine: as `GradientCollector` ("mse", "mse_authors" or "kl"; "random" is the paper's
+    reference; engine "auto" factors what it can, "dense" materializes every per-sample gradient).
     batch_size: items per step; chunk_size: items per gradient pass, references drawn within it (a
     multiple of batch_size; None: one batch); gradient_chunk_size: items per vectorized gradient
     computation inside a pass (memory only; None: a whole pass at once).
@@ -54,6 +55,7 @@ class L3DConfig(Settings):
     top_k: float = bounded(0.1, low=0, high=1, open_low=True)
     divergence: str = bounded("mse", choices=DIVERGENCES)
     reference: str = bounded("random", choices=REFERENCES)
+    engine: str = bounded("auto", choices=ENGINES)
     epochs: int = bounded(1000, low=1)
     batch_size: int = bounded(32, low=1)
     chunk_size: int | None = bounded(None, low=1)
@@ -155,7 +157,8 @@ def decompose(
     if config.batch_size > n:
         raise ValueError(f"batch_size {config.batch_size} must not exceed the {n} inputs")
     collector = GradientCollector(model, tensors, divergence=config.divergence, reference=config.reference,
-                                  sequence=sequence, forward=forward, chunk_size=config.gradient_chunk_size or n)
+                                  sequence=sequence, forward=forward, chunk_size=config.gradient_chunk_size or n,
+                                  engine=config.engine)
     source = GradientSource(collector, inputs, config.batch_size, chunk_size=config.chunk_size, seed=config.seed)
     start_inputs = inputs[: config.init_samples] if config.init == "gradients" else None
     start_grads = None if start_inputs is None else collector(start_inputs, generator=torch.Generator().manual_seed(config.seed))

@@ -67,7 +67,7 @@ def test_run_saves_the_decomposition_with_every_setting(tmp_path):
     ({"rank": 0}, "rank must be an int >= 1"),
     ({"rank": 1.5}, "rank must be int or dict"),
     ({"epochs": True}, "epochs must be int, got True"),
-    ({"divergence": "l2"}, r"divergence must be one of \['mse', 'kl'"),
+    ({"divergence": "l2"}, r"divergence must be one of \['mse', 'mse_authors', 'kl'\]"),
     ({"init": "zeros"}, r"init must be one of \['random', 'gradients'\]"),
     ({"chunk_size": 48}, "chunk_size 48 must be a multiple of batch_size 32"),
     ({"init_samples": 8}, "init_samples 8 needs init='gradients'"),

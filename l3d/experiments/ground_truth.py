@@ -368,6 +368,54 @@ def _project(weight: Tensor, direction: Tensor) -> Tensor:
     return (weight * direction).sum() / direction.pow(2).sum().clamp_min(1e-30) * direction
 
 
+@torch.no_grad()
+def decoder_paths(decomposition: Decomposition, first: str = "layers.0.weight", second: str = "layers.1.weight") -> Tensor:
+    """Every subnetwork's own linear path d_second,k · d_first,k: (C, n_out, n_in).
+
+    first (C, hidden, n_in) and second (C, n_out, hidden) are decoder directions of two weight matrices in
+    nn.Linear's (out, in) layout; the product uses only the decomposition, no model weights, bias or activation.
+    In the authors' layout (W_in (n_in, hidden), W_out (hidden, n_out), their notebook's `W_in @ W_out`)
+    this is the transpose of their product.
+    """
+    directions = decomposition.decoder_directions()
+    for name in (first, second):
+        if name not in directions or directions[name].dim() != 3:
+            raise ValueError(f"{name!r} must be a decomposed weight matrix; the decomposition has {decomposition.names}")
+    d_first, d_second = directions[first], directions[second]
+    if d_second.shape[2] != d_first.shape[1]:
+        raise ValueError(f"{second!r} {tuple(d_second.shape[1:])} does not follow {first!r} {tuple(d_first.shape[1:])}")
+    return (d_second @ d_first).cpu()
+
+
+def paper_coefficients(paths: Tensor) -> tuple[Tensor, list[int]]:
+    """The paper's derived coefficients: per subnetwork k, the input j_k = argmax_j Σ_o |paths[k, o, j]| and the
+    column paths[k, :, j_k] (n_out,). Returns the (C, n_out) columns and the inputs j_k (several subnetworks may
+    pick one input, and an input may go unpicked)."""
+    if paths.dim() != 3:
+        raise ValueError(f"paths must be (C, n_out, n_in), got shape {tuple(paths.shape)}")
+    inputs = paths.abs().sum(1).argmax(1)                                      # (C,)
+    return paths[torch.arange(paths.shape[0]), :, inputs], inputs.tolist()
+
+
+def paper_r(paths: Tensor, coefficients: Tensor) -> float:
+    """The TMCS number the paper prints as "r² = 0.92": a Pearson r, computed as in the authors' notebook
+    (tm2_circuit_superposition.ipynb).
+
+    paths: (C, n_out, n_in) each subnetwork's product of its own decoder directions (`decoder_paths`);
+    coefficients: the true A (n_out, n_in) of y = A x. Per subnetwork k take the input j_k whose column of
+    paths[k] has the largest sum of |·| and that column (`paper_coefficients`); concatenate those columns over
+    subnetworks and A[:, j_k] likewise, and return np.corrcoef of the two (r, not r²). Scale and sign of each
+    direction enter: subnetworks are not rescaled, and a direction's sign flips both of its tensors, so the
+    product keeps its sign. Unlike `path_coefficients`, nothing here runs the model.
+    """
+    if coefficients.dim() != 2 or paths.shape[1:] != coefficients.shape:
+        raise ValueError(f"paths must be (C, n_out, n_in) and coefficients (n_out, n_in), "
+                         f"got {tuple(paths.shape)} and {tuple(coefficients.shape)}")
+    columns, inputs = paper_coefficients(paths.detach().double().cpu())
+    true = coefficients.detach().double().cpu()[:, inputs].T                  # (C, n_out)
+    return torch.corrcoef(torch.stack([columns.flatten(), true.flatten()]))[0, 1].item()
+
+
 def r_squared(predicted: Tensor, true: Tensor) -> float:
     """Coefficient of determination 1 − Σ(true − predicted)² / Σ(true − mean)² over all entries."""
     true, predicted = true.double().flatten(), predicted.double().flatten()

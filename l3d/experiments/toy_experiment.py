@@ -63,10 +63,10 @@ class ToyExperiment(Settings):
         return problems
 
     def l3d_config(self, seed: int, **changes) -> L3DConfig:
-        """The decomposition's settings for one seed: all n_samples inputs in one gradient pass per epoch."""
+        """The decomposition's settings for one seed: all n_samples inputs in one gradient pass per epoch, unless
+        `changes` (other L3DConfig settings) say otherwise."""
         batch = changes.get("batch_size", self.l3d.batch_size)
-        return self.l3d.replace(seed=seed, chunk_size=self.n_samples // batch * batch, **changes)
-
+        return self.l3d.replace(**{"seed": seed, "chunk_size": self.n_samples // batch * batch, **changes})
 
 def train_toys(settings: ToyExperiment, build: Callable[[], nn.Module], data: Callable[[torch.Generator], tuple[Tensor, Tensor]],
                device: torch.device) -> tuple[list[nn.Module], list[list[float]], list[tuple[Tensor, Tensor]]]:

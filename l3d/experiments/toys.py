@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, stack_module_state, vmap
-from ..runtime.progress import tqdm
 
+from ..runtime.progress import tqdm
+from ..runtime.threads import threads_for
 from ..runtime.validate import as_float, as_int
 from .ground_truth import match
-from ..runtime.threads import threads_for
 
 
 def sparse_features(
@@ -256,39 +257,167 @@ def random_coefficients(n_out: int, n_in: int, high: float = 3.0, generator: tor
     return high * torch.rand(n_out, n_in, generator=generator)
 
 
+def identity(x: Tensor) -> Tensor:
+    """x itself: a layer without activation."""
+    return x
+
+
 class MLP(nn.Module):
-    """Fully connected network `sizes[0] → … → sizes[-1]` with `activation` between layers.
+    """Fully connected network `sizes[0] → … → sizes[-1]`: `activation` after every layer but the last,
+    `output_activation` after the last; `hidden_bias=False` leaves every layer but the last without a bias.
 
     Parameters are named layers.{i}.weight (out, in) and layers.{i}.bias (out,).
     """
 
-    def __init__(self, sizes: list[int], activation: str = "relu"):
+    ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+        "relu": nn.functional.relu, "gelu": nn.functional.gelu, "elu": nn.functional.elu, "identity": identity,
+    }
+
+    def __init__(self, sizes: list[int], activation: str = "relu", output_activation: str = "identity",
+                 hidden_bias: bool = True):
         super().__init__()
         if len(sizes) < 2 or min(sizes) < 1:
             raise ValueError(f"sizes must list at least an input and an output width, all ≥ 1; got {sizes}")
-        activations = {"relu": nn.functional.relu, "gelu": nn.functional.gelu}
-        if activation not in activations:
-            raise ValueError(f"unknown activation {activation!r}: use one of {sorted(activations)}")
+        for name in (activation, output_activation):
+            if name not in self.ACTIVATIONS:
+                raise ValueError(f"unknown activation {name!r}: use one of {sorted(self.ACTIVATIONS)}")
         self.sizes = list(sizes)
-        self.activation = activations[activation]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.activation = self.ACTIVATIONS[activation]
+        self.output_activation = self.ACTIVATIONS[output_activation]
+        last = len(sizes) - 2
+        self.layers = nn.ModuleList(nn.Linear(a, b, bias=hidden_bias or i == last)
+                                    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])))
 
     def forward(self, x: Tensor) -> Tensor:
         for layer in self.layers[:-1]:
             x = self.activation(layer(x))
-        return self.layers[-1](x)
+        return self.output_activation(self.layers[-1](x))
 
 
-def circuit_superposition(n_features: int = 10, n_hidden: int = 5) -> MLP:
-    """Toy model of circuit superposition (TMCS): n_features → n_hidden ReLU → n_features, fit to x ↦ A x."""
+VARIANTS = ("authors", "paper_text")
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown toy variant {variant!r}: use one of {VARIANTS}")
+
+
+def _linear_hidden_relu_output(n_in: int, n_hidden: int, n_out: int) -> MLP:
+    """The authors' one-hidden-layer toy (their `SingleHiddenLayerPerceptron`, toy_models/tms.py):
+    y = ReLU(W_outᵀ W_inᵀ x + b), a linear hidden layer without bias, bias and ReLU on the output, every
+    weight drawn from N(0, 1) and b = 0. Their W_in (n_in, n_hidden) and W_out (n_hidden, n_out) are our
+    layers.0.weight and layers.1.weight transposed (nn.Linear's (out, in)); their b is layers.1.bias."""
+    model = MLP([n_in, n_hidden, n_out], "identity", "relu", hidden_bias=False)
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.weight.normal_()
+        model.layers[-1].bias.zero_()
+    return model
+
+
+def circuit_superposition(n_features: int = 10, n_hidden: int = 5, variant: str = "paper_text") -> MLP:
+    """Toy model of circuit superposition (TMCS), n_features → n_hidden → n_features, fit to x ↦ A x.
+
+    paper_text: a ReLU hidden layer with biases and a linear output (the paper's text).
+    authors: a linear hidden layer without bias and ReLU(· + b) on the output (the authors' code, which
+    made the paper's figures; see `_linear_hidden_relu_output`).
+    """
+    _check_variant(variant)
+    if variant == "authors":
+        return _linear_hidden_relu_output(n_features, n_hidden, n_features)
     return MLP([n_features, n_hidden, n_features], "relu")
 
 
-def high_rank_circuits(n_features: int = 25, n_hidden: int = 10) -> MLP:
-    """Higher-rank circuits: n_features (in groups) → n_hidden ReLU → n_features, fit to x ↦ A x."""
+def high_rank_circuits(n_features: int | None = None, n_hidden: int = 10, variant: str = "paper_text") -> MLP:
+    """Higher-rank circuits: n_features (in groups) → n_hidden → n_features, fit to x ↦ A x; the two
+    variants as in `circuit_superposition`. n_features None: the paper's text has 25 inputs in 5 groups
+    of 5, the authors' scripts and figures 30 in 6 groups of 5."""
+    _check_variant(variant)
+    if variant == "authors":
+        n_features = n_features or 30
+        return _linear_hidden_relu_output(n_features, n_hidden, n_features)
+    n_features = n_features or 25
     return MLP([n_features, n_hidden, n_features], "relu")
 
 
-def square_mlp(n_features: int = 5, width: int = 5, depth: int = 4) -> MLP:
-    """Complex loss landscape: GeLU MLP n_features → depth hidden layers of `width` → n_features, fit to x ↦ x²."""
-    return MLP([n_features, *[width] * depth, n_features], "gelu")
+def square_mlp(n_features: int = 5, width: int | None = None, depth: int = 4, variant: str = "paper_text") -> MLP:
+    """Complex loss landscape: n_features → depth hidden layers of `width` → n_features, fit to x ↦ x².
+
+    paper_text: GeLU between layers, linear output, PyTorch's default initialization, width 5.
+    authors (their `CustomMLP`, toy_models/parallel_serial_network.py): ELU after every layer including
+    the output, weights He-normal N(0, 2 / fan_in), biases U(0.01, 1), width 10.
+    width None: the variant's width.
+    """
+    _check_variant(variant)
+    if variant == "paper_text":
+        return MLP([n_features, *[width or 5] * depth, n_features], "gelu")
+    model = MLP([n_features, *[width or 10] * depth, n_features], "elu", "elu")
+    with torch.no_grad():
+        for layer in model.layers:
+            nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
+            nn.init.uniform_(layer.bias, 0.01, 1.0)
+    return model
+
+
+TOYS: dict[str, Callable[..., MLP]] = {
+    "tmcs": circuit_superposition, "high_rank": high_rank_circuits, "square": square_mlp,
+}
+
+
+def build(kind: str, variant: str = "authors", **sizes: int) -> MLP:
+    """A fresh (untrained) toy: kind "tmcs", "high_rank" or "square", variant "authors" or "paper_text";
+    `sizes` go to the kind's constructor (`circuit_superposition`, `high_rank_circuits`, `square_mlp`)."""
+    if kind not in TOYS:
+        raise ValueError(f"unknown toy {kind!r}: use one of {sorted(TOYS)}")
+    return TOYS[kind](**sizes, variant=variant)
+
+
+def weight_bias_ranks(shapes: dict[str, tuple[int, ...]], weight: int, bias: int) -> dict[str, int]:
+    """A Tucker rank per tensor for `Decomposition(rank=...)`: `bias` for vectors, `weight` for the others
+    (the authors' x² run: weight 2, bias 1)."""
+    return {name: bias if len(shape) == 1 else weight for name, shape in shapes.items()}
+
+
+@dataclass(frozen=True)
+class Conventions:
+    """How a toy is trained and its L3D samples drawn and decomposed.
+
+    toy_weight_decay: AdamW weight decay of toy training (lr 1e-3 without decay, 1000 epochs, 10,000 samples
+        without all-zero inputs, as the notebooks train every toy).
+    toy_batch_size: samples per toy training step.
+    drop_zero_inputs: the L3D samples have no all-zero input.
+    divergence, reference: `L3DConfig`'s settings of the same names; reference_pool: where references are drawn
+        from, "samples" (every L3D sample: one gradient pass per epoch) or "batch" (the same batch, as the authors'
+        code: `L3DConfig.chunk_size` = batch_size).
+    warm_start_epochs: per toy kind, epochs at top_k = 1 before BatchTopK.
+    """
+
+    toy_weight_decay: float
+    toy_batch_size: int
+    drop_zero_inputs: bool
+    divergence: str
+    reference: str
+    reference_pool: str
+    warm_start_epochs: dict[str, int]
+
+    def l3d_options(self, kind: str, batch_size: int) -> dict:
+        """`L3DConfig` settings for toy `kind` decomposed in batches of `batch_size`: divergence, reference,
+        warm_start_epochs, and chunk_size when references come from the batch."""
+        if kind not in self.warm_start_epochs:
+            raise ValueError(f"unknown toy {kind!r}: use one of {sorted(self.warm_start_epochs)}")
+        options = {"divergence": self.divergence, "reference": self.reference,
+                   "warm_start_epochs": self.warm_start_epochs[kind]}
+        return {**options, "chunk_size": batch_size} if self.reference_pool == "batch" else options
+
+
+# The authors' code at their scripts' .sh settings. Toys: AdamW weight decay 1e-3 (toy_models/trainer.py), batch 32
+# in each of the 4 processes the toy .sh files start (torchrun --nproc-per-node=4, DDP with a distributed sampler: a
+# global batch of 128, 79 steps per epoch). L3D: samples from GenerateTMSInputs / GenerateCorrelatedData, which drop
+# all-zero rows (toy_models/data.py); MSEVectorLoss (utils/loss.py) with the reference drawn with replacement from
+# the same batch of 32; top_k ≈ 1 while `epoch <= warm_start_epochs` (eigenmodel/trainer.py), so their flags 1
+# (TMCS), none (high-rank: 0) and 10 (x²) keep every coefficient for 2, 1 and 11 epochs.
+# The paper_text toys keep the notebooks' own parameters.
+AUTHORS_CONVENTIONS = Conventions(
+    toy_weight_decay=1e-3, toy_batch_size=128, drop_zero_inputs=True, divergence="mse_authors", reference="random_or_self",
+    reference_pool="batch", warm_start_epochs={"tmcs": 2, "high_rank": 1, "square": 11},
+)

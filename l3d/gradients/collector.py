@@ -61,8 +61,10 @@ class GradientCollector:
     Args:
         model: the trained model; gradients are taken at its current weights, in eval mode.
         tensors: parameter names or globs to decompose.
-        divergence: "mse" (regression outputs) or "kl" (logits).
-        reference: "random" (another sample's output, the paper's choice), "mean" or "uniform".
+        divergence: "mse" (regression outputs, the paper's text), "mse_authors" (the authors' code's variant,
+            gradient Jᵀ(2f − f_ref)/n_out; see `l3d.divergence.divergence`) or "kl" (logits).
+        reference: "random" (another sample's output, the paper's choice), "random_or_self" (any sample's,
+            itself included: the authors' code), "mean" or "uniform".
         sequence: outputs are (batch, positions, out) and every position is a sample.
         forward: maps (model, inputs) to output tensor (e.g. ``lambda m, x: m(x).logits``).
         chunk_size: items per vectorized chunk, bounding memory.
