@@ -79,7 +79,7 @@ def test_kills_at_random_points_resume_to_the_same_bytes_and_leave_no_litter(tmp
     assert kills >= 6 and in_writes >= 2, f"{kills} kills, {in_writes} during a checkpoint write"
     final = start(out, *ARGS)
     assert final.wait() == 0, final.stderr.read()
-    for name in ("decomposition/decomposition.safetensors", "decomposition/config.json", "history.json"):
+    for name in ("decomposition/decomposition.safetensors", "decomposition/config.json", "decomposition/run.json"):
         assert (out / name).read_bytes() == (tmp_path / "baseline" / name).read_bytes(), name
     stray = [p for p in out.rglob("*") if p.name.startswith(".") or ".tmp" in p.name or ".damaged" in p.name]
     assert stray == []
