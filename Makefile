@@ -46,6 +46,7 @@ figures/%/metrics.json: notebooks/%.ipynb $(SOURCES) $(STAMP)
 	@mkdir -p figures/$*
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} MPLBACKEND=Agg $(VENV)/bin/papermill --cwd notebooks --progress-bar \
 		$< figures/$*/$*.ipynb -p device $(DEVICE)
+	$(PY) tools/notebooks.py embed-figures figures/$*/$*.ipynb
 
 # One notebook, e.g. NB=01 (or its full name), with papermill parameters PARAMS, into runs/<notebook>/.
 notebook: $(STAMP)

@@ -2,6 +2,7 @@
 
     python tools/notebooks.py prepare-tests build/nbtest     # what make test runs under nbval
     python tools/notebooks.py references tests/notebooks     # make test-references: new reference outputs
+    python tools/notebooks.py embed-figures figures/01_*/01_*.ipynb   # make figures: the figures into the notebook
 
 Small parameters for each notebook live in notebooks/test_parameters.json; every notebook also gets
 out_dir = build/nbtest/<notebook name> and device = "cpu", so tests never touch figures/.
@@ -11,11 +12,19 @@ runs every notebook with the small parameters and keeps those cells' outputs in 
 (the rest of the outputs are dropped). `prepare-tests` writes the current notebooks with the small
 parameters and those reference outputs, so nbval (`--nbval-lax` compares marked cells only) fails
 when a headline number changes, until the references are made again on purpose.
+
+`embed-figures` puts into an executed notebook the figures its cells saved (`save_figure` writes them beside
+it as PNG; with MPLBACKEND=Agg plt.show() embeds nothing): each PNG becomes a display output of the cell that
+was running when it was written (papermill's cell start and end times), and progress-bar widgets, whose text
+outside Jupyter is a frozen "0%", are dropped. The committed executed notebooks then show their figures
+wherever the repository is browsed.
 """
 from __future__ import annotations
 
+import base64
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import nbformat
@@ -76,7 +85,38 @@ def prepare_tests(target: Path, reference: Path = ROOT / "tests" / "notebooks") 
         nbformat.write(nb, out)
 
 
+def embed_figures(executed: Path) -> int:
+    """Attach to each code cell of `executed` the PNGs in its folder written while the cell ran; drop progress
+    widgets. Returns the number of figures attached."""
+    def seconds(stamp: str) -> float:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+    pngs = sorted((p.stat().st_mtime, p) for p in executed.parent.glob("*.png"))
+    nb = nbformat.read(executed, as_version=4)
+    attached = set()
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        cell.outputs = [o for o in cell.outputs if "application/vnd.jupyter.widget-view+json" not in o.get("data", {})]
+        run = cell.metadata.get("papermill", {})
+        if not run.get("start_time") or not run.get("end_time"):
+            continue
+        start, end = seconds(run["start_time"]), seconds(run["end_time"])
+        for written, png in pngs:
+            if png not in attached and start <= written <= end + 0.05:
+                attached.add(png)
+                cell.outputs.append(nbformat.v4.new_output(
+                    "display_data", data={"image/png": base64.b64encode(png.read_bytes()).decode(),
+                                          "text/plain": f"<figure {png.name}>"}))
+    nbformat.write(nb, executed)
+    return len(attached)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("prepare-tests", "references"):
+    if len(sys.argv) < 3 or sys.argv[1] not in ("prepare-tests", "references", "embed-figures"):
         sys.exit(__doc__)
-    (prepare_tests if sys.argv[1] == "prepare-tests" else references)(Path(sys.argv[2]))
+    if sys.argv[1] == "embed-figures":
+        for name in sys.argv[2:]:
+            print(f"{name}: {embed_figures(Path(name))} figures embedded")
+    else:
+        (prepare_tests if sys.argv[1] == "prepare-tests" else references)(Path(sys.argv[2]))
