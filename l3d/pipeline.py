@@ -109,16 +109,6 @@ class Run:
         seed = self.config.seed + 1 if seed is None else seed
         return evaluate(self.decomposition, GradientSource(self.collector, inputs, batch_size, seed=seed))
 
-    def summary(self) -> dict:
-        """The run's settings and final numbers, for metrics.json."""
-        return {
-            "config": self.config.to_dict(),
-            "reconstruction_error": self.history.reconstruction_error[-1],
-            "dead": self.history.dead,
-            "start_errors": self.start_errors,
-            "history": self.history.to_dict(),
-        }
-
     def save(self, folder: str | os.PathLike) -> Path:
         """The decomposition (`Decomposition.load(folder)` reads it) and run.json (settings, history) in `folder`."""
         folder = Path(folder)
