@@ -7,7 +7,8 @@
 #                         one notebook with your parameters -> runs/<notebook>/ (figures/ stays as it is);
 #                         prints the notebook's output and progress bars (every 10 s) as it runs
 #   make test             unit tests + every notebook under nbval with small parameters
-#   make test-references  new reference outputs of the notebooks' headline cells (tests/notebooks/)
+#   make test-references  new reference outputs of the notebooks' headline cells (tests/notebooks/);
+#                         make test-references NB="02 07" for those notebooks only
 #   make lab              JupyterLab on notebooks/; make lab LAB_ARGS="--no-browser --port 8890"
 #   make benchmark        speed and memory numbers (benchmarks/)
 # CPU threads: l3d uses one thread for small models (l3d/runtime/threads.py); set L3D_THREADS to choose.
@@ -70,7 +71,7 @@ notebooks-test: $(STAMP)
 
 # New reference outputs for make test, after a change that moves a headline number on purpose.
 test-references: $(STAMP)
-	OMP_NUM_THREADS=1 MPLBACKEND=Agg $(PY) tools/notebooks.py references tests/notebooks
+	OMP_NUM_THREADS=1 MPLBACKEND=Agg $(PY) tools/notebooks.py references tests/notebooks $(NB)
 
 # JupyterLab refuses to run as root unless told; LAB_ARGS go to it as they are.
 lab: $(STAMP)

@@ -2,6 +2,7 @@
 
     python tools/notebooks.py prepare-tests build/nbtest     # what make test runs under nbval
     python tools/notebooks.py references tests/notebooks     # make test-references: new reference outputs
+    python tools/notebooks.py references tests/notebooks 02 07   # only those notebooks (make test-references NB="02 07")
     python tools/notebooks.py embed-figures figures/01_*/01_*.ipynb   # make figures: the figures into the notebook
 
 Small parameters for each notebook live in notebooks/test_parameters.json; every notebook also gets
@@ -48,10 +49,14 @@ def checked(cell) -> bool:
     return cell.cell_type == "code" and cell.source.startswith(MARK)
 
 
-def references(target: Path) -> None:
-    """Run every notebook with its small parameters; keep the outputs of the checked cells in target/."""
+def references(target: Path, only: list[str] | None = None) -> None:
+    """Run every notebook (or those whose names start with one of `only`) with its small parameters; keep the
+    outputs of the checked cells in target/."""
+    chosen = [nb for nb in notebooks() if not only or any(nb.stem.startswith(o) for o in only)]
+    if only and not chosen:
+        sys.exit(f"no notebook starts with any of {only}: the notebooks are {[nb.stem for nb in notebooks()]}")
     target.mkdir(parents=True, exist_ok=True)
-    for notebook in notebooks():
+    for notebook in chosen:
         out = target / notebook.name
         pm.execute_notebook(notebook, out, parameters=parameters(notebook.stem), cwd=str(ROOT / "notebooks"),
                             progress_bar=False)
@@ -118,5 +123,7 @@ if __name__ == "__main__":
     if sys.argv[1] == "embed-figures":
         for name in sys.argv[2:]:
             print(f"{name}: {embed_figures(Path(name))} figures embedded")
+    elif sys.argv[1] == "references":
+        references(Path(sys.argv[2]), sys.argv[3:])
     else:
-        (prepare_tests if sys.argv[1] == "prepare-tests" else references)(Path(sys.argv[2]))
+        prepare_tests(Path(sys.argv[2]))
