@@ -1,0 +1,154 @@
+"""Notebook 07: the peers' toys, their training, the field's metrics, and L3D recovering a TMS 5-2."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import l3d
+from l3d.experiments import field
+
+
+def pentagon(norm: float = 1.0) -> torch.Tensor:
+    """A trained-looking TMS 5-2 embedding: five columns 72° apart, (2, 5)."""
+    angles = torch.arange(5) * 2 * math.pi / 5
+    return norm * torch.stack([angles.cos(), angles.sin()])
+
+
+def test_peer_tms_forward_is_relu_of_the_materialized_product():
+    torch.manual_seed(0)
+    W, b = torch.randn(2, 5), torch.randn(5)
+    x = torch.rand(7, 5)
+    model = field.PeerTMS.tied(W, b)
+    torch.testing.assert_close(model(x), torch.relu(x @ W.T @ W + b))
+    with_identity = model.with_identity()
+    assert [n for n, _ in with_identity.named_parameters()] == [
+        "linear1.weight", "hidden_layers.0.weight", "linear2.weight", "linear2.bias"]
+    torch.testing.assert_close(with_identity.hidden_layers[0].weight, torch.eye(2))
+    torch.testing.assert_close(with_identity(x), model(x))
+
+
+def test_training_applies_both_tied_parameters_adamw_updates_as_spds_view_tie_does():
+    steps, batch = 3, 16
+    toys, _ = field.train_peer_tms(5, 2, [3], steps=steps, batch_size=batch, lr=0.05, progress=False)
+    # SPD's way (spd/experiments/tms/models.py:43-44, train_tms.py:37-51): linear2.weight's data is a view of
+    # linear1.weight's, both handed to AdamW.
+    torch.manual_seed(3)
+    linear1, linear2 = nn.Linear(5, 2, bias=False), nn.Linear(2, 5)
+    linear2.weight.data = linear1.weight.data.T
+    optimizer = torch.optim.AdamW([*linear1.parameters(), *linear2.parameters()], lr=0.05, foreach=False)
+    generator = torch.Generator().manual_seed(30_003)
+    for _ in range(steps):
+        x = field.peer_features(batch, 5, 0.05, generator=generator)
+        loss = (x.abs() - torch.relu(linear2(linear1(x)))).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.testing.assert_close(toys[0].linear1.weight, linear1.weight.detach())
+    torch.testing.assert_close(toys[0].linear2.bias, linear2.bias.detach())
+    assert not torch.allclose(linear1.weight, field.random_tms(5, 2, 3).linear1.weight)   # it did train
+
+
+def test_restarts_keep_the_first_initialization_as_the_peers_own():
+    toy = field.random_tms(5, 2, seed=4)
+    torch.manual_seed(4)
+    expected = nn.Linear(5, 2, bias=False).weight.detach()
+    torch.testing.assert_close(toy.linear1.weight, expected)
+    torch.testing.assert_close(field.random_tms(40, 10, seed=4, zero_bias=True).linear2.bias, torch.zeros(40))
+
+
+def test_directions_equal_to_the_columns_score_mmcs_and_ml2r_one():
+    W = pentagon(0.8)
+    directions = torch.zeros(5, 2, 5)
+    for j in range(5):
+        directions[j, :, j] = W[:, j] / W[:, j].norm()
+    scores = field.tms_scores(field.PeerTMS.tied(W, torch.zeros(5)), {"linear1.weight": directions})
+    assert scores["mmcs"] == pytest.approx(1.0, abs=1e-6) and scores["ml2r"] == pytest.approx(1.0, abs=1e-5)
+    assert scores["recovered"] == 5 and scores["all_recovered"] and sorted(scores["pairs"]) == [(j, j) for j in range(5)]
+
+
+def test_permuted_sign_flipped_scaled_directions_score_the_same_and_match_the_permutation():
+    W = pentagon() * torch.tensor([0.5, 1.0, 1.5, 2.0, 2.5])
+    permutation = [3, 0, 4, 1, 2]            # subnetwork k serves feature permutation[k]
+    directions = torch.zeros(5, 2, 5)
+    for k, j in enumerate(permutation):
+        directions[k, :, j] = (-1) ** k * W[:, j] / W[:, j].norm()
+    scores = field.tms_scores(field.PeerTMS.tied(W, torch.zeros(5)), {"linear1.weight": directions})
+    assert scores["mmcs"] == pytest.approx(1.0, abs=1e-6) and scores["ml2r"] == pytest.approx(1.0, abs=1e-5)
+    assert dict(scores["pairs"]) == {j: k for k, j in enumerate(permutation)}
+
+
+def test_column_scores_by_hand():
+    # two features along the axes; one subnetwork at 45° across both columns, one along feature 1 only
+    columns = torch.tensor([[2.0, 0.0], [0.0, 1.0]])                 # (F, D): W[:, 0] = (2, 0), W[:, 1] = (0, 1)
+    slices = torch.tensor([[[0.5, 0.5], [0.0, 0.0]],                 # subnetwork 0: column 0 along (1, 1)
+                           [[0.0, 0.0], [0.0, 1.0]]])                # subnetwork 1: column 1 along (0, 1)
+    scores = field.column_scores(columns, slices, torch.tensor([2.0, 1.0]))
+    # feature 0: best |cos| 1/√2 (subnetwork 0), size 2 · ‖(0.5, 0.5)‖ = √2 against 2; feature 1: cos 1, size 1
+    assert scores["max_cos"] == pytest.approx([1 / math.sqrt(2), 1.0])
+    assert scores["mmcs"] == pytest.approx((1 / math.sqrt(2) + 1) / 2)
+    assert scores["l2_ratio"] == pytest.approx([math.sqrt(2) / 2, 1.0])
+    assert scores["recovered"] == 1 and not scores["all_recovered"]
+    with pytest.raises(ValueError, match="slices must be"):
+        field.column_scores(columns, slices[:, :1], torch.ones(2))
+
+
+def test_least_squares_sizes_the_directions_so_that_they_add_up_to_the_weights():
+    W = pentagon(1.3)
+    directions = torch.zeros(5, 2, 5)
+    for j in range(5):
+        directions[j, :, j] = W[:, j] / W[:, j].norm()
+    a = field.least_squares_components({"linear1.weight": W}, {"linear1.weight": directions})
+    torch.testing.assert_close((a[:, None, None] * directions).sum(0), W, atol=1e-5, rtol=0)
+
+
+def test_chance_mmcs_is_high_in_two_dimensions_and_lower_in_ten():
+    assert field.chance_mmcs(5, 2, 5) > 0.9 > 0.8 > field.chance_mmcs(40, 10, 40)
+
+
+def test_resid_mlp_forward_and_its_scores_for_per_feature_directions():
+    torch.manual_seed(0)
+    model = field.ResidMLP(n_features=6, d_embed=20, d_mlp=3)
+    x = torch.rand(4, 6)
+    r = x @ model.W_E
+    mlp = model.layers[0]
+    expected = (r + torch.relu(r @ mlp["mlp_in"].weight.T) @ mlp["mlp_out"].weight.T) @ model.W_E.T
+    torch.testing.assert_close(model(x), expected)
+    assert torch.allclose(model.W_E.norm(dim=1), torch.ones(6))
+    # subnetwork j: mlp_in restricted to feature j's embedding, (mlp_in W_E[j]) W_E[j]ᵀ
+    W_in = mlp["mlp_in"].weight.detach()
+    pieces = torch.stack([torch.outer(W_in @ e, e) for e in model.W_E])
+    directions = {"layers.0.mlp_in.weight": pieces / pieces.flatten(1).norm(dim=1)[:, None, None]}
+    scores = field.resid_scores(model, directions)
+    assert scores["mmcs"] > 0.9 and scores["matched_cos"] == pytest.approx(scores["max_cos"])
+
+
+def test_settings_name_every_bad_parameter():
+    good = field.FieldExperiment.from_parameters({"seeds": "[0, 1]", "seed": 1, "tms_settings": ["40-10-id"]})
+    assert good.seeds == [0, 1] and parse_ok(good)
+    with pytest.raises(ValueError) as error:
+        field.FieldExperiment.from_parameters({"seeds": [0], "seed": 2, "tms_settings": ["5-3"], "top_k": 0,
+                                               "toy_steps": 0, "resid_d_mlp": 0})
+    for name in ("seed 2", "5-3", "top_k", "steps", "d_mlp"):
+        assert name in str(error.value)
+    with pytest.raises(ValueError, match="batch_size"):
+        field.FieldExperiment.from_parameters({"n_samples": 16, "batch_size": 32})
+    with pytest.raises(ValueError, match="restarts"):
+        field.train_peer_tms(5, 2, [0], restarts=0)
+
+
+def parse_ok(settings: field.FieldExperiment) -> bool:
+    return all(field.parse_tms(s) for s in settings.tms_settings)
+
+
+def test_l3d_recovers_every_feature_of_a_tms_5_2():
+    toy = field.PeerTMS.tied(pentagon(1.1), torch.full((5,), -0.3))
+    settings = field.FieldExperiment.from_parameters({"seeds": [0], "n_samples": 640, "epochs": 30, "lr_decay_every": 5,
+                                                      "init": "gradients", "restarts": 2, "restart_epochs": 5,
+                                                      "engine": "dense", "tms_settings": ["5-2"]})
+    rows, runs = field.decompose_tms(settings, "5-2", [toy], torch.device("cpu"), progress=False)
+    assert rows[0]["all_recovered"] and rows[0]["mmcs"] > 0.99, rows[0]
+    assert 0.8 < rows[0]["ml2r"] < 1.1 and 0 < rows[0]["reconstruction_error"] < 0.5
+    summary = field.summarize(rows)
+    assert summary["5-2"]["success"] == 1 and summary["5-2"]["seeds"] == 1
+    assert field.headline_table(summary)[0]["SPD MMCS / ML2R"] == "1.000 / 0.993"
