@@ -340,7 +340,8 @@ class FieldExperiment(Settings):
     every seed),
     n_subnetworks = n_features × subnetworks_per_feature, on n_samples L3D samples per seed with features on
     with probability l3d_p_active (None: the toy's p_active, the data distribution); 40-10 with its own
-    n_samples_40_10, epochs_40_10 and top_k_40_10; the residual MLP as `resid` says."""
+    n_samples_40_10, epochs_40_10, top_k_40_10 and restarts_40_10 (L3D starts screened); the residual MLP as
+    `resid` says."""
 
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2, 3, 4])
     seed: int = bounded(0, low=0)
@@ -352,6 +353,7 @@ class FieldExperiment(Settings):
     n_samples: int = bounded(1000, low=2)
     n_samples_40_10: int = bounded(5000, low=2)
     epochs_40_10: int = bounded(30, low=1)
+    restarts_40_10: int = bounded(1, low=1)
     top_k_40_10: float = bounded(0.05, low=0, high=1, open_low=True)
     l3d_p_active: float | None = bounded(None, low=0, high=1, open_low=True)
     subnetworks_per_feature: int = bounded(1, low=1)
@@ -385,7 +387,8 @@ class FieldExperiment(Settings):
         """One decomposition's settings: n_features × subnetworks_per_feature subnetworks, every sample in one
         gradient pass per epoch, `changes` on top."""
         batch = self.l3d.batch_size
-        own = {"epochs": self.epochs_40_10, "top_k": self.top_k_40_10} if n_features == 40 else {}
+        own = ({"epochs": self.epochs_40_10, "top_k": self.top_k_40_10, "restarts": self.restarts_40_10}
+               if n_features == 40 else {})
         return self.l3d.replace(**{"n_subnetworks": n_features * self.subnetworks_per_feature, "seed": seed,
                                    "chunk_size": n_samples // batch * batch, **own, **changes})
 
