@@ -227,11 +227,6 @@ def median_min_success(rows: Sequence[dict], key: str = "mmcs") -> dict:
             "success": sum(r["all_recovered"] for r in rows), "seeds": n}
 
 
-def isfinite_row(row: dict) -> bool:
-    """All headline numbers of a row are finite."""
-    return all(math.isfinite(row[k]) for k in ("mmcs", "ml2r", "reconstruction_error"))
-
-
 class ResidMLP(nn.Module):
     """SPD's residual MLP: y = W_U (r + mlp_out(ReLU(mlp_in(r)))), r = W_E x, one layer, no biases.
 
