@@ -86,7 +86,7 @@ def train_square_toys(settings: Square, device: torch.device) -> tuple[list[nn.M
     10,000 + seed) with targets x². Returns the models, their epoch losses and each model's mean squared error
     per output on its training data (a model that leaves x_i² out scores ≈ p_active · E[x⁴] on output i)."""
     def data(generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        x = sparse_features(settings.toy.n_train, settings.n_features, settings.toy.p_active, low=-1.0, high=1.0,
+        x = sparse_features(settings.training.n_train, settings.n_features, settings.training.p_active, low=-1.0, high=1.0,
                             generator=generator).to(device)
         return x, x ** 2
 
