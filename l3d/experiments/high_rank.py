@@ -50,7 +50,8 @@ class HighRank(VariantExperiment):
 
     KIND = "high_rank"
     CONVENTIONS = {"authors": {"n_groups": 6},
-                   "paper_text": {"n_groups": 5, "drop_zero_inputs": True, "warm_start_epochs": 0, "restarts": 6}}
+                   "paper_text": {"n_groups": 5, "drop_zero_inputs": True, "warm_start_epochs": 0, "restarts": 6,
+                                  "toy_restarts": 1}}
 
     def check(self) -> list[str]:
         problems = super().check()
