@@ -44,7 +44,7 @@ class HighRank(VariantExperiment):
     coefficient_max: float = bounded(3.0, low=0, open_low=True)
     ranks: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4, 5], metadata={"low": 1})
     show_rank: int = bounded(3, low=1)
-    paper_loss_ranks: list[int] = dataclasses.field(default_factory=lambda: [1, 3], metadata={"low": 1})
+    paper_loss_ranks: list[int] = dataclasses.field(default_factory=lambda: [3], metadata={"low": 1})
     n_probe: int = bounded(200, low=2)
     n_ref: int = bounded(10, low=1)
 
