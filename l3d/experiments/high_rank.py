@@ -49,7 +49,7 @@ class HighRank(VariantExperiment):
     n_ref: int = bounded(10, low=1)
 
     KIND = "high_rank"
-    CONVENTIONS = {"authors": {"n_groups": 6},
+    CONVENTIONS = {"authors": {"n_groups": 6, "restarts": 1},
                    "paper_text": {"n_groups": 5, "drop_zero_inputs": True, "warm_start_epochs": 0, "restarts": 6,
                                   "toy_restarts": 1}}
 

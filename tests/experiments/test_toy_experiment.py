@@ -115,3 +115,12 @@ def test_square_runs_both_toys_at_the_main_setting(tmp_path):
     assert set(median["3x2"]) == {"authors", "paper_text"}
     assert median["3x2"]["paper_text"]["reconstruction_error"] == other[0]["reconstruction_error"]
     assert "2x1" in median and "reconstruction_error" in median["2x1"]
+
+
+@pytest.mark.parametrize("cls", [TMCSExperiment, HighRank, Square])
+def test_both_variants_set_the_same_parameters(cls):
+    """A parameter left None must resolve for either toy, so both conventions name the same parameters."""
+    assert set(cls.conventions("authors")) == set(cls.conventions("paper_text"))
+    none = {name: None for name in cls.conventions("authors")}
+    for toy in ("authors", "paper_text"):
+        assert cls.from_parameters({**none, "toy": toy}).conventional == sorted(none)
