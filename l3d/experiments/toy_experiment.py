@@ -123,10 +123,7 @@ class VariantExperiment(ToyExperiment):
     def from_parameters(cls, parameters: Mapping[str, Any], **fixed: Any):
         """As `Settings.from_parameters`, with every parameter of the toy's conventions that is None or absent
         replaced by its convention (`conventions`), and those parameters listed in `conventional`."""
-        toy = parameters.get("toy", cls.toy)
-        if toy not in VARIANTS:
-            raise ValueError(f"toy must be one of {list(VARIANTS)}, got {toy!r}")
-        convention = cls.conventions(toy)
+        convention = cls.conventions(parameters.get("toy", cls.toy))   # refuses an unknown toy, naming the choices
         taken = [name for name in convention if parameters.get(name) is None]
         resolved = {**parameters, **{name: convention[name] for name in taken}}
         return super().from_parameters(resolved, conventional=sorted(taken), **fixed)
