@@ -21,7 +21,7 @@ from .checkpoint import (
     DamagedCheckpoint, checkpoints, load_checkpoint, remove_litter, rng_state, save_checkpoint, set_rng_state,
 )
 from .decomposition import Decomposition, LossParts, as_divisor
-from .divergences import check_outputs, random_others
+from .divergences import check_outputs, random_any, random_others
 from .gradients import GradientCollector
 from .runtime import distributed
 from .runtime.threads import threads_for
@@ -101,9 +101,9 @@ class GradientSource:
             raise ValueError("reference='random' draws another sample of the same chunk: use chunk_size >= 2")
         check_outputs(collector.outputs(inputs[: min(n, 16)]), collector.divergence)
         if active is not None:
-            if collector.sequence or collector.reference != "random" or self.shard.active:
-                raise ValueError("active (labels per input) needs one output per input, reference='random' and a "
-                                 "single process")
+            if collector.sequence or collector.reference not in ("random", "random_or_self") or self.shard.active:
+                raise ValueError("active (labels per input) needs one output per input, reference 'random' or "
+                                 "'random_or_self' and a single process")
             if active.dim() != 2 or active.shape[0] != n:
                 raise ValueError(f"active must be (n_inputs, n_subnetworks) = ({n}, C), got {tuple(active.shape)}")
             active = active.bool().to(inputs.device)
@@ -169,7 +169,8 @@ class GradientSource:
         with `active` the subnetworks allowed on each sample: those of the circuits on in it or its reference."""
         items = self.inputs[index]
         if self.active is not None:
-            others = random_others(len(index), self.generator, items.device)
+            draw = random_any if self.collector.reference == "random_or_self" else random_others
+            others = draw(len(index), self.generator, items.device)
             references = self.collector.outputs(items).detach()[others]
             return self.collector(items, references), self.active[index] | self.active[index[others]]
         if not self.shard.active:

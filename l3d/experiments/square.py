@@ -1,8 +1,11 @@
-"""Notebook 04, a complex loss landscape (paper §4.4): a deep GeLU network computing y_i = x_i².
+"""Notebook 04, a complex loss landscape (paper §4.4): a deep network computing y_i = x_i².
 
-n_features inputs on [-1, 1], each a circuit (input i → output i), through `depth` GeLU layers of `width`.
-Every seed's toy is decomposed at each (C, R) of `Square.grid()` (the main n_subnetworks × rank, then
-sweep_rank with each of sweep_subnetworks) and scored against the inputs (`score_toy`); the main
+n_features inputs on [-1, 1], each a circuit (input i → output i), through `depth` hidden layers of `width`
+(`toys.square_mlp`, variant `toy`: ELU everywhere and width 10 for the authors' toy, GeLU and width 5 for the
+paper's text). Every seed's toy is decomposed at each (C, R) of `Square.grid()` (the main n_subnetworks × rank,
+then sweep_rank with each of sweep_subnetworks; biases at bias_rank) and scored against the inputs
+(`score_toy`); with compare_toy the other variant's toys are trained and decomposed at the main (C, R) with
+that variant's conventions (`other_toy`); the main
 decomposition's matched subnetworks are moved alone, with larger δ, in the hidden layers only and in pairs
 (`intervene_matched`), and `label_diagnostic` asks with the labels whether the paper's loss keeps one
 subnetwork per input. `medians_by_setting` aggregates over seeds.
@@ -13,6 +16,7 @@ import copy
 import dataclasses
 import itertools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,23 +28,27 @@ from ..interventions import intervention_sweep
 from ..pipeline import Run
 from ..runtime.settings import bounded
 from .ground_truth import Recovery, aligned_then_paper, circuit_aligned_error, intervention_selectivity
-from .toy_experiment import ToyExperiment, decompose_toy, l3d_samples, medians, score_toy, train_toys
-from .toys import sparse_features, square_mlp
+from .toy_experiment import VariantExperiment, decompose_toy, l3d_samples, medians, score_toy, train_toys
+from .toys import VARIANTS, sparse_features, square_mlp, weight_bias_ranks
 
 MEDIAN_KEYS = ("reconstruction_error", "n_dead", "min_purity", "min_input_purity", "mmcs")
 STAGES = ("aligned", "aligned_then_paper")
 
 
 @dataclass(frozen=True)
-class Square(ToyExperiment):
-    """Notebook 04's settings: the toy (n_features, width, depth), the sweep over subnetworks at sweep_rank, the
+class Square(VariantExperiment):
+    """Notebook 04's settings: the toy (n_features, width, depth; width None: the variant's, 10 for the authors'
+    toy, 5 for the paper's text), the biases' Tucker rank (bias_rank; None: the weights' rank), whether the other
+    variant's toy is decomposed too at the main (C, R) (compare_toy), the sweep over subnetworks at sweep_rank, the
     label diagnostic (aligned_epochs, aligned_lr_decay_every), the interventions (n_deltas values of δ on
     [-max_delta, max_delta] and [-large_delta, large_delta]; hidden_tensors for the hidden-layers-only sweep) and
     the scoring (n_probe inputs per feature, n_ref references)."""
 
     n_features: int = bounded(5, low=2)
-    width: int = bounded(5, low=1)
+    width: int = bounded(10, low=1)
     depth: int = bounded(4, low=1)
+    bias_rank: int | None = bounded(None, low=1)
+    compare_toy: bool = True
     sweep_rank: int = bounded(1, low=1)
     sweep_subnetworks: list[int] = dataclasses.field(default_factory=lambda: [3, 5, 10, 15], metadata={"low": 1})
     aligned_epochs: int = bounded(100, low=1)
@@ -52,6 +60,10 @@ class Square(ToyExperiment):
     n_probe: int = bounded(200, low=2)
     n_ref: int = bounded(10, low=1)
 
+    KIND = "square"
+    CONVENTIONS = {"authors": {"width": 10, "bias_rank": 1},
+                   "paper_text": {"width": 5, "bias_rank": None, "drop_zero_inputs": False, "warm_start_epochs": 10}}
+
     def check(self) -> list[str]:
         problems = super().check()
         if not self.sweep_subnetworks:
@@ -62,6 +74,15 @@ class Square(ToyExperiment):
     def main(self) -> tuple[int, int]:
         """The main decomposition's (C, R)."""
         return self.l3d.n_subnetworks, self.l3d.rank
+
+    @property
+    def other_toy(self) -> str:
+        """The variant compared at the main (C, R) when compare_toy."""
+        return next(v for v in VARIANTS if v != self.toy)
+
+    def ranks(self, shapes: dict[str, tuple[int, ...]], rank: int) -> int | dict[str, int]:
+        """The Tucker rank(s) of a decomposition at `rank`: per tensor with bias_rank for the biases, when set."""
+        return rank if self.bias_rank is None else weight_bias_ranks(shapes, rank, self.bias_rank)
 
     def grid(self) -> list[tuple[int, int]]:
         """The (C, R) decomposed: the main one first, then (c, sweep_rank) for each c of sweep_subnetworks."""
@@ -86,32 +107,35 @@ def train_square_toys(settings: Square, device: torch.device) -> tuple[list[nn.M
     10,000 + seed) with targets x². Returns the models, their epoch losses and each model's mean squared error
     per output on its training data (a model that leaves x_i² out scores ≈ p_active · E[x⁴] on output i)."""
     def data(generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        x = sparse_features(settings.toy.n_train, settings.n_features, settings.toy.p_active, low=-1.0, high=1.0,
+        x = sparse_features(settings.training.n_train, settings.n_features, settings.training.p_active, low=-1.0, high=1.0,
                             generator=generator).to(device)
         return x, x ** 2
 
-    models, losses, data_sets = train_toys(settings, lambda: square_mlp(settings.n_features, settings.width, settings.depth),
-                                           data, device)
+    models, losses, data_sets = train_toys(settings, lambda: square_mlp(settings.n_features, settings.width, settings.depth,
+                                                                         settings.toy), data, device)
     with torch.no_grad():
         output_mse = [(toy(x) - y).pow(2).mean(0).tolist() for toy, (x, y) in zip(models, data_sets)]
     return models, losses, output_mse
 
 
 def decompose_grid(settings: Square, models: list[nn.Module], toy_losses: list[list[float]],
-                   toy_output_mse: list[list[float]], device: torch.device, out_dir: str | os.PathLike
+                   toy_output_mse: list[list[float]], device: torch.device, out_dir: str | os.PathLike,
+                   grid: list[tuple[int, int]] | None = None, name: str = "decomposition"
                    ) -> tuple[dict[tuple[int, int, int], tuple[Run, Recovery]], list[dict]]:
-    """Every seed's toy decomposed at every (C, R) of the grid (saved to out_dir/decomposition_seed{s}_C{C}_rank{R})
-    and scored against the inputs as soon as it is trained. Returns {(seed, C, R): (run, recovery)} and one row
-    per (seed, C, R) for metrics.json."""
+    """Every seed's toy decomposed at every (C, R) of `grid` (None: settings.grid(); saved to
+    out_dir/{name}_seed{s}_C{C}_rank{R}) and scored against the inputs as soon as it is trained. Returns
+    {(seed, C, R): (run, recovery)} and one row per (seed, C, R) for metrics.json, with the toy variant."""
     runs, per_seed = {}, []
+    shapes = {n: tuple(p.shape) for n, p in models[0].named_parameters()}
     for s, toy, losses, mse in zip(settings.seeds, models, toy_losses, toy_output_mse):
         inputs = l3d_samples(settings, s, settings.n_features, low=-1.0, high=1.0).to(device)
-        for C, R in settings.grid():
-            run = decompose_toy(settings, toy, inputs, s, progress=False, n_subnetworks=C, rank=R)
-            run.save(Path(out_dir) / f"decomposition_seed{s}_C{C}_rank{R}")
+        for C, R in grid or settings.grid():
+            run = decompose_toy(settings, toy, inputs, s, progress=False, n_subnetworks=C, rank=settings.ranks(shapes, R))
+            run.save(Path(out_dir) / f"{name}_seed{s}_C{C}_rank{R}")
             row, found = score_toy(run.decomposition, run.source, toy, settings.features, s, settings.n_probe,
                                    settings.n_ref, low=-1.0, high=1.0)
-            per_seed.append({"seed": s, "n_subnetworks": C, "rank": R, "toy_loss": losses[-1], "toy_output_mse": mse,
+            per_seed.append({"seed": s, "toy": settings.toy, "n_subnetworks": C, "rank": R, "toy_loss": losses[-1],
+                             "toy_output_mse": mse,
                              **row, "final_training_error": run.history.reconstruction_error[-1]})
             runs[s, C, R] = run, found
     return runs, per_seed
@@ -179,18 +203,32 @@ def main_row(settings: Square, per_seed: list[dict], seed: int) -> dict:
     return next(r for r in per_seed if (r["seed"], r["n_subnetworks"], r["rank"]) == (seed, *settings.main))
 
 
-def medians_by_setting(settings: Square, per_seed: list[dict]) -> dict[str, dict]:
+def other_toy(settings: Square, device: torch.device, out_dir: str | os.PathLike) -> list[dict]:
+    """The other variant's toys (`Square.other_toy`, its conventions for every conventional setting) trained and
+    decomposed at the main (C, R) (saved as out_dir/other_toy_seed{s}_C{C}_rank{R}); one scored row per seed."""
+    other = settings.for_toy(settings.other_toy)
+    models, losses, output_mse = train_square_toys(other, device)
+    return decompose_grid(other, models, losses, output_mse, device, out_dir, grid=[other.main], name="other_toy")[1]
+
+
+def _medians(rows: list[dict], keys: Sequence[str]) -> dict:
+    return {**medians(rows, keys), "all_matched_seeds": sum(r["all_matched"] for r in rows)}
+
+
+def medians_by_setting(settings: Square, per_seed: list[dict], other_rows: list[dict] | None = None) -> dict[str, dict]:
     """Per "CxR" of the grid, the medians over seeds of MEDIAN_KEYS and the number of seeds with every input
-    matched; for the main setting also of the selectivities and the label diagnostic's numbers, where present."""
+    matched. The main setting's are per toy variant ({"authors": ..., "paper_text": ...}: this toy's, with the
+    selectivities and the label diagnostic's numbers where present, and the other toy's from other_rows)."""
     rows = {(C, R): [r for r in per_seed if (r["n_subnetworks"], r["rank"]) == (C, R)] for C, R in settings.grid()}
-    median = {f"{C}x{R}": {**medians(rows[C, R], MEDIAN_KEYS), "all_matched_seeds": sum(r["all_matched"] for r in rows[C, R])}
-              for C, R in settings.grid()}
+    median = {f"{C}x{R}": _medians(rows[C, R], MEDIAN_KEYS) for C, R in settings.grid() if (C, R) != settings.main}
     main = rows[settings.main]
     keys = [f"selectivity_{name}" for name in settings.interventions()]
     keys += [f"{stage}_{key}" for key in ("reconstruction_error", "min_purity", "min_input_purity") for stage in STAGES]
     keys += ["circuit_aligned_error", "circuit_aligned_error_by_sign"]
-    median["{}x{}".format(*settings.main)].update(medians(main, [k for k in keys if k in main[0]]))
-    return median
+    at_main = {settings.toy: _medians(main, [*MEDIAN_KEYS, *(k for k in keys if k in main[0])])}
+    if other_rows:
+        at_main[settings.other_toy] = _medians(other_rows, MEDIAN_KEYS)
+    return {"{}x{}".format(*settings.main): at_main, **median}
 
 
 def errors_by_seed(settings: Square, per_seed: list[dict]) -> list[list[float]]:

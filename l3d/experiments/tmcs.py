@@ -6,6 +6,8 @@ shares with the other inputs. Per seed:
 
 * reconstruction error and P_act over one more pass (fresh references), matching and purity of the
   subnetworks against the inputs (`evaluate_and_recover`), MMCS of the first-layer columns;
+* the paper's number (`paper_r`, printed in the paper as "r² = 0.92"): per subnetwork the product of its own
+  decoder directions, no model involved, against A by Pearson r; `paper_r2` is its square;
 * the coefficients â the subnetworks imply (`path_coefficients`) against A: `r2` (squared correlation),
   `r2_determination` (1 − SS_res / SS_tot), and against the ceilings: `model_r2` (what the toy itself
   computes, f(e_j) − f(0), against A), `r2_ceiling` (the best any n_hidden-neuron model can reach,
@@ -24,26 +26,28 @@ from torch import Tensor
 from ..decomposition import Decomposition
 from ..pipeline import Run
 from ..runtime.settings import bounded
-from .ground_truth import (Recovery, aligned_then_paper, circuit_aligned_error, evaluate_and_recover, low_rank_r2,
-                           mmcs, path_coefficients, r_squared, squared_correlation)
-from .toy_experiment import ToyExperiment, decompose_toy, l3d_samples, medians, train_toys
+from .ground_truth import (Recovery, aligned_then_paper, circuit_aligned_error, decoder_paths, evaluate_and_recover,
+                           low_rank_r2, mmcs, paper_r, path_coefficients, r_squared, squared_correlation)
+from .toy_experiment import VariantExperiment, decompose_toy, l3d_samples, medians, train_toys
 from .toys import MLP, circuit_superposition, random_coefficients, sparse_features
 
 # the axes of each tensor's heatmap (plots.subnetwork_heatmaps)
 AXES = {"layers.0.weight": ("hidden", "input"), "layers.0.bias": ("hidden", ""), "layers.1.weight": ("output", "hidden"),
         "layers.1.bias": ("output", "")}
-PAPER = {"reconstruction_error": 0.064, "r2": 0.92}
+PAPER = {"reconstruction_error": 0.064, "paper_r": 0.92}
+# The authors' code at their settings, seeds 0-2 (issue 15): their gradient, their toy, zero-free samples
+AUTHORS_CODE = {"paper_r": [0.92, 0.76, 0.90], "reconstruction_error": [0.078, 0.108, 0.045]}
 FIRST, SECOND = "layers.0.weight", "layers.1.weight"   # the toy's two weight matrices
-MEDIAN_KEYS = ["reconstruction_error", "circuit_aligned_error", "r2", "r2_determination", "model_r2", "r2_ceiling",
+MEDIAN_KEYS = ["reconstruction_error", "circuit_aligned_error", "paper_r", "paper_r2", "r2", "r2_determination", "model_r2", "r2_ceiling",
                "r2_model_map", "mmcs", "min_purity", "min_input_purity", "mean_purity", "n_live", "n_dead"]
 STAGES = ("aligned", "aligned_then_paper")
 STAGE_KEYS = ("reconstruction_error", "min_purity", "r2")
 
 
 @dataclass(frozen=True)
-class TMCSExperiment(ToyExperiment):
-    """Notebook 02: a toy n_features → n_hidden ReLU → n_features fit to y = A x with A_ij ~ U(0, coefficient_max).
-    The labelled diagnostic trains aligned_epochs epochs (lr decayed every aligned_lr_decay_every epochs) with
+class TMCSExperiment(VariantExperiment):
+    """Notebook 02: a toy n_features → n_hidden → n_features (`toys.circuit_superposition`, variant `toy`) fit to
+    y = A x with A_ij ~ U(0, coefficient_max). The labelled diagnostic trains aligned_epochs epochs (lr decayed every aligned_lr_decay_every epochs) with
     one subnetwork per input, then as many with the paper's loss. Purity is probed with n_probe inputs per
     feature (only that feature on) and n_ref references per impact."""
 
@@ -54,6 +58,9 @@ class TMCSExperiment(ToyExperiment):
     aligned_lr_decay_every: int = bounded(10, low=1)
     n_probe: int = bounded(200, low=2)
     n_ref: int = bounded(10, low=1)
+
+    KIND = "tmcs"
+    CONVENTIONS = {"authors": {}, "paper_text": {"drop_zero_inputs": False, "warm_start_epochs": 10}}
 
 
 @dataclass
@@ -73,12 +80,12 @@ def train_tmcs(settings: TMCSExperiment, device: torch.device) -> tuple[list[MLP
     def data(generator: torch.Generator) -> tuple[Tensor, Tensor]:
         coefficients.append(random_coefficients(settings.n_features, settings.n_features, settings.coefficient_max,
                                                 generator))
-        x = sparse_features(settings.toy.n_train, settings.n_features, settings.toy.p_active,
+        x = sparse_features(settings.training.n_train, settings.n_features, settings.training.p_active,
                             generator=generator).to(device)
         return x, x @ coefficients[-1].to(device).T
 
-    models, losses, _ = train_toys(settings, lambda: circuit_superposition(settings.n_features, settings.n_hidden),
-                                   data, device)
+    models, losses, _ = train_toys(settings, lambda: circuit_superposition(settings.n_features, settings.n_hidden,
+                                                                           settings.toy), data, device)
     return models, losses, coefficients
 
 
@@ -117,6 +124,8 @@ def score_tmcs(settings: TMCSExperiment, run: Run, coefficients: Tensor, toy_los
         "p_act": evaluation["p_act"],
         **found.summary(),
         "inputs_read": reads,
+        "paper_r": (r := paper_r(decoder_paths(decomposition, FIRST, SECOND), A)),
+        "paper_r2": r ** 2,
         "r2": squared_correlation(a_hat, A),
         "r2_determination": r_squared(a_hat, A),
         "model_r2": squared_correlation(model_map, A),
@@ -155,7 +164,7 @@ def summarize(per_seed: list[dict]) -> dict:
 def describe(row: dict, n_hidden: int) -> str:
     """One seed's scores in words."""
     text = (f"seed {row['seed']}: error {row['reconstruction_error']:.3f} (one direction per input: "
-            f"{row['circuit_aligned_error']:.3f}), r² {row['r2']:.3f} (model itself {row['model_r2']:.3f}, any "
+            f"{row['circuit_aligned_error']:.3f}), paper's r {row['paper_r']:.3f}, r² {row['r2']:.3f} (model itself {row['model_r2']:.3f}, any "
             f"{n_hidden}-neuron model ≤ {row['r2_ceiling']:.3f}; against the model's map {row['r2_model_map']:.3f}), "
             f"min purity {row['min_purity']:.2f}, dead {row['dead']}, MMCS {row['mmcs']:.3f}")
     if "aligned_r2" in row:

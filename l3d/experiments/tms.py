@@ -64,7 +64,7 @@ def train_tms(settings: TMSExperiment, device: torch.device) -> tuple[list[TMS],
     """One tied TMS per seed trained to reconstruct its n_train inputs (all-zero ones dropped, as the paper
     trains); returns the models and their epoch losses."""
     def data(generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        x = sparse_features(settings.toy.n_train, settings.n_features, settings.toy.p_active, generator=generator)
+        x = sparse_features(settings.training.n_train, settings.n_features, settings.training.p_active, generator=generator)
         return x, x
 
     models, losses, _ = train_toys(settings, lambda: TMS(settings.n_features, settings.n_hidden), data, device)

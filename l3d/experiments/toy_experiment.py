@@ -4,13 +4,22 @@ the decomposition of each seed's toy, and medians over seeds.
 A notebook's settings are one `ToyExperiment` subclass built from its papermill parameters
 (`Settings.from_parameters(globals())`): the toy's training (`toy_*` parameters), the L3D samples, the
 decomposition (`L3DConfig`, parameters under their own names) and what the notebook itself adds.
+
+Notebooks 02-04 build one of two variants of their toy (`VariantExperiment.toy`): "authors", the model the
+authors' code trained and decomposed for the paper's figures, or "paper_text", the model the paper's text
+describes. Settings whose default depends on the variant (how the toy is trained, which gradient and which
+samples L3D sees) are parameters set to None, "the variant's convention" (`VariantExperiment.CONVENTIONS`);
+`from_parameters` resolves them, so the settings and metrics.json hold the values the run used, and
+`VariantExperiment.conventional` names them.
 """
 from __future__ import annotations
 
 import dataclasses
 import statistics
-from collections.abc import Callable, Iterable, Sequence
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -20,20 +29,22 @@ from ..pipeline import L3DConfig, Run, decompose
 from ..runtime.settings import Settings, bounded
 from ..train import GradientSource
 from .ground_truth import Recovery, evaluate_and_recover, mmcs
-from .toys import sparse_features, train_toys_best_of
+from .toys import AUTHORS_CONVENTIONS, VARIANTS, sparse_features, train_toys_best_of
 
 
 @dataclass(frozen=True)
 class ToyTraining(Settings):
     """How each seed's toy is trained (the paper: 10,000 samples, each feature on with probability p_active,
-    1000 epochs of batch 32, AdamW lr 1e-3). restarts: initializations per seed, the lowest final training
-    loss is kept (paper: 1). compile: torch.compile the training step (same result, faster)."""
+    1000 epochs of batch 32, AdamW lr 1e-3; the authors' code: weight decay 1e-3, a global batch of 128).
+    restarts: initializations per seed, the lowest final training loss is kept (paper: 1). compile:
+    torch.compile the training step (same result, faster)."""
 
     p_active: float = bounded(0.05, low=0, high=1, open_low=True, unprefixed=True)
     n_train: int = bounded(10_000, low=32, unprefixed=True)
     epochs: int = bounded(1000, low=1)
     batch_size: int = bounded(32, low=1)
     lr: float = bounded(1e-3, low=0, open_low=True)
+    weight_decay: float = bounded(0.01, low=0)
     restarts: int = bounded(4, low=1)
     compile: bool = True
 
@@ -41,7 +52,9 @@ class ToyTraining(Settings):
 @dataclass(frozen=True)
 class ToyExperiment(Settings):
     """Settings every toy notebook has: one toy and one decomposition per seed (figures show `seed`),
-    n_samples L3D samples per seed (drop_zero_inputs: without all-zero inputs), the toy's training and L3D."""
+    n_samples L3D samples per seed (drop_zero_inputs: without all-zero inputs), the toy's training and L3D.
+    reference_pool: where a sample's reference is drawn from, "samples" (all n_samples: one gradient pass
+    per epoch) or "batch" (its own batch, as the authors' code)."""
 
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
     seed: int = bounded(0, low=0)
@@ -49,7 +62,8 @@ class ToyExperiment(Settings):
     out_dir: str = "figures"
     n_samples: int = bounded(1000, low=2)
     drop_zero_inputs: bool = False
-    toy: ToyTraining = dataclasses.field(default_factory=ToyTraining, metadata={"prefix": "toy_"})
+    reference_pool: str = bounded("samples", choices=("samples", "batch"))
+    training: ToyTraining = dataclasses.field(default_factory=ToyTraining, metadata={"prefix": "toy_"})
     l3d: L3DConfig = dataclasses.field(default_factory=L3DConfig)
 
     def check(self) -> list[str]:
@@ -63,26 +77,97 @@ class ToyExperiment(Settings):
         return problems
 
     def l3d_config(self, seed: int, **changes) -> L3DConfig:
-        """The decomposition's settings for one seed: all n_samples inputs in one gradient pass per epoch, unless
-        `changes` (other L3DConfig settings) say otherwise."""
+        """The decomposition's settings for one seed: all n_samples inputs in one gradient pass per epoch (or one
+        batch per pass when reference_pool is "batch"), unless `changes` (other L3DConfig settings) say otherwise."""
         batch = changes.get("batch_size", self.l3d.batch_size)
-        return self.l3d.replace(**{"seed": seed, "chunk_size": self.n_samples // batch * batch, **changes})
+        chunk = batch if self.reference_pool == "batch" else self.n_samples // batch * batch
+        return self.l3d.replace(**{"seed": seed, "chunk_size": chunk, **changes})
+
+
+@dataclass(frozen=True)
+class VariantExperiment(ToyExperiment):
+    """A toy notebook whose toy comes in the variants `toys.VARIANTS`: toy "authors" (the default: the authors'
+    code made the paper's figures) or "paper_text" (the paper's text).
+
+    Subclasses set KIND ("tmcs", "high_rank", "square") and CONVENTIONS: per variant, parameter name -> value for
+    the parameters that take the variant's convention when given as None (or not given). The authors' variant
+    shares `AUTHORS_CONVENTIONS`: their gradient ("mse_authors"), references drawn from the same batch
+    ("random_or_self", reference_pool "batch"), L3D samples without all-zero inputs, their warm start, toys
+    trained once with AdamW weight decay 1e-3 in batches of 128, and engine "dense" (faster on these tiny
+    models, same result). The paper_text variant shares our earlier choices: the text's gradient ("mse"), a
+    reference from all samples, the best of 4 toy initializations, weight decay 0.01, batches of 32.
+    conventional: the parameters that took the variant's convention.
+    """
+
+    KIND: ClassVar[str] = ""
+    CONVENTIONS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    toy: str = bounded("authors", choices=VARIANTS)
+    conventional: list[str] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def conventions(cls, toy: str) -> dict[str, Any]:
+        """Parameter name -> value for the parameters whose default is `toy`'s convention."""
+        if toy not in VARIANTS:
+            raise ValueError(f"toy must be one of {list(VARIANTS)}, got {toy!r}")
+        a = AUTHORS_CONVENTIONS
+        shared = {"authors": {"toy_weight_decay": a.toy_weight_decay, "toy_batch_size": a.toy_batch_size,
+                              "toy_restarts": 1, "drop_zero_inputs": a.drop_zero_inputs, "divergence": a.divergence,
+                              "reference": a.reference, "reference_pool": a.reference_pool,
+                              "warm_start_epochs": a.warm_start_epochs[cls.KIND], "engine": "dense"},
+                  "paper_text": {"toy_weight_decay": 0.01, "toy_batch_size": 32, "toy_restarts": 4, "divergence": "mse",
+                                 "reference": "random", "reference_pool": "samples", "engine": "auto"}}
+        return {**shared[toy], **cls.CONVENTIONS[toy]}
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any], **fixed: Any):
+        """As `Settings.from_parameters`, with every parameter of the toy's conventions that is None or absent
+        replaced by its convention (`conventions`), and those parameters listed in `conventional`."""
+        convention = cls.conventions(parameters.get("toy", cls.toy))   # refuses an unknown toy, naming the choices
+        taken = [name for name in convention if parameters.get(name) is None]
+        resolved = {**parameters, **{name: convention[name] for name in taken}}
+        return super().from_parameters(resolved, conventional=sorted(taken), **fixed)
+
+    def parameters(self) -> dict[str, Any]:
+        """The papermill parameters that give these settings (nested settings under their parameter names), with
+        the conventional ones None: `type(self).from_parameters(self.parameters())` gives these settings again."""
+        values = _parameters(self, "")
+        values.pop("conventional")
+        return {**values, **{name: None for name in self.conventional}}
+
+    def for_toy(self, toy: str) -> VariantExperiment:
+        """The same settings for the other variant: every conventional parameter takes `toy`'s convention."""
+        return type(self).from_parameters({**self.parameters(), "toy": toy})
+
+
+def _parameters(settings: Settings, prefix: str) -> dict[str, Any]:
+    """Parameter name -> value of every field of `settings`, nested settings flattened as `from_parameters` reads them."""
+    hints = typing.get_type_hints(type(settings))
+    values = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if isinstance(hints[f.name], type) and issubclass(hints[f.name], Settings):
+            values.update(_parameters(value, f.metadata.get("prefix", "")))
+        else:
+            values[f.name if f.metadata.get("unprefixed") else prefix + f.name] = value
+    return values
 
 def train_toys(settings: ToyExperiment, build: Callable[[], nn.Module], data: Callable[[torch.Generator], tuple[Tensor, Tensor]],
                device: torch.device) -> tuple[list[nn.Module], list[list[float]], list[tuple[Tensor, Tensor]]]:
     """One trained toy per seed: data(generator seeded 10,000 + seed) gives its (inputs, targets); the best of
-    settings.toy.restarts initializations is kept. Returns the models, their epoch losses and the data."""
+    settings.training.restarts initializations is kept. Returns the models, their epoch losses and the data."""
     data_sets = [tuple(t.to(device) for t in data(torch.Generator().manual_seed(10_000 + s))) for s in settings.seeds]
-    t = settings.toy
+    t = settings.training
     models, losses = train_toys_best_of(build, data_sets, settings.seeds, t.restarts, epochs=t.epochs,
-                                        batch_size=t.batch_size, lr=t.lr, compile=t.compile)
+                                        batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
+                                        compile=t.compile)
     return models, losses, data_sets
 
 
 def l3d_samples(settings: ToyExperiment, seed: int, n_features: int, low: float = 0.0, high: float = 1.0) -> Tensor:
     """The n_samples inputs L3D decomposes for `seed` (generator seeded 20,000 + seed), each feature on with
     probability p_active, uniform on [low, high]; all-zero inputs kept unless drop_zero_inputs."""
-    return sparse_features(settings.n_samples, n_features, settings.toy.p_active, low=low, high=high,
+    return sparse_features(settings.n_samples, n_features, settings.training.p_active, low=low, high=high,
                            generator=torch.Generator().manual_seed(20_000 + seed), drop_zero=settings.drop_zero_inputs)
 
 

@@ -380,7 +380,8 @@ def weight_bias_ranks(shapes: dict[str, tuple[int, ...]], weight: int, bias: int
 
 @dataclass(frozen=True)
 class Conventions:
-    """How a toy is trained and its L3D samples drawn and decomposed.
+    """How a toy is trained and its L3D samples drawn and decomposed (the toy notebooks' settings,
+    `toy_experiment.VariantExperiment.conventions`, read them for toy="authors").
 
     toy_weight_decay: AdamW weight decay of toy training (lr 1e-3 without decay, 1000 epochs, 10,000 samples
         without all-zero inputs, as the notebooks train every toy).
@@ -388,7 +389,7 @@ class Conventions:
     drop_zero_inputs: the L3D samples have no all-zero input.
     divergence, reference: `L3DConfig`'s settings of the same names; reference_pool: where references are drawn
         from, "samples" (every L3D sample: one gradient pass per epoch) or "batch" (the same batch, as the authors'
-        code: `L3DConfig.chunk_size` = batch_size).
+        code).
     warm_start_epochs: per toy kind, epochs at top_k = 1 before BatchTopK.
     """
 
@@ -400,15 +401,6 @@ class Conventions:
     reference_pool: str
     warm_start_epochs: dict[str, int]
 
-    def l3d_options(self, kind: str, batch_size: int) -> dict:
-        """`L3DConfig` settings for toy `kind` decomposed in batches of `batch_size`: divergence, reference,
-        warm_start_epochs, and chunk_size when references come from the batch."""
-        if kind not in self.warm_start_epochs:
-            raise ValueError(f"unknown toy {kind!r}: use one of {sorted(self.warm_start_epochs)}")
-        options = {"divergence": self.divergence, "reference": self.reference,
-                   "warm_start_epochs": self.warm_start_epochs[kind]}
-        return {**options, "chunk_size": batch_size} if self.reference_pool == "batch" else options
-
 
 # The authors' code at their scripts' .sh settings. Toys: AdamW weight decay 1e-3 (toy_models/trainer.py), batch 32
 # in each of the 4 processes the toy .sh files start (torchrun --nproc-per-node=4, DDP with a distributed sampler: a
@@ -416,7 +408,7 @@ class Conventions:
 # all-zero rows (toy_models/data.py); MSEVectorLoss (utils/loss.py) with the reference drawn with replacement from
 # the same batch of 32; top_k ≈ 1 while `epoch <= warm_start_epochs` (eigenmodel/trainer.py), so their flags 1
 # (TMCS), none (high-rank: 0) and 10 (x²) keep every coefficient for 2, 1 and 11 epochs.
-# The paper_text toys keep the notebooks' own parameters.
+# The paper_text toys' conventions are our earlier choices (`VariantExperiment.conventions`).
 AUTHORS_CONVENTIONS = Conventions(
     toy_weight_decay=1e-3, toy_batch_size=128, drop_zero_inputs=True, divergence="mse_authors", reference="random_or_self",
     reference_pool="batch", warm_start_epochs={"tmcs": 2, "high_rank": 1, "square": 11},

@@ -66,11 +66,6 @@ def test_authors_conventions_and_per_tensor_ranks():
     assert (c.divergence, c.reference, c.reference_pool, c.drop_zero_inputs) == ("mse_authors", "random_or_self", "batch", True)
     assert c.warm_start_epochs == {"tmcs": 2, "high_rank": 1, "square": 11}
     assert (c.toy_weight_decay, c.toy_batch_size) == (1e-3, 128)
-    assert c.l3d_options("square", 32) == {"divergence": "mse_authors", "reference": "random_or_self",
-                                           "warm_start_epochs": 11, "chunk_size": 32}
-    assert l3d.L3DConfig(**c.l3d_options("tmcs", 32)).warm_start_epochs == 2   # settings L3DConfig takes
-    with pytest.raises(ValueError, match="unknown toy 'tms'"):
-        c.l3d_options("tms", 32)
     model = toys.build("square", "authors")
     ranks = toys.weight_bias_ranks({n: tuple(p.shape) for n, p in model.named_parameters()}, weight=2, bias=1)
     assert ranks["layers.0.weight"] == 2 and ranks["layers.4.bias"] == 1

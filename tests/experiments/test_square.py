@@ -15,7 +15,7 @@ from l3d.experiments.ground_truth import (aligned_then_paper, circuit_aligned_er
 from l3d.experiments.square import Square
 from l3d.experiments.toys import sparse_features, square_mlp, train_toys_best_of
 
-TINY = {"seeds": [0, 1], "seed": 0, "p_active": 0.3, "n_features": 3, "width": 3, "depth": 2, "n_train": 64, "toy_epochs": 2,
+TINY = {"toy": "paper_text", "seeds": [0, 1], "seed": 0, "p_active": 0.3, "n_features": 3, "width": 3, "depth": 2, "n_train": 64, "toy_epochs": 2,
         "toy_restarts": 2, "toy_compile": False, "n_subnetworks": 3, "rank": 2, "sweep_subnetworks": [2, 3],
         "n_samples": 60, "epochs": 3, "batch_size": 8, "lr_decay_every": 2, "warm_start_epochs": 1, "n_probe": 6,
         "n_ref": 2, "n_deltas": 3, "aligned_epochs": 2, "aligned_lr_decay_every": 1, "hidden_tensors": ["layers.1.*"]}
@@ -38,7 +38,7 @@ def test_settings_grid_and_checks():
     assert list(sweeps) == ["interventions", "interventions_large_delta", "interventions_hidden_only", "interventions_pairs"]
     assert torch.equal(sweeps["interventions_large_delta"][0], torch.linspace(-2.0, 2.0, 3))
     assert sweeps["interventions_hidden_only"][1] == ["layers.1.*"] and sweeps["interventions_pairs"][2]
-    assert s.to_dict()["hidden_tensors"] == ["layers.1.*"] and s.to_dict()["toy"]["restarts"] == 2
+    assert s.to_dict()["hidden_tensors"] == ["layers.1.*"] and s.to_dict()["training"]["restarts"] == 2
     with pytest.raises(ValueError) as caught:
         Square.from_parameters({**TINY, "sweep_subnetworks": [], "max_delta": 0.0, "n_deltas": 1})
     text = str(caught.value)
@@ -142,12 +142,18 @@ def test_medians_by_setting_match_the_notebooks_aggregation():
         expected["all_matched_seeds"] = 2
         if (C, R) == s.main:
             expected.update({name: median_of(name, C, R) for name in names})
-        assert median[f"{C}x{R}"] == expected
+            assert median[f"{C}x{R}"] == {"paper_text": expected}
+        else:
+            assert median[f"{C}x{R}"] == expected
+    other = [{**r, "reconstruction_error": 7.0} for r in rows if (r["n_subnetworks"], r["rank"]) == s.main]
+    both = square.medians_by_setting(s, rows, other)["3x2"]
+    assert both["authors"]["reconstruction_error"] == 7.0 and both["authors"]["all_matched_seeds"] == 2
+    assert both["paper_text"] == median["3x2"]["paper_text"]
     for r in rows:     # with the label diagnostic, its medians join the main setting's
         if (r["n_subnetworks"], r["rank"]) == s.main:
             r.update({f"{stage}_{key}": float(r["seed"]) for stage in square.STAGES
                       for key in ("reconstruction_error", "min_purity", "min_input_purity")})
             r.update(circuit_aligned_error=1.0, circuit_aligned_error_by_sign=math.pi)
-    main = square.medians_by_setting(s, rows)["3x2"]
+    main = square.medians_by_setting(s, rows)["3x2"]["paper_text"]
     assert main["aligned_then_paper_min_input_purity"] == 1.0 and main["circuit_aligned_error_by_sign"] == math.pi
     assert square.errors_by_seed(s, rows) == [[float(seed + C) for C in s.sweep_subnetworks] for seed in s.seeds]

@@ -7,11 +7,11 @@ import torch
 
 import l3d
 from l3d.experiments import tmcs
-from l3d.experiments.ground_truth import (aligned_then_paper, circuit_aligned_error, evaluate_and_recover, low_rank_r2,
-                                          mmcs, path_coefficients, r_squared, squared_correlation)
+from l3d.experiments.ground_truth import (aligned_then_paper, circuit_aligned_error, decoder_paths, evaluate_and_recover,
+                                          low_rank_r2, mmcs, paper_r, path_coefficients, r_squared, squared_correlation)
 from l3d.experiments.toys import circuit_superposition, random_coefficients, sparse_features, train_toys_best_of
 
-SMALL = {"seeds": [0, 1], "seed": 0, "device": "cpu", "n_features": 3, "n_hidden": 2, "coefficient_max": 3.0,
+SMALL = {"toy": "paper_text", "seeds": [0, 1], "seed": 0, "device": "cpu", "n_features": 3, "n_hidden": 2, "coefficient_max": 3.0,
          "p_active": 0.3, "n_train": 64, "toy_epochs": 2, "toy_batch_size": 16, "toy_restarts": 2, "toy_compile": False,
          "n_samples": 60, "n_subnetworks": 3, "rank": 1, "top_k": 0.2, "epochs": 3, "batch_size": 10, "lr": 0.01,
          "lr_decay": 0.8, "lr_decay_every": 2, "warm_start_epochs": 1, "init": "random", "restarts": 1,
@@ -26,7 +26,7 @@ def small():
 
 def test_settings_are_read_from_the_notebooks_parameters_and_checked_together():
     settings = tmcs.TMCSExperiment.from_parameters(SMALL)
-    assert settings.l3d.warm_start_epochs == 1 and settings.toy.n_train == 64 and settings.n_probe == 4
+    assert settings.l3d.warm_start_epochs == 1 and settings.training.n_train == 64 and settings.n_probe == 4
     assert settings.to_dict()["aligned_epochs"] == 2
     with pytest.raises(ValueError) as error:
         tmcs.TMCSExperiment.from_parameters({**SMALL, "coefficient_max": 0.0, "n_probe": 1, "aligned_epochs": 0})
@@ -82,7 +82,9 @@ def _notebook_score(toy, run, A, toy_loss):
     row = {
         "seed": s, "toy_loss": toy_loss, "reconstruction_error": evaluation["reconstruction_error"],
         "final_training_error": run.history.reconstruction_error[-1], "circuit_aligned_error": aligned_error,
-        "p_act": evaluation["p_act"], **found.summary(), "inputs_read": reads, "r2": squared_correlation(a_hat, A),
+        "p_act": evaluation["p_act"], **found.summary(), "inputs_read": reads,
+        "paper_r": paper_r(decoder_paths(run.decomposition), A), "paper_r2": paper_r(decoder_paths(run.decomposition), A) ** 2,
+        "r2": squared_correlation(a_hat, A),
         "r2_determination": r_squared(a_hat, A), "model_r2": squared_correlation(model_map, A),
         "r2_ceiling": low_rank_r2(A, 2), "r2_model_map": squared_correlation(a_hat, model_map),
         "mmcs": mmcs(decoder["layers.0.weight"].detach().transpose(1, 2), toy.layers[0].weight.detach().T),

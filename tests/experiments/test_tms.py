@@ -22,9 +22,9 @@ def small():
 
 def test_settings_are_read_from_the_notebooks_parameters_and_checked_together():
     settings = tms.TMSExperiment.from_parameters({**SMALL, "seeds": "[0, 1]"})   # as `papermill -p` passes a list
-    assert settings.seeds == [0, 1] and settings.toy.compile is False and settings.l3d.init == "gradients"
+    assert settings.seeds == [0, 1] and settings.training.compile is False and settings.l3d.init == "gradients"
     assert settings.deltas().tolist() == [-0.5, 0.0, 0.5]
-    assert settings.to_dict()["toy"]["restarts"] == 2 and settings.to_dict()["n_deltas"] == 3
+    assert settings.to_dict()["training"]["restarts"] == 2 and settings.to_dict()["n_deltas"] == 3
     with pytest.raises(ValueError) as error:
         tms.TMSExperiment.from_parameters({**SMALL, "max_delta": 0.0, "n_deltas": 1, "n_hidden": 0})
     assert all(name in str(error.value) for name in ("max_delta", "n_deltas", "n_hidden"))

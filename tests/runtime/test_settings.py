@@ -50,7 +50,7 @@ def test_toy_experiment_reads_a_notebooks_parameters_and_checks_them_together():
     parameters = {"seeds": [0, 1], "seed": 1, "toy_epochs": 5, "p_active": 0.1, "epochs": 7, "n_samples": 100,
                   "batch_size": 20, "n_subnetworks": 3}
     s = ToyExperiment.from_parameters(parameters)
-    assert s.toy == ToyTraining(epochs=5, p_active=0.1) and s.l3d.epochs == 7 and s.l3d.n_subnetworks == 3
+    assert s.training == ToyTraining(epochs=5, p_active=0.1) and s.l3d.epochs == 7 and s.l3d.n_subnetworks == 3
     config = s.l3d_config(1)
     assert config.seed == 1 and config.chunk_size == 100
     with pytest.raises(ValueError, match="seed 2 must be one of seeds"):

@@ -1,0 +1,126 @@
+"""The toy notebooks' shared settings: the toy variant and the conventions it brings, and both variants end to end."""
+import pytest
+import torch
+
+from l3d.experiments import high_rank, square, tmcs
+from l3d.experiments.ground_truth import decoder_paths, paper_r
+from l3d.experiments.high_rank import HighRank
+from l3d.experiments.square import Square
+from l3d.experiments.tmcs import TMCSExperiment
+from l3d.experiments.tms import TMSExperiment
+from l3d.experiments.toys import AUTHORS_CONVENTIONS
+
+CPU = torch.device("cpu")
+TINY_TRAINING = {"seeds": [0], "seed": 0, "n_train": 64, "toy_epochs": 2, "toy_compile": False, "n_samples": 64,
+                 "epochs": 2, "batch_size": 16, "lr_decay_every": 1, "n_probe": 4, "n_ref": 2}
+
+
+@pytest.mark.parametrize("cls, warm", [(TMCSExperiment, 2), (HighRank, 1), (Square, 11)])
+def test_authors_toy_takes_the_authors_conventions(cls, warm):
+    s = cls.from_parameters({})
+    assert s.toy == "authors"
+    assert (s.training.weight_decay, s.training.batch_size, s.training.restarts) == (1e-3, 128, 1)
+    assert (s.l3d.divergence, s.l3d.reference, s.l3d.engine) == ("mse_authors", "random_or_self", "dense")
+    assert s.l3d.warm_start_epochs == warm == AUTHORS_CONVENTIONS.warm_start_epochs[cls.KIND]
+    assert s.drop_zero_inputs is True and s.reference_pool == "batch"
+    assert s.l3d_config(seed=0).chunk_size == s.l3d.batch_size      # references from the batch
+    recorded = s.to_dict()
+    assert recorded["l3d"]["divergence"] == "mse_authors" and recorded["training"]["batch_size"] == 128
+    assert "divergence" in recorded["conventional"] and "toy_batch_size" in recorded["conventional"]
+
+
+def test_paper_text_toy_takes_the_earlier_defaults():
+    s = TMCSExperiment.from_parameters({"toy": "paper_text"})
+    assert (s.training.weight_decay, s.training.batch_size, s.training.restarts) == (0.01, 32, 4)
+    assert (s.l3d.divergence, s.l3d.reference, s.l3d.engine, s.l3d.warm_start_epochs) == ("mse", "random", "auto", 10)
+    assert s.drop_zero_inputs is False and s.l3d_config(seed=0).chunk_size == 992   # all samples in one pass
+    h = HighRank.from_parameters({"toy": "paper_text"})
+    assert (h.n_groups, h.l3d.restarts, h.training.restarts, h.drop_zero_inputs, h.l3d.warm_start_epochs) == (5, 6, 1, True, 0)
+    assert HighRank.from_parameters({}).n_groups == 6 and HighRank.from_parameters({}).l3d.restarts == 1
+    q = Square.from_parameters({"toy": "paper_text"})
+    assert (q.width, q.bias_rank, q.drop_zero_inputs, q.l3d.warm_start_epochs) == (5, None, False, 10)
+    a = Square.from_parameters({})
+    assert (a.width, a.bias_rank) == (10, 1)
+    assert a.ranks({"w": (3, 4), "b": (3,)}, 2) == {"w": 2, "b": 1} and q.ranks({"w": (3, 4), "b": (3,)}, 2) == 2
+
+
+def test_a_parameter_given_overrides_the_convention_and_none_takes_it():
+    s = TMCSExperiment.from_parameters({"divergence": "mse", "toy_batch_size": 64, "reference": None})
+    assert s.l3d.divergence == "mse" and s.training.batch_size == 64 and s.l3d.reference == "random_or_self"
+    assert "divergence" not in s.conventional and "toy_batch_size" not in s.conventional
+    assert "reference" in s.conventional
+
+
+def test_for_toy_gives_the_other_variant_with_the_same_own_choices():
+    s = Square.from_parameters({"toy": "authors", "epochs": 7, "toy_batch_size": 64})
+    other = s.for_toy("paper_text")
+    assert other.toy == "paper_text" and other.l3d.epochs == 7 and other.training.batch_size == 64
+    assert other.width == 5 and other.l3d.divergence == "mse" and other.other_toy == "authors"
+    assert other.for_toy("authors") == s
+
+
+def test_bad_toy_names_the_choices():
+    for cls in (TMCSExperiment, HighRank, Square):
+        with pytest.raises(ValueError, match=r"toy must be one of \['authors', 'paper_text'\], got 'author'"):
+            cls.from_parameters({"toy": "author"})
+
+
+def test_notebook_01_has_no_variant_and_keeps_its_training():
+    s = TMSExperiment.from_parameters({})
+    assert not hasattr(s, "toy") and s.training.weight_decay == 0.01 and s.training.batch_size == 32
+    assert s.reference_pool == "samples" and s.l3d.divergence == "mse"
+
+
+@pytest.mark.parametrize("toy", ["authors", "paper_text"])
+def test_tmcs_runs_end_to_end_for_both_toys(toy):
+    s = TMCSExperiment.from_parameters({**TINY_TRAINING, "toy": toy, "n_features": 4, "n_hidden": 2,
+                                        "n_subnetworks": 4, "p_active": 0.3, "aligned_epochs": 1})
+    models, losses, coefficients = tmcs.train_tmcs(s, CPU)
+    hidden_bias = models[0].layers[0].bias is not None
+    assert hidden_bias == (toy == "paper_text")   # the authors' hidden layer is linear without bias
+    run = tmcs.decompose_tmcs(s, models[0], 0, CPU, progress=False)
+    assert run.config.divergence == ("mse_authors" if toy == "authors" else "mse")
+    row = tmcs.score_tmcs(s, run, coefficients[0], losses[0][-1]).metrics
+    assert row["paper_r"] == paper_r(decoder_paths(run.decomposition), coefficients[0])
+    assert row["paper_r2"] == pytest.approx(row["paper_r"] ** 2) and -1 <= row["r2"] <= 1
+    assert "aligned_then_paper_r2" in row
+    median = tmcs.summarize([row])
+    assert median["paper_r"] == row["paper_r"] and median["r2"] == row["r2"]
+
+
+def test_high_rank_runs_end_to_end_on_the_authors_toy(tmp_path):
+    s = HighRank.from_parameters({**TINY_TRAINING, "n_groups": 2, "group_size": 2, "n_hidden": 3, "ranks": [1],
+                                  "show_rank": 1, "paper_loss_ranks": [1], "n_subnetworks": 3, "silence": 1.0,
+                                  "silence_from": 1, "p_active": 0.3})
+    models, losses = high_rank.train_high_rank_toys(s, CPU)
+    assert models[0].layers[0].bias is None
+    runs, rows = high_rank.decompose_ranks(s, models, losses, CPU, tmp_path)
+    assert sorted(runs) == [(0, 1, "paper"), (0, 1, "silence")]
+    for loss in high_rank.LOSSES:
+        median = high_rank.medians_by_rank(s, rows, loss)[1]
+        assert 0 <= median["clean_groups"] <= 2 and median["n_live"] >= 0
+
+
+def test_square_runs_both_toys_at_the_main_setting(tmp_path):
+    s = Square.from_parameters({**TINY_TRAINING, "n_features": 3, "depth": 2, "width": None, "n_subnetworks": 3,
+                                "rank": 2, "sweep_subnetworks": [2], "p_active": 0.3, "toy_restarts": 1})
+    models, losses, mse = square.train_square_toys(s, CPU)
+    assert models[0].layers[0].weight.shape == (10, 3)           # the authors' width
+    runs, rows = square.decompose_grid(s, models, losses, mse, CPU, tmp_path)
+    assert runs[0, 3, 2][0].config.rank["layers.0.bias"] == 1 and runs[0, 3, 2][0].config.rank["layers.0.weight"] == 2
+    other = square.other_toy(s, CPU, tmp_path)
+    assert [(r["toy"], r["n_subnetworks"], r["rank"]) for r in other] == [("paper_text", 3, 2)]
+    assert (tmp_path / "other_toy_seed0_C3_rank2" / "run.json").exists()
+    median = square.medians_by_setting(s, rows, other)
+    assert set(median["3x2"]) == {"authors", "paper_text"}
+    assert median["3x2"]["paper_text"]["reconstruction_error"] == other[0]["reconstruction_error"]
+    assert "2x1" in median and "reconstruction_error" in median["2x1"]
+
+
+@pytest.mark.parametrize("cls", [TMCSExperiment, HighRank, Square])
+def test_both_variants_set_the_same_parameters(cls):
+    """A parameter left None must resolve for either toy, so both conventions name the same parameters."""
+    assert set(cls.conventions("authors")) == set(cls.conventions("paper_text"))
+    none = {name: None for name in cls.conventions("authors")}
+    for toy in ("authors", "paper_text"):
+        assert cls.from_parameters({**none, "toy": toy}).conventional == sorted(none)
