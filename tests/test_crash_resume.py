@@ -23,9 +23,15 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 pytestmark = pytest.mark.slow
 
 
+def _default_sigint() -> None:
+    """Ctrl-C acts in the child even when the tests run in a background job, which starts with SIGINT ignored
+    (Python keeps an inherited SIG_IGN and would never raise KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(out: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "l3d", "--out", str(out), *args], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
 
 
 def steps_done(out: Path) -> list[int]:
