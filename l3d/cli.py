@@ -96,6 +96,15 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpF
         return super()._get_help_string(action)
 
 
+def _yes_no(text: str) -> bool:
+    """A yes/no option's value: true/false (also yes/no, 1/0)."""
+    if text.lower() in ("true", "yes", "1"):
+        return True
+    if text.lower() in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m l3d", formatter_class=_Help, description=__doc__)
     p.add_argument("--setup", default="l3d.cli:tms",
@@ -104,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for checkpoints and the decomposition")
     hints = typing.get_type_hints(L3DConfig)
     for f in dataclasses.fields(L3DConfig):   # every setting of the run; unset: L3DConfig's (or the setup's) default
-        kind = next((t for t in (int, float, str) if t in typing.get_args(hints[f.name]) or hints[f.name] is t), str)
+        kind = _yes_no if hints[f.name] is bool else next(
+            (t for t in (int, float, str) if t in typing.get_args(hints[f.name]) or hints[f.name] is t), str)
         p.add_argument(_flag(f.name), type=kind, default=None, help=f"L3DConfig.{f.name} (default: {f.default})")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")

@@ -41,8 +41,9 @@ class L3DConfig(Settings):
     divergence, reference, engine: as `GradientCollector` ("mse", "mse_authors" or "kl"; "random" is the paper's
     reference; engine "auto" factors what it can, "dense" materializes every per-sample gradient).
     batch_size: items per step; chunk_size: items per gradient pass, references drawn within it (a
-    multiple of batch_size; None: one batch); gradient_chunk_size: items per vectorized gradient
-    computation inside a pass (memory only; None: a whole pass at once).
+    multiple of batch_size; None: one batch), or within each batch with batch_references=True (the authors'
+    code; the same references as chunk_size = batch_size, fewer passes); gradient_chunk_size: items per
+    vectorized gradient computation inside a pass (memory only; None: a whole pass at once).
     lr × lr_decay every lr_decay_every epochs; the first warm_start_epochs keep every coefficient.
     silence, silence_from: the penalty on the coefficients BatchTopK drops (`fit`; 0 is the paper's loss).
     init: "random" (the paper) or "gradients" (`init_from_gradients_` on the gradients of the first
@@ -59,6 +60,7 @@ class L3DConfig(Settings):
     epochs: int = bounded(1000, low=1)
     batch_size: int = bounded(32, low=1)
     chunk_size: int | None = bounded(None, low=1)
+    batch_references: bool = False
     gradient_chunk_size: int | None = bounded(None, low=1)
     lr: float = bounded(0.01, low=0, open_low=True)
     lr_decay: float = bounded(0.8, low=0, high=1, open_low=True)
@@ -149,7 +151,8 @@ def decompose(
     collector = GradientCollector(model, tensors, divergence=config.divergence, reference=config.reference,
                                   sequence=sequence, forward=forward, chunk_size=config.gradient_chunk_size or n,
                                   engine=config.engine)
-    source = GradientSource(collector, inputs, config.batch_size, chunk_size=config.chunk_size, seed=config.seed)
+    source = GradientSource(collector, inputs, config.batch_size, chunk_size=config.chunk_size, seed=config.seed,
+                            batch_references=config.batch_references)
     start_inputs = inputs[: config.init_samples] if config.init == "gradients" else None
     start_grads = None if start_inputs is None else collector(start_inputs, generator=torch.Generator().manual_seed(config.seed))
 

@@ -21,7 +21,7 @@ from .checkpoint import (
     DamagedCheckpoint, checkpoints, load_checkpoint, remove_litter, rng_state, save_checkpoint, set_rng_state,
 )
 from .decomposition import Decomposition, LossParts, as_divisor
-from .divergences import check_outputs, random_any, random_others
+from .divergences import check_outputs, random_any, random_others, reference_outputs
 from .gradients import GradientCollector
 from .runtime import distributed
 from .runtime.threads import threads_for
@@ -57,8 +57,9 @@ def fingerprint(inputs: Tensor) -> str:
 class GradientSource:
     """Batches of per-sample gradients over a data set, with fresh references every epoch.
 
-    Gradients are computed `chunk_size` items at a time (references drawn within the chunk) and handed
-    out `batch_size` items at a time. A chunk_size that is not a multiple of batch_size is rounded down to
+    Gradients are computed `chunk_size` items at a time and handed out `batch_size` items at a time. Every
+    sample's reference is drawn within its chunk, or with batch_references=True within its own batch (the
+    authors' code; the same references and gradients as chunk_size = batch_size, in fewer, larger passes). A chunk_size that is not a multiple of batch_size is rounded down to
     one (at least one batch). For small models set chunk_size to the data set size, `len(inputs)`: one
     vectorized gradient pass per epoch. Every epoch takes len(inputs) // batch_size whole batches of a fresh
     shuffle; the last len(inputs) % batch_size items of the shuffled order sit that epoch out. Under torch.distributed every process draws the same order and
@@ -76,6 +77,7 @@ class GradientSource:
         seed: int = 0,
         shard: distributed.Shard | None = None,
         active: Tensor | None = None,
+        batch_references: bool = False,
     ):
         if not isinstance(inputs, Tensor) or inputs.dim() == 0:
             raise TypeError(f"inputs must be a tensor with items along dim 0, got {type(inputs).__name__}")
@@ -97,8 +99,13 @@ class GradientSource:
                 f"batch_size {batch_size} must be a multiple of the {self.shard.world_size} processes: "
                 f"each takes batch_size / {self.shard.world_size} items of every batch"
             )
-        if collector.reference == "random" and not collector.sequence and chunk_size < 2:
-            raise ValueError("reference='random' draws another sample of the same chunk: use chunk_size >= 2")
+        if not isinstance(batch_references, bool):
+            raise TypeError(f"batch_references must be True (references drawn within each batch) or False (within "
+                            f"each chunk), got {batch_references!r}")
+        pool = batch_size if batch_references else chunk_size
+        if collector.reference == "random" and not collector.sequence and pool < 2:
+            raise ValueError(f"reference='random' draws another sample of the same "
+                             f"{'batch' if batch_references else 'chunk'}: use a {'batch_size' if batch_references else 'chunk_size'} >= 2")
         check_outputs(collector.outputs(inputs[: min(n, 16)]), collector.divergence)
         if active is not None:
             if collector.sequence or collector.reference not in ("random", "random_or_self") or self.shard.active:
@@ -113,6 +120,7 @@ class GradientSource:
         self.inputs = inputs
         self.batch_size = batch_size
         self.chunk_size = chunk_size
+        self.batch_references = batch_references
         self.shuffle = shuffle
         self.generator = torch.Generator().manual_seed(seed)
         self._position: dict | None = None  # within an epoch: where it started, which chunk, batches taken
@@ -164,18 +172,30 @@ class GradientSource:
             skip = 0
         self._position = None
 
+    def _pool(self, n_items: int) -> int:
+        """Items per group that references are drawn within: the chunk's n_items, or a batch."""
+        return self.batch_size if self.batch_references else n_items
+
+    def _references(self, items: Tensor) -> Tensor:
+        """Every sample's reference output, drawn within its group of `_pool` items: (samples, out)."""
+        outputs = self.collector.outputs(items)
+        per_item = outputs.view(items.shape[0], -1, outputs.shape[-1])     # (items, positions, out)
+        return torch.cat([reference_outputs(group.flatten(0, 1), self.collector.divergence, self.collector.reference,
+                                            self.generator) for group in per_item.split(self._pool(items.shape[0]))])
+
     def _chunk_gradients(self, index: Tensor):
-        """This process's gradients of a chunk of whole batches (references drawn over the whole chunk), and
-        with `active` the subnetworks allowed on each sample: those of the circuits on in it or its reference."""
+        """This process's gradients of a chunk of whole batches, and with `active` the subnetworks allowed on each
+        sample: those of the circuits on in it or its reference."""
         items = self.inputs[index]
         if self.active is not None:
             draw = random_any if self.collector.reference == "random_or_self" else random_others
-            others = draw(len(index), self.generator, items.device)
+            pool = self._pool(len(index))
+            others = torch.cat([start + draw(pool, self.generator, items.device) for start in range(0, len(index), pool)])
             references = self.collector.outputs(items).detach()[others]
             return self.collector(items, references), self.active[index] | self.active[index[others]]
+        references = self._references(items)     # (samples, out), the same on every process
         if not self.shard.active:
-            return self.collector(items, generator=self.generator), None
-        references = self.collector.references(items, self.generator)     # (samples, out), same on every process
+            return self.collector(items, references), None
         share = self.batch_size // self.shard.world_size
         ours = torch.arange(items.shape[0], device=items.device).view(-1, self.shard.world_size, share)[:, self.shard.rank].flatten()
         if self.collector.sequence:  # every position of an item is a sample
@@ -387,6 +407,7 @@ def _fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start
         "lr": lr, "lr_decay": lr_decay, "lr_decay_every": lr_decay_every, "warm_start_epochs": warm_start_epochs,
         "silence": silence, "silence_from": silence_from,
         "batch_size": source.batch_size, "chunk_size": source.chunk_size, "n_inputs": source.inputs.shape[0],
+        **({"batch_references": True} if source.batch_references else {}),
         "decomposition": decomposition.config,
         "inputs": None if checkpoint_dir is None else fingerprint(source.inputs),
     }

@@ -28,3 +28,13 @@ def test_python_dash_m_runs_the_command_line():
         done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, env=env)
         assert done.returncode == 0, done.stderr
         assert "--setup" in done.stdout and "python -m l3d" in done.stdout
+
+
+def test_yes_no_settings_read_true_and_false(capsys):
+    import pytest
+    from l3d.cli import _parser
+    parse = lambda value: _parser().parse_args(["--out", "x", "--batch-references", value]).batch_references
+    assert parse("true") is True and parse("No") is False
+    with pytest.raises(SystemExit):
+        parse("maybe")
+    assert "expected true or false, got 'maybe'" in capsys.readouterr().err

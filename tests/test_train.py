@@ -204,3 +204,82 @@ def test_a_source_with_labels_trains_only_the_allowed_subnetworks():
     assert all(m.bool().any(1).all() for m in seen)     # every sample here has a circuit on: its own, at least
     with pytest.raises(ValueError, match=r"active must be \(n_inputs, n_subnetworks\)"):
         l3d.GradientSource(collector, inputs, 16, active=active[:10])
+
+
+def epoch_batches(chunk, batch_references=False, reference="random_or_self", engine="dense", active=None, epochs=2):
+    """Every batch a GradientSource hands out over `epochs` epochs: (flat gradients, mask or None)."""
+    torch.manual_seed(0)
+    collector = l3d.GradientCollector(TMS().untied(), ["W_in", "W_out", "b"], reference=reference, engine=engine)
+    inputs = sparse_features(N, 5, p_active=0.2, generator=torch.Generator().manual_seed(1))
+    source = l3d.GradientSource(collector, inputs, BATCH, chunk_size=chunk, seed=2, active=active,
+                                batch_references=batch_references)
+    return [(grads.flat(), source.mask) for _ in range(epochs) for grads in source]
+
+
+@pytest.mark.parametrize("reference", ["random", "random_or_self", "mean"])
+@pytest.mark.parametrize("engine", ["dense", "auto"])
+def test_batch_references_in_one_pass_equal_one_pass_per_batch(reference, engine):
+    # references drawn within each batch of a 4-batch chunk: the same samples, references and gradients as
+    # computing one batch per pass (the authors' way), from the same generator
+    per_batch = epoch_batches(BATCH, reference=reference, engine=engine)
+    pooled = epoch_batches(4 * BATCH, batch_references=True, reference=reference, engine=engine)
+    assert len(per_batch) == len(pooled) == 2 * N // BATCH
+    for (a, _), (b, _) in zip(per_batch, pooled):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    # and they are not what references drawn over the whole chunk give
+    over_chunk = epoch_batches(4 * BATCH, reference=reference, engine=engine)
+    assert any(not torch.allclose(a, b) for (a, _), (b, _) in zip(per_batch, over_chunk))
+
+
+def test_batch_references_with_labels_hand_out_the_same_masks():
+    inputs = sparse_features(N, 5, p_active=0.2, generator=torch.Generator().manual_seed(1))
+    active = inputs != 0
+    per_batch = epoch_batches(BATCH, active=active)
+    pooled = epoch_batches(4 * BATCH, batch_references=True, active=active)
+    for (a, mask_a), (b, mask_b) in zip(per_batch, pooled):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        assert torch.equal(mask_a, mask_b)
+
+
+def test_batch_references_resume_mid_chunk():
+    torch.manual_seed(0)
+    collector = l3d.GradientCollector(TMS().untied(), ["W_in", "W_out", "b"], reference="random_or_self")
+    inputs = sparse_features(N, 5, p_active=0.2, generator=torch.Generator().manual_seed(1))
+
+    def source():
+        return l3d.GradientSource(collector, inputs, BATCH, chunk_size=4 * BATCH, seed=2, batch_references=True)
+
+    uninterrupted = source()
+    whole = [g.flat() for _ in range(2) for g in uninterrupted]
+    first = source()
+    taken = []
+    for g in first:
+        taken.append(g.flat())
+        if len(taken) == 3:     # inside the first chunk of 4 batches
+            break
+    resumed = source()
+    resumed.load_state_dict(first.state_dict())
+    rest = [g.flat() for _ in range(2) for g in resumed]
+    for a, b in zip(whole, taken + rest, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_decompose_with_batch_references_trains_as_one_batch_per_pass():
+    torch.manual_seed(0)
+    model = TMS().untied()
+    inputs = sparse_features(N, 5, p_active=0.2, generator=torch.Generator().manual_seed(1))
+    base = dict(n_subnetworks=5, epochs=3, batch_size=BATCH, reference="random_or_self", engine="dense", seed=4)
+    runs = [l3d.decompose(model, inputs, ["W_in", "W_out", "b"], l3d.L3DConfig(**base, **extra), progress=False)
+            for extra in ({"chunk_size": BATCH}, {"chunk_size": N, "batch_references": True})]
+    for x, y in zip(runs[0].decomposition.state_dict().values(), runs[1].decomposition.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+    assert runs[0].history.reconstruction_error == pytest.approx(runs[1].history.reconstruction_error, rel=1e-5)
+
+
+def test_batch_references_must_be_a_bool_and_random_needs_two_per_batch():
+    collector = l3d.GradientCollector(TMS().untied(), ["W_in"], reference="random")
+    inputs = sparse_features(N, 5, p_active=0.2, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(TypeError, match=r"batch_references must be True .* or False .*, got 'yes'"):
+        l3d.GradientSource(collector, inputs, BATCH, batch_references="yes")
+    with pytest.raises(ValueError, match=r"another sample of the same batch: use a batch_size >= 2"):
+        l3d.GradientSource(collector, inputs, 1, chunk_size=8, batch_references=True)

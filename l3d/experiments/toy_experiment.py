@@ -77,11 +77,12 @@ class ToyExperiment(Settings):
         return problems
 
     def l3d_config(self, seed: int, **changes) -> L3DConfig:
-        """The decomposition's settings for one seed: all n_samples inputs in one gradient pass per epoch (or one
-        batch per pass when reference_pool is "batch"), unless `changes` (other L3DConfig settings) say otherwise."""
+        """The decomposition's settings for one seed: all n_samples inputs in one gradient pass per epoch, the
+        references drawn within each batch when reference_pool is "batch", unless `changes` (other L3DConfig
+        settings) say otherwise."""
         batch = changes.get("batch_size", self.l3d.batch_size)
-        chunk = batch if self.reference_pool == "batch" else self.n_samples // batch * batch
-        return self.l3d.replace(**{"seed": seed, "chunk_size": chunk, **changes})
+        return self.l3d.replace(**{"seed": seed, "chunk_size": self.n_samples // batch * batch,
+                                   "batch_references": self.reference_pool == "batch", **changes})
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ def test_authors_toy_takes_the_authors_conventions(cls, warm):
     assert (s.l3d.divergence, s.l3d.reference, s.l3d.engine) == ("mse_authors", "random_or_self", "dense")
     assert s.l3d.warm_start_epochs == warm == AUTHORS_CONVENTIONS.warm_start_epochs[cls.KIND]
     assert s.drop_zero_inputs is True and s.reference_pool == "batch"
-    assert s.l3d_config(seed=0).chunk_size == s.l3d.batch_size      # references from the batch
+    config = s.l3d_config(seed=0)        # references from the batch, all samples in one gradient pass
+    assert config.batch_references and config.chunk_size == s.n_samples // s.l3d.batch_size * s.l3d.batch_size
     recorded = s.to_dict()
     assert recorded["l3d"]["divergence"] == "mse_authors" and recorded["training"]["batch_size"] == 128
     assert "divergence" in recorded["conventional"] and "toy_batch_size" in recorded["conventional"]
@@ -34,6 +35,7 @@ def test_paper_text_toy_takes_the_earlier_defaults():
     assert (s.training.weight_decay, s.training.batch_size, s.training.restarts) == (0.01, 32, 4)
     assert (s.l3d.divergence, s.l3d.reference, s.l3d.engine, s.l3d.warm_start_epochs) == ("mse", "random", "auto", 10)
     assert s.drop_zero_inputs is False and s.l3d_config(seed=0).chunk_size == 992   # all samples in one pass
+    assert not s.l3d_config(seed=0).batch_references
     h = HighRank.from_parameters({"toy": "paper_text"})
     assert (h.n_groups, h.l3d.restarts, h.training.restarts, h.drop_zero_inputs, h.l3d.warm_start_epochs) == (5, 6, 1, True, 0)
     assert HighRank.from_parameters({}).n_groups == 6 and HighRank.from_parameters({}).l3d.restarts == 1
