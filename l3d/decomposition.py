@@ -30,6 +30,7 @@ from .tucker import KEEP_FOR_BACKWARD, Tucker, tucker_ranks
 from .runtime.validate import as_float, as_int, is_int
 
 Rank = int | tuple[int, ...]
+DECODER_NORMS = ("unit", "authors")
 
 
 def batch_top_k(c: Tensor, k: float, distributed: bool = False) -> Tensor:
@@ -74,6 +75,10 @@ class Decomposition(nn.Module):
             rank 10) but may not exceed every dimension of every tensor it is given for; a tuple must
             fit each mode.
         top_k: fraction of coefficients BatchTopK keeps (0.1 in the paper).
+        decoder_norm: how every subnetwork's decoder direction is scaled after each step: "unit" (Σ_t ‖d_t‖² = 1
+            over its tensors t, the paper's unit norm) or "authors" (Σ_t ‖d_t‖ = 1, the fixed point of the
+            authors' code's `normalize_low_ranks`; a direction spread over many tensors then has a smaller norm
+            and larger coefficients, which BatchTopK favours).
         seed: seed of the random initialization (a generator of its own; torch's global generator is
             used, and advanced, only when seed is None).
     """
@@ -85,8 +90,13 @@ class Decomposition(nn.Module):
         rank: Rank | dict[str, Rank] = 1,
         top_k: float = 0.1,
         seed: int | None = None,
+        decoder_norm: str = "unit",
     ):
         super().__init__()
+        if decoder_norm not in DECODER_NORMS:
+            raise ValueError(f"decoder_norm must be 'unit' (Σ_t ‖d_t‖² = 1, the paper) or 'authors' (Σ_t ‖d_t‖ = 1, "
+                             f"the authors' code), got {decoder_norm!r}")
+        self.decoder_norm = decoder_norm
         n_subnetworks, top_k = as_int("n_subnetworks", n_subnetworks), as_float("top_k", top_k)
         if n_subnetworks < 1:
             raise ValueError(f"n_subnetworks must be at least 1, got {n_subnetworks}")
@@ -127,6 +137,7 @@ class Decomposition(nn.Module):
             "n_subnetworks": self.n_subnetworks,
             "rank": {n: list(r) for n, r in self.ranks.items()},
             "top_k": self.top_k,
+            **({} if self.decoder_norm == "unit" else {"decoder_norm": self.decoder_norm}),
         }
 
     # --- directions -----------------------------------------------------------------------------
@@ -145,15 +156,18 @@ class Decomposition(nn.Module):
 
     @torch.no_grad()
     def normalize_decoder_(self) -> None:
-        """Rescale every decoder direction to unit norm over all its tensors."""
+        """Rescale every decoder direction to norm 1 over all its tensors, as `decoder_norm` says."""
         tuckers = list(self.decoder)
         parameters = [t.core_and_factors() for t in tuckers]
         if max(self._n_modes) <= 2 and all(t.full_size <= 1 << 16 for t in tuckers):
             # small models: fewest operations (see _DenseLoss)
-            norms = sum(_full(core, factors).pow(2).sum(1) for core, *factors in parameters)
+            sq_norms = [_full(core, factors).pow(2).sum(1) for core, *factors in parameters]   # per tensor: (C,)
         else:
-            norms = sum(t.sq_norms() for t in tuckers)
-        scale = norms.clamp_min_(1e-30).rsqrt_()
+            sq_norms = [t.sq_norms() for t in tuckers]
+        if self.decoder_norm == "unit":     # Σ_t ‖d_t‖² = 1
+            scale = sum(sq_norms).clamp_min_(1e-30).rsqrt_()
+        else:                               # Σ_t ‖d_t‖ = 1
+            scale = sum(s.clamp_min(0).sqrt() for s in sq_norms).clamp_min_(1e-30).reciprocal_()
         torch._foreach_mul_([core for core, *_ in parameters],
                             [scale.view(-1, *([1] * len(t.shape))) for t in tuckers])
 
@@ -249,6 +263,7 @@ class Decomposition(nn.Module):
                     config["n_subnetworks"],
                     {n: tuple(r) for n, r in config["rank"].items()},
                     config["top_k"],
+                    decoder_norm=config.get("decoder_norm", "unit"),
                 )
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
             raise ValueError(f"{path / 'config.json'} is not a decomposition config ({type(e).__name__}: {e})") from e

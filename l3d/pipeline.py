@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .decomposition import Decomposition, LossParts
+from .decomposition import DECODER_NORMS, Decomposition, LossParts
 from .divergences import DIVERGENCES, REFERENCES
 from .gradients import ENGINES, GradientCollector
 from .initialize import best_start, init_from_gradients_
@@ -37,7 +37,8 @@ class L3DConfig(Settings):
     """Every setting of one decomposition: the gradients, the subnetworks, the start and the training.
 
     n_subnetworks (C), rank (one Tucker rank for every mode, capped at the mode's size, or a dict of
-    per-tensor ranks), top_k (BatchTopK's fraction, 0.1 in every paper experiment).
+    per-tensor ranks), top_k (BatchTopK's fraction, 0.1 in every paper experiment), decoder_norm ("unit", the
+    paper, or "authors": see `Decomposition`).
     divergence, reference, engine: as `GradientCollector` ("mse", "mse_authors" or "kl"; "random" is the paper's
     reference; engine "auto" factors what it can, "dense" materializes every per-sample gradient).
     batch_size: items per step; chunk_size: items per gradient pass, references drawn within it (a
@@ -54,6 +55,7 @@ class L3DConfig(Settings):
     n_subnetworks: int = bounded(5, low=1)
     rank: int | dict = 1
     top_k: float = bounded(0.1, low=0, high=1, open_low=True)
+    decoder_norm: str = bounded("unit", choices=DECODER_NORMS)
     divergence: str = bounded("mse", choices=DIVERGENCES)
     reference: str = bounded("random", choices=REFERENCES)
     engine: str = bounded("auto", choices=ENGINES)
@@ -157,7 +159,8 @@ def decompose(
     start_grads = None if start_inputs is None else collector(start_inputs, generator=torch.Generator().manual_seed(config.seed))
 
     def make(seed: int) -> Decomposition:
-        decomposition = Decomposition(collector.shapes, config.n_subnetworks, config.rank, config.top_k, seed=seed)
+        decomposition = Decomposition(collector.shapes, config.n_subnetworks, config.rank, config.top_k, seed=seed,
+                                      decoder_norm=config.decoder_norm)
         decomposition = decomposition.to(inputs.device)
         if start_grads is not None:
             init_from_gradients_(decomposition, start_grads, seed=seed)

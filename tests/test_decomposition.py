@@ -122,6 +122,30 @@ def test_decoder_directions_are_unit_norm_after_a_fit_step():
     assert abs(sum(history.p_act[-1]) - round(0.1 * 16 * 5) / 16) < 1e-6
 
 
+@pytest.mark.parametrize("big", [False, True], ids=["small-model path", "Tucker path"])
+def test_authors_decoder_norm_puts_the_sum_of_tensor_norms_at_one(big):
+    # their normalize_low_ranks drives Σ_t ‖d_t‖ (not Σ_t ‖d_t‖²) to 1, at the start and after every step
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    collector = l3d.GradientCollector(model, "*", divergence="mse")
+    source = l3d.GradientSource(collector, torch.randn(64, 4), batch_size=16, chunk_size=32)
+    shapes = {**collector.shapes, "extra": (3, 3, 3)} if big else collector.shapes
+    dec = l3d.Decomposition(shapes, n_subnetworks=5, rank=1, seed=0, decoder_norm="authors")
+
+    def tensor_norms():
+        return torch.stack([d.flatten(1).norm(dim=1) for d in dec.decoder_directions().values()])   # (tensors, C)
+
+    torch.testing.assert_close(tensor_norms().sum(0), torch.ones(5))
+    assert (tensor_norms().pow(2).sum(0) < 1 - 1e-3).all()      # so not unit norm
+    unit = l3d.Decomposition(shapes, n_subnetworks=5, rank=1, seed=0)
+    scale = tensor_norms().pow(2).sum(0).sqrt()                 # each subnetwork its own factor, the same directions
+    for a, b in zip(dec.decoder_directions().values(), unit.decoder_directions().values()):
+        torch.testing.assert_close(a, b * scale.view(-1, *[1] * (a.dim() - 1)))
+    if not big:
+        l3d.fit(dec, source, epochs=2, lr=0.05, progress=False)
+        torch.testing.assert_close(tensor_norms().sum(0), torch.ones(5))
+
+
 def test_save_load_round_trip(tmp_path):
     torch.manual_seed(0)
     dec = l3d.Decomposition({"w": (4, 3, 2), "b": (4,)}, n_subnetworks=3, rank={"w": (2, 1, 2), "b": 1}, top_k=0.2, seed=1)
@@ -136,6 +160,10 @@ def test_save_load_round_trip(tmp_path):
     torch.testing.assert_close(loaded.loss(grads).loss, dec.loss(grads).loss)
     with pytest.raises(FileNotFoundError, match="Decomposition.save"):
         l3d.Decomposition.load(tmp_path / "missing")
+    assert "decoder_norm" not in dec.config          # configs written before the option load as "unit"
+    authors = l3d.Decomposition({"w": (4, 3, 2)}, n_subnetworks=3, rank=1, seed=1, decoder_norm="authors")
+    authors.save(tmp_path / "authors")
+    assert l3d.Decomposition.load(tmp_path / "authors").decoder_norm == "authors"
 
 
 def test_bad_settings_are_explained():
@@ -145,6 +173,10 @@ def test_bad_settings_are_explained():
         l3d.Decomposition({"w": (2, 2), "b": (2,)}, 2, rank={"w": 1})
     with pytest.raises(ValueError, match="outside"):
         l3d.Decomposition({"w": (2, 2)}, 2, rank={"w": (3, 1)})
+    with pytest.raises(ValueError, match=r"decoder_norm must be 'unit' .* or 'authors' .*, got 'l1'"):
+        l3d.Decomposition({"w": (2, 2)}, 2, decoder_norm="l1")
+    with pytest.raises(ValueError, match=r"decoder_norm"):
+        l3d.L3DConfig(decoder_norm="l1")
 
 
 def test_decoder_gram_matches_materialized_directions_for_every_tensor_order():

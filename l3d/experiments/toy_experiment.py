@@ -93,7 +93,8 @@ class VariantExperiment(ToyExperiment):
     Subclasses set KIND ("tmcs", "high_rank", "square") and CONVENTIONS: per variant, parameter name -> value for
     the parameters that take the variant's convention when given as None (or not given). The authors' variant
     shares `AUTHORS_CONVENTIONS`: their gradient ("mse_authors"), references drawn from the same batch
-    ("random_or_self", reference_pool "batch"), L3D samples without all-zero inputs, their warm start, toys
+    ("random_or_self", reference_pool "batch"), their decoder scaling (decoder_norm "authors"), L3D samples
+    without all-zero inputs, their warm start, toys
     trained once with AdamW weight decay 1e-3 in batches of 128, and engine "dense" (faster on these tiny
     models, same result). The paper_text variant shares our earlier choices: the text's gradient ("mse"), a
     reference from all samples, the best of 4 toy initializations, weight decay 0.01, batches of 32.
@@ -115,9 +116,11 @@ class VariantExperiment(ToyExperiment):
         shared = {"authors": {"toy_weight_decay": a.toy_weight_decay, "toy_batch_size": a.toy_batch_size,
                               "toy_restarts": 1, "drop_zero_inputs": a.drop_zero_inputs, "divergence": a.divergence,
                               "reference": a.reference, "reference_pool": a.reference_pool,
-                              "warm_start_epochs": a.warm_start_epochs[cls.KIND], "engine": "dense"},
+                              "warm_start_epochs": a.warm_start_epochs[cls.KIND], "engine": "dense",
+                              "decoder_norm": a.decoder_norm},
                   "paper_text": {"toy_weight_decay": 0.01, "toy_batch_size": 32, "toy_restarts": 4, "divergence": "mse",
-                                 "reference": "random", "reference_pool": "samples", "engine": "auto"}}
+                                 "reference": "random", "reference_pool": "samples", "engine": "auto",
+                                 "decoder_norm": "unit"}}
         return {**shared[toy], **cls.CONVENTIONS[toy]}
 
     @classmethod

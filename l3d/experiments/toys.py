@@ -391,6 +391,7 @@ class Conventions:
         from, "samples" (every L3D sample: one gradient pass per epoch) or "batch" (the same batch, as the authors'
         code).
     warm_start_epochs: per toy kind, epochs at top_k = 1 before BatchTopK.
+    decoder_norm: `L3DConfig.decoder_norm`, how the decoder directions are scaled after every step.
     """
 
     toy_weight_decay: float
@@ -400,6 +401,7 @@ class Conventions:
     reference: str
     reference_pool: str
     warm_start_epochs: dict[str, int]
+    decoder_norm: str
 
 
 # The authors' code at their scripts' .sh settings. Toys: AdamW weight decay 1e-3 (toy_models/trainer.py), batch 32
@@ -407,9 +409,11 @@ class Conventions:
 # global batch of 128, 79 steps per epoch). L3D: samples from GenerateTMSInputs / GenerateCorrelatedData, which drop
 # all-zero rows (toy_models/data.py); MSEVectorLoss (utils/loss.py) with the reference drawn with replacement from
 # the same batch of 32; top_k ≈ 1 while `epoch <= warm_start_epochs` (eigenmodel/trainer.py), so their flags 1
-# (TMCS), none (high-rank: 0) and 10 (x²) keep every coefficient for 2, 1 and 11 epochs.
+# (TMCS), none (high-rank: 0) and 10 (x²) keep every coefficient for 2, 1 and 11 epochs. After every step
+# `normalize_low_ranks` (eigenmodel/eigenmodel.py) divides each subnetwork by the square root of Σ_t ‖d_t‖ over
+# its tensors, which drives Σ_t ‖d_t‖ to 1 ("authors"), not Σ_t ‖d_t‖² as the text's unit norm.
 # The paper_text toys' conventions are our earlier choices (`VariantExperiment.conventions`).
 AUTHORS_CONVENTIONS = Conventions(
     toy_weight_decay=1e-3, toy_batch_size=128, drop_zero_inputs=True, divergence="mse_authors", reference="random_or_self",
-    reference_pool="batch", warm_start_epochs={"tmcs": 2, "high_rank": 1, "square": 11},
+    reference_pool="batch", warm_start_epochs={"tmcs": 2, "high_rank": 1, "square": 11}, decoder_norm="authors",
 )

@@ -21,6 +21,7 @@ def test_authors_toy_takes_the_authors_conventions(cls, warm):
     assert s.toy == "authors"
     assert (s.training.weight_decay, s.training.batch_size, s.training.restarts) == (1e-3, 128, 1)
     assert (s.l3d.divergence, s.l3d.reference, s.l3d.engine) == ("mse_authors", "random_or_self", "dense")
+    assert s.l3d.decoder_norm == "authors" and cls.from_parameters({"toy": "paper_text"}).l3d.decoder_norm == "unit"
     assert s.l3d.warm_start_epochs == warm == AUTHORS_CONVENTIONS.warm_start_epochs[cls.KIND]
     assert s.drop_zero_inputs is True and s.reference_pool == "batch"
     config = s.l3d_config(seed=0)        # references from the batch, all samples in one gradient pass
