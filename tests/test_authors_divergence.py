@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 import l3d
+import l3d.train as train
 from l3d.divergences import divergence, random_any
 from l3d.experiments.toys import sparse_features
 
@@ -65,28 +66,30 @@ def test_random_or_self_draws_any_sample_with_replacement():
     assert not (others == out).all(-1).any()
 
 
-def test_references_within_the_batch(monkeypatch):
-    """chunk_size = batch_size (the authors' reference pool): gradients come one batch at a time, each reference the
-    output of a sample of the batch."""
+@pytest.mark.parametrize("pool", [{"chunk_size": 8}, {"chunk_size": 32, "batch_references": True}],
+                         ids=["one batch per pass", "batch_references"])
+def test_references_within_the_batch(monkeypatch, pool):
+    """The authors' reference pool: every reference is the output of a sample of the same batch, whether the
+    gradients come one batch per pass (chunk_size = batch_size) or a chunk of batches at a time (batch_references)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 3))
     inputs = sparse_features(64, 3, p_active=0.5, generator=torch.Generator().manual_seed(0))
-    config = l3d.L3DConfig(n_subnetworks=2, epochs=1, batch_size=8, chunk_size=8, divergence="mse_authors",
-                           reference="random_or_self", engine="dense")
+    config = l3d.L3DConfig(n_subnetworks=2, epochs=1, batch_size=8, divergence="mse_authors",
+                           reference="random_or_self", engine="dense", **pool)
     run = l3d.decompose(model, inputs, "*", config, progress=False)
     collector, source = run.collector, run.source
     assert collector.engine == "dense" and collector.divergence == "mse_authors"
     seen = []
-    draw = collector.references
+    draw = train.reference_outputs
 
-    def recording(items, generator=None):
-        refs = draw(items, generator)
-        seen.append((collector.outputs(items), refs))
+    def recording(outputs, *args):
+        refs = draw(outputs, *args)
+        seen.append((outputs, refs))
         return refs
 
-    monkeypatch.setattr(collector, "references", recording)
+    monkeypatch.setattr(train, "reference_outputs", recording)
     assert sum(1 for _ in source) == 8
-    assert [refs.shape[0] for _, refs in seen] == [8] * 8
+    assert [refs.shape[0] for _, refs in seen] == [8] * 8      # drawn batch by batch
     for outputs, refs in seen:
         assert (refs[:, None, :] == outputs[None]).all(-1).any(1).all()
     with pytest.raises(ValueError, match=r"engine must be one of \['auto', 'dense', 'factored'\]"):
