@@ -115,7 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(L3DConfig):   # every setting of the run; unset: L3DConfig's (or the setup's) default
         kind = _yes_no if hints[f.name] is bool else next(
             (t for t in (int, float, str) if t in typing.get_args(hints[f.name]) or hints[f.name] is t), str)
-        p.add_argument(_flag(f.name), type=kind, default=None, help=f"L3DConfig.{f.name} (default: {f.default})")
+        shown = str(f.default).lower() if hints[f.name] is bool else f.default     # true / false, as typed
+        p.add_argument(_flag(f.name), type=kind, default=None, help=f"L3DConfig.{f.name} (default: {shown})")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")

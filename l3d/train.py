@@ -105,7 +105,7 @@ class GradientSource:
         pool = batch_size if batch_references else chunk_size
         if collector.reference == "random" and not collector.sequence and pool < 2:
             raise ValueError(f"reference='random' draws another sample of the same "
-                             f"{'batch' if batch_references else 'chunk'}: use a {'batch_size' if batch_references else 'chunk_size'} >= 2")
+                             f"{'batch' if batch_references else 'chunk'}: use {'batch_size' if batch_references else 'chunk_size'} >= 2")
         check_outputs(collector.outputs(inputs[: min(n, 16)]), collector.divergence)
         if active is not None:
             if collector.sequence or collector.reference not in ("random", "random_or_self") or self.shard.active:

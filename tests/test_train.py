@@ -281,5 +281,5 @@ def test_batch_references_must_be_a_bool_and_random_needs_two_per_batch():
     inputs = sparse_features(N, 5, p_active=0.2, generator=torch.Generator().manual_seed(1))
     with pytest.raises(TypeError, match=r"batch_references must be True .* or False .*, got 'yes'"):
         l3d.GradientSource(collector, inputs, BATCH, batch_references="yes")
-    with pytest.raises(ValueError, match=r"another sample of the same batch: use a batch_size >= 2"):
+    with pytest.raises(ValueError, match=r"another sample of the same batch: use batch_size >= 2"):
         l3d.GradientSource(collector, inputs, 1, chunk_size=8, batch_references=True)
