@@ -76,6 +76,11 @@ class L3DConfig(Settings):
     restart_epochs: int = bounded(100, low=1)
     seed: int = bounded(0, low=0)
 
+    def new_decomposition(self, shapes: dict[str, tuple[int, ...]], seed: int | None) -> Decomposition:
+        """An untrained decomposition of `shapes` (name -> shape) with these subnetworks, ranks, top_k and decoder
+        scaling, started from `seed`."""
+        return Decomposition(shapes, self.n_subnetworks, self.rank, self.top_k, seed=seed, decoder_norm=self.decoder_norm)
+
     def check(self) -> list[str]:
         problems = []
         if isinstance(self.rank, int) and (isinstance(self.rank, bool) or self.rank < 1):
@@ -159,9 +164,7 @@ def decompose(
     start_grads = None if start_inputs is None else collector(start_inputs, generator=torch.Generator().manual_seed(config.seed))
 
     def make(seed: int) -> Decomposition:
-        decomposition = Decomposition(collector.shapes, config.n_subnetworks, config.rank, config.top_k, seed=seed,
-                                      decoder_norm=config.decoder_norm)
-        decomposition = decomposition.to(inputs.device)
+        decomposition = config.new_decomposition(collector.shapes, seed).to(inputs.device)
         if start_grads is not None:
             init_from_gradients_(decomposition, start_grads, seed=seed)
         return decomposition

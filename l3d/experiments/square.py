@@ -186,8 +186,7 @@ def label_diagnostic(settings: Square, model: nn.Module, run: Run, seed: int) ->
     gradients = collector(inputs, generator=torch.Generator().manual_seed(seed)).dense().flat()     # (N, n_w)
     row = {"circuit_aligned_error": circuit_aligned_error(gradients, inputs != 0)[0],
            "circuit_aligned_error_by_sign": circuit_aligned_error(gradients, torch.cat([inputs > 0, inputs < 0], 1))[0]}
-    fresh = Decomposition(collector.shapes, config.n_subnetworks, rank=config.rank, top_k=config.top_k, seed=seed,
-                          decoder_norm=config.decoder_norm)
+    fresh = config.new_decomposition(collector.shapes, seed)
     stages = {}
     for stage, decomposition in aligned_then_paper(fresh.to(inputs.device), run.source, inputs != 0,
                                                    settings.aligned_epochs, config.lr, config.lr_decay,

@@ -142,8 +142,7 @@ def score_tmcs(settings: TMCSExperiment, run: Run, coefficients: Tensor, toy_los
 def _aligned(settings: TMCSExperiment, run: Run, A: Tensor) -> dict:
     """The labelled diagnostic's error, lowest purity and r² after each stage of `aligned_then_paper`."""
     c, samples = settings.l3d, run.source.inputs
-    fresh = Decomposition(run.collector.shapes, c.n_subnetworks, rank=c.rank, top_k=c.top_k, seed=run.config.seed,
-                          decoder_norm=c.decoder_norm)
+    fresh = c.new_decomposition(run.collector.shapes, run.config.seed)
     scores = {}
     for stage, aligned in aligned_then_paper(fresh.to(samples.device), run.source, samples > 0, settings.aligned_epochs,
                                              c.lr, c.lr_decay, settings.aligned_lr_decay_every, c.batch_size,
