@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from .gradients import DenseGradients
 from .runtime.atomic import write_file
 from .runtime.distributed import gather_rows
-from .tucker import KEEP_FOR_BACKWARD, Tucker, tucker_ranks
+from .tucker import KEEP_FOR_BACKWARD, Tucker, tucker_approximation, tucker_ranks, tucker_tensor
 from .runtime.validate import as_float, as_int, is_int
 
 Rank = int | tuple[int, ...]
@@ -170,6 +170,21 @@ class Decomposition(nn.Module):
             scale = sum(s.clamp_min(0).sqrt() for s in sq_norms).clamp_min_(1e-30).reciprocal_()
         torch._foreach_mul_([core for core, *_ in parameters],
                             [scale.view(-1, *([1] * len(t.shape))) for t in tuckers])
+
+    @torch.no_grad()
+    def set_subnetwork_(self, k: int, direction: dict[str, Tensor]) -> Tensor:
+        """Make subnetwork k's encoder and decoder direction `direction` (name -> a tensor of that tensor's shape)
+        reduced to the decomposition's Tucker ranks (`tucker_approximation`) and scaled to norm 1 over all tensors.
+        Returns the direction set, flattened over the tensors in order: (n_w,) float64."""
+        parts = [tucker_approximation(direction[name].double(), t.ranks) for name, t in zip(self.names, self.decoder)]
+        full = torch.cat([tucker_tensor(core, factors).flatten() for core, factors in parts])
+        norm = full.norm().clamp_min(1e-30)
+        for tuckers in (self.decoder, self.encoder):
+            for t, (core, factors) in zip(tuckers, parts):
+                t.core[k] = (core / norm).to(t.core)
+                for f, u in zip(t.factors, factors):
+                    f[k] = u.to(f)
+        return full / norm
 
     # --- the objective --------------------------------------------------------------------------
     def encode(self, grads) -> Tensor:

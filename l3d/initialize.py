@@ -19,19 +19,6 @@ from .gradients import DenseGradients, GradientCollector
 from .train import GradientSource, fit
 
 
-def tucker_approximation(tensor: Tensor, ranks: tuple[int, ...]) -> tuple[Tensor, list[Tensor]]:
-    """Truncated higher-order SVD of one tensor: core (R_1, …, R_N) and factors (I_n, R_n) with orthonormal columns."""
-    factors = []
-    for mode, r in enumerate(ranks):
-        unfolded = tensor.movedim(mode, 0).reshape(tensor.shape[mode], -1)
-        u, _, _ = torch.linalg.svd(unfolded, full_matrices=True)
-        factors.append(u[:, :r])
-    core = tensor
-    for u in factors:   # contract mode 0 each time; the rank index moves to the back, so after N steps order is kept
-        core = torch.tensordot(core, u, dims=([0], [0]))
-    return core, factors
-
-
 @torch.no_grad()
 def init_from_gradients_(decomposition: Decomposition, grads, seed: int = 0) -> list[int]:
     """Set every subnetwork's encoder and decoder direction to a rank-reduced per-sample gradient.
@@ -54,19 +41,8 @@ def init_from_gradients_(decomposition: Decomposition, grads, seed: int = 0) -> 
         weights = residual.clamp_min(0).cpu()
         i = int(torch.multinomial(weights / weights.sum(), 1, generator=generator)) if weights.sum() > 0 else k
         picked.append(i)
-        direction = []
-        for t, name in zip(decomposition.decoder, decomposition.names):
-            core, factors = tucker_approximation(grads.grads[name][i].double(), t.ranks)
-            direction.append((core, factors))
-        full = torch.cat([_full(core, factors).flatten() for core, factors in direction])
-        norm = full.norm().clamp_min(1e-30)
-        for tucker in (decomposition.decoder, decomposition.encoder):
-            for t, (core, factors) in zip(tucker, direction):
-                t.core[k] = (core / norm).to(t.core)
-                for f, u in zip(t.factors, factors):
-                    f[k] = u.to(f)
         # the residual of every sample after projecting on all chosen directions (Gram-Schmidt)
-        v = full / norm
+        v = decomposition.set_subnetwork_(k, {name: g[i] for name, g in grads.grads.items()})
         for b in chosen:
             v = v - (v @ b) * b
         if v.norm() > 1e-12:
@@ -81,13 +57,6 @@ def init_from_inputs_(decomposition: Decomposition, collector: GradientCollector
     returns the picked sample indices."""
     grads = collector(inputs, generator=torch.Generator().manual_seed(seed))
     return init_from_gradients_(decomposition, grads, seed=seed)
-
-
-def _full(core: Tensor, factors: list[Tensor]) -> Tensor:
-    out = core
-    for u in factors:
-        out = torch.tensordot(out, u, dims=([0], [1]))
-    return out
 
 
 def best_start(

@@ -47,6 +47,8 @@ class L3DConfig(Settings):
     vectorized gradient computation inside a pass (memory only; None: a whole pass at once).
     lr × lr_decay every lr_decay_every epochs; the first warm_start_epochs keep every coefficient.
     silence, silence_from: the penalty on the coefficients BatchTopK drops (`fit`; 0 is the paper's loss).
+    resample_every: every that many epochs the subnetwork the error needs least may be re-seeded where the
+    residuals point (`fit`, `l3d.resample`; 0, the paper: never).
     init: "random" (the paper) or "gradients" (`init_from_gradients_` on the gradients of the first
     init_samples inputs; None: all). restarts > 1: that many starts (seeds 1000·seed + r) are trained for
     restart_epochs at constant lr and the lowest-error one goes on (`best_start`; no labels involved).
@@ -70,6 +72,7 @@ class L3DConfig(Settings):
     warm_start_epochs: int = bounded(0, low=0)
     silence: float = bounded(0.0, low=0)
     silence_from: int = bounded(0, low=0)
+    resample_every: int = bounded(0, low=0)
     init: str = bounded("random", choices=("random", "gradients"))
     init_samples: int | None = bounded(None, low=1)
     restarts: int = bounded(1, low=1)
@@ -176,6 +179,7 @@ def decompose(
         decomposition, start_errors = make(config.seed), []
     history = fit(decomposition, source, config.epochs, config.lr, config.lr_decay, config.lr_decay_every,
                   config.warm_start_epochs, progress, silence=config.silence, silence_from=config.silence_from,
+                  resample_every=config.resample_every,
                   checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume,
                   callback=callback)
     return Run(config, decomposition, history, collector, source, start_errors, time.perf_counter() - started)

@@ -23,6 +23,7 @@ from .checkpoint import (
 from .decomposition import Decomposition, LossParts, as_divisor
 from .divergences import check_outputs, random_any, random_others, reference_outputs
 from .gradients import GradientCollector
+from .resample import resample_
 from .runtime import distributed
 from .runtime.threads import threads_for
 from .runtime.validate import as_int, is_int, is_number
@@ -218,12 +219,14 @@ class GradientSource:
 @dataclass
 class History:
     """Per epoch: reconstruction error (Σ error / Σ ||g||² over the epoch), learning rate, P_act per subnetwork,
-    and, when fit ran with silence > 0, the dropped energy, of the coefficients BatchTopK dropped (Σ S / Σ ||g||²)."""
+    and, when fit ran with silence > 0, the dropped energy, of the coefficients BatchTopK dropped (Σ S / Σ ||g||²).
+    resampled: with resample_every, one entry per resampling (`l3d.resample.Resampling.to_dict()` and its epoch)."""
 
     reconstruction_error: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     p_act: list[list[float]] = field(default_factory=list)
     dropped_energy: list[float] = field(default_factory=list)
+    resampled: list[dict] = field(default_factory=list)
 
     @property
     def dead(self) -> list[int]:
@@ -232,13 +235,18 @@ class History:
 
     def to_dict(self) -> dict:
         fields = {"reconstruction_error": self.reconstruction_error, "lr": self.lr, "p_act": self.p_act}
-        return {**fields, "dropped_energy": self.dropped_energy} if self.dropped_energy else fields
+        if self.dropped_energy:
+            fields["dropped_energy"] = self.dropped_energy
+        if self.resampled:
+            fields["resampled"] = self.resampled
+        return fields
 
     @classmethod
     def from_dict(cls, d: dict) -> History:
         """Read `to_dict()`, also as written before the dropped energy had its name (key "silent")."""
         dropped = d.get("dropped_energy", d.get("silent", []))
-        return cls(list(d["reconstruction_error"]), list(d["lr"]), [list(p) for p in d["p_act"]], list(dropped))
+        return cls(list(d["reconstruction_error"]), list(d["lr"]), [list(p) for p in d["p_act"]], list(dropped),
+                   [dict(r) for r in d.get("resampled", [])])
 
 
 class _EpochStats:
@@ -272,7 +280,7 @@ def _summary(parts: LossParts) -> Tensor:
 
 
 def _check_fit_settings(epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, checkpoint_every, silence,
-                        silence_from, keep_checkpoints) -> tuple:
+                        silence_from, keep_checkpoints, resample_every) -> tuple:
     """The settings, NumPy numbers converted, or a ValueError naming every bad one."""
     problems = []
     if not is_int(epochs) or epochs < 1:
@@ -293,11 +301,13 @@ def _check_fit_settings(epochs, lr, lr_decay, lr_decay_every, warm_start_epochs,
         problems.append(f"checkpoint_every must be an int >= 1 (steps) or None, got {checkpoint_every!r}")
     if not is_int(keep_checkpoints) or keep_checkpoints < 1:
         problems.append(f"keep_checkpoints must be an int >= 1 (the newest checkpoints kept), got {keep_checkpoints!r}")
+    if not is_int(resample_every) or resample_every < 0:
+        problems.append(f"resample_every must be an int >= 0 (epochs between resamplings; 0: never), got {resample_every!r}")
     if problems:
         raise ValueError("bad fit settings: " + "; ".join(problems))
     return (int(epochs), float(lr), float(lr_decay), int(lr_decay_every), int(warm_start_epochs),
             checkpoint_every if checkpoint_every is None else int(checkpoint_every), float(silence), int(silence_from),
-            int(keep_checkpoints))
+            int(keep_checkpoints), int(resample_every))
 
 
 def _tensor_of(parameter_name: str, names: list[str]) -> str:
@@ -349,6 +359,7 @@ def fit(
     *,
     silence: float = 0.0,
     silence_from: int = 0,
+    resample_every: int = 0,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
@@ -370,6 +381,10 @@ def fit(
         does not serve; S penalizes that response (our addition; measured in notebook 03). Started late, once
         the subnetworks have found their circuits, it cleans the encoders without making a subnetwork give up
         its circuit.
+    resample_every: at the start of every epoch that is a positive multiple of it (0: never), `l3d.resample.resample_`
+        (two passes over the data, no step): the subnetwork the error needs least is re-seeded with the direction
+        the residuals share most when that explains more; its Adam state starts afresh. Our addition, for seeds
+        where two subnetworks share a circuit and another has none (notebook 07); `History.resampled` records each.
 
     checkpoint_dir: write a checkpoint there every `checkpoint_every` steps and at the end (the
         `keep_checkpoints` >= 1 newest are kept). With resume=True an existing checkpoint there is continued
@@ -384,14 +399,15 @@ def fit(
     """
     with threads_for(source.work, threads):
         return _fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, progress, silence,
-                    silence_from, checkpoint_dir, checkpoint_every, resume, keep_checkpoints, callback)
+                    silence_from, resample_every, checkpoint_dir, checkpoint_every, resume, keep_checkpoints, callback)
 
 
 def _fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, progress, silence,
-         silence_from, checkpoint_dir, checkpoint_every, resume, keep_checkpoints, callback) -> History:
+         silence_from, resample_every, checkpoint_dir, checkpoint_every, resume, keep_checkpoints, callback) -> History:
     (epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, checkpoint_every, silence, silence_from,
-     keep_checkpoints) = _check_fit_settings(epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, checkpoint_every,
-                                             silence, silence_from, keep_checkpoints)
+     keep_checkpoints, resample_every) = _check_fit_settings(epochs, lr, lr_decay, lr_decay_every, warm_start_epochs,
+                                                             checkpoint_every, silence, silence_from, keep_checkpoints,
+                                                             resample_every)
     if checkpoint_dir is None and (resume or checkpoint_every):
         raise ValueError("resume and checkpoint_every need a checkpoint_dir to read and write checkpoints in")
     if checkpoint_dir is not None and Path(checkpoint_dir).exists() and not Path(checkpoint_dir).is_dir():
@@ -399,6 +415,9 @@ def _fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start
     decomposition.check_shapes(source.collector.shapes, "the collector")
     check_matches(decomposition, source.collector)
     shard = source.shard
+    if resample_every and (shard.active or source.active is not None):
+        raise ValueError("resample_every needs a single process and a source without labels (active): set "
+                         "resample_every=0 under torchrun or with labels")
     device = decomposition.decoder[0].core.device
     # fused Adam: one kernel for all parameters (CPU and CUDA)
     optimizer = torch.optim.Adam(decomposition.parameters(), lr=lr, fused=device.type in ("cpu", "cuda"))
@@ -408,6 +427,7 @@ def _fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start
         "silence": silence, "silence_from": silence_from,
         "batch_size": source.batch_size, "chunk_size": source.chunk_size, "n_inputs": source.inputs.shape[0],
         **({"batch_references": True} if source.batch_references else {}),
+        **({"resample_every": resample_every} if resample_every else {}),
         "decomposition": decomposition.config,
         "inputs": None if checkpoint_dir is None else fingerprint(source.inputs),
     }
@@ -494,6 +514,11 @@ def _fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start
     while epoch < epochs:
         top_k = 1.0 if epoch < warm_start_epochs else None
         penalty = silence if epoch >= silence_from else 0.0    # weight of the dropped energy in this epoch's loss
+        if resample_every and epoch and epoch % resample_every == 0 and stats is None:    # a fresh epoch
+            done = resample_(decomposition, source, top_k, seed=epoch)
+            history.resampled.append({"epoch": epoch, **done.to_dict()})
+            if done.replaced:
+                _forget_(optimizer, decomposition, done.subnetwork)
         stats = stats or _EpochStats(decomposition.n_subnetworks, device, silence > 0)
         for grads in source:
             parts = decomposition.loss(grads, top_k, distributed=shard.active, dropped_energy=silence > 0,
@@ -530,6 +555,15 @@ def _fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start
     bar.close()
     distributed.barrier()
     return history
+
+
+@torch.no_grad()
+def _forget_(optimizer: torch.optim.Adam, decomposition: Decomposition, k: int) -> None:
+    """Zero Adam's moment estimates of subnetwork k (index k of every parameter's first dimension)."""
+    for p in decomposition.parameters():
+        for name in ("exp_avg", "exp_avg_sq"):
+            if name in optimizer.state.get(p, {}):
+                optimizer.state[p][name][k] = 0
 
 
 @torch.no_grad()

@@ -150,3 +150,24 @@ class Tucker(nn.Module):
             spec = f"k{_RANKS[:n]},k{_RANKS[m]}{_RANKS2[m]}->k" + _RANKS[:m] + _RANKS2[m] + _RANKS[m + 1:n]
             x = torch.einsum(spec, x, gram)
         return (x * self.core).flatten(1).sum(1)
+
+
+def tucker_approximation(tensor: Tensor, ranks: tuple[int, ...]) -> tuple[Tensor, list[Tensor]]:
+    """Truncated higher-order SVD of one tensor: core (R_1, …, R_N) and factors (I_n, R_n) with orthonormal columns."""
+    factors = []
+    for mode, r in enumerate(ranks):
+        unfolded = tensor.movedim(mode, 0).reshape(tensor.shape[mode], -1)
+        u, _, _ = torch.linalg.svd(unfolded, full_matrices=True)
+        factors.append(u[:, :r])
+    core = tensor
+    for u in factors:   # contract mode 0 each time; the rank index moves to the back, so after N steps order is kept
+        core = torch.tensordot(core, u, dims=([0], [0]))
+    return core, factors
+
+
+def tucker_tensor(core: Tensor, factors: list[Tensor]) -> Tensor:
+    """The tensor (I_1, …, I_N) of a core (R_1, …, R_N) and factors (I_n, R_n): core ×_1 U_1 … ×_N U_N."""
+    out = core
+    for u in factors:   # contract mode 0 each time; the size index moves to the back, so after N steps order is kept
+        out = torch.tensordot(out, u, dims=([0], [1]))
+    return out

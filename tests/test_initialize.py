@@ -5,7 +5,8 @@ import torch
 import l3d
 import l3d.initialize
 import l3d.experiments.toys
-from l3d.initialize import init_from_gradients_, init_from_inputs_, tucker_approximation
+from l3d.initialize import init_from_gradients_, init_from_inputs_
+from l3d.tucker import tucker_approximation
 
 
 def test_tucker_approximation_is_exact_at_full_rank_and_truncated_svd_for_matrices():

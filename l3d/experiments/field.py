@@ -399,10 +399,12 @@ def l3d_samples(settings: FieldExperiment, n_features: int, seed: int, p_active:
 
 def score_row(run: Run, scores: dict, setting: str, seed: int, seconds: float) -> dict:
     """A decomposition's row for metrics.json: the setting, seed, reconstruction error (one more pass), dead
-    subnetworks, the field's metrics and our recovery numbers, and the seconds it took."""
+    subnetworks, the epochs at which resampling re-seeded a subnetwork, the field's metrics and our recovery
+    numbers, and the seconds it took."""
     evaluation = run.evaluate()
     return {"setting": setting, "seed": seed, "reconstruction_error": evaluation["reconstruction_error"],
-            "dead": evaluation["dead"], "seconds": seconds,
+            "dead": evaluation["dead"], "reseeded_at": [r["epoch"] for r in run.history.resampled if r["replaced"]],
+            "seconds": seconds,
             **{k: scores[k] for k in ("mmcs", "ml2r", "recovered", "all_recovered", "max_cos", "l2_ratio",
                                       "matched_cos", "pairs")}}
 
@@ -509,9 +511,11 @@ def headline_table(summary: dict[str, dict], minutes: bool = True) -> list[dict]
 
 
 def seed_table(rows: Sequence[dict]) -> list[dict]:
-    """One row per decomposition: setting, seed, MMCS, ML2R, features recovered, reconstruction error."""
+    """One row per decomposition: setting, seed, MMCS, ML2R, features recovered, reconstruction error, and the
+    epochs at which resampling re-seeded a subnetwork ("-": none)."""
     return [{"setting": r["setting"], "seed": r["seed"], "MMCS": f"{r['mmcs']:.4f}", "ML2R": f"{r['ml2r']:.3f}",
-             "recovered": f"{r['recovered']}/{len(r['max_cos'])}", "error": f"{r['reconstruction_error']:.3f}"}
+             "recovered": f"{r['recovered']}/{len(r['max_cos'])}", "error": f"{r['reconstruction_error']:.3f}",
+             "re-seeded at epoch": ", ".join(map(str, r.get("reseeded_at", []))) or "-"}
             for r in rows]
 
 

@@ -145,9 +145,14 @@ def test_l3d_recovers_every_feature_of_a_tms_5_2():
     toy = field.PeerTMS.tied(pentagon(1.1), torch.full((5,), -0.3))
     settings = field.FieldExperiment.from_parameters({"seeds": [0], "n_samples": 640, "epochs": 30, "lr_decay_every": 5,
                                                       "init": "gradients", "restarts": 2, "restart_epochs": 5,
-                                                      "engine": "dense", "tms_settings": ["5-2"]})
+                                                      "engine": "dense", "tms_settings": ["5-2"], "resample_every": 10})
     rows, runs = field.decompose_tms(settings, "5-2", [toy], torch.device("cpu"), progress=False)
     assert rows[0]["all_recovered"] and rows[0]["mmcs"] > 0.99, rows[0]
+    # resampling looked at epochs 10 and 20; the row and the seed table name the epochs it re-seeded at
+    looks = runs[0].history.resampled
+    assert [r["epoch"] for r in looks] == [10, 20]
+    assert rows[0]["reseeded_at"] == [r["epoch"] for r in looks if r["replaced"]]
+    assert field.seed_table(rows)[0]["re-seeded at epoch"] == (", ".join(map(str, rows[0]["reseeded_at"])) or "-")
     assert 0.8 < rows[0]["ml2r"] < 1.1 and 0 < rows[0]["reconstruction_error"] < 0.5
     summary = field.summarize(rows)
     assert summary["5-2"]["success"] == 1 and summary["5-2"]["seeds"] == 1

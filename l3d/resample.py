@@ -1,0 +1,92 @@
+"""Resampling: the subnetwork the decomposition needs least, re-seeded where it explains least (our addition).
+
+BatchTopK training can settle with two subnetworks sharing one circuit while another circuit has none (notebook
+07's 40-10 seeds that miss a feature). One pass over the data measures, with the kept coefficients c̃ = m ⊙ c and
+the residuals r_i = g_i − ĝ_i = g_i − Σ_k c̃_ik d_k,
+
+    cost_k = Σ_i ||r_i + c̃_ik d_k||² − ||r_i||² = Σ_i 2 c̃_ik <r_i, d_k> + c̃_ik² ||d_k||²
+             what the error grows by without subnetwork k (the others unchanged),
+    v, λ   = the top eigenvector and eigenvalue of Σ_i r_i r_iᵀ: the direction the residuals share most, and
+             their energy along it (what a subnetwork on v could explain at most),
+
+v and λ from a randomized range finder (a sketch of `sketch` random directions, one power iteration: two passes,
+n_w × sketch numbers, never the residual matrix). If λ > min_k cost_k, the cheapest subnetwork k is replaced by v
+reduced to its Tucker ranks (`Decomposition.set_subnetwork_`, encoder = decoder); otherwise nothing changes.
+Without labels: only the gradients the decomposition is trained on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .decomposition import Decomposition, batch_top_k
+
+
+@dataclass
+class Resampling:
+    """One resampling: the cheapest subnetwork, its cost, λ (the residual energy along v) and whether it was
+    replaced (λ > cost), all as sums over one pass (the error's units, before dividing by Σ ||g||²)."""
+
+    subnetwork: int
+    cost: float
+    gain: float
+    replaced: bool
+
+    def to_dict(self) -> dict:
+        return {"subnetwork": self.subnetwork, "cost": self.cost, "gain": self.gain, "replaced": self.replaced}
+
+
+@torch.no_grad()
+def _residuals(decomposition: Decomposition, grads, top_k: float | None) -> tuple[Tensor, Tensor, Tensor]:
+    """One batch: residuals r (N, n_w), kept coefficients c̃ (N, C) and decoder directions D (C, n_w), float64."""
+    g = grads.dense().flat().double()
+    E = torch.cat([t.full().flatten(1) for t in decomposition.encoder], dim=1).double()
+    D = torch.cat([t.full().flatten(1) for t in decomposition.decoder], dim=1).double()
+    c = g @ E.T
+    kept = c * batch_top_k(c, decomposition.top_k if top_k is None else top_k)
+    return g - kept @ D, kept, D
+
+
+@torch.no_grad()
+def costs_and_top_residual(decomposition: Decomposition, source, top_k: float | None = None, sketch: int = 8,
+                           seed: int = 0) -> tuple[Tensor, Tensor, float]:
+    """cost_k per subnetwork (C,), the residuals' top direction v (n_w,) unit norm and λ (see module docstring),
+    over two passes of `source` (a GradientSource; BatchTopK at top_k, None: the decomposition's)."""
+    if sketch < 1:
+        raise ValueError(f"sketch must be at least 1 (random directions of the range finder), got {sketch}")
+    n_w = sum(t.full_size // t.n_components for t in decomposition.decoder)
+    generator = torch.Generator().manual_seed(seed)
+    device = decomposition.decoder[0].core.device
+    omega = torch.randn(n_w, min(sketch, n_w), generator=generator, dtype=torch.float64).to(device)
+    costs = torch.zeros(decomposition.n_subnetworks, dtype=torch.float64, device=device)
+    y = torch.zeros_like(omega)                              # Σ_i r_i r_iᵀ Ω: (n_w, q)
+    for grads in source:
+        r, kept, D = _residuals(decomposition, grads, top_k)
+        costs += (2 * kept * (r @ D.T) + kept.pow(2) * D.pow(2).sum(1)).sum(0)
+        y += r.T @ (r @ omega)
+    q, _ = torch.linalg.qr(y)                                # an orthonormal basis of the sketch
+    z = torch.zeros_like(q)                                  # Σ_i r_i r_iᵀ Q
+    for grads in source:
+        r, _, _ = _residuals(decomposition, grads, top_k)
+        z += r.T @ (r @ q)
+    values, vectors = torch.linalg.eigh(q.T @ z)            # Rayleigh-Ritz on span(Q), ascending
+    v = q @ vectors[:, -1]
+    return costs, v / v.norm().clamp_min(1e-30), values[-1].item()
+
+
+@torch.no_grad()
+def resample_(decomposition: Decomposition, source, top_k: float | None = None, sketch: int = 8,
+              seed: int = 0) -> Resampling:
+    """Replace the cheapest subnetwork by the residuals' top direction if that explains more than the subnetwork
+    does (see module docstring). Returns what was measured and done."""
+    costs, v, gain = costs_and_top_residual(decomposition, source, top_k, sketch, seed)
+    k = int(costs.argmin())
+    replaced = gain > costs[k].item()
+    if replaced:
+        sizes = [t.full_size // t.n_components for t in decomposition.decoder]
+        decomposition.set_subnetwork_(k, {name: part.view(shape) for name, part, shape in
+                                          zip(decomposition.names, v.split(sizes), decomposition.shapes.values())})
+        decomposition.normalize_decoder_()
+    return Resampling(k, costs[k].item(), gain, replaced)
