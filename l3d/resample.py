@@ -1,16 +1,17 @@
 """Resampling: the subnetwork the decomposition needs least, re-seeded where it explains least (our addition).
 
 BatchTopK training can settle with two subnetworks sharing one circuit while another circuit has none (notebook
-07's 40-10 seeds that miss a feature). One pass over the data measures, with the kept coefficients c̃ = m ⊙ c and
-the residuals r_i = g_i − ĝ_i = g_i − Σ_k c̃_ik d_k,
+07's 40-10 seeds that miss a feature). Two passes over the data measure, with the kept coefficients c̃ = m ⊙ c
+and the residuals r_i = g_i − ĝ_i = g_i − Σ_k c̃_ik d_k,
 
     cost_k = Σ_i ||r_i + c̃_ik d_k||² − ||r_i||² = Σ_i 2 c̃_ik <r_i, d_k> + c̃_ik² ||d_k||²
              what the error grows by without subnetwork k (the others unchanged),
     v, λ   = the top eigenvector and eigenvalue of Σ_i r_i r_iᵀ: the direction the residuals share most, and
              their energy along it (what a subnetwork on v could explain at most),
 
-v and λ from a randomized range finder (a sketch of `sketch` random directions, one power iteration: two passes,
-n_w × sketch numbers, never the residual matrix). If λ > min_k cost_k, the cheapest subnetwork k is replaced by v
+v and λ from a randomized range finder (a sketch of `sketch` random directions and one power iteration: n_w ×
+sketch numbers, never the residual matrix; one batch's gradients and residuals are materialized at a time, so a
+large model's factored gradients cost (batch, n_w) memory here). If λ > min_k cost_k, the cheapest subnetwork k is replaced by v
 reduced to its Tucker ranks (`Decomposition.set_subnetwork_`, encoder = decoder); otherwise nothing changes.
 Without labels: only the gradients the decomposition is trained on.
 """
