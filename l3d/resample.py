@@ -17,6 +17,7 @@ Without labels: only the gradients the decomposition is trained on.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -39,15 +40,13 @@ class Resampling:
         return {"subnetwork": self.subnetwork, "cost": self.cost, "gain": self.gain, "replaced": self.replaced}
 
 
-@torch.no_grad()
-def _residuals(decomposition: Decomposition, grads, top_k: float | None) -> tuple[Tensor, Tensor, Tensor]:
-    """One batch: residuals r (N, n_w), kept coefficients c̃ (N, C) and decoder directions D (C, n_w), float64."""
+def _residuals(grads, E: Tensor, D: Tensor, top_k: float) -> tuple[Tensor, Tensor]:
+    """One batch: residuals r (N, n_w) and kept coefficients c̃ (N, C), float64, for encoder and decoder
+    directions E, D (C, n_w)."""
     g = grads.dense().flat().double()
-    E = torch.cat([t.full().flatten(1) for t in decomposition.encoder], dim=1).double()
-    D = torch.cat([t.full().flatten(1) for t in decomposition.decoder], dim=1).double()
     c = g @ E.T
-    kept = c * batch_top_k(c, decomposition.top_k if top_k is None else top_k)
-    return g - kept @ D, kept, D
+    kept = c * batch_top_k(c, top_k)
+    return g - kept @ D, kept
 
 
 @torch.no_grad()
@@ -57,20 +56,22 @@ def costs_and_top_residual(decomposition: Decomposition, source, top_k: float | 
     over two passes of `source` (a GradientSource; BatchTopK at top_k, None: the decomposition's)."""
     if sketch < 1:
         raise ValueError(f"sketch must be at least 1 (random directions of the range finder), got {sketch}")
-    n_w = sum(t.full_size // t.n_components for t in decomposition.decoder)
-    generator = torch.Generator().manual_seed(seed)
-    device = decomposition.decoder[0].core.device
-    omega = torch.randn(n_w, min(sketch, n_w), generator=generator, dtype=torch.float64).to(device)
-    costs = torch.zeros(decomposition.n_subnetworks, dtype=torch.float64, device=device)
+    top_k = decomposition.top_k if top_k is None else top_k
+    E, D = (torch.cat([t.full().flatten(1) for t in tuckers], dim=1).double()           # (C, n_w) each
+            for tuckers in (decomposition.encoder, decomposition.decoder))
+    n_w = D.shape[1]
+    omega = torch.randn(n_w, min(sketch, n_w), generator=torch.Generator().manual_seed(seed),
+                        dtype=torch.float64).to(D.device)
+    costs = torch.zeros(decomposition.n_subnetworks, dtype=torch.float64, device=D.device)
     y = torch.zeros_like(omega)                              # Σ_i r_i r_iᵀ Ω: (n_w, q)
     for grads in source:
-        r, kept, D = _residuals(decomposition, grads, top_k)
+        r, kept = _residuals(grads, E, D, top_k)
         costs += (2 * kept * (r @ D.T) + kept.pow(2) * D.pow(2).sum(1)).sum(0)
         y += r.T @ (r @ omega)
     q, _ = torch.linalg.qr(y)                                # an orthonormal basis of the sketch
     z = torch.zeros_like(q)                                  # Σ_i r_i r_iᵀ Q
     for grads in source:
-        r, _, _ = _residuals(decomposition, grads, top_k)
+        r, _ = _residuals(grads, E, D, top_k)
         z += r.T @ (r @ q)
     values, vectors = torch.linalg.eigh(q.T @ z)            # Rayleigh-Ritz on span(Q), ascending
     v = q @ vectors[:, -1]
@@ -86,8 +87,8 @@ def resample_(decomposition: Decomposition, source, top_k: float | None = None, 
     k = int(costs.argmin())
     replaced = gain > costs[k].item()
     if replaced:
-        sizes = [t.full_size // t.n_components for t in decomposition.decoder]
-        decomposition.set_subnetwork_(k, {name: part.view(shape) for name, part, shape in
-                                          zip(decomposition.names, v.split(sizes), decomposition.shapes.values())})
+        shapes = decomposition.shapes
+        parts = v.split([math.prod(shape) for shape in shapes.values()])
+        decomposition.set_subnetwork_(k, {name: part.view(shape) for (name, shape), part in zip(shapes.items(), parts)})
         decomposition.normalize_decoder_()
     return Resampling(k, costs[k].item(), gain, replaced)
