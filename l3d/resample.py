@@ -13,7 +13,9 @@ v and λ from a randomized range finder (a sketch of `sketch` random directions 
 sketch numbers, never the residual matrix; one batch's gradients and residuals are materialized at a time, so a
 large model's factored gradients cost (batch, n_w) memory here). If λ > min_k cost_k, the cheapest subnetwork k is replaced by v
 reduced to its Tucker ranks (`Decomposition.set_subnetwork_`, encoder = decoder); otherwise nothing changes.
-Without labels: only the gradients the decomposition is trained on.
+Without labels: only the gradients the decomposition is trained on. Under torchrun every process passes over its
+share of each batch (BatchTopK over the whole batch, as in training) and the sums are added over processes, so
+every process measures, and replaces, the same.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import torch
 from torch import Tensor
 
 from .decomposition import Decomposition, batch_top_k
+from .runtime.distributed import all_sum_, current
 
 
 @dataclass
@@ -40,12 +43,12 @@ class Resampling:
         return {"subnetwork": self.subnetwork, "cost": self.cost, "gain": self.gain, "replaced": self.replaced}
 
 
-def _residuals(grads, E: Tensor, D: Tensor, top_k: float) -> tuple[Tensor, Tensor]:
-    """One batch: residuals r (N, n_w) and kept coefficients c̃ (N, C), float64, for encoder and decoder
-    directions E, D (C, n_w)."""
+def _residuals(grads, E: Tensor, D: Tensor, top_k: float, distributed: bool) -> tuple[Tensor, Tensor]:
+    """One batch (this process's share of it when distributed): residuals r (N, n_w) and kept coefficients
+    c̃ (N, C), float64, for encoder and decoder directions E, D (C, n_w)."""
     g = grads.dense().flat().double()
     c = g @ E.T
-    kept = c * batch_top_k(c, top_k)
+    kept = c * batch_top_k(c, top_k, distributed)
     return g - kept @ D, kept
 
 
@@ -57,6 +60,7 @@ def costs_and_top_residual(decomposition: Decomposition, source, top_k: float | 
     if sketch < 1:
         raise ValueError(f"sketch must be at least 1 (random directions of the range finder), got {sketch}")
     top_k = decomposition.top_k if top_k is None else top_k
+    distributed = current().active
     E, D = (torch.cat([t.full().flatten(1) for t in tuckers], dim=1).double()           # (C, n_w) each
             for tuckers in (decomposition.encoder, decomposition.decoder))
     n_w = D.shape[1]
@@ -65,14 +69,17 @@ def costs_and_top_residual(decomposition: Decomposition, source, top_k: float | 
     costs = torch.zeros(decomposition.n_subnetworks, dtype=torch.float64, device=D.device)
     y = torch.zeros_like(omega)                              # Σ_i r_i r_iᵀ Ω: (n_w, q)
     for grads in source:
-        r, kept = _residuals(grads, E, D, top_k)
+        r, kept = _residuals(grads, E, D, top_k, distributed)
         costs += (2 * kept * (r @ D.T) + kept.pow(2) * D.pow(2).sum(1)).sum(0)
         y += r.T @ (r @ omega)
+    all_sum_(costs)                                          # over processes (no-op on one)
+    all_sum_(y)
     q, _ = torch.linalg.qr(y)                                # an orthonormal basis of the sketch
     z = torch.zeros_like(q)                                  # Σ_i r_i r_iᵀ Q
     for grads in source:
-        r, _ = _residuals(grads, E, D, top_k)
+        r, _ = _residuals(grads, E, D, top_k, distributed)
         z += r.T @ (r @ q)
+    all_sum_(z)
     values, vectors = torch.linalg.eigh(q.T @ z)            # Rayleigh-Ritz on span(Q), ascending
     v = q @ vectors[:, -1]
     return costs, v / v.norm().clamp_min(1e-30), values[-1].item()

@@ -385,6 +385,7 @@ def fit(
         (two passes over the data, no step): the subnetwork the error needs least is re-seeded with the direction
         the residuals share most when that explains more; its Adam state starts afresh. Our addition, for seeds
         where two subnetworks share a circuit and another has none (notebook 07); `History.resampled` records each.
+        Refused with labels (`source.active`); under torchrun every process re-seeds the same way.
 
     checkpoint_dir: write a checkpoint there every `checkpoint_every` steps and at the end (the
         `keep_checkpoints` >= 1 newest are kept). With resume=True an existing checkpoint there is continued
@@ -415,9 +416,9 @@ def _fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start
     decomposition.check_shapes(source.collector.shapes, "the collector")
     check_matches(decomposition, source.collector)
     shard = source.shard
-    if resample_every and (shard.active or source.active is not None):
-        raise ValueError("resample_every needs a single process and a source without labels (active): set "
-                         "resample_every=0 under torchrun or with labels")
+    if resample_every and source.active is not None:
+        raise ValueError("resample_every needs a source without labels (active): the labels fix which subnetwork "
+                         "serves which circuit; set resample_every=0 with labels")
     device = decomposition.decoder[0].core.device
     # fused Adam: one kernel for all parameters (CPU and CUDA)
     optimizer = torch.optim.Adam(decomposition.parameters(), lr=lr, fused=device.type in ("cpu", "cuda"))

@@ -25,22 +25,25 @@ def _setup():
     return collector, inputs, decomposition
 
 
-def _train(checkpoint_dir=None):
+def _train(checkpoint_dir=None, resample_every=0):
     collector, inputs, decomposition = _setup()
     source = l3d.GradientSource(collector, inputs, BATCH, chunk_size=2 * BATCH, seed=2)
     history = l3d.fit(decomposition, source, 4, lr=0.01, lr_decay_every=2, progress=False,
-                      checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_dir and 5)
+                      checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_dir and 5,
+                      resample_every=resample_every)
     return decomposition, history, source
 
 
-def _worker(rank: int, port: int, out: str) -> None:
+def _worker(rank: int, port: int, out: str, resample_every: int = 0) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        decomposition, history, source = _train(checkpoint_dir=os.path.join(out, f"checkpoints{rank}"))
+        decomposition, history, source = _train(os.path.join(out, f"checkpoints{rank}"), resample_every)
         assert source.shard == l3d.runtime.distributed.Shard(rank, 2)
         tensors = {k: v.contiguous() for k, v in decomposition.state_dict().items()}
         tensors["error"] = torch.tensor(history.reconstruction_error, dtype=torch.float64)
         tensors["p_act"] = torch.tensor(history.p_act, dtype=torch.float64)
+        tensors["resampled"] = torch.tensor([[r["subnetwork"], r["cost"], r["gain"], r["replaced"]]
+                                             for r in history.resampled], dtype=torch.float64).view(-1, 4)
         save_file(tensors, os.path.join(out, f"rank{rank}.safetensors"))
     finally:
         dist.destroy_process_group()
@@ -69,6 +72,21 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert [f.name for f in folders][-1] == f"step-{4 * 96 // BATCH:08d}"
     saved = l3d.Decomposition.load(folders[-1])
     torch.testing.assert_close(saved.state_dict()["decoder.0.core"], ranks[0]["decoder.0.core"], rtol=0, atol=0)
+
+
+def test_resampling_over_two_gloo_processes_matches_one_process(tmp_path):
+    """Costs and residual directions summed over the shards: every process re-seeds the subnetwork one process
+    would, with the same direction."""
+    decomposition, history, _ = _train(resample_every=1)
+    assert sum(r["replaced"] for r in history.resampled) >= 2      # the check below covers actual re-seedings
+    mp.start_processes(_worker, args=(_free_port(), str(tmp_path), 1), nprocs=2, join=True, start_method="fork")
+    ranks = [load_file(tmp_path / f"rank{r}.safetensors") for r in range(2)]
+    expected = torch.tensor([[r["subnetwork"], r["cost"], r["gain"], r["replaced"]] for r in history.resampled],
+                            dtype=torch.float64)
+    torch.testing.assert_close(ranks[0]["resampled"], expected, rtol=1e-9, atol=1e-9)
+    for k, v in decomposition.state_dict().items():
+        torch.testing.assert_close(ranks[0][k], v, rtol=1e-8, atol=1e-10)
+        assert torch.equal(ranks[0][k], ranks[1][k])
 
 
 class TinySequenceModel(torch.nn.Module):
