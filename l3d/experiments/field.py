@@ -330,6 +330,20 @@ class ResidSettings(Settings):
 
 
 @dataclass(frozen=True)
+class SparseSamples(Settings):
+    """The sparser-samples variant (ours): the 40-feature settings named here (those among tms_settings) decomposed
+    again, on n_samples L3D samples per seed with features on with probability p_active (the toy's data: 0.05),
+    BatchTopK's top_k and its own epochs, everything else as in the main runs. Fewer samples carry two or more features, whose gradients'
+    cross terms no one feature's subnetwork can reconstruct (notebook 07, §7)."""
+
+    settings: list[str] = dataclasses.field(default_factory=lambda: ["40-10"])
+    p_active: float = bounded(0.01, low=0, high=1, open_low=True)
+    n_samples: int = bounded(8000, low=2)
+    top_k: float = bounded(0.01, low=0, high=1, open_low=True)
+    epochs: int = bounded(40, low=1)
+
+
+@dataclass(frozen=True)
 class FieldExperiment(Settings):
     """Notebook 07: the TMS settings decomposed once per seed (the untrained controls once per control_seeds, None:
     every seed),
@@ -356,6 +370,7 @@ class FieldExperiment(Settings):
     l3d: L3DConfig = dataclasses.field(default_factory=L3DConfig)
     resid: ResidSettings = dataclasses.field(default_factory=ResidSettings, metadata={"prefix": "resid_"})
     run_resid: bool = True
+    sparse: SparseSamples = dataclasses.field(default_factory=SparseSamples, metadata={"prefix": "sparse_"})
 
     def check(self) -> list[str]:
         problems = []
@@ -369,10 +384,20 @@ class FieldExperiment(Settings):
                     parse_tms(setting)
                 except ValueError as e:
                     problems.append(f"{name}: {e}")
-        if self.l3d.batch_size > min(self.n_samples, self.n_samples_40_10, self.resid.n_samples):
-            problems.append(f"batch_size {self.l3d.batch_size} must not exceed n_samples {self.n_samples}, "
-                            f"n_samples_40_10 {self.n_samples_40_10} or resid_n_samples {self.resid.n_samples}")
+        for setting in self.sparse.settings:
+            if setting not in ("40-10", "40-10-id"):
+                problems.append(f"sparse_settings: {setting!r} must be '40-10' or '40-10-id'")
+        sample_counts = {"n_samples": self.n_samples, "n_samples_40_10": self.n_samples_40_10,
+                         "resid_n_samples": self.resid.n_samples,
+                         **({"sparse_n_samples": self.sparse.n_samples} if self.sparse_settings() else {})}
+        if self.l3d.batch_size > min(sample_counts.values()):
+            problems.append(f"batch_size {self.l3d.batch_size} must not exceed any of "
+                            + ", ".join(f"{k} {v}" for k, v in sample_counts.items()))
         return problems
+
+    def sparse_settings(self) -> list[str]:
+        """The settings of the sparser-samples variant that also run in the main part (it reuses their toys)."""
+        return [s for s in self.sparse.settings if s in self.tms_settings]
 
     def samples_for(self, n_features: int) -> int:
         """L3D samples per seed for the n_features toy."""
@@ -424,6 +449,16 @@ def decompose_tms(settings: FieldExperiment, setting: str, toys: Sequence[PeerTM
                               time.perf_counter() - started))
         runs[seed] = run
     return rows, runs
+
+
+def decompose_sparse(settings: FieldExperiment, setting: str, toys: Sequence[PeerTMS], device: torch.device,
+                     progress: bool = True) -> tuple[list[dict], dict[int, Run]]:
+    """The sparser-samples variant of one 40-feature setting (`SparseSamples`): `decompose_tms` on its samples,
+    rows labelled "<setting> sparse"."""
+    sparse = dataclasses.replace(settings, l3d_p_active=settings.sparse.p_active,
+                                 n_samples_40_10=settings.sparse.n_samples, top_k_40_10=settings.sparse.top_k,
+                                 epochs_40_10=settings.sparse.epochs)
+    return decompose_tms(sparse, setting, toys, device, label=f"{setting} sparse", progress=progress)
 
 
 def train_all_tms(settings: FieldExperiment, progress: bool = True) -> dict[str, tuple[list[PeerTMS], list[float]]]:

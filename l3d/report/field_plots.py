@@ -12,17 +12,22 @@ def seed_scores(rows: Sequence[dict], published: dict[str, dict], settings: Sequ
     """Per setting, every seed's MMCS (left) and ML2R (right) as dots, the peers' published values as markers.
 
     rows: metrics rows with setting, mmcs, ml2r; published: setting -> {"APD"/"SPD": {"mmcs", "ml2r"}}."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for ax, key, label in ((axes[0], "mmcs", "MMCS"), (axes[1], "ml2r", "ML2R")):
+        labelled = set()
         for x, setting in enumerate(settings):
             values = [r[key] for r in rows if r["setting"] == setting]
+            kind = "random" if "random" in setting else "sparse" if "sparse" in setting else "main"
+            colour, legend = {"random": ("grey", "L3D, untrained toy"), "sparse": ("C1", "L3D, sparser samples"),
+                              "main": ("C0", "L3D, one seed")}[kind]
             ax.scatter([x + 0.08 * (i - (len(values) - 1) / 2) for i in range(len(values))], values, s=22,
-                       color="grey" if "random" in setting else "C0", zorder=3, label="L3D, one seed" if x == 0 else None)
+                       color=colour, zorder=3, label=None if kind in labelled else legend)
+            labelled.add(kind)
             for peer, marker, colour in (("SPD", "_", "C3"), ("APD", "_", "C2")):
                 if peer in published.get(setting, {}):
                     ax.scatter([x], [published[setting][peer][key]], marker=marker, s=500, color=colour, zorder=2,
                                label=f"{peer} (published)" if setting == "5-2" else None)
-        ax.set_xticks(range(len(settings)), settings, rotation=20)
+        ax.set_xticks(range(len(settings)), settings, rotation=30, ha="right", rotation_mode="anchor")
         ax.set_ylabel(label)
         ax.axhline(1.0, color="black", lw=0.5, ls=":")
         ax.spines[["top", "right"]].set_visible(False)

@@ -157,3 +157,28 @@ def test_l3d_recovers_every_feature_of_a_tms_5_2():
     summary = field.summarize(rows)
     assert summary["5-2"]["success"] == 1 and summary["5-2"]["seeds"] == 1
     assert field.headline_table(summary)[0]["SPD MMCS / ML2R"] == "1.000 / 0.993"
+
+
+def test_the_sparser_samples_variant_decomposes_with_its_own_samples_and_top_k(monkeypatch):
+    settings = field.FieldExperiment.from_parameters({"seeds": [3], "seed": 3, "tms_settings": ["5-2", "40-10"],
+                                                      "sparse_p_active": 0.02, "sparse_n_samples": 4000,
+                                                      "sparse_top_k": 0.03, "sparse_epochs": 7,
+                                                      "sparse_settings": ["40-10", "40-10-id"]})
+    assert settings.sparse_settings() == ["40-10"]            # 40-10-id is not among tms_settings
+    seen = {}
+
+    def fake_decompose(model, inputs, params, config, progress):
+        seen.update(inputs=inputs, config=config)
+        raise StopIteration
+
+    monkeypatch.setattr(field, "decompose", fake_decompose)
+    with pytest.raises(StopIteration):
+        field.decompose_sparse(settings, "40-10", [field.random_tms(40, 10, 3)], torch.device("cpu"), progress=False)
+    inputs = seen["inputs"]
+    assert inputs.shape == (4000, 40) and torch.equal(inputs, field.l3d_samples(settings, 40, 3, 0.02, 4000))
+    assert abs((inputs != 0).float().mean().item() - 0.02) < 0.003
+    assert seen["config"].top_k == 0.03 and seen["config"].seed == 3 and seen["config"].epochs == 7
+    with pytest.raises(ValueError, match="sparse_settings: '5-2' must be '40-10' or '40-10-id'"):
+        field.FieldExperiment.from_parameters({"sparse_settings": ["5-2"]})
+    with pytest.raises(ValueError, match="batch_size 32 must not exceed any of .*sparse_n_samples 16"):
+        field.FieldExperiment.from_parameters({"sparse_n_samples": 16})
