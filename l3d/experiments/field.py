@@ -27,6 +27,7 @@ model's weights in the basis of the subnetworks' directions (`least_squares_comp
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -37,6 +38,8 @@ import torch
 from torch import Tensor, nn
 
 from ..pipeline import L3DConfig, Run, decompose
+from ..refit import Refit, refit_
+from ..train import GradientSource
 from ..runtime.progress import tqdm
 from ..runtime.settings import Settings, bounded
 from .ground_truth import match
@@ -331,12 +334,13 @@ class ResidSettings(Settings):
 
 @dataclass(frozen=True)
 class SparseSamples(Settings):
-    """The sparser-samples variant (ours): the 40-feature settings named here (those among tms_settings) decomposed
-    again, on n_samples L3D samples per seed with features on with probability p_active (the toy's data: 0.05),
-    BatchTopK's top_k and its own epochs, everything else as in the main runs. Fewer samples carry two or more features, whose gradients'
-    cross terms no one feature's subnetwork can reconstruct (notebook 07, §7)."""
+    """The sparser-samples variant (ours; off by default): the 40-feature settings named here (those among
+    tms_settings) decomposed again, on n_samples L3D samples per seed with features on with probability p_active
+    (the toy's data: 0.05), BatchTopK's top_k and its own epochs, everything else as in the main runs. Fewer
+    samples carry two or more features, whose gradients' cross terms no one feature's subnetwork can reconstruct
+    (notebook 07, §7)."""
 
-    settings: list[str] = dataclasses.field(default_factory=lambda: ["40-10"])
+    settings: list[str] = dataclasses.field(default_factory=list)
     p_active: float = bounded(0.01, low=0, high=1, open_low=True)
     n_samples: int = bounded(8000, low=2)
     top_k: float = bounded(0.01, low=0, high=1, open_low=True)
@@ -365,6 +369,7 @@ class FieldExperiment(Settings):
     restarts_40_10: int = bounded(1, low=1)
     top_k_40_10: float = bounded(0.05, low=0, high=1, open_low=True)
     l3d_p_active: float | None = bounded(None, low=0, high=1, open_low=True)
+    refit_min_share: float | None = bounded(0.8, low=0, high=1, open_low=True)
     subnetworks_per_feature: int = bounded(1, low=1)
     toy: PeerTraining = dataclasses.field(default_factory=PeerTraining, metadata={"prefix": "toy_"})
     l3d: L3DConfig = dataclasses.field(default_factory=L3DConfig)
@@ -384,6 +389,8 @@ class FieldExperiment(Settings):
                     parse_tms(setting)
                 except ValueError as e:
                     problems.append(f"{name}: {e}")
+        if self.refit_min_share is not None and self.refit_min_share >= 1:
+            problems.append(f"refit_min_share must be < 1 (or None: no refit rows), got {self.refit_min_share}")
         for setting in self.sparse.settings:
             if setting not in ("40-10", "40-10-id"):
                 problems.append(f"sparse_settings: {setting!r} must be '40-10' or '40-10-id'")
@@ -437,18 +444,36 @@ def score_row(run: Run, scores: dict, setting: str, seed: int, seconds: float) -
 def decompose_tms(settings: FieldExperiment, setting: str, toys: Sequence[PeerTMS], device: torch.device,
                   label: str | None = None, progress: bool = True) -> tuple[list[dict], dict[int, Run]]:
     """L3D of one TMS setting's toy per seed (every tensor, the identity layer too for `-id`), scored by
-    `tms_scores`. Returns a row per seed (`score_row`) and the runs."""
+    `tms_scores`. Returns a row per seed (`score_row`) and the runs; with refit_min_share also a row per seed
+    labelled "<label> refit": the same decomposition after `l3d.refit.refit_` (the runs keep the trained one)."""
     n_features, _, identity = parse_tms(setting)
-    rows, runs = [], {}
+    label = label or setting
+    rows, refit_rows, runs = [], [], {}
     for seed, toy in zip(settings.seeds, toys):
         model = (toy.with_identity() if identity else toy).to(device)
         inputs = l3d_samples(settings, n_features, seed).to(device)
         started = time.perf_counter()
         run = decompose(model, inputs, "*", settings.l3d_config(n_features, inputs.shape[0], seed), progress=progress)
-        rows.append(score_row(run, tms_scores(model, run.decomposition.decoder_directions()), label or setting, seed,
-                              time.perf_counter() - started))
+        seconds = time.perf_counter() - started
+        rows.append(score_row(run, tms_scores(model, run.decomposition.decoder_directions()), label, seed, seconds))
         runs[seed] = run
-    return rows, runs
+        if settings.refit_min_share is not None:
+            started = time.perf_counter()
+            refitted, done = refit_decomposition(run, inputs, settings.refit_min_share)
+            refit_rows.append({**score_row(refitted, tms_scores(model, refitted.decomposition.decoder_directions()),
+                                           f"{label} refit", seed, seconds + time.perf_counter() - started),
+                               "refit": done.to_dict()})
+    return rows + refit_rows, runs
+
+
+def refit_decomposition(run: Run, inputs: Tensor, min_share: float) -> tuple[Run, Refit]:
+    """A copy of `run` with its decomposition refitted (`l3d.refit.refit_`) on `inputs`, references drawn with
+    config.seed + 2, and what the refit did; the run's own decomposition is left as trained."""
+    decomposition = copy.deepcopy(run.decomposition)
+    source = GradientSource(run.collector, inputs, run.config.batch_size, chunk_size=run.config.chunk_size,
+                            seed=run.config.seed + 2)
+    done = refit_(decomposition, source, min_share=min_share)
+    return dataclasses.replace(run, decomposition=decomposition), done
 
 
 def decompose_sparse(settings: FieldExperiment, setting: str, toys: Sequence[PeerTMS], device: torch.device,

@@ -17,9 +17,9 @@ def seed_scores(rows: Sequence[dict], published: dict[str, dict], settings: Sequ
         labelled = set()
         for x, setting in enumerate(settings):
             values = [r[key] for r in rows if r["setting"] == setting]
-            kind = "random" if "random" in setting else "sparse" if "sparse" in setting else "main"
+            kind = next((k for k in ("random", "sparse", "refit") if k in setting), "main")
             colour, legend = {"random": ("grey", "L3D, untrained toy"), "sparse": ("C1", "L3D, sparser samples"),
-                              "main": ("C0", "L3D, one seed")}[kind]
+                              "refit": ("C4", "L3D, refitted"), "main": ("C0", "L3D, one seed")}[kind]
             ax.scatter([x + 0.08 * (i - (len(values) - 1) / 2) for i in range(len(values))], values, s=22,
                        color=colour, zorder=3, label=None if kind in labelled else legend)
             labelled.add(kind)

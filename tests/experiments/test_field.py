@@ -154,8 +154,13 @@ def test_l3d_recovers_every_feature_of_a_tms_5_2():
     assert rows[0]["reseeded_at"] == [r["epoch"] for r in looks if r["replaced"]]
     assert field.seed_table(rows)[0]["re-seeded at epoch"] == (", ".join(map(str, rows[0]["reseeded_at"])) or "-")
     assert 0.8 < rows[0]["ml2r"] < 1.1 and 0 < rows[0]["reconstruction_error"] < 0.5
+    # the refit row: the same decomposition refitted (l3d.refit), every feature still recovered, the trained run kept
+    refit = rows[1]
+    assert refit["setting"] == "5-2 refit" and refit["seed"] == 0 and refit["all_recovered"], refit
+    assert refit["mmcs"] > rows[0]["mmcs"] - 1e-3 and sum(refit["refit"]["refitted"]) >= 4
+    assert runs[0].decomposition.decoder_directions()["linear1.weight"].shape == (5, 2, 5)
     summary = field.summarize(rows)
-    assert summary["5-2"]["success"] == 1 and summary["5-2"]["seeds"] == 1
+    assert summary["5-2"]["success"] == 1 and summary["5-2"]["seeds"] == 1 and summary["5-2 refit"]["seeds"] == 1
     assert field.headline_table(summary)[0]["SPD MMCS / ML2R"] == "1.000 / 0.993"
 
 
@@ -181,4 +186,8 @@ def test_the_sparser_samples_variant_decomposes_with_its_own_samples_and_top_k(m
     with pytest.raises(ValueError, match="sparse_settings: '5-2' must be '40-10' or '40-10-id'"):
         field.FieldExperiment.from_parameters({"sparse_settings": ["5-2"]})
     with pytest.raises(ValueError, match="batch_size 32 must not exceed any of .*sparse_n_samples 16"):
-        field.FieldExperiment.from_parameters({"sparse_n_samples": 16})
+        field.FieldExperiment.from_parameters({"sparse_settings": ["40-10"], "sparse_n_samples": 16})
+    assert field.FieldExperiment.from_parameters({"sparse_n_samples": 16}).sparse_settings() == []   # off: unchecked
+    with pytest.raises(ValueError, match=r"refit_min_share must be < 1 \(or None: no refit rows\), got 1.0"):
+        field.FieldExperiment.from_parameters({"refit_min_share": 1.0})
+    assert field.FieldExperiment.from_parameters({"refit_min_share": None}).refit_min_share is None
