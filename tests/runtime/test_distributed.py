@@ -9,6 +9,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 import l3d
+from l3d.refit import refit_
 from l3d.runtime.distributed import Shard
 from l3d.experiments.toys import TMS, sparse_features
 
@@ -34,10 +35,13 @@ def _train(checkpoint_dir=None, resample_every=0):
     return decomposition, history, source
 
 
-def _worker(rank: int, port: int, out: str, resample_every: int = 0) -> None:
+def _worker(rank: int, port: int, out: str, resample_every: int = 0, refit: bool = False) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         decomposition, history, source = _train(os.path.join(out, f"checkpoints{rank}"), resample_every)
+        if refit:
+            done = refit_(decomposition, source, min_share=0.3)
+            torch.save(done.to_dict(), os.path.join(out, f"refit{rank}.pt"))
         assert source.shard == l3d.runtime.distributed.Shard(rank, 2)
         tensors = {k: v.contiguous() for k, v in decomposition.state_dict().items()}
         tensors["error"] = torch.tensor(history.reconstruction_error, dtype=torch.float64)
@@ -84,6 +88,20 @@ def test_resampling_over_two_gloo_processes_matches_one_process(tmp_path):
     expected = torch.tensor([[r["subnetwork"], r["cost"], r["gain"], r["replaced"]] for r in history.resampled],
                             dtype=torch.float64)
     torch.testing.assert_close(ranks[0]["resampled"], expected, rtol=1e-9, atol=1e-9)
+    for k, v in decomposition.state_dict().items():
+        torch.testing.assert_close(ranks[0][k], v, rtol=1e-8, atol=1e-10)
+        assert torch.equal(ranks[0][k], ranks[1][k])
+
+
+def test_refit_over_two_gloo_processes_matches_one_process(tmp_path):
+    """The refit's sums over the shards: every process moves every subnetwork as one process would."""
+    decomposition, _, source = _train()
+    done = refit_(decomposition, source, min_share=0.3)
+    assert sum(done.refitted) >= 2 and min(done.cos) < 0.999          # the check below covers actual moves
+    mp.start_processes(_worker, args=(_free_port(), str(tmp_path), 0, True), nprocs=2, join=True, start_method="fork")
+    ranks = [load_file(tmp_path / f"rank{r}.safetensors") for r in range(2)]
+    for r in range(2):
+        assert torch.load(tmp_path / f"refit{r}.pt")["samples"] == done.samples
     for k, v in decomposition.state_dict().items():
         torch.testing.assert_close(ranks[0][k], v, rtol=1e-8, atol=1e-10)
         assert torch.equal(ranks[0][k], ranks[1][k])
