@@ -14,6 +14,7 @@ not used).
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +150,17 @@ class Decomposition(nn.Module):
         """d_k per tensor: name -> (C, *shape)."""
         return {n: t.full() for n, t in zip(self.names, self.decoder)}
 
+    def flat_directions(self, part: str = "decoder") -> Tensor:
+        """Every subnetwork's encoder or decoder direction over all tensors, flattened in order: (C, n_w)."""
+        if part not in ("encoder", "decoder"):
+            raise ValueError(f"part must be 'encoder' or 'decoder', got {part!r}")
+        return torch.cat([t.full().flatten(1) for t in getattr(self, part)], dim=1)
+
+    def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
+        """One flat direction (n_w,), in the order of `flat_directions`, as name -> a tensor of that shape."""
+        parts = flat.split([math.prod(shape) for shape in self.shapes.values()])
+        return {name: part.view(shape) for (name, shape), part in zip(self.shapes.items(), parts)}
+
     def decoder_gram(self) -> Tensor:
         """G_kl = <d_k, d_l> summed over tensors: (C, C)."""
         recompute = sum(t.full_size for t in self.decoder if t.full_is_cheaper(t.n_components)) > KEEP_FOR_BACKWARD
@@ -215,8 +227,7 @@ class Decomposition(nn.Module):
                              dropped_energy=s[0] if dropped_energy else None)
         if isinstance(grads, DenseGradients):
             # materialized gradients: one product with all directions, the Gram from the same directions
-            E = torch.cat([t.full().flatten(1) for t in self.encoder], dim=1)           # (C, n_w)
-            D = torch.cat([t.full().flatten(1) for t in self.decoder], dim=1)           # (C, n_w)
+            E, D = self.flat_directions("encoder"), self.flat_directions("decoder")     # (C, n_w) each
             c, p = (grads.flat() @ torch.cat([E, D]).T).split(self.n_subnetworks, dim=1)
             gram = D @ D.T
         else:

@@ -16,7 +16,6 @@ gradients and the trained directions. Under torchrun the sums are added over pro
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -39,11 +38,6 @@ class Refit:
         return {"samples": self.samples, "refitted": self.refitted, "cos": self.cos}
 
 
-def _flat(tuckers) -> Tensor:
-    """(C, n_w) float64: every subnetwork's direction over all tensors."""
-    return torch.cat([t.full().flatten(1) for t in tuckers], dim=1).double()
-
-
 @torch.no_grad()
 def refit_(decomposition: Decomposition, source, min_share: float = 0.8, min_samples: int = 3,
            iterations: int = 3) -> Refit:
@@ -55,7 +49,7 @@ def refit_(decomposition: Decomposition, source, min_share: float = 0.8, min_sam
         raise ValueError(f"min_samples must be an int >= 1, got {min_samples!r}")
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be an int >= 1 (passes of power iteration), got {iterations!r}")
-    trained = _flat(decomposition.decoder)                                  # (C, n_w)
+    trained = decomposition.flat_directions().double()                      # (C, n_w)
     unit = trained / trained.norm(dim=1, keepdim=True).clamp_min(1e-30)
     v = unit.clone()                                                        # the power iterates
     counts = None
@@ -76,13 +70,11 @@ def refit_(decomposition: Decomposition, source, min_share: float = 0.8, min_sam
         v = torch.where(moving[:, None], step / step.norm(dim=1, keepdim=True).clamp_min(1e-300), v)
     refitted = (counts >= min_samples).tolist()
     cos = []
-    shapes = decomposition.shapes
     for k, redo in enumerate(refitted):
         if not redo:
             cos.append(1.0)
             continue
-        parts = v[k].split([math.prod(shape) for shape in shapes.values()])
-        new = decomposition.set_subnetwork_(k, {n: p.view(shape) for (n, shape), p in zip(shapes.items(), parts)})
+        new = decomposition.set_subnetwork_(k, decomposition.unflatten(v[k]))
         cos.append(abs(float(new @ unit[k])))
     decomposition.normalize_decoder_()
     return Refit([int(c) for c in counts.tolist()], refitted, cos)

@@ -19,7 +19,6 @@ every process measures, and replaces, the same.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -61,8 +60,7 @@ def costs_and_top_residual(decomposition: Decomposition, source, top_k: float | 
         raise ValueError(f"sketch must be at least 1 (random directions of the range finder), got {sketch}")
     top_k = decomposition.top_k if top_k is None else top_k
     distributed = current().active
-    E, D = (torch.cat([t.full().flatten(1) for t in tuckers], dim=1).double()           # (C, n_w) each
-            for tuckers in (decomposition.encoder, decomposition.decoder))
+    E, D = (decomposition.flat_directions(part).double() for part in ("encoder", "decoder"))   # (C, n_w) each
     n_w = D.shape[1]
     omega = torch.randn(n_w, min(sketch, n_w), generator=torch.Generator().manual_seed(seed),
                         dtype=torch.float64).to(D.device)
@@ -94,8 +92,6 @@ def resample_(decomposition: Decomposition, source, top_k: float | None = None, 
     k = int(costs.argmin())
     replaced = gain > costs[k].item()
     if replaced:
-        shapes = decomposition.shapes
-        parts = v.split([math.prod(shape) for shape in shapes.values()])
-        decomposition.set_subnetwork_(k, {name: part.view(shape) for (name, shape), part in zip(shapes.items(), parts)})
+        decomposition.set_subnetwork_(k, decomposition.unflatten(v))
         decomposition.normalize_decoder_()
     return Resampling(k, costs[k].item(), gain, replaced)

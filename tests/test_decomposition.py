@@ -186,3 +186,14 @@ def test_decoder_gram_matches_materialized_directions_for_every_tensor_order():
     D = torch.cat([d.flatten(1) for d in dec.decoder_directions().values()], 1)
     torch.testing.assert_close(dec.decoder_gram(), D @ D.T)
     torch.testing.assert_close(dec.decoder_gram().diagonal(), torch.ones(4, dtype=torch.float64))
+
+
+def test_flat_directions_and_unflatten_are_inverse_and_follow_the_tensors_order():
+    dec = l3d.Decomposition({"w": (3, 4), "b": (3,)}, 2, rank=1, seed=0)
+    D = dec.flat_directions()
+    full = dec.decoder_directions()
+    torch.testing.assert_close(D, torch.cat([full["w"].flatten(1), full["b"]], 1), rtol=0, atol=0)
+    back = dec.unflatten(D[1])
+    assert torch.equal(back["w"], full["w"][1]) and torch.equal(back["b"], full["b"][1])
+    with pytest.raises(ValueError, match="part must be 'encoder' or 'decoder', got 'middle'"):
+        dec.flat_directions("middle")
