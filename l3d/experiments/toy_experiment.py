@@ -112,12 +112,7 @@ class VariantExperiment(ToyExperiment):
         """Parameter name -> value for the parameters whose default is `toy`'s convention."""
         if toy not in VARIANTS:
             raise ValueError(f"toy must be one of {list(VARIANTS)}, got {toy!r}")
-        a = AUTHORS_CONVENTIONS
-        shared = {"authors": {"toy_weight_decay": a.toy_weight_decay, "toy_batch_size": a.toy_batch_size,
-                              "toy_restarts": 1, "drop_zero_inputs": a.drop_zero_inputs, "divergence": a.divergence,
-                              "reference": a.reference, "reference_pool": a.reference_pool,
-                              "warm_start_epochs": a.warm_start_epochs[cls.KIND], "engine": "dense",
-                              "decoder_norm": a.decoder_norm},
+        shared = {"authors": authors_parameters(AUTHORS_CONVENTIONS.warm_start_epochs[cls.KIND]),
                   "paper_text": {"toy_weight_decay": 0.01, "toy_batch_size": 32, "toy_restarts": 4, "divergence": "mse",
                                  "reference": "random", "reference_pool": "samples", "engine": "auto",
                                  "decoder_norm": "unit"}}
@@ -135,13 +130,29 @@ class VariantExperiment(ToyExperiment):
     def parameters(self) -> dict[str, Any]:
         """The papermill parameters that give these settings (nested settings under their parameter names), with
         the conventional ones None: `type(self).from_parameters(self.parameters())` gives these settings again."""
-        values = _parameters(self, "")
+        values = parameters_of(self)
         values.pop("conventional")
         return {**values, **{name: None for name in self.conventional}}
 
     def for_toy(self, toy: str) -> VariantExperiment:
         """The same settings for the other variant: every conventional parameter takes `toy`'s convention."""
         return type(self).from_parameters({**self.parameters(), "toy": toy})
+
+
+def authors_parameters(warm_start_epochs: int) -> dict[str, Any]:
+    """Parameter name -> value for a toy run as the authors' code runs it (`toys.AUTHORS_CONVENTIONS`; their toys
+    trained once, engine "dense": the same gradients, faster on these tiny models), with their warm start for
+    that toy."""
+    a = AUTHORS_CONVENTIONS
+    return {"toy_weight_decay": a.toy_weight_decay, "toy_batch_size": a.toy_batch_size, "toy_restarts": 1,
+            "drop_zero_inputs": a.drop_zero_inputs, "divergence": a.divergence, "reference": a.reference,
+            "reference_pool": a.reference_pool, "warm_start_epochs": warm_start_epochs, "engine": "dense",
+            "decoder_norm": a.decoder_norm}
+
+
+def parameters_of(settings: Settings) -> dict[str, Any]:
+    """The papermill parameters that give `settings` (nested settings under their parameter names)."""
+    return _parameters(settings, "")
 
 
 def _parameters(settings: Settings, prefix: str) -> dict[str, Any]:

@@ -115,3 +115,37 @@ def test_subnetwork_rows_and_matched_directions_are_the_notebooks(small):
     columns = run.decomposition.decoder_directions()["W_in"].detach().transpose(1, 2)
     torch.testing.assert_close(features, run.collector.model.W_in.detach().T)
     torch.testing.assert_close(directions, torch.stack([columns[2, 0], columns[0, 1], columns[3, 2]]))
+
+
+def test_like_authors_takes_the_authors_tms_run_and_keeps_the_rest():
+    settings = tms.TMSExperiment.from_parameters(SMALL)
+    authors = tms.like_authors(settings)
+    assert (authors.drop_zero_inputs, authors.reference_pool) == (True, "batch")
+    assert (authors.training.weight_decay, authors.training.batch_size, authors.training.restarts) == (1e-3, 128, 1)
+    c = authors.l3d
+    assert (c.divergence, c.reference, c.decoder_norm, c.warm_start_epochs, c.init, c.restarts, c.engine) == (
+        "mse_authors", "random_or_self", "authors", 0, "random", 1, "dense")
+    # everything the authors' script sets as the paper does stays the notebook's
+    assert authors.seeds == settings.seeds and authors.n_features == 3 and authors.n_samples == 48
+    assert (c.n_subnetworks, c.epochs, c.lr, c.top_k, c.batch_size) == (4, 3, 0.01, 0.2, 8)
+    assert (authors.training.epochs, authors.training.lr, authors.training.n_train) == (2, 1e-3, 64)
+    assert settings.l3d.divergence == "mse" and settings.drop_zero_inputs is False   # the notebook's own, untouched
+
+
+def test_like_authors_metrics_are_the_like_authors_settings_run_and_scored():
+    settings = tms.TMSExperiment.from_parameters({**SMALL, "toy_restarts": 1})
+    metrics = tms.like_authors_metrics(settings, torch.device("cpu"), progress=False)
+    authors = tms.like_authors(settings)
+    assert metrics["settings"] == authors.to_dict() and metrics["runtime_seconds"] > 0
+    models, losses = tms.train_tms(authors, torch.device("cpu"))
+    for row, s, toy, toy_losses in zip(metrics["per_seed"], authors.seeds, models, losses):
+        run = tms.decompose_tms(authors, toy, s, torch.device("cpu"), progress=False)
+        assert (run.source.inputs != 0).any(1).all()              # no all-zero input among the L3D samples
+        assert run.config.batch_references and run.config.divergence == "mse_authors"
+        assert row == tms.score_tms(authors, run, toy_losses[-1]).metrics
+    own = tms.summarize(settings, [{**r, "reconstruction_error": 0.5} for r in metrics["per_seed"]])
+    table = tms.comparison({**own, "like_authors": metrics})
+    assert table[0]["authors' code"] == "0.15 (0.11 / 0.28 / 0.15)" and table[0]["this run (median)"] == "0.500"
+    assert table[0]["like for like (median)"] == f"{metrics['median']['reconstruction_error']:.3f}"
+    assert table[1]["like for like (median)"] == f"{metrics['seeds_with_all_features_recovered']} of 2"
+    assert "like for like (median)" not in tms.comparison(own)[0]
