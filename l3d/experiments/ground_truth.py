@@ -416,6 +416,22 @@ def paper_r(paths: Tensor, coefficients: Tensor) -> float:
     return torch.corrcoef(torch.stack([columns.flatten(), true.flatten()]))[0, 1].item()
 
 
+def own_paths(model: nn.Module, n_inputs: int) -> Tensor:
+    """Every input's own path through `model`, as a decomposition with one unit-norm subnetwork per input would hold
+    it: (n_inputs, n_out, n_inputs), zero except paths[j, :, j] = ∂f/∂x_j at x = e_j over its norm.
+
+    For the TMCS toy y = ReLU(W_out W_in x + b) the column is (W_out W_in)[:, j] on the outputs whose ReLU is on at
+    x = e_j (a zero column for an input the toy does not pass on). `paper_r(own_paths(toy, n), A)` is the paper's number for a perfect one-subnetwork-per-input
+    decomposition of that toy: what the toy lets any decomposition with normalized directions reach.
+    """
+    eye = torch.eye(n_inputs, device=next(model.parameters()).device)
+    jacobians = torch.stack([torch.func.jacrev(model)(e)[:, j] for j, e in enumerate(eye)]).detach().double().cpu()
+    columns = jacobians / jacobians.norm(dim=1, keepdim=True).clamp_min(1e-30)    # (n_inputs, n_out)
+    paths = torch.zeros(n_inputs, columns.shape[1], n_inputs, dtype=torch.float64)
+    paths[torch.arange(n_inputs), :, torch.arange(n_inputs)] = columns
+    return paths
+
+
 def r_squared(predicted: Tensor, true: Tensor) -> float:
     """Coefficient of determination 1 − Σ(true − predicted)² / Σ(true − mean)² over all entries."""
     true, predicted = true.double().flatten(), predicted.double().flatten()

@@ -7,7 +7,9 @@ shares with the other inputs. Per seed:
 * reconstruction error and P_act over one more pass (fresh references), matching and purity of the
   subnetworks against the inputs (`evaluate_and_recover`), MMCS of the first-layer columns;
 * the paper's number (`paper_r`, printed in the paper as "r² = 0.92"): per subnetwork the product of its own
-  decoder directions, no model involved, against A by Pearson r; `paper_r2` is its square;
+  decoder directions, no model involved, against A by Pearson r; `paper_r2` is its square; `paper_r_own_paths`
+  is the same number for the toy's own path of each input, unit-normed (`own_paths`): a perfect one-subnetwork-
+  per-input decomposition of this toy;
 * the coefficients â the subnetworks imply (`path_coefficients`) against A: `r2` (squared correlation),
   `r2_determination` (1 − SS_res / SS_tot), and against the ceilings: `model_r2` (what the toy itself
   computes, f(e_j) − f(0), against A), `r2_ceiling` (the best any n_hidden-neuron model can reach,
@@ -27,7 +29,7 @@ from ..decomposition import Decomposition
 from ..pipeline import Run
 from ..runtime.settings import bounded
 from .ground_truth import (Recovery, aligned_then_paper, circuit_aligned_error, decoder_paths, evaluate_and_recover,
-                           low_rank_r2, mmcs, paper_r, path_coefficients, r_squared, squared_correlation)
+                           low_rank_r2, mmcs, own_paths, paper_r, path_coefficients, r_squared, squared_correlation)
 from .toy_experiment import VariantExperiment, decompose_toy, l3d_samples, medians, train_toys
 from .toys import MLP, circuit_superposition, random_coefficients, sparse_features
 
@@ -38,7 +40,7 @@ PAPER = {"reconstruction_error": 0.064, "paper_r": 0.92}
 # The authors' code at their settings, seeds 0-2 (issue 15): their gradient, their toy, zero-free samples
 AUTHORS_CODE = {"paper_r": [0.92, 0.76, 0.90], "reconstruction_error": [0.078, 0.108, 0.045]}
 FIRST, SECOND = "layers.0.weight", "layers.1.weight"   # the toy's two weight matrices
-MEDIAN_KEYS = ["reconstruction_error", "circuit_aligned_error", "paper_r", "paper_r2", "r2", "r2_determination", "model_r2", "r2_ceiling",
+MEDIAN_KEYS = ["reconstruction_error", "circuit_aligned_error", "paper_r", "paper_r2", "paper_r_own_paths", "r2", "r2_determination", "model_r2", "r2_ceiling",
                "r2_model_map", "mmcs", "min_purity", "min_input_purity", "mean_purity", "n_live", "n_dead"]
 STAGES = ("aligned", "aligned_then_paper")
 STAGE_KEYS = ("reconstruction_error", "min_purity", "r2")
@@ -126,6 +128,7 @@ def score_tmcs(settings: TMCSExperiment, run: Run, coefficients: Tensor, toy_los
         "inputs_read": reads,
         "paper_r": (r := paper_r(decoder_paths(decomposition, FIRST, SECOND), A)),
         "paper_r2": r ** 2,
+        "paper_r_own_paths": paper_r(own_paths(toy, settings.n_features), A),   # what the toy allows
         "r2": squared_correlation(a_hat, A),
         "r2_determination": r_squared(a_hat, A),
         "model_r2": squared_correlation(model_map, A),
@@ -164,7 +167,7 @@ def summarize(per_seed: list[dict]) -> dict:
 def describe(row: dict, n_hidden: int) -> str:
     """One seed's scores in words."""
     text = (f"seed {row['seed']}: error {row['reconstruction_error']:.3f} (one direction per input: "
-            f"{row['circuit_aligned_error']:.3f}), paper's r {row['paper_r']:.3f}, r² {row['r2']:.3f} (model itself {row['model_r2']:.3f}, any "
+            f"{row['circuit_aligned_error']:.3f}), paper's r {row['paper_r']:.3f} (the toy's own paths {row['paper_r_own_paths']:.3f}), r² {row['r2']:.3f} (model itself {row['model_r2']:.3f}, any "
             f"{n_hidden}-neuron model ≤ {row['r2_ceiling']:.3f}; against the model's map {row['r2_model_map']:.3f}), "
             f"min purity {row['min_purity']:.2f}, dead {row['dead']}, MMCS {row['mmcs']:.3f}")
     if "aligned_r2" in row:

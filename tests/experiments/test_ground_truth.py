@@ -7,7 +7,7 @@ from torch import nn
 import l3d
 from l3d.experiments import ground_truth as R
 from l3d.experiments.ground_truth import mmcs
-from l3d.experiments.toys import MLP
+from l3d.experiments.toys import MLP, circuit_superposition
 
 
 def _set_rank1(decomposition, name, left, right):
@@ -313,3 +313,22 @@ def test_hand_computed_value():
 def test_shapes_are_checked():
     with pytest.raises(ValueError, match=r"\(C, F, D\)"):
         mmcs(torch.zeros(2, 3, 4), torch.zeros(3, 5))
+
+
+def test_own_paths_are_each_inputs_active_path_unit_normed():
+    torch.manual_seed(0)
+    toy = circuit_superposition(4, 3, "authors")   # y = ReLU(W_out W_in x + b)
+    with torch.no_grad():
+        toy.layers[-1].bias.copy_(torch.tensor([5.0, -5.0, 5.0, -5.0]))   # outputs 0, 2 on, 1, 3 off
+    W = (toy.layers[1].weight @ toy.layers[0].weight).detach().double()           # (out, in)
+    on = (W + toy.layers[1].bias.detach().double()[:, None]) > 0                  # ReLU on at x = e_j
+    paths = R.own_paths(toy, 4)
+    assert paths.shape == (4, 4, 4)
+    for j in range(4):
+        column = torch.where(on[:, j], W[:, j], torch.zeros_like(W[:, j]))
+        torch.testing.assert_close(paths[j, :, j], column / column.norm(), rtol=1e-6, atol=1e-7)
+        assert not paths[j][:, [i for i in range(4) if i != j]].any()
+    assert not on.all()                                                           # the mask mattered
+    # the paper's number of a decomposition that is exactly these paths is that of the true columns it reads
+    A = torch.rand(4, 4) * 3
+    assert R.paper_r(R.own_paths(toy, 4), A) == pytest.approx(R.paper_r(paths, A))

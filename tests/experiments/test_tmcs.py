@@ -62,6 +62,19 @@ def _nan_as_text(value):
     return "nan" if isinstance(value, float) and math.isnan(value) else value
 
 
+def _own_paths_by_differences(toy, n):
+    """Each input's path at x = e_j by central differences, unit-normed, on the diagonal of (n, n_out, n)."""
+    paths = torch.zeros(n, n, n, dtype=torch.float64)
+    h = 1e-3
+    for j in range(n):
+        e = torch.eye(n, dtype=torch.float64)[j]
+        double = {k: v.double() for k, v in toy.state_dict().items()}
+        f = lambda x: torch.func.functional_call(toy, double, (x,))
+        column = (f(e * (1 + h)) - f(e * (1 - h))) / (2 * h)
+        paths[j, :, j] = column / column.norm().clamp_min(1e-30)   # an input the toy drops: a zero path
+    return paths
+
+
 def _notebook_score(toy, run, A, toy_loss):
     """The scoring loop of notebook 02 before it moved into the package (one seed)."""
     s = run.config.seed
@@ -84,6 +97,7 @@ def _notebook_score(toy, run, A, toy_loss):
         "final_training_error": run.history.reconstruction_error[-1], "circuit_aligned_error": aligned_error,
         "p_act": evaluation["p_act"], **found.summary(), "inputs_read": reads,
         "paper_r": paper_r(decoder_paths(run.decomposition), A), "paper_r2": paper_r(decoder_paths(run.decomposition), A) ** 2,
+        "paper_r_own_paths": paper_r(_own_paths_by_differences(toy, 3), A),
         "r2": squared_correlation(a_hat, A),
         "r2_determination": r_squared(a_hat, A), "model_r2": squared_correlation(model_map, A),
         "r2_ceiling": low_rank_r2(A, 2), "r2_model_map": squared_correlation(a_hat, model_map),
@@ -107,7 +121,10 @@ def test_decompose_and_score_equal_the_notebooks_loop(small):
         twin = tmcs.decompose_tmcs(settings, toy, s, torch.device("cpu"), progress=False)
         score = tmcs.score_tmcs(settings, run, A, toy_losses[-1])
         expected, found, a_hat = _notebook_score(toy, twin, A, toy_losses[-1])
+        ours = score.metrics.pop("paper_r_own_paths")
+        assert ours == pytest.approx(expected.pop("paper_r_own_paths"), abs=1e-6)   # central differences: to 1e-6
         assert _nan_as_text(score.metrics) == _nan_as_text(expected)
+        score.metrics["paper_r_own_paths"] = ours
         assert score.found.matches == found.matches
         torch.testing.assert_close(score.a_hat, a_hat, rtol=0, atol=0)
         rows.append(score.metrics)
