@@ -421,8 +421,9 @@ def own_paths(model: nn.Module, n_inputs: int) -> Tensor:
     it: (n_inputs, n_out, n_inputs), zero except paths[j, :, j] = ∂f/∂x_j at x = e_j over its norm.
 
     For the TMCS toy y = ReLU(W_out W_in x + b) the column is (W_out W_in)[:, j] on the outputs whose ReLU is on at
-    x = e_j (a zero column for an input the toy does not pass on). `paper_r(own_paths(toy, n), A)` is the paper's number for a perfect one-subnetwork-per-input
-    decomposition of that toy: what the toy lets any decomposition with normalized directions reach.
+    x = e_j (a zero column for an input the toy does not pass on). `paper_r(own_paths(toy, n), A)` is the paper's
+    number for a perfect one-subnetwork-per-input decomposition of that toy: what the toy lets a decomposition
+    with normalized directions reach.
     """
     eye = torch.eye(n_inputs, device=next(model.parameters()).device)
     jacobians = torch.stack([torch.func.jacrev(model)(e)[:, j] for j, e in enumerate(eye)]).detach().double().cpu()
