@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from .runtime.atomic import remove_folder, write_file, write_folder
+from .runtime.atomic import remove_folder, sha256_file, write_file, write_folder
 from .decomposition import Decomposition
 
 _STEP_FOLDER = re.compile(r"^step-(\d{8})$")
@@ -38,6 +38,11 @@ _HASHED = _FILES[:3]   # training.json carries their hashes and one of its own c
 
 class DamagedCheckpoint(ValueError):
     """A checkpoint folder whose files are unreadable or do not match the hashes recorded in it."""
+
+
+class ResumeRefused(ValueError):
+    """A checkpoint that this call cannot continue: written with other settings, another model or other inputs,
+    further along than the epochs asked for, or too old to tell (see `l3d.fit`)."""
 
 
 # --- state with tensors <-> (JSON, tensors) ---------------------------------------------------------
@@ -118,7 +123,7 @@ def save_checkpoint(
         meta = split_tensors(state, tensors)
         write_file(folder / "training.safetensors", lambda f: save_file(tensors, f))
         record = {"format": "l3d-checkpoint-1", "step": step, "state": meta}
-        hashes = {f: _sha256_file(folder / f) for f in _HASHED}
+        hashes = {f: sha256_file(folder / f) for f in _HASHED}
         hashes["training.json"] = _sha256_json(record)
         (folder / "training.json").write_text(json.dumps({**record, "sha256": hashes}))
 
@@ -126,14 +131,6 @@ def save_checkpoint(
     for old in checkpoints(directory)[:-keep]:
         remove_folder(old)
     return final
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _sha256_json(record: dict) -> str:
@@ -190,7 +187,7 @@ def load_checkpoint(folder: str | os.PathLike) -> tuple[dict, dict[str, Tensor],
         raise DamagedCheckpoint(f"{folder / 'training.json'} is not an l3d checkpoint (format 'l3d-checkpoint-1' expected)")
     if "sha256" in meta:
         hashes = meta.pop("sha256")
-        found = {f: _sha256_file(folder / f) for f in _HASHED}
+        found = {f: sha256_file(folder / f) for f in _HASHED}
         found["training.json"] = _sha256_json(meta)
         wrong = [f for f in _FILES if not isinstance(hashes, dict) or hashes.get(f) != found[f]]
         if wrong:

@@ -10,9 +10,12 @@ names a function returning a dict with `model`, `inputs` (items along dim 0) and
 globs), and optionally `divergence`, `reference` (defaults for those settings), `sequence`, `forward` (as
 for GradientCollector). Every process calls it, so it must build the same model and data each time.
 Rank 0 writes out/checkpoints/ and out/decomposition/ (the decomposition, which `Decomposition.load` reads,
-and run.json with every setting and the history). Run the same command again with --resume after an
-interruption to continue from the last checkpoint. Every argument is checked before --setup runs;
-Ctrl-C stops with exit status 130 and says where it stopped.
+and run.json with every setting, the model's fingerprint and the history). Run the same command again with
+--resume after an interruption to continue from the last checkpoint; a resume with other settings, another
+model or other inputs is refused, naming each difference. Every argument is checked, and --out is made and
+found writable, before --setup runs; while the run lasts it holds --out's lock, so a second run on the same
+--out stops at once. Argument errors and refusals exit with status 2 and one line; Ctrl-C stops with exit
+status 130 and says where it stopped.
 
 Without --setup the built-in example runs: a toy model of superposition (5 features in 2 hidden
 dimensions, trained for 100 epochs), decomposed from 1000 sparse inputs (l3d.cli:tms).
@@ -22,20 +25,25 @@ CPU threads: --threads, else $L3D_THREADS or $OMP_NUM_THREADS, else one thread f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import json
+import os
 import re
 import sys
+import tempfile
 import typing
 from pathlib import Path
 
 import torch
 
-from .checkpoint import latest_checkpoint
+from .checkpoint import ResumeRefused, latest_checkpoint
 from .pipeline import L3DConfig, decompose
 from .runtime import distributed
 from .runtime.atomic import remove_temporaries
+from .runtime.device import resolve_device
+from .runtime.lock import FolderInUse, exclusive
 from .runtime.threads import cpu_threads
 
 
@@ -79,12 +87,39 @@ def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser, given
         parser.error(f"--setup-kwargs must be a JSON object, got {args.setup_kwargs!r} ({e})")
     if not isinstance(kwargs, dict):
         parser.error(f"--setup-kwargs must be a JSON object such as '{{\"n_samples\": 100}}', got {args.setup_kwargs!r}")
+    try:
+        resolve_device(args.device)
+    except ValueError as e:
+        parser.error(f"--device: {e}")
+    if not args.out.strip():
+        parser.error("--out must name a folder for the run, got an empty name (use --out . for the current folder)")
     out = Path(args.out)
-    if out.exists() and not out.is_dir() or (out / "checkpoints").is_file():
+    if out.exists() and not out.is_dir() or any((out / sub).exists() and not (out / sub).is_dir()
+                                                 for sub in ("checkpoints", "decomposition")):
         parser.error(f"--out {args.out!r} must be a folder (or not exist yet); a file is in the way")
     if not args.resume and latest_checkpoint(out / "checkpoints") is not None:
         parser.error(f"--out {args.out!r} already holds checkpoints: pass --resume to continue that run or choose another --out")
     return kwargs
+
+
+def _check_writable(out: Path, parser: argparse.ArgumentParser) -> None:
+    """Make --out (if missing) and write and remove a file in it and in the folders the run writes into, before any
+    work: a read-only --out is an error at the start, not after training."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for folder in (out, out / "checkpoints", out / "decomposition"):
+            if folder.is_dir():
+                fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.l3d-", suffix=".tmp")  # remove_temporaries' kind
+                os.close(fd)
+                os.unlink(probe)
+    except OSError as e:
+        parser.error(f"--out {str(out)!r} is not a folder this process can write in ({e.strerror or e}): choose "
+                     f"another --out, or make it writable")
+
+
+def _refuse(parser: argparse.ArgumentParser, message: str) -> None:
+    """Exit with status 2 and one line, as argparse does for a bad argument (without the usage)."""
+    parser.exit(2, f"{parser.prog}: error: {message}\n")
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -106,7 +141,7 @@ def _yes_no(text: str) -> bool:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m l3d", formatter_class=_Help, description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m l3d", formatter_class=_Help, description=__doc__, allow_abbrev=False)
     p.add_argument("--setup", default="l3d.cli:tms",
                    help="module:function returning a dict with model, inputs, tensors; the default is the built-in TMS example")
     p.add_argument("--setup-kwargs", default="{}", help="JSON keyword arguments for the setup function")
@@ -135,25 +170,31 @@ def main(argv: list[str] | None = None) -> None:
     steps = [0]   # the last step done, for the message on Ctrl-C
     interrupted = False
     shard, device = distributed.setup(args.device)
+    if shard.is_main:
+        _check_writable(out, parser)
     try:
-        if shard.is_main:   # what writes killed midway left behind
-            remove_temporaries(out)
-            remove_temporaries(out / "decomposition")
-        with cpu_threads(args.threads):
-            setup = _load_setup(args.setup)(**setup_kwargs)
-            defaults = {k: setup[k] for k in ("divergence", "reference") if k in setup}
-            config = L3DConfig(**{**defaults, **given})
-            run = decompose(
-                setup["model"].to(device), setup["inputs"].to(device), setup["tensors"], config,
-                **{k: setup[k] for k in ("sequence", "forward") if k in setup},
-                checkpoint_dir=out / "checkpoints", checkpoint_every=args.checkpoint_every, resume=args.resume,
-                callback=lambda step, parts: steps.__setitem__(0, step),
-            )
-        if shard.is_main:
-            run.save(out / "decomposition")
-            print(f"reconstruction error {run.history.reconstruction_error[-1]:.4f}, dead {run.history.dead}; wrote {out}")
+        with contextlib.ExitStack() as held:
+            if shard.is_main:
+                held.enter_context(exclusive(out, "--out"))
+                remove_temporaries(out)   # what l3d's writes killed midway left behind, nothing else
+                remove_temporaries(out / "decomposition")
+            with cpu_threads(args.threads):
+                setup = _load_setup(args.setup)(**setup_kwargs)
+                defaults = {k: setup[k] for k in ("divergence", "reference") if k in setup}
+                config = L3DConfig(**{**defaults, **given})
+                run = decompose(
+                    setup["model"].to(device), setup["inputs"].to(device), setup["tensors"], config,
+                    **{k: setup[k] for k in ("sequence", "forward") if k in setup},
+                    checkpoint_dir=out / "checkpoints", checkpoint_every=args.checkpoint_every, resume=args.resume,
+                    callback=lambda step, parts: steps.__setitem__(0, step),
+                )
+            if shard.is_main:
+                run.save(out / "decomposition")
+                print(f"reconstruction error {run.history.reconstruction_error[-1]:.4f}, dead {run.history.dead}; wrote {out}")
     except KeyboardInterrupt:
         interrupted = True
+    except (FolderInUse, ResumeRefused) as e:
+        _refuse(parser, str(e))
     finally:
         distributed.teardown()
     if interrupted:   # after the except block, so that the progress bar is closed first

@@ -25,10 +25,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .gradients import DenseGradients
-from .runtime.atomic import write_file
+from .runtime.atomic import sha256_file, write_file
 from .runtime.distributed import gather_rows
 from .tucker import KEEP_FOR_BACKWARD, Tucker, tucker_approximation, tucker_ranks, tucker_tensor
-from .runtime.validate import as_float, as_int, is_int
+from .runtime.validate import as_float, as_int, as_seed, is_int
 
 Rank = int | tuple[int, ...]
 DECODER_NORMS = ("unit", "authors")
@@ -107,7 +107,7 @@ class Decomposition(nn.Module):
             raise ValueError(f"shapes must be a non-empty dict name -> shape (a decomposition needs at least one "
                              f"parameter tensor), got {shapes!r}")
         if seed is not None:
-            seed = as_int("seed", seed)
+            seed = as_seed("seed", seed)
         rank = {n: _as_rank(f"rank[{n!r}]", r) for n, r in rank.items()} if isinstance(rank, dict) else _as_rank("rank", rank)
         if isinstance(rank, dict):
             missing, extra = set(shapes) - set(rank), set(rank) - set(shapes)
@@ -276,11 +276,14 @@ class Decomposition(nn.Module):
 
         shapes: name -> shape of the model's tensors (e.g. `collector.shapes`); loading refuses a
         decomposition of other tensors.
+        A folder written by `Run.save` holds run.json, which records the SHA-256 of both files: loading refuses
+        files that differ from it (a save cut short, or the decomposition saved again without its run).
         """
         path = Path(path)
         for f in ("config.json", "decomposition.safetensors"):
             if not (path / f).exists():
                 raise FileNotFoundError(f"{path / f} not found: expected a folder written by Decomposition.save")
+        _check_run_record(path)
         try:
             config = json.loads((path / "config.json").read_text())
             with torch.device("meta"):   # shapes only: nothing is allocated before the files are found to agree
@@ -317,6 +320,48 @@ class Decomposition(nn.Module):
         decomposition.to(dtype=next(iter(tensors.values())).dtype)
         decomposition.load_state_dict(tensors)
         return decomposition
+
+
+def check_matches(decomposition: Decomposition, collector) -> None:
+    """Raise a ValueError unless the decomposition has the dtype and device of the model's decomposed tensors
+    (`collector.params`, e.g. a GradientCollector's)."""
+    core = decomposition.decoder[0].core
+    dtypes = {p.dtype for p in collector.params.values()}
+    devices = {p.device for p in collector.params.values()}
+    if dtypes != {core.dtype}:
+        raise ValueError(
+            f"the decomposition is {core.dtype} but the model's decomposed tensors are {sorted(map(str, dtypes))}: "
+            f"convert one, e.g. decomposition.to({sorted(map(str, dtypes))[0]})"
+        )
+    if devices != {core.device}:
+        raise ValueError(
+            f"the decomposition is on {core.device} but the model's decomposed tensors on {sorted(map(str, devices))}: "
+            f"move one, e.g. decomposition.to({str(sorted(map(str, devices))[0])!r})"
+        )
+
+
+def _check_run_record(path: Path) -> None:
+    """A ValueError if `path`/run.json (written by Run.save) records SHA-256s that the decomposition's files in
+    `path` do not have; nothing without run.json, or with one written before the hashes were recorded."""
+    if not (path / "run.json").is_file():
+        return
+    try:
+        record = json.loads((path / "run.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path / 'run.json'} is damaged ({type(e).__name__}: {e}); the run folder cannot be "
+                         f"checked") from e
+    hashes = record.get("sha256") if isinstance(record, dict) else None
+    if hashes is None:
+        return
+    wrong = [f for f in ("decomposition.safetensors", "config.json")
+             if not isinstance(hashes, dict) or hashes.get(f) != sha256_file(path / f)]
+    if wrong:
+        raise ValueError(
+            f"{path} holds another decomposition than its run.json records: the SHA-256 of {' and '.join(wrong)} "
+            f"differs from the one recorded. A save was cut short (a full disk, a kill), or the decomposition was "
+            f"saved again without its run: save the run again (Run.save), or remove run.json to load the "
+            f"decomposition on its own"
+        )
 
 
 def _as_rank(name: str, rank: object) -> Rank:

@@ -7,8 +7,8 @@ from torch import Tensor
 from .decomposition import Decomposition
 from .divergences import reference_outputs
 from .gradients import GradientCollector
-from .train import check_matches
-from .runtime.validate import as_int
+from .decomposition import check_matches
+from .runtime.validate import as_int, as_seed
 from .runtime.threads import threads_for
 
 
@@ -26,14 +26,21 @@ def impact(
     References are drawn among `inputs` (other samples, or other positions for sequence models).
     threads: CPU threads during the call, as for `l3d.fit` (None: the default for one gradient chunk's work).
     """
-    n_ref, seed = as_int("n_ref", n_ref), as_int("seed", seed)
+    n_ref, seed = as_int("n_ref", n_ref), as_seed("seed", seed)
     if n_ref < 1:
         raise ValueError(f"n_ref must be at least 1, got {n_ref}")
+    if not isinstance(inputs, Tensor) or inputs.dim() == 0 or inputs.shape[0] == 0:
+        raise ValueError(f"inputs must be a tensor with at least one item along dim 0, got "
+                         f"{tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__}")
     decomposition.check_shapes(collector.shapes, "the collector")
     check_matches(decomposition, collector)
     generator = torch.Generator().manual_seed(seed)
     with threads_for(collector.work(inputs[:collector.chunk_size]), threads):
-        outputs = collector.outputs(inputs)
+        try:
+            outputs = collector.outputs(inputs)
+        except RuntimeError as e:   # e.g. a matmul of mismatched shapes deep in the model
+            raise ValueError(f"inputs of shape {tuple(inputs.shape)} do not fit the model: calling it raised "
+                             f"{type(e).__name__}: {e}") from e
         total = 0
         for _ in range(n_ref):
             refs = reference_outputs(outputs, collector.divergence, collector.reference, generator)
@@ -42,5 +49,12 @@ def impact(
 
 
 def top_samples(impact: Tensor, n: int = 10) -> Tensor:
-    """Indices of the n samples of largest impact for every subnetwork, best first: (C, n)."""
+    """Indices of the n samples of largest impact for every subnetwork, best first: (C, min(n, N)), for an impact
+    (N, C) as `impact` returns."""
+    n = as_int("n", n)
+    if n < 1:
+        raise ValueError(f"n must be at least 1 (samples per subnetwork), got {n}")
+    if not isinstance(impact, Tensor) or impact.dim() != 2:
+        raise ValueError(f"impact must be (n_samples, n_subnetworks), got "
+                         f"{tuple(impact.shape) if isinstance(impact, Tensor) else type(impact).__name__}")
     return impact.topk(min(n, impact.shape[0]), dim=0).indices.T

@@ -1,13 +1,14 @@
 """Moving the model's weights along decoder directions: W0 + δ d_k."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from .decomposition import Decomposition
-from .gradients import call_with, default_forward
+from .gradients import call_with, default_forward, evaluating
 from .params import select_tensors
 from .runtime.validate import as_int
 
@@ -35,6 +36,19 @@ def _direction(
     return {n: directions[n][ks].sum(0).detach() for n in names}
 
 
+def _deltas(deltas: Sequence[float] | Tensor) -> list[float]:
+    """The step sizes δ as floats; a ValueError naming `deltas` unless there is at least one finite number."""
+    try:
+        values = [float(d) for d in (deltas.flatten().tolist() if isinstance(deltas, Tensor) else deltas)]
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"deltas must be a sequence of numbers (the step sizes δ), got {deltas!r}") from e
+    if not values:
+        raise ValueError("deltas must hold at least one step size δ, got none")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"deltas must be finite numbers, got {values}")
+    return values
+
+
 @torch.no_grad()
 def intervene(
     model: nn.Module,
@@ -45,16 +59,17 @@ def intervene(
     tensors: str | list[str] | None = None,
     forward: Callable[[nn.Module, Tensor], Tensor] = default_forward,
 ) -> Tensor:
-    """Outputs f(x; W0 + δ Σ_k d_k) for every δ: (len(deltas), *output shape).
+    """Outputs f(x; W0 + δ Σ_k d_k) for every δ: (len(deltas), *output shape), the model in eval mode (as the
+    gradients are taken; its own mode is restored after).
 
     `tensors` restricts the move to some of the decomposed tensors (e.g. hidden layers only).
     """
+    deltas = _deltas(deltas)
     direction = _direction(model, decomposition, subnetworks, tensors)
     params = dict(model.named_parameters())
-    outs = [
-        call_with(model, {n: params[n] + float(delta) * d for n, d in direction.items()}, inputs, forward)
-        for delta in deltas
-    ]
+    with evaluating(model):
+        outs = [call_with(model, {n: params[n] + delta * d for n, d in direction.items()}, inputs, forward)
+                for delta in deltas]
     return torch.stack(outs)
 
 
@@ -66,7 +81,8 @@ def output_derivative(
     tensors: str | list[str] | None = None,
     forward: Callable[[nn.Module, Tensor], Tensor] = default_forward,
 ) -> Tensor:
-    """∂f(x; W0 + δ Σ_k d_k)/∂δ at δ = 0, as one JVP: same shape as the outputs."""
+    """∂f(x; W0 + δ Σ_k d_k)/∂δ at δ = 0, as one JVP: same shape as the outputs (the model in eval mode, as for
+    `intervene`)."""
     direction = _direction(model, decomposition, subnetworks, tensors)
     params = {n: p.detach() for n, p in model.named_parameters() if n in direction}
 
@@ -74,7 +90,8 @@ def output_derivative(
         return call_with(model, {n: params[n] + delta * d for n, d in direction.items()}, inputs, forward)
 
     zero = torch.zeros((), device=inputs.device)
-    _, tangent = torch.func.jvp(f, (zero,), (torch.ones_like(zero),))
+    with evaluating(model):
+        _, tangent = torch.func.jvp(f, (zero,), (torch.ones_like(zero),))
     return tangent.detach()
 
 
@@ -99,6 +116,7 @@ def intervention_sweep(
     subnetwork alone). Returns (n_interventions, len(deltas), *output shape without the batch dimension).
     """
     subnetworks = range(decomposition.n_subnetworks) if subnetworks is None else subnetworks
+    deltas = _deltas(deltas)
     base = forward(model, inputs)
     return torch.stack([
         (intervene(model, decomposition, ks, deltas, inputs, tensors, forward) - base).abs().mean(1)

@@ -11,7 +11,8 @@ def select_tensors(model: nn.Module, patterns: str | list[str]) -> dict[str, nn.
     """The model's parameters whose names match any of `patterns` (exact names or globs), in model order.
 
     A pattern that matches nothing is an error listing the available names and the nearest matches; so is
-    the bare name of a module (ambiguous: which of its tensors?), which suggests its tensors and 'name.*'.
+    the bare name of a module (ambiguous: which of its tensors?), which suggests its tensors and 'name.*', and
+    a chosen tensor with no entries (a dimension of size 0).
     """
     if isinstance(patterns, str):
         patterns = [patterns]
@@ -39,4 +40,9 @@ def select_tensors(model: nn.Module, patterns: str | list[str]) -> dict[str, nn.
             )
         for name in hits:
             chosen[name] = available[name]
+    empty = {name: tuple(p.shape) for name, p in chosen.items() if p.numel() == 0}
+    if empty:
+        raise ValueError(f"tensors: {', '.join(f'{n!r} (shape {s})' for n, s in empty.items())} "
+                         f"{'has' if len(empty) == 1 else 'have'} no entries, so nothing to decompose: choose tensors "
+                         f"with at least one entry")
     return {name: chosen[name] for name in available if name in chosen}

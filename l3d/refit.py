@@ -22,7 +22,9 @@ import torch
 from torch import Tensor
 
 from .decomposition import Decomposition
+from .resample import check_source, dense_batch
 from .runtime.distributed import all_sum_
+from .runtime.validate import as_float, is_int
 
 
 @dataclass
@@ -43,12 +45,14 @@ def refit_(decomposition: Decomposition, source, min_share: float = 0.8, min_sam
            iterations: int = 3) -> Refit:
     """Refit every subnetwork's direction on the samples it explains alone (see module docstring), over
     `iterations` passes of `source` (a GradientSource or any iterable of gradient batches). In place."""
-    if not 0 < min_share < 1:
+    if not 0 < as_float("min_share", min_share) < 1:
         raise ValueError(f"min_share must be in (0, 1) (the share of ||g||² one subnetwork explains), got {min_share}")
-    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
+    if not is_int(min_samples) or min_samples < 1:
         raise ValueError(f"min_samples must be an int >= 1, got {min_samples!r}")
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+    if not is_int(iterations) or iterations < 1:
         raise ValueError(f"iterations must be an int >= 1 (passes of power iteration), got {iterations!r}")
+    min_share, min_samples, iterations = float(min_share), int(min_samples), int(iterations)
+    check_source(decomposition, source)
     trained = decomposition.flat_directions().double()                      # (C, n_w)
     unit = trained / trained.norm(dim=1, keepdim=True).clamp_min(1e-30)
     v = unit.clone()                                                        # the power iterates
@@ -57,7 +61,7 @@ def refit_(decomposition: Decomposition, source, min_share: float = 0.8, min_sam
         step = torch.zeros_like(v)                                          # Σ_{i∈S_k} g_i g_iᵀ v_k, row k
         seen = torch.zeros(len(v), dtype=torch.float64, device=v.device)
         for grads in source:
-            g = grads.dense().flat().double()                               # (N, n_w)
+            g = dense_batch(decomposition, grads).flat().double()           # (N, n_w)
             share = (g @ unit.T).pow(2) / g.pow(2).sum(1, keepdim=True).clamp_min(1e-30)   # (N, C)
             best, owner = share.max(1)
             alone = torch.nn.functional.one_hot(owner, len(v)).double() * (best >= min_share)[:, None]  # (N, C)

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .decomposition import Decomposition, batch_top_k
+from .decomposition import Decomposition, batch_top_k, check_matches
 from .runtime.distributed import all_sum_, current
+from .runtime.validate import as_int, as_seed
 
 
 @dataclass
@@ -42,10 +43,28 @@ class Resampling:
         return {"subnetwork": self.subnetwork, "cost": self.cost, "gain": self.gain, "replaced": self.replaced}
 
 
-def _residuals(grads, E: Tensor, D: Tensor, top_k: float, distributed: bool) -> tuple[Tensor, Tensor]:
+def check_source(decomposition: Decomposition, source) -> None:
+    """A ValueError unless `source` can be measured against `decomposition`: a GradientSource's collector must have the
+    decomposition's tensors, in its order, and its dtype and device (as `evaluate` checks)."""
+    collector = getattr(source, "collector", None)
+    if collector is not None:
+        decomposition.check_shapes(collector.shapes, "the source's collector")
+        check_matches(decomposition, collector)
+
+
+def dense_batch(decomposition: Decomposition, grads):
+    """One batch's gradients materialized, after checking that they are of the decomposition's tensors, in its
+    order (any iterable of gradient batches may be a source)."""
+    dense = grads.dense()
+    decomposition.check_shapes(dense.shapes, "the gradients")
+    return dense
+
+
+def _residuals(decomposition: Decomposition, grads, E: Tensor, D: Tensor, top_k: float,
+               distributed: bool) -> tuple[Tensor, Tensor]:
     """One batch (this process's share of it when distributed): residuals r (N, n_w) and kept coefficients
     c̃ (N, C), float64, for encoder and decoder directions E, D (C, n_w)."""
-    g = grads.dense().flat().double()
+    g = dense_batch(decomposition, grads).flat().double()
     c = g @ E.T
     kept = c * batch_top_k(c, top_k, distributed)
     return g - kept @ D, kept
@@ -56,8 +75,10 @@ def costs_and_top_residual(decomposition: Decomposition, source, top_k: float | 
                            seed: int = 0) -> tuple[Tensor, Tensor, float]:
     """cost_k per subnetwork (C,), the residuals' top direction v (n_w,) unit norm and λ (see module docstring),
     over two passes of `source` (a GradientSource; BatchTopK at top_k, None: the decomposition's)."""
+    sketch, seed = as_int("sketch", sketch), as_seed("seed", seed)
     if sketch < 1:
         raise ValueError(f"sketch must be at least 1 (random directions of the range finder), got {sketch}")
+    check_source(decomposition, source)
     top_k = decomposition.top_k if top_k is None else top_k
     distributed = current().active
     E, D = (decomposition.flat_directions(part).double() for part in ("encoder", "decoder"))   # (C, n_w) each
@@ -67,7 +88,7 @@ def costs_and_top_residual(decomposition: Decomposition, source, top_k: float | 
     costs = torch.zeros(decomposition.n_subnetworks, dtype=torch.float64, device=D.device)
     y = torch.zeros_like(omega)                              # Σ_i r_i r_iᵀ Ω: (n_w, q)
     for grads in source:
-        r, kept = _residuals(grads, E, D, top_k, distributed)
+        r, kept = _residuals(decomposition, grads, E, D, top_k, distributed)
         costs += (2 * kept * (r @ D.T) + kept.pow(2) * D.pow(2).sum(1)).sum(0)
         y += r.T @ (r @ omega)
     all_sum_(costs)                                          # over processes (no-op on one)
@@ -75,7 +96,7 @@ def costs_and_top_residual(decomposition: Decomposition, source, top_k: float | 
     q, _ = torch.linalg.qr(y)                                # an orthonormal basis of the sketch
     z = torch.zeros_like(q)                                  # Σ_i r_i r_iᵀ Q
     for grads in source:
-        r, _ = _residuals(grads, E, D, top_k, distributed)
+        r, _ = _residuals(decomposition, grads, E, D, top_k, distributed)
         z += r.T @ (r @ q)
     all_sum_(z)
     values, vectors = torch.linalg.eigh(q.T @ z)            # Rayleigh-Ritz on span(Q), ascending

@@ -5,11 +5,13 @@ under torchrun (l3d.runtime.distributed): `batch_size` is always the global batc
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,41 +20,100 @@ from torch import Tensor
 from .runtime.progress import tqdm
 
 from .checkpoint import (
-    DamagedCheckpoint, checkpoints, load_checkpoint, remove_litter, rng_state, save_checkpoint, set_rng_state,
+    DamagedCheckpoint, ResumeRefused, checkpoints, load_checkpoint, remove_litter, rng_state, save_checkpoint,
+    set_rng_state,
 )
-from .decomposition import Decomposition, LossParts, as_divisor
+from .decomposition import Decomposition, LossParts, as_divisor, check_matches
 from .divergences import check_outputs, random_any, random_others, reference_outputs
 from .gradients import GradientCollector
 from .resample import resample_
 from .runtime import distributed
+from .runtime.lock import exclusive
 from .runtime.threads import threads_for
-from .runtime.validate import as_int, is_int, is_number
+from .runtime.validate import as_seed, is_int, is_number
 
 
-def check_matches(decomposition: Decomposition, collector: GradientCollector) -> None:
-    """Raise a ValueError unless the decomposition has the dtype and device of the model's decomposed tensors."""
-    core = decomposition.decoder[0].core
-    dtypes = {p.dtype for p in collector.params.values()}
-    devices = {p.device for p in collector.params.values()}
-    if dtypes != {core.dtype}:
-        raise ValueError(
-            f"the decomposition is {core.dtype} but the model's decomposed tensors are {sorted(map(str, dtypes))}: "
-            f"convert one, e.g. decomposition.to({sorted(map(str, dtypes))[0]})"
-        )
-    if devices != {core.device}:
-        raise ValueError(
-            f"the decomposition is on {core.device} but the model's decomposed tensors on {sorted(map(str, devices))}: "
-            f"move one, e.g. decomposition.to({str(sorted(map(str, devices))[0])!r})"
-        )
+def _hash_bytes(digest, tensor: Tensor) -> None:
+    """Feed the bytes of `tensor` (in row-major order) to a hashlib digest."""
+    flat = tensor.detach().contiguous().view(-1)
+    for part in (flat.view(torch.uint8) if flat.numel() else flat.new_empty(0, dtype=torch.uint8)).split(1 << 26):
+        digest.update(part.cpu().numpy())
 
 
 def fingerprint(inputs: Tensor) -> str:
     """dtype, shape and SHA-256 of the bytes of `inputs`, e.g. 'torch.float32[1000, 5] sha256:…'."""
     digest = hashlib.sha256()
-    flat = inputs.detach().contiguous().view(-1)
-    for part in (flat.view(torch.uint8) if flat.numel() else flat.new_empty(0, dtype=torch.uint8)).split(1 << 26):
-        digest.update(part.cpu().numpy())
+    _hash_bytes(digest, inputs)
     return f"{inputs.dtype}{list(inputs.shape)} sha256:{digest.hexdigest()}"
+
+
+def gradient_settings(collector: GradientCollector) -> dict:
+    """Everything the collector's per-sample gradients depend on besides the inputs, as JSON values: the tensors
+    decomposed (names, in order), divergence, reference, engine, sequence, and the model itself, as `fingerprint`
+    of every decomposed tensor ("model") and one SHA-256 over the names, dtypes, shapes and bytes of the rest of
+    its state_dict, its other parameters and buffers ("rest of model"). Checkpoints and run.json record it, and
+    resuming compares it. (A `forward` function is not fingerprinted: resuming trusts that it is the same.)"""
+    rest = hashlib.sha256()
+    for name, tensor in collector.model.state_dict().items():
+        if name not in collector.params:
+            rest.update(f"{name} {tensor.dtype}{list(tensor.shape)};".encode())
+            _hash_bytes(rest, tensor)
+    return {
+        "tensors": list(collector.names), "divergence": collector.divergence, "reference": collector.reference,
+        "engine": collector.engine, "sequence": collector.sequence,
+        "model": {name: fingerprint(p) for name, p in collector.params.items()},
+        "rest of model": f"sha256:{rest.hexdigest()}",
+    }
+
+
+def _flat_settings(settings: Mapping, prefix: str = "") -> dict:
+    """Nested settings as one level, keys joined by '.': {"a": {"b": 1}} -> {"a.b": 1}."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flat_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _check_resumable(found: Path, written: dict, settings: dict) -> None:
+    """ResumeRefused naming every setting of `settings` (this call's) that differs from `written` (the checkpoint's),
+    or when the checkpoint predates the record of the model and the run's settings."""
+    if "gradients" not in written:
+        raise ResumeRefused(
+            f"cannot resume {found}: it was written by an earlier l3d, which did not record the model (a fingerprint "
+            f"of its tensors), the divergence, reference and engine, nor the run's settings; resuming could go on "
+            f"with other gradients without a word. Start again in an empty checkpoint_dir"
+        )
+    written = {"silence": 0.0, "silence_from": 0, **written}    # checkpoints from before silence
+    old, new = _flat_settings(written), _flat_settings(settings)
+    absent = "(not recorded)"
+    changed = [k for k in [*new, *(k for k in old if k not in new)] if old.get(k, absent) != new.get(k, absent)]
+    if changed:
+        raise ResumeRefused(
+            f"cannot resume {found}: it was written with other settings "
+            + "; ".join(f"{k}: checkpoint {old.get(k, absent)!r}, now {new.get(k, absent)!r}" for k in changed)
+            + ". Resume with the settings, model and inputs it was written with, or choose an empty checkpoint_dir"
+        )
+
+
+class ZeroGradients(ValueError):
+    """Every per-sample gradient of a pass is zero: there is nothing to decompose (e.g. an untrained model whose
+    outputs do not depend on the decomposed tensors at these inputs)."""
+
+
+def _check_not_all_zero(stats: "_EpochStats", where: str, collector: GradientCollector) -> None:
+    """A `ZeroGradients` error if the pass `stats` summed had only zero per-sample gradients (Σ ||g||² = 0)."""
+    if stats.sums[1].item() != 0:
+        return
+    raise ZeroGradients(
+        f"{where}: every per-sample gradient of its {stats.samples} samples is zero (the sum of ||g||^2 is 0), so "
+        f"there is nothing to decompose and a reconstruction error (0 / 0) would mean nothing. The divergence does "
+        f"not depend on the decomposed tensors {collector.names} at these inputs: check that they affect the "
+        f"model's outputs, and that the inputs differ (with reference={collector.reference!r}, a sample whose "
+        f"reference output equals its own output has gradient 0)"
+    )
 
 
 class GradientSource:
@@ -60,11 +121,14 @@ class GradientSource:
 
     Gradients are computed `chunk_size` items at a time and handed out `batch_size` items at a time. Every
     sample's reference is drawn within its chunk, or with batch_references=True within its own batch (the
-    authors' code; the same references and gradients as chunk_size = batch_size, in fewer, larger passes). A chunk_size that is not a multiple of batch_size is rounded down to
-    one (at least one batch). For small models set chunk_size to the data set size, `len(inputs)`: one
-    vectorized gradient pass per epoch. Every epoch takes len(inputs) // batch_size whole batches of a fresh
-    shuffle; the last len(inputs) % batch_size items of the shuffled order sit that epoch out. Under torch.distributed every process draws the same order and
-    references and computes the gradients of its share of each batch only (`shard`).
+    authors' code; the same references and gradients as chunk_size = batch_size, in fewer, larger passes). A
+    chunk_size that is not a multiple of batch_size is an error. For small models set chunk_size to the data set
+    size, `len(inputs)`: one vectorized gradient pass per epoch. Every epoch takes len(inputs) // batch_size whole
+    batches of a fresh shuffle; the last len(inputs) % batch_size items of the shuffled order sit that epoch out,
+    unless drop_last=False: then they make a last, smaller batch (a lone item joins the batch before it, which
+    then holds batch_size + 1), so that every input is scored once per epoch (`evaluate` on held-out inputs).
+    Under torch.distributed every process draws the same order and references and computes the gradients of its
+    share of each batch only (`shard`).
     The position within an epoch is part of `state_dict`, so an interrupted epoch resumes where it stopped.
     """
 
@@ -79,6 +143,7 @@ class GradientSource:
         shard: distributed.Shard | None = None,
         active: Tensor | None = None,
         batch_references: bool = False,
+        drop_last: bool = True,
     ):
         if not isinstance(inputs, Tensor) or inputs.dim() == 0:
             raise TypeError(f"inputs must be a tensor with items along dim 0, got {type(inputs).__name__}")
@@ -89,7 +154,7 @@ class GradientSource:
         chunk_size = batch_size if chunk_size is None else chunk_size
         if not is_int(chunk_size) or chunk_size < 1 or chunk_size % batch_size:
             raise ValueError(f"chunk_size {chunk_size!r} must be a multiple of batch_size {batch_size} (or None: batch_size)")
-        chunk_size, seed = int(chunk_size), as_int("seed", seed)
+        chunk_size, seed = int(chunk_size), as_seed("seed", seed)
         dtypes = {p.dtype for p in collector.params.values()}
         if inputs.is_floating_point() and dtypes != {inputs.dtype}:
             raise ValueError(f"inputs are {inputs.dtype} but the model's decomposed tensors are {sorted(map(str, dtypes))}: "
@@ -103,10 +168,24 @@ class GradientSource:
         if not isinstance(batch_references, bool):
             raise TypeError(f"batch_references must be True (references drawn within each batch) or False (within "
                             f"each chunk), got {batch_references!r}")
-        pool = batch_size if batch_references else chunk_size
-        if collector.reference == "random" and not collector.sequence and pool < 2:
+        if not isinstance(drop_last, bool):
+            raise TypeError(f"drop_last must be True (whole batches only) or False (every input, the last batch "
+                            f"smaller), got {drop_last!r}")
+        if not drop_last and self.shard.active:
+            raise ValueError("drop_last=False (a last, smaller batch) needs a single process: under torchrun every "
+                             "batch is split evenly over the processes")
+        self.collector = collector
+        self.inputs = inputs
+        self.batch_size = batch_size
+        self.chunk_size = chunk_size
+        self.batch_references = batch_references
+        self.drop_last = drop_last
+        self.shuffle = shuffle
+        groups = self._groups(self._batch_sizes()[-(self._per_chunk_last()):])   # the last chunk's reference pools
+        if collector.reference == "random" and not collector.sequence and min(groups) < 2:
             raise ValueError(f"reference='random' draws another sample of the same "
-                             f"{'batch' if batch_references else 'chunk'}: use {'batch_size' if batch_references else 'chunk_size'} >= 2")
+                             f"{'batch' if batch_references else 'chunk'}: use {'batch_size' if batch_references else 'chunk_size'} >= 2"
+                             + ("" if drop_last else " (with drop_last=False, the last chunk too)"))
         check_outputs(collector.outputs(inputs[: min(n, 16)]), collector.divergence)
         if active is not None:
             if collector.sequence or collector.reference not in ("random", "random_or_self") or self.shard.active:
@@ -115,21 +194,37 @@ class GradientSource:
             if active.dim() != 2 or active.shape[0] != n:
                 raise ValueError(f"active must be (n_inputs, n_subnetworks) = ({n}, C), got {tuple(active.shape)}")
             active = active.bool().to(inputs.device)
-        self.collector = collector
         self.active = active
         self.mask: Tensor | None = None   # with `active`: the (batch, C) mask of the batch just handed out
-        self.inputs = inputs
-        self.batch_size = batch_size
-        self.chunk_size = chunk_size
-        self.batch_references = batch_references
-        self.shuffle = shuffle
         self.generator = torch.Generator().manual_seed(seed)
         self._position: dict | None = None  # within an epoch: where it started, which chunk, batches taken
         self._resume: dict | None = None
 
+    def _batch_sizes(self) -> list[int]:
+        """Items in each batch of an epoch, in order: whole batches, and with drop_last=False the rest."""
+        n, b = self.inputs.shape[0], self.batch_size
+        sizes = [b] * (n // b)
+        rest = n % b
+        if rest and not self.drop_last:
+            if rest == 1:      # a lone item has no other sample to draw a reference from, and no batch to top-k in
+                sizes[-1] += 1
+            else:
+                sizes.append(rest)
+        return sizes
+
+    def _per_chunk_last(self) -> int:
+        """Batches in the epoch's last chunk."""
+        per_chunk, batches = self.chunk_size // self.batch_size, len(self._batch_sizes())
+        return batches - (batches - 1) // per_chunk * per_chunk
+
+    def _groups(self, sizes: list[int]) -> list[int]:
+        """Items per group that references are drawn within, for a chunk of batches of `sizes` items: the whole
+        chunk, or each batch (batch_references)."""
+        return list(sizes) if self.batch_references else [sum(sizes)]
+
     def __len__(self) -> int:
-        """Batches per epoch (a last partial batch is dropped)."""
-        return self.inputs.shape[0] // self.batch_size
+        """Batches per epoch (a last partial batch is dropped unless drop_last=False)."""
+        return len(self._batch_sizes())
 
     @property
     def work(self) -> int:
@@ -149,10 +244,12 @@ class GradientSource:
         resume, self._resume = self._resume, None
         epoch_state = resume["epoch_generator"] if resume else self.generator.get_state()
         self.generator.set_state(epoch_state)
-        n = len(self) * self.batch_size
+        sizes = self._batch_sizes()
+        n = sum(sizes)
         order = torch.randperm(self.inputs.shape[0], generator=self.generator) if self.shuffle else torch.arange(n)
         order = order[:n].to(self.inputs.device)
         per_chunk = self.chunk_size // self.batch_size
+        bounds = [0, *itertools.accumulate(sizes)]          # where each batch starts in `order`
         first, skip = 0, 0
         if resume:
             first, skip = resume["chunk"], resume["taken"]
@@ -161,40 +258,41 @@ class GradientSource:
                 self.generator.set_state(resume["generator"])
             else:
                 self.generator.set_state(resume["chunk_generator"])
-        for chunk, start in enumerate(range(first * self.chunk_size, n, self.chunk_size), start=first):
-            self._position = {"epoch_generator": epoch_state, "chunk": chunk, "chunk_generator": self.generator.get_state(), "taken": skip}
-            index = order[start:start + self.chunk_size]
-            grads, masks = self._chunk_gradients(index)
-            per_batch = grads.n_samples // (min(self.chunk_size, n - start) // self.batch_size)
-            for b in range(skip * per_batch, grads.n_samples, per_batch):
+        world = self.shard.world_size
+        for chunk in range(first, math.ceil(len(sizes) / per_chunk)):
+            self._position = {"epoch_generator": epoch_state, "chunk": chunk,
+                              "chunk_generator": self.generator.get_state(), "taken": skip}
+            chunk_sizes = sizes[chunk * per_chunk:(chunk + 1) * per_chunk]
+            index = order[bounds[chunk * per_chunk]:bounds[chunk * per_chunk + len(chunk_sizes)]]
+            grads, masks = self._chunk_gradients(index, chunk_sizes)
+            per_item = grads.n_samples // (len(index) // world)     # samples per item (positions of a sequence)
+            ends = [0, *itertools.accumulate(size // world * per_item for size in chunk_sizes)]
+            for b in range(skip, len(chunk_sizes)):
                 self._position["taken"] += 1
-                self.mask = None if masks is None else masks[b:b + per_batch]
-                yield grads[b:b + per_batch]
+                self.mask = None if masks is None else masks[ends[b]:ends[b + 1]]
+                yield grads[ends[b]:ends[b + 1]]
             skip = 0
         self._position = None
 
-    def _pool(self, n_items: int) -> int:
-        """Items per group that references are drawn within: the chunk's n_items, or a batch."""
-        return self.batch_size if self.batch_references else n_items
-
-    def _references(self, items: Tensor) -> Tensor:
-        """Every sample's reference output, drawn within its group of `_pool` items: (samples, out)."""
+    def _references(self, items: Tensor, sizes: list[int]) -> Tensor:
+        """Every sample's reference output, drawn within its group of items (`_groups`): (samples, out)."""
         outputs = self.collector.outputs(items)
         per_item = outputs.view(items.shape[0], -1, outputs.shape[-1])     # (items, positions, out)
         return torch.cat([reference_outputs(group.flatten(0, 1), self.collector.divergence, self.collector.reference,
-                                            self.generator) for group in per_item.split(self._pool(items.shape[0]))])
+                                            self.generator) for group in per_item.split(self._groups(sizes))])
 
-    def _chunk_gradients(self, index: Tensor):
-        """This process's gradients of a chunk of whole batches, and with `active` the subnetworks allowed on each
-        sample: those of the circuits on in it or its reference."""
+    def _chunk_gradients(self, index: Tensor, sizes: list[int]):
+        """This process's gradients of a chunk of batches of `sizes` items, and with `active` the subnetworks allowed
+        on each sample: those of the circuits on in it or its reference."""
         items = self.inputs[index]
         if self.active is not None:
             draw = random_any if self.collector.reference == "random_or_self" else random_others
-            pool = self._pool(len(index))
-            others = torch.cat([start + draw(pool, self.generator, items.device) for start in range(0, len(index), pool)])
+            groups = self._groups(sizes)
+            starts = itertools.accumulate(groups[:-1], initial=0)
+            others = torch.cat([start + draw(size, self.generator, items.device) for start, size in zip(starts, groups)])
             references = self.collector.outputs(items).detach()[others]
             return self.collector(items, references), self.active[index] | self.active[index[others]]
-        references = self._references(items)     # (samples, out), the same on every process
+        references = self._references(items, sizes)     # (samples, out), the same on every process
         if not self.shard.active:
             return self.collector(items, references), None
         share = self.batch_size // self.shard.world_size
@@ -366,6 +464,7 @@ def fit(
     keep_checkpoints: int = 2,
     callback: Callable[[int, LossParts], None] | None = None,
     threads: int | None = None,
+    config: Mapping | None = None,
 ) -> History:
     """Train `decomposition` on `source` with Adam; lr × lr_decay every lr_decay_every epochs.
 
@@ -389,22 +488,36 @@ def fit(
 
     checkpoint_dir: write a checkpoint there every `checkpoint_every` steps and at the end (the
         `keep_checkpoints` >= 1 newest are kept). With resume=True an existing checkpoint there is continued
-        (bit-identical to an uninterrupted run on CPU); without, a folder holding one is an error. Resuming
-        refuses other settings, other inputs (their fingerprint is stored) and fewer epochs than already done;
-        a damaged checkpoint is skipped with a warning (and renamed `<name>.damaged`) for the newest intact one.
-        What killed runs left there (temporary folders) is removed first.
+        (bit-identical to an uninterrupted run on CPU); without, a folder holding one is an error. Every
+        checkpoint records fit's settings, `config`, the decomposition's shapes, the gradients' settings with a
+        fingerprint of the model (`gradient_settings`) and one of the inputs (`fingerprint`); resuming refuses
+        (`ResumeRefused`) any difference, naming each, and fewer epochs than already done. A checkpoint written
+        before these were recorded is refused too: it cannot be checked. A damaged checkpoint is skipped with a
+        warning (and renamed `<name>.damaged`) for the newest intact one. While fit runs it holds checkpoint_dir's
+        lock (`l3d.runtime.lock`): a second process resuming the same folder is refused (FolderInUse). What
+        killed runs left there (temporary folders) is removed first.
     callback: called as callback(step, loss_parts) after every step (step counts from 1).
     threads: CPU threads torch uses during the call. None: $L3D_THREADS, else $OMP_NUM_THREADS, else one
         thread for small work (`source.work` below l3d.runtime.threads.SMALL_WORK) and torch's setting otherwise.
+    config: the settings of the whole run that fit does not see (decompose passes its `L3DConfig.to_dict()`: the
+        seed, the start, the restarts, ...), JSON values; recorded in every checkpoint and compared on resume
+        like fit's own (its "epochs" may grow).
+    An epoch whose per-sample gradients are all zero (Σ ||g||² = 0) stops training with a ValueError: there is
+    nothing to decompose, and its error 0 / 0 would mean nothing.
     Under torchrun (l3d.runtime.distributed) every process runs fit on its share; only rank 0 writes checkpoints.
     """
-    with threads_for(source.work, threads):
+    if config is not None and not isinstance(config, Mapping):
+        raise TypeError(f"config must be a dict of the run's settings (e.g. L3DConfig.to_dict()) or None, got "
+                        f"{type(config).__name__}")
+    with threads_for(source.work, threads), contextlib.ExitStack() as held:
         return _fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, progress, silence,
-                    silence_from, resample_every, checkpoint_dir, checkpoint_every, resume, keep_checkpoints, callback)
+                    silence_from, resample_every, checkpoint_dir, checkpoint_every, resume, keep_checkpoints, callback,
+                    config, held)
 
 
 def _fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, progress, silence,
-         silence_from, resample_every, checkpoint_dir, checkpoint_every, resume, keep_checkpoints, callback) -> History:
+         silence_from, resample_every, checkpoint_dir, checkpoint_every, resume, keep_checkpoints, callback,
+         config, held: contextlib.ExitStack) -> History:
     (epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, checkpoint_every, silence, silence_from,
      keep_checkpoints, resample_every) = _check_fit_settings(epochs, lr, lr_decay, lr_decay_every, warm_start_epochs,
                                                              checkpoint_every, silence, silence_from, keep_checkpoints,
@@ -429,11 +542,17 @@ def _fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start
         "batch_size": source.batch_size, "chunk_size": source.chunk_size, "n_inputs": source.inputs.shape[0],
         **({"batch_references": True} if source.batch_references else {}),
         **({"resample_every": resample_every} if resample_every else {}),
+        **({"shuffle": False} if not source.shuffle else {}),
+        **({"drop_last": False} if not source.drop_last else {}),
         "decomposition": decomposition.config,
+        # what the gradients depend on: fingerprinted only where a checkpoint records them
+        "gradients": None if checkpoint_dir is None else gradient_settings(source.collector),
         "inputs": None if checkpoint_dir is None else fingerprint(source.inputs),
+        "config": None if config is None else {k: v for k, v in config.items() if k != "epochs"},
     }
     history, step, epoch, stats = History(), 0, 0, None
     if checkpoint_dir is not None and shard.is_main:
+        held.enter_context(exclusive(checkpoint_dir, "checkpoint_dir"))   # until fit returns
         remove_litter(checkpoint_dir)
     found, skipped = None, []
     candidates = checkpoints(checkpoint_dir) if checkpoint_dir is not None else []
@@ -456,21 +575,9 @@ def _fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start
                       f"({'; '.join(e for _, e in skipped)}); resuming from {found.name}; the damaged ones are "
                       f"renamed <name>.damaged", stacklevel=2)
     if found is not None:
-        # checkpoints from before silence or input fingerprints
-        written = {"silence": 0.0, "silence_from": 0, "inputs": settings["inputs"], **state["settings"]}
-        changed = {k: (written.get(k), v) for k, v in settings.items() if written.get(k) != v and k != "inputs"}
-        if changed:
-            raise ValueError(
-                f"cannot resume {found}: it was written with other settings "
-                + "; ".join(f"{k}: checkpoint {old!r}, now {new!r}" for k, (old, new) in changed.items())
-            )
-        if written["inputs"] != settings["inputs"]:
-            raise ValueError(
-                f"cannot resume {found}: it was trained on other inputs (checkpoint {written['inputs']}, now "
-                f"{settings['inputs']}); resume with the same inputs or choose an empty checkpoint_dir"
-            )
+        _check_resumable(found, state["settings"], settings)
         if state["epoch"] > epochs:
-            raise ValueError(
+            raise ResumeRefused(
                 f"cannot resume {found}: it has done {state['epoch']} epochs, more than epochs={epochs}; ask for "
                 f"epochs >= {state['epoch']} (the history of a finished run is in its last checkpoint)"
             )
@@ -541,6 +648,7 @@ def _fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, warm_start
                 checkpoint()
             if callback is not None:
                 callback(step, parts)
+        _check_not_all_zero(stats, f"epoch {epoch}", source.collector)
         error, p_act, dropped = stats.result()
         history.reconstruction_error.append(error)
         history.lr.append(scheduler.get_last_lr()[0])
@@ -577,5 +685,6 @@ def evaluate(decomposition: Decomposition, source: GradientSource, threads: int 
         for grads in source:
             parts = decomposition.loss(grads, distributed=source.shard.active)
             stats.add(_summary(parts), parts.mask.shape[0] * source.shard.world_size)
+    _check_not_all_zero(stats, "evaluate", source.collector)
     error, p_act, _ = stats.result()
     return {"reconstruction_error": error, "p_act": p_act, "dead": [k for k, p in enumerate(p_act) if p == 0]}

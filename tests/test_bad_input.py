@@ -10,6 +10,8 @@ import pytest
 import torch
 
 import l3d
+import l3d.refit
+import l3d.resample
 from l3d.cli import main
 from l3d.experiments.toys import TMS, sparse_features
 
@@ -70,6 +72,16 @@ API = [
     ("chunk_size", lambda t: collector(chunk_size=0)),
     ("chunk_size", lambda t: collector(chunk_size=2.5)),
     ("tensors", lambda t: l3d.GradientCollector(TMS().untied(), ["W_hidden"])),
+    ("tensors", lambda t: l3d.GradientCollector(torch.nn.Linear(0, 3), "*")),
+    ("model", lambda t: l3d.GradientCollector(torch.nn.Linear(3, 2, device="meta"), "*")),
+    ("inputs", lambda t: collector()(torch.tensor(1.0))),
+    ("inputs", lambda t: collector().outputs(torch.zeros(0, 5))),
+    ("inputs", lambda t: l3d.decompose(TMS().untied(), torch.tensor(1.0), "*", l3d.L3DConfig())),
+    ("references", lambda t: collector()(inputs(), references=torch.zeros(3, 5))),
+    ("forward", lambda t: l3d.GradientCollector(torch.nn.Linear(3, 2), "*", forward=lambda m, x: m(x)[:, 0])(torch.randn(4, 3))),
+    ("sequence", lambda t: l3d.GradientCollector(torch.nn.Linear(3, 6), "*", forward=lambda m, x: m(x).view(-1, 2, 3))(torch.randn(4, 3))),
+    ("sequence", lambda t: l3d.GradientCollector(torch.nn.Linear(3, 6), "*", sequence=True)(torch.randn(4, 3))),
+    ("forward", lambda t: l3d.GradientCollector(torch.nn.Linear(3, 2), "*", forward=lambda m, x: torch.nn.functional.dropout(m(x), 0.5, training=True))(torch.randn(4, 3))),
     # GradientSource
     ("inputs", lambda t: l3d.GradientSource(collector(), [[0.0] * 5] * 8, 4)),
     ("inputs", lambda t: l3d.GradientSource(collector(), inputs().double(), 8)),
@@ -108,6 +120,18 @@ API = [
     ("p_active", lambda t: sparse_features(10, 5, 1.5)),
     ("n_samples", lambda t: sparse_features(2.5, 5)),
     ("n_features", lambda t: sparse_features(10, np.float64(5))),
+    # issue 28: seeds torch cannot take, sizes and orders that do not fit, what would hang or mean nothing
+    ("p_active", lambda t: sparse_features(10, 5, 1e-9)),
+    ("low", lambda t: sparse_features(10, 5, 0.5, low=0.0, high=0.0)),
+    ("seed", lambda t: l3d.L3DConfig(seed=2**70)),
+    ("seed", lambda t: l3d.Decomposition(SHAPES, 3, seed=2**70)),
+    ("seed", lambda t: source(seed=2**70)),
+    ("seed", lambda t: l3d.impact(decomposition(), collector(), inputs(), seed=2**70)),
+    ("n", lambda t: l3d.top_samples(torch.rand(10, 3), n=-2)),
+    ("deltas", lambda t: l3d.intervene(collector().model, decomposition(), 0, [], inputs())),
+    ("inputs", lambda t: l3d.impact(decomposition(), collector(), torch.rand(32, 7))),
+    ("decomposition", lambda t: l3d.refit.refit_(l3d.Decomposition({"W_in": (2, 5)}, 3), source())),
+    ("decomposition", lambda t: l3d.resample.resample_(l3d.Decomposition({"W_in": (2, 5)}, 3), source())),
 ]
 
 
@@ -142,6 +166,10 @@ CLI = [
     ("--setup", ["--setup", "l3d.cli.tms"]),
     ("--setup-kwargs", ["--setup-kwargs", "{n_samples: 10}"]),
     ("--setup-kwargs", ["--setup-kwargs", "[10]"]),
+    ("--device", ["--device", "bogus"]),
+    ("--seed", ["--seed", str(2**70)]),
+    ("--out", ["--out", ""]),
+    ("--ep", ["--ep", "1"]),   # no abbreviations of --epochs
 ]
 
 

@@ -130,8 +130,8 @@ def test_9_every_checkpoint_file_is_flushed_before_the_folder_is_renamed(tmp_pat
 # --- 10. other inputs, fewer epochs ------------------------------------------------------------------------------------
 def test_10_resuming_on_other_inputs_of_the_same_size_is_refused(tmp_path):
     interrupted(tmp_path)
-    with pytest.raises(ValueError, match=r"it was trained on other inputs \(checkpoint torch.float32\[32, 5\] sha256:[0-9a-f]{64}, "
-                                         r"now torch.float32\[32, 5\] sha256:[0-9a-f]{64}\)"):
+    with pytest.raises(l3d.checkpoint.ResumeRefused, match=r"other settings inputs: checkpoint 'torch.float32\[32, 5\] sha256:[0-9a-f]{64}', "
+                                                          r"now 'torch.float32\[32, 5\] sha256:[0-9a-f]{64}'\. Resume with"):
         run(tmp_path, resume=True, checkpoint_every=2, inputs_seed=9)
     assert_identical(run(tmp_path, resume=True, checkpoint_every=2), run())
 

@@ -1,6 +1,7 @@
 """The command line: python -m l3d (and -m l3d.cli, for torchrun), the built-in TMS example, resuming."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -38,3 +39,110 @@ def test_yes_no_settings_read_true_and_false(capsys):
     with pytest.raises(SystemExit):
         parse("maybe")
     assert "expected true or false, got 'maybe'" in capsys.readouterr().err
+
+
+# --- issue 28 -------------------------------------------------------------------------------------------------------
+import pytest
+import torch
+
+SMALL = ["--setup-kwargs", '{"n_samples": 64, "toy_epochs": 2}', "--epochs", "1", "--batch-size", "16",
+         "--n-subnetworks", "3", "--device", "cpu"]
+
+
+def last_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+def test_resume_with_other_settings_or_another_model_is_refused_naming_them(tmp_path, monkeypatch, capsys):
+    args = ["--out", str(tmp_path), *SMALL, "--checkpoint-every", "2"]
+    main(args)
+    before = (tmp_path / "decomposition" / "run.json").read_bytes()
+    for extra, named in [(["--seed", "1"], "config.seed: checkpoint 0, now 1"),
+                         (["--reference", "random_or_self"], "gradients.reference: checkpoint 'random', now 'random_or_self'"),
+                         (["--engine", "dense"], "config.engine: checkpoint 'auto', now 'dense'"),
+                         (["--init", "gradients"], "config.init: checkpoint 'random', now 'gradients'")]:
+        with pytest.raises(SystemExit) as exit:
+            main(args + extra + ["--resume"])
+        assert exit.value.code == 2
+        line = last_error_line(capsys)
+        assert line.startswith("python -m l3d: error: cannot resume ") and named in line, line
+    with pytest.raises(SystemExit) as exit:   # another model: the toy trained longer
+        main(["--out", str(tmp_path), "--setup-kwargs", '{"n_samples": 64, "toy_epochs": 3}', *SMALL[2:], "--resume"])
+    assert exit.value.code == 2 and "gradients.model.W_in: checkpoint 'torch.float32[2, 5] sha256:" in last_error_line(capsys)
+    assert (tmp_path / "decomposition" / "run.json").read_bytes() == before   # nothing was trained or written
+    main(args + ["--resume"])   # the same settings: resumes
+
+
+def test_a_users_hidden_tmp_files_are_kept_and_only_l3ds_temporaries_removed(tmp_path):
+    mine = [tmp_path / ".notes.tmp", tmp_path / ".draft-v2.tmp", tmp_path / "decomposition" / ".config.json.tmp",
+            tmp_path / "decomposition" / ".my.l3d-notes.tmp"]
+    ours = [tmp_path / "decomposition" / ".decomposition.safetensors.l3d-ab12cd_3.tmp",   # write_file's folder
+            tmp_path / "decomposition" / ".run.json.x7y8z9ab.tmp"]                       # an earlier l3d's file
+    for path in mine + ours[1:]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("kept")
+    ours[0].mkdir()
+    (ours[0] / ".tmpA1b2C3").write_bytes(b"\0" * 10)   # safetensors' own temporary, inside write_file's folder
+    main(["--out", str(tmp_path), *SMALL])
+    assert all(p.read_text() == "kept" for p in mine)
+    assert not any(p.exists() for p in ours)
+
+
+def test_out_must_name_a_folder_and_be_writable_before_any_work(tmp_path, monkeypatch, capsys):
+    import os
+
+    import l3d.cli
+
+    monkeypatch.setattr(l3d.cli, "tms", lambda **kw: pytest.fail("the setup ran before --out was checked"))
+    with pytest.raises(SystemExit) as exit:
+        main(["--out", "", *SMALL])
+    assert exit.value.code == 2 and "--out must name a folder for the run, got an empty name" in last_error_line(capsys)
+    read_only = ["/sys/kernel"] if os.path.isdir("/sys/kernel") else []   # not writable, also by root (sysfs)
+    if os.geteuid() != 0:   # permissions bind everyone but root
+        (tmp_path / "ro").mkdir(mode=0o555)
+        read_only.append(str(tmp_path / "ro"))
+    if not read_only:
+        pytest.skip("no read-only folder to try on this machine")
+    for out in read_only:
+        with pytest.raises(SystemExit) as exit:
+            main(["--out", out, *SMALL])
+        assert exit.value.code == 2
+        assert re.fullmatch(rf"python -m l3d: error: --out '{re.escape(out)}' is not a folder this process can write "
+                            r"in \(.*\): choose another --out, or make it writable", last_error_line(capsys))
+
+
+def test_a_float64_model_goes_through_the_command_line(tmp_path, monkeypatch):
+    import l3d.cli
+
+    real = l3d.cli.tms
+    monkeypatch.setattr(l3d.cli, "tms", lambda **kw: {**(s := real(**kw)), "model": s["model"].double(),
+                                                       "inputs": s["inputs"].double()})
+    main(["--out", str(tmp_path), *SMALL])
+    loaded = l3d.Decomposition.load(tmp_path / "decomposition")
+    assert {p.dtype for p in loaded.parameters()} == {torch.float64}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "bogus"], "--device: device 'bogus' is not a torch device: use 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    (["--ep", "1"], "unrecognized arguments: --ep 1"),
+    (["--seed", str(2**70)], f"--seed must be >= 0 and <= {2**64 - 1}, got {2**70}"),
+])
+def test_bad_device_abbreviations_and_huge_seeds_exit_2_with_one_line(args, message, tmp_path, monkeypatch, capsys):
+    import l3d.cli
+
+    monkeypatch.setattr(l3d.cli, "tms", lambda **kw: pytest.fail("the setup ran before the arguments were checked"))
+    with pytest.raises(SystemExit) as exit:
+        main(["--out", str(tmp_path / "out"), *args])
+    assert exit.value.code == 2 and message in last_error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_device_cuda_without_a_gpu_exits_2_with_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "l3d", "--out", str(tmp_path / "out"), "--device", "cuda"],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == ("python -m l3d: error: --device: device 'cuda' asked for, but no "
+                                                    "CUDA GPU is available; use 'cpu' or 'auto'")

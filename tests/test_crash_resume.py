@@ -1,11 +1,13 @@
-"""The command line killed at random points, several times and during checkpoint writes, resumes to the same
-bytes as an uninterrupted run and leaves no stray files; Ctrl-C exits 130 with one line and no traceback.
+"""The command line killed at chosen points of its work, several times and while it writes checkpoints and the final
+decomposition, resumes to the same bytes as an uninterrupted run and leaves no stray files; a second run on the same
+--out is refused while the first holds it; Ctrl-C exits 130 with one line and no traceback.
 
-Each run is a fresh `python -m l3d` (a few seconds of imports each), hence marked slow; `make test`
-runs it.
+When to kill is decided by what the run has done, never by the clock: each run is a fresh `python -c CHILD`, which
+patches l3d to stop at one chosen point (after step N, or inside the write of checkpoint N or of the final
+decomposition), writes a marker file there and waits on its stdin. The test waits for the marker, then sends the
+signal. Each run is a fresh Python (a few seconds of imports), hence marked slow; `make test` runs it.
 """
 import os
-import random
 import re
 import signal
 import subprocess
@@ -22,6 +24,50 @@ ARGS = ["--setup-kwargs", '{"n_samples": 64, "toy_epochs": 2}', "--epochs", "4",
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 pytestmark = pytest.mark.slow
 
+# The child: l3d's command line, stopped where $PAUSE says ("step:N", "checkpoint:N" or "save"), with a marker file.
+CHILD = r'''
+import os, pathlib, sys
+import l3d.checkpoint, l3d.cli, l3d.decomposition
+
+kind, _, at = os.environ.get("PAUSE", "").partition(":")
+marker = pathlib.Path(os.environ.get("MARKER", os.devnull))
+
+def pause():
+    marker.write_text(kind)
+    sys.stdin.read()   # until the test's signal ends this process (or the test ends: end of file)
+    os._exit(3)
+
+def pausing_writer(module, here):
+    real = module.write_file
+    def write_file(target, write):
+        def written(path):
+            write(path)
+            if here(pathlib.Path(target)):   # the file is written, not yet renamed into place
+                pause()
+        return real(target, written)
+    module.write_file = write_file
+
+if kind == "step":   # after step N's callback (mid-epoch: after checkpoint N; at an epoch's end: before it)
+    real = l3d.cli.decompose
+    def decompose(*args, callback, **kw):
+        def on_step(step, parts):
+            callback(step, parts)
+            if step == int(at):
+                pause()
+        return real(*args, callback=on_step, **kw)
+    l3d.cli.decompose = decompose
+elif kind == "checkpoint":   # inside checkpoint N's hidden temporary folder, its training state half written
+    pausing_writer(l3d.checkpoint, lambda t: t.name == "training.safetensors" and t.parent.name.startswith(f".step-{int(at):08d}."))
+elif kind == "save":   # writing the final decomposition into --out/decomposition
+    pausing_writer(l3d.decomposition, lambda t: t.name == "decomposition.safetensors" and t.parent.name == "decomposition")
+l3d.cli.main()
+'''
+
+# (where to stop, signal): 8 interruptions, 3 inside checkpoint writes and 1 inside the final save
+PLAN = [("step:3", signal.SIGKILL), ("checkpoint:6", signal.SIGKILL), ("step:8", signal.SIGTERM),
+        ("checkpoint:13", signal.SIGKILL), ("step:16", signal.SIGKILL), ("checkpoint:24", signal.SIGKILL),
+        ("step:29", signal.SIGKILL), ("save", signal.SIGKILL)]
+
 
 def _default_sigint() -> None:
     """Ctrl-C acts in the child even when the tests run in a background job, which starts with SIGINT ignored
@@ -29,9 +75,29 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def start(out: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "l3d", "--out", str(out), *args], env=ENV,
+def start(out: Path, *args: str, pause: str = "", marker: Path | None = None) -> subprocess.Popen:
+    env = {**ENV, "PAUSE": pause, "MARKER": str(marker or os.devnull)}
+    return subprocess.Popen([sys.executable, "-c", CHILD, "--out", str(out), *args], env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+
+
+def finish(process: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
+    _, stderr = process.communicate(timeout=timeout)
+    return process.returncode, stderr
+
+
+def wait_for_marker(marker: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+    """Until the child has written `marker` (it reached its pause); a failure if it ends first. The timeout only
+    guards against a hang: the test never depends on how long anything takes."""
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        if process.poll() is not None:
+            code, stderr = finish(process)
+            pytest.fail(f"the run ended (status {code}) before its pause at {marker.name}: {stderr[-2000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"no pause at {marker.name} within {timeout} s")
+        time.sleep(0.01)
 
 
 def steps_done(out: Path) -> list[int]:
@@ -39,70 +105,65 @@ def steps_done(out: Path) -> list[int]:
     return sorted(int(p.name[5:]) for p in folder.iterdir() if re.fullmatch(r"step-\d{8}", p.name)) if folder.is_dir() else []
 
 
-def writing(out: Path) -> bool:
-    """A checkpoint is being written (or removed): a hidden .step-* folder exists."""
-    folder = out / "checkpoints"
-    return folder.is_dir() and any(name.startswith(".step-") for name in os.listdir(folder))
+def stray(out: Path) -> list[Path]:
+    return [p for p in out.rglob("*") if p.name.startswith(".") or ".tmp" in p.name or ".damaged" in p.name]
 
 
-def wait_for(condition, process: subprocess.Popen, timeout: float = 300) -> bool:
-    """Poll `condition` every millisecond until it holds (True) or the process ends (False)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        if process.poll() is not None:
-            return False
-        time.sleep(0.001)
-    raise TimeoutError("the decomposition made no progress")
-
-
-def test_kills_at_random_points_resume_to_the_same_bytes_and_leave_no_litter(tmp_path):
-    baseline = start(tmp_path / "baseline", *ARGS)
-    assert baseline.wait() == 0, baseline.stderr.read()
-    out, rng = tmp_path / "killed", random.Random(0)
-    kills, in_writes = 0, 0
-    while kills < 6 or in_writes < 2:
-        assert kills < 16, f"{kills} kills, only {in_writes} during a checkpoint write"
-        process = start(out, *ARGS)
-        before = max(steps_done(out), default=0)
-        # let it make progress, then kill it while it writes a checkpoint (every other time) or at a random moment
-        if not wait_for(lambda: max(steps_done(out), default=0) > before, process):
-            break   # it finished before the kill
-        if kills % 2 == 0:
-            killed_in_time = wait_for(lambda: writing(out), process)
-        else:
-            time.sleep(rng.uniform(0, 0.3))
-            killed_in_time = process.poll() is None
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        if not killed_in_time or process.returncode != -signal.SIGKILL:
-            break
-        kills += 1
-        in_writes += writing(out)   # the killed writer's folder is still there
-        if max(steps_done(out), default=0) >= STEPS:
-            break
-    assert kills >= 6 and in_writes >= 2, f"{kills} kills, {in_writes} during a checkpoint write"
-    final = start(out, *ARGS)
-    assert final.wait() == 0, final.stderr.read()
+def test_kills_at_chosen_points_resume_to_the_same_bytes_and_leave_no_litter(tmp_path):
+    code, stderr = finish(start(tmp_path / "baseline", *ARGS))
+    assert code == 0, stderr
+    out = tmp_path / "killed"
+    for i, (pause, sig) in enumerate(PLAN):
+        marker = tmp_path / f"marker-{i}"
+        process = start(out, *ARGS, pause=pause, marker=marker)
+        wait_for_marker(marker, process)
+        process.send_signal(sig)
+        assert finish(process)[0] == -sig
+        kind, _, at = pause.partition(":")
+        if kind == "step":
+            # mid-epoch, checkpoint N was written before the callback; at an epoch's end it comes after
+            assert max(steps_done(out)) == int(at) - (int(at) % 8 == 0)
+        elif kind == "checkpoint":   # killed inside the write: its hidden folder is there, the checkpoint is not
+            assert [p.name for p in (out / "checkpoints").iterdir() if p.name.startswith(f".step-{int(at):08d}.")]
+            assert max(steps_done(out)) == int(at) - 1
+        else:                        # killed inside the final save: write_file's temporary folder is there
+            assert max(steps_done(out)) == STEPS
+            assert [p.name for p in (out / "decomposition").iterdir() if p.name.startswith(".decomposition.safetensors.l3d-")]
+    code, stderr = finish(start(out, *ARGS))
+    assert code == 0, stderr
     for name in ("decomposition/decomposition.safetensors", "decomposition/config.json", "decomposition/run.json"):
         assert (out / name).read_bytes() == (tmp_path / "baseline" / name).read_bytes(), name
-    stray = [p for p in out.rglob("*") if p.name.startswith(".") or ".tmp" in p.name or ".damaged" in p.name]
-    assert stray == []
+    assert stray(out) == []
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"step-{STEPS - 1:08d}", f"step-{STEPS:08d}"]
     for folder in (out / "checkpoints").iterdir():
         assert sorted(p.name for p in folder.iterdir()) == [
             "config.json", "decomposition.safetensors", "training.json", "training.safetensors"]
 
 
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_runs(tmp_path):
+    out, marker = tmp_path / "run", tmp_path / "marker"
+    first = start(out, *ARGS, pause="checkpoint:4", marker=marker)
+    wait_for_marker(marker, first)   # the first run holds --out, in the middle of writing checkpoint 4
+    code, stderr = finish(start(out, *ARGS))
+    assert code == 2 and "Traceback" not in stderr, stderr
+    assert re.fullmatch(r"python -m l3d: error: another process is using --out '.*' \(it holds the folder's lock\): "
+                        r"wait for it to finish, or stop it, or choose another --out", stderr.strip()), stderr
+    assert [p.name for p in (out / "checkpoints").iterdir() if p.name.startswith(".step-00000004.")]   # left alone
+    first.kill()
+    assert finish(first)[0] == -signal.SIGKILL
+    code, stderr = finish(start(out, *ARGS))   # once the first is gone, the same command goes on
+    assert code == 0, stderr
+    assert stray(out) == [] and steps_done(out) == [STEPS - 1, STEPS]
+
+
 def test_ctrl_c_says_where_it_stopped_and_how_to_resume(tmp_path):
-    process = start(tmp_path, "--setup-kwargs", '{"n_samples": 64, "toy_epochs": 2}', "--epochs", "100000",
-                    "--batch-size", "8", "--checkpoint-every", "5", "--device", "cpu")
-    assert wait_for(lambda: steps_done(tmp_path) != [], process)
+    marker = tmp_path / "marker"
+    process = start(tmp_path / "run", "--setup-kwargs", '{"n_samples": 64, "toy_epochs": 2}', "--epochs", "100000",
+                    "--batch-size", "8", "--checkpoint-every", "5", "--device", "cpu", pause="step:12", marker=marker)
+    wait_for_marker(marker, process)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130
+    code, stderr = finish(process, timeout=120)
+    assert code == 130
     assert "Traceback" not in stderr
-    last = stderr.rstrip("\n").split("\n")[-1]
-    match = re.fullmatch(r"interrupted at step (\d+); rerun the same command with --resume", last)
-    assert match and int(match[1]) >= max(steps_done(tmp_path)), stderr[-2000:]
+    assert stderr.rstrip("\n").split("\n")[-1] == "interrupted at step 12; rerun the same command with --resume"
+    assert steps_done(tmp_path / "run") == [5, 10]

@@ -81,3 +81,17 @@ def test_intervention_sweep_is_mean_absolute_change():
     assert sweep[:, 1].abs().max() == 0
     expected = (l3d.intervene(model, dec, [1, 2], deltas, x) - model(x)).abs().mean(1)
     torch.testing.assert_close(sweep[1], expected.detach())
+
+
+def test_interventions_run_a_model_in_train_mode_as_in_eval_mode_and_leave_its_mode():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Dropout(0.5), nn.Tanh(), nn.Linear(5, 4)).double()
+    dec = l3d.Decomposition({n: tuple(p.shape) for n, p in model.named_parameters()}, 4, rank=2, seed=0).double()
+    x = torch.randn(8, 3, dtype=torch.float64)
+    model.train()
+    out = l3d.intervene(model, dec, 1, [0.0, 0.5], x)
+    slope = l3d.output_derivative(model, dec, 1, x)
+    assert model.training and model[1].training
+    model.eval()
+    torch.testing.assert_close(out, l3d.intervene(model, dec, 1, [0.0, 0.5], x), rtol=0, atol=0)   # no dropout
+    torch.testing.assert_close(slope, l3d.output_derivative(model, dec, 1, x), rtol=0, atol=0)

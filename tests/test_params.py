@@ -26,3 +26,10 @@ def test_unknown_name_lists_the_available_names():
         assert name in message
     with pytest.raises(ValueError, match="no tensors chosen"):
         l3d.select_tensors(model(), [])
+
+
+def test_tensors_without_entries_are_refused():
+    m = nn.Sequential(nn.Linear(0, 3), nn.Linear(3, 2))
+    with pytest.raises(ValueError, match=r"tensors: '0\.weight' \(shape \(3, 0\)\) has no entries"):
+        l3d.select_tensors(m, "*")
+    assert list(l3d.select_tensors(m, ["0.bias", "1.*"])) == ["0.bias", "1.weight", "1.bias"]

@@ -100,3 +100,38 @@ def test_bad_values_are_refused(changes, message):
     dec = decomposition_with(circuits)
     with pytest.raises(ValueError, match=message):
         refit_(dec, batches, **changes)
+
+
+def reordered(batches):
+    """The same gradients with the tensors in the other order (b before w): the same flat size."""
+    return [l3d.DenseGradients({"b": g.grads["b"], "w": g.grads["w"]}) for g in batches]
+
+
+def test_refit_refuses_gradients_of_other_tensors_or_in_another_order_and_takes_numpy_ints():
+    import numpy as np
+
+    circuits, batches, _ = circuits_and_batches(n=60)
+    dec = decomposition_with(circuits)
+    kept = {k: v.clone() for k, v in dec.state_dict().items()}
+    with pytest.raises(ValueError, match=r"does not fit the gradients's tensors: tensor order differs: decomposition "
+                                         r"\['w', 'b'\], the gradients \['b', 'w'\]"):
+        refit_(dec, reordered(batches))
+    other = [l3d.DenseGradients({"w": g.grads["w"][:, :2], "b": g.grads["b"]}) for g in batches]
+    with pytest.raises(ValueError, match=r"w: decomposition \(3, 4\), the gradients \(2, 4\)"):
+        refit_(dec, other)
+    assert all(torch.equal(v, kept[k]) for k, v in dec.state_dict().items())   # refused before any change
+    assert refit_(dec, batches, min_samples=np.int64(3), iterations=np.int32(2)).refitted == [True] * C
+
+
+def test_refit_refuses_a_source_whose_collector_has_other_tensors():
+    from l3d.experiments.toys import TMS, sparse_features
+
+    torch.manual_seed(0)
+    collector = l3d.GradientCollector(TMS().untied(), ["W_in", "W_out", "b"])
+    source = l3d.GradientSource(collector, sparse_features(32, 5, generator=torch.Generator().manual_seed(0)), 8)
+    with pytest.raises(ValueError, match=r"does not fit the source's collector's tensors: b: decomposition \(3,\), the "
+                                         r"source's collector \(5,\); only in the decomposition: \['w'\]"):
+        refit_(decomposition_with(circuits_and_batches(n=60)[0]), source)
+    with pytest.raises(ValueError, match=r"the decomposition is torch.float64 but the model's decomposed tensors are "
+                                         r"\['torch.float32'\]"):
+        refit_(l3d.Decomposition(collector.shapes, 3, seed=0).double(), source)

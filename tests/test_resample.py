@@ -150,3 +150,29 @@ def test_decompose_passes_resample_every_on():
     config = l3d.L3DConfig(n_subnetworks=3, epochs=3, batch_size=16, resample_every=1)
     run_ = l3d.decompose(model, torch.randn(64, 3), "*", config, progress=False)
     assert [r["epoch"] for r in run_.history.resampled] == [1, 2]
+
+
+def test_resample_refuses_gradients_in_another_tensor_order_instead_of_replacing_a_subnetwork():
+    # the case: the same tensors in another order; today's flat directions would be read against the wrong
+    # entries and the spare subnetwork replaced
+    batches, circuits = planted()
+    dec = decomposition_on(circuits, [0, 1, 2, None])
+    kept = {k: v.clone() for k, v in dec.state_dict().items()}
+    other_order = [l3d.DenseGradients({"b": g.grads["b"], "w": g.grads["w"]}) for g in batches]
+    with pytest.raises(ValueError, match=r"tensor order differs: decomposition \['w', 'b'\], the gradients \['b', 'w'\]"):
+        resample_(dec, other_order)
+    with pytest.raises(ValueError, match=r"tensor order differs"):
+        costs_and_top_residual(dec, other_order)
+    assert all(torch.equal(v, kept[k]) for k, v in dec.state_dict().items())
+    assert resample_(dec, batches).replaced   # in the right order: the unserved circuit is found
+
+
+def test_resample_refuses_a_source_whose_collector_has_other_tensors_and_bad_seeds():
+    torch.manual_seed(0)
+    collector = l3d.GradientCollector(TMS().untied(), ["W_in", "W_out", "b"])
+    source = l3d.GradientSource(collector, sparse_features(32, 5, generator=torch.Generator().manual_seed(0)), 8)
+    batches, circuits = planted()
+    with pytest.raises(ValueError, match=r"does not fit the source's collector's tensors"):
+        resample_(decomposition_on(circuits, [0, 1, 2, 3]), source)
+    with pytest.raises(ValueError, match=r"seed must be an int in 0\.\.2\*\*64 - 1"):
+        resample_(decomposition_on(circuits, [0, 1, 2, 3]), batches, seed=2**70)

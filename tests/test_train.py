@@ -283,3 +283,61 @@ def test_batch_references_must_be_a_bool_and_random_needs_two_per_batch():
         l3d.GradientSource(collector, inputs, BATCH, batch_references="yes")
     with pytest.raises(ValueError, match=r"another sample of the same batch: use batch_size >= 2"):
         l3d.GradientSource(collector, inputs, 1, chunk_size=8, batch_references=True)
+
+
+# --- issue 28: all-zero gradients, checkpoints from before the model's fingerprint, the folder's lock -----------------
+class WithUnused(nn.Module):
+    """y = W x; `unused` takes no part in the output."""
+
+    def __init__(self):
+        super().__init__()
+        self.W = nn.Parameter(torch.randn(3, 5))
+        self.unused = nn.Parameter(torch.randn(4))
+
+    def forward(self, x):
+        return x @ self.W.T
+
+
+@pytest.mark.parametrize("case", ["identical-samples", "tensor-outside-the-output"])
+def test_an_epoch_of_all_zero_gradients_is_refused_not_scored_as_zero_error(case):
+    torch.manual_seed(0)
+    if case == "identical-samples":   # a random reference is another sample's output: here always its own
+        model, tensors, inputs = TMS().untied(), ["W_in", "W_out", "b"], sparse_features(1, 5, p_active=0.5).repeat(32, 1)
+    else:
+        model, tensors, inputs = WithUnused(), ["unused"], torch.randn(32, 5)
+    collector = l3d.GradientCollector(model, tensors)
+    source = l3d.GradientSource(collector, inputs, 8)
+    decomposition = l3d.Decomposition(collector.shapes, 3, seed=0)
+    message = r"every per-sample gradient of its 32 samples is zero .* nothing to decompose"
+    with pytest.raises(ValueError, match="epoch 0: " + message):
+        l3d.fit(decomposition, source, 2, progress=False)
+    with pytest.raises(ValueError, match="evaluate: " + message):
+        l3d.evaluate(decomposition, source)
+    with pytest.raises(ValueError, match="epoch 0: " + message):
+        l3d.decompose(model, inputs, tensors, l3d.L3DConfig(n_subnetworks=3, epochs=1, batch_size=8), progress=False)
+
+
+def test_a_checkpoint_from_before_the_models_fingerprint_is_refused(tmp_path):
+    import json
+    with pytest.raises(Stop):
+        run(tmp_path, stop_at=4, checkpoint_every=2)
+    meta_path = l3d.checkpoint.latest_checkpoint(tmp_path) / "training.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["sha256"]   # as written before checksums, fingerprints and the run's settings
+    for key in ("gradients", "config"):
+        del meta["state"]["settings"][key]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(l3d.checkpoint.ResumeRefused, match=r"it was written by an earlier l3d, which did not record the "
+                                                           r"model .* Start again in an empty checkpoint_dir"):
+        run(tmp_path, resume=True)
+
+
+def test_fit_holds_its_checkpoint_folder_against_a_second_process(tmp_path):
+    from l3d.runtime.lock import FolderInUse, exclusive
+
+    with exclusive(tmp_path, "--out"):   # as another process would (flock: one lock per open folder)
+        with pytest.raises(FolderInUse, match=r"another process is using checkpoint_dir '.*' \(it holds the folder's "
+                                              r"lock\): wait for it to finish, or stop it, or choose another checkpoint_dir"):
+            run(tmp_path, checkpoint_every=4)
+    assert list(tmp_path.iterdir()) == []
+    assert_identical(run(tmp_path, checkpoint_every=4), run())   # free again once it is released

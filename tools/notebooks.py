@@ -1,18 +1,30 @@
-"""The notebooks under test: small parameters, and reference outputs that nbval compares.
+"""The notebooks under test and their models: small parameters, reference headline numbers, shipped models.
 
     python tools/notebooks.py prepare-tests build/nbtest     # what make test runs under nbval
-    python tools/notebooks.py references tests/notebooks     # make test-references: new reference outputs
+    python tools/notebooks.py references tests/notebooks     # make test-references: new reference headline numbers
     python tools/notebooks.py references tests/notebooks 02 07   # only those notebooks (make test-references NB="02 07")
     python tools/notebooks.py embed-figures figures/01_*/01_*.ipynb   # make figures: the figures into the notebook
+    python tools/notebooks.py compare                        # make figures' last step: reproduced or not, per number
+    python tools/notebooks.py models                         # make models: train and ship 05's and 06's models
 
 Small parameters for each notebook live in notebooks/test_parameters.json; every notebook also gets
 out_dir = build/nbtest/<notebook name> and device = "cpu", so tests never touch figures/.
 
-A cell whose first line is `# NBVAL_CHECK_OUTPUT` prints a notebook's headline numbers. `references`
-runs every notebook with the small parameters and keeps those cells' outputs in tests/notebooks/
-(the rest of the outputs are dropped). `prepare-tests` writes the current notebooks with the small
-parameters and those reference outputs, so nbval (`--nbval-lax` compares marked cells only) fails
-when a headline number changes, until the references are made again on purpose.
+Each notebook's headline cell prints its headline numbers and, when its parameter `headline_reference` names
+a file, checks them against it (`l3d.report.headlines.check_headlines`: every number within its own
+tolerance, written with its reason in l3d/report/headlines.py). `references` runs every notebook with the
+small parameters and writes its headline numbers (key path -> number, from the metrics.json it wrote) to
+tests/notebooks/<notebook>.json. `prepare-tests` writes the current notebooks with the small parameters and
+headline_reference set to that file, so nbval (which runs every cell) fails when a headline number moves
+beyond its tolerance, until the references are made again on purpose.
+
+`compare` prints, for every notebook with a figures/<notebook>/metrics.json, its headline numbers now against
+the committed ones (git show HEAD:figures/<notebook>/metrics.json) within the paper-scale tolerances, and
+whether every one is within.
+
+`models` trains the embedded models of notebooks 05 and 06 at their paper and test settings (the parameters
+cell, and with test_parameters.json over it) and ships them in l3d/experiments/weights (safetensors and
+manifest.json with their SHA-256).
 
 `embed-figures` puts into an executed notebook the figures its cells saved (`save_figure` writes them beside
 it as PNG; with MPLBACKEND=Agg plt.show() embeds nothing): each PNG becomes a display output of the cell that
@@ -32,7 +44,6 @@ import nbformat
 import papermill as pm
 
 ROOT = Path(__file__).resolve().parents[1]
-MARK = "# NBVAL_CHECK_OUTPUT"
 TEST_OUT = "build/nbtest"   # relative: l3d.report.results.resolve_out_dir takes it from the repository root
 
 
@@ -45,49 +56,80 @@ def parameters(name: str) -> dict:
     return {**small.get(name, {}), "out_dir": f"{TEST_OUT}/{name}", "device": "cpu"}
 
 
-def checked(cell) -> bool:
-    return cell.cell_type == "code" and cell.source.startswith(MARK)
+def notebook_parameters(name: str, scale: str = "paper") -> dict:
+    """A notebook's parameters as its parameters cell sets them ("paper": the values `make figures` runs with), or
+    with the small parameters of notebooks/test_parameters.json over them ("test": what `make test` runs)."""
+    if scale not in ("paper", "test"):
+        raise ValueError(f"scale must be 'paper' or 'test', got {scale!r}")
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    values: dict = {}
+    exec(cell.source, {}, values)
+    return {**values, **(parameters(name) if scale == "test" else {})}
+
+
+def models(folder: Path | None = None) -> list[dict]:
+    """Train the embedded models of notebooks 05 and 06 at their paper and test settings anew (never from a cache or
+    the shipped files) and ship them: safetensors and manifest.json in l3d/experiments/weights (or `folder`).
+    Manifest entries of other settings are dropped. Returns the new entries."""
+    import tempfile
+
+    from l3d.experiments import weights
+    from l3d.experiments.cnn import CNNExperiment, digits_model
+    from l3d.experiments.transformer import TransformerExperiment, story_model
+    from safetensors.torch import save_model
+
+    made = {}
+    with tempfile.TemporaryDirectory() as cache:
+        for name, settings_class, train in (("05_transformer", TransformerExperiment, story_model),
+                                            ("06_cnn", CNNExperiment, digits_model)):
+            for scale in ("paper", "test"):
+                settings = settings_class.from_parameters(notebook_parameters(name, scale))
+                model, record = train(**settings.model_options(), cache=cache, shipped=False, progress=False)
+                kept = {k: record[k] for k in ("final_loss", "test_accuracy") if k in record}
+                entry = weights.ship(record["key"], record["name"], record["settings"], {**kept, "notebook": name,
+                                     "scale": scale}, record["trained_on"], lambda path: save_model(model, path), folder)
+                made[record["key"]] = entry
+                print(f"{name} ({scale} scale): {entry['file']}, {entry['bytes']:,} bytes, {kept}")
+    stale = weights.retire(set(made), folder)
+    if stale:
+        print("no longer in manifest.json (delete them with git rm):", ", ".join(stale))
+    return list(made.values())
 
 
 def references(target: Path, only: list[str] | None = None) -> None:
-    """Run every notebook (or those whose names start with one of `only`) with its small parameters; keep the
-    outputs of the checked cells in target/."""
+    """Run every notebook (or those whose names start with one of `only`) with its small parameters; write its
+    headline numbers at test scale (`l3d.report.headlines`) from the metrics.json it wrote to
+    target/<notebook>.json, key path -> number."""
+    from l3d.report.headlines import headline_numbers, tolerances
+    from l3d.runtime.atomic import write_file
+
     chosen = [nb for nb in notebooks() if not only or any(nb.stem.startswith(o) for o in only)]
     if only and not chosen:
         sys.exit(f"no notebook starts with any of {only}: the notebooks are {[nb.stem for nb in notebooks()]}")
-    target.mkdir(parents=True, exist_ok=True)
     for notebook in chosen:
-        out = target / notebook.name
-        pm.execute_notebook(notebook, out, parameters=parameters(notebook.stem), cwd=str(ROOT / "notebooks"),
-                            progress_bar=False)
-        nb = nbformat.read(out, as_version=4)
-        for cell in nb.cells:
-            if cell.cell_type == "code" and not checked(cell):
-                cell.outputs, cell.execution_count = [], None
-        nb.metadata.pop("papermill", None)
-        for cell in nb.cells:
-            cell.metadata.pop("papermill", None)
-            cell.metadata.pop("execution", None)
-        nbformat.write(nb, out)
+        small = parameters(notebook.stem)
+        executed = ROOT / small["out_dir"] / notebook.name
+        executed.parent.mkdir(parents=True, exist_ok=True)
+        pm.execute_notebook(notebook, executed, parameters=small, cwd=str(ROOT / "notebooks"), progress_bar=False)
+        metrics = json.loads((executed.parent / "metrics.json").read_text())
+        numbers = headline_numbers(metrics, tolerances(notebook.stem, "test"))
+        text = json.dumps(numbers, indent=1) + "\n"
+        write_file(target / f"{notebook.stem}.json", lambda f: Path(f).write_text(text))
+        print(f"{notebook.stem}: {len(numbers)} headline numbers -> {target / (notebook.stem + '.json')}")
 
 
 def prepare_tests(target: Path, reference: Path = ROOT / "tests" / "notebooks") -> None:
-    """The notebooks with their small parameters and the reference outputs of their checked cells, in target/."""
+    """The notebooks with their small parameters and `headline_reference` set to their reference headline numbers
+    (reference/<notebook>.json), in target/: each headline cell then checks its numbers within tolerance."""
     target.mkdir(parents=True, exist_ok=True)
     for notebook in notebooks():
-        out = target / notebook.name
-        pm.execute_notebook(notebook, out, parameters=parameters(notebook.stem), prepare_only=True)
-        nb = nbformat.read(out, as_version=4)
-        known = {}
-        if (reference / notebook.name).exists():
-            known = {c.id: c for c in nbformat.read(reference / notebook.name, as_version=4).cells if checked(c)}
-        for cell in nb.cells:
-            if checked(cell):
-                if cell.id not in known:
-                    sys.exit(f"{notebook.name}: no reference output for checked cell {cell.id} in {reference}; "
-                             f"run `make test-references` and commit tests/notebooks/")
-                cell.outputs, cell.execution_count = known[cell.id].outputs, known[cell.id].execution_count or 1
-        nbformat.write(nb, out)
+        known = reference / f"{notebook.stem}.json"
+        if not known.is_file():
+            sys.exit(f"{notebook.name}: no reference headline numbers at {known}; run `make test-references` "
+                     f"and commit tests/notebooks/")
+        pm.execute_notebook(notebook, target / notebook.name, prepare_only=True,
+                            parameters={**parameters(notebook.stem), "headline_reference": str(known.resolve())})
 
 
 def embed_figures(executed: Path) -> int:
@@ -117,13 +159,81 @@ def embed_figures(executed: Path) -> int:
     return len(attached)
 
 
+def committed_metrics(root: Path, name: str) -> dict | str:
+    """figures/<name>/metrics.json as committed (`git show HEAD:...` in `root`), or why there is none."""
+    import subprocess
+
+    try:
+        shown = subprocess.run(["git", "-C", str(root), "show", f"HEAD:figures/{name}/metrics.json"],
+                               capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as err:
+        return f"git is not available ({err}), so there are no committed numbers to compare with"
+    if shown.returncode != 0:
+        inside = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+        if inside.returncode != 0:
+            return f"{root} is not a git checkout with a commit, so there are no committed numbers to compare with"
+        return f"figures/{name}/metrics.json is not committed, so there are no committed numbers to compare with"
+    try:
+        return json.loads(shown.stdout)
+    except json.JSONDecodeError as err:
+        return f"the committed figures/{name}/metrics.json is not JSON ({err})"
+
+
+def compare(root: Path = ROOT) -> tuple[list[dict], list[str]]:
+    """make figures' last step: every notebook's headline numbers in figures/<notebook>/metrics.json now against
+    the committed ones, within the paper-scale tolerances of l3d.report.headlines. Returns the rows (each with
+    "notebook" added) and a note per notebook that could not be compared."""
+    from l3d.report.headlines import TOLERANCES, comparison_rows
+
+    rows, notes = [], []
+    for name in sorted(TOLERANCES):
+        path = root / "figures" / name / "metrics.json"
+        if not path.is_file():
+            notes.append(f"{name}: no figures/{name}/metrics.json yet")
+            continue
+        committed = committed_metrics(root, name)
+        if isinstance(committed, str):
+            notes.append(f"{name}: {committed}")
+            continue
+        now = json.loads(path.read_text())
+        rows += [{"notebook": name, **r} for r in comparison_rows(committed, now, TOLERANCES[name]["paper"])]
+    return rows, notes
+
+
+def comparison_report(rows: list[dict], notes: list[str]) -> str:
+    """The table `make figures` ends with, then one line saying whether every headline number reproduced."""
+    def show(value) -> str:
+        return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["Headline numbers: committed (git HEAD) and now, within the paper-scale tolerances of "
+             "l3d/report/headlines.py", "",
+             "| notebook | number | committed | now | tolerance | within |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['notebook']} | {r['number']} | {show(r['reference'])} | {show(r['now'])} | {r['tolerance']} | "
+              f"{'yes' if r['within'] else 'NO'} |" for r in rows]
+    lines += ["", *notes]
+    bad = [f"{r['notebook']} {r['number']}" for r in rows if not r["within"]]
+    if not rows:
+        lines.append("Nothing to compare: no notebook has both a new and a committed metrics.json.")
+    elif bad:
+        lines.append(f"NOT reproduced: {len(bad)} of {len(rows)} headline numbers are outside their tolerance: "
+                     + ", ".join(bad))
+    else:
+        lines.append(f"Reproduced: all {len(rows)} headline numbers are within their tolerance of the committed ones.")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 3 or sys.argv[1] not in ("prepare-tests", "references", "embed-figures"):
+    commands = ("prepare-tests", "references", "embed-figures", "models", "compare")
+    if len(sys.argv) < 2 or sys.argv[1] not in commands or sys.argv[1] in commands[:3] and len(sys.argv) < 3:
         sys.exit(__doc__)
     if sys.argv[1] == "embed-figures":
         for name in sys.argv[2:]:
             print(f"{name}: {embed_figures(Path(name))} figures embedded")
     elif sys.argv[1] == "references":
         references(Path(sys.argv[2]), sys.argv[3:])
+    elif sys.argv[1] == "models":
+        models()
+    elif sys.argv[1] == "compare":
+        print(comparison_report(*compare()))
     else:
         prepare_tests(Path(sys.argv[2]))

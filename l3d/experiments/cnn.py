@@ -6,13 +6,14 @@
 Notebook 06 reads its settings with `CNNExperiment.from_parameters(globals())`, loads the model and images
 with `load_model_and_images`, and reads the subnetworks with `shown_subnetworks` and `subnetwork_rows`.
 
-The digits CNN trains on CPU in seconds and is cached (safetensors + JSON) keyed by its settings.
+The digits CNN at the notebook's settings (paper and test scale) ships with l3d (`l3d.experiments.weights`,
+SHA-256 verified on loading). Other settings, or retrain_model=True, train it on the CPU in seconds and cache it
+(safetensors + JSON) keyed by its settings; another CPU trains another model.
 The paper path loads torchvision's ImageNet weights and CIFAR-100 and says exactly what to download
 when they are missing and the machine is offline.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,7 +22,6 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 from ..runtime.progress import tqdm
 
@@ -29,11 +29,11 @@ from ..decomposition import Decomposition
 from ..gradients import default_forward
 from ..params import select_tensors
 from ..pipeline import L3DConfig
-from ..runtime.atomic import write_folder
-from ..runtime.resources import MissingResourceError, cache_dir, missing_resources, offline, settings_key
+from ..runtime.resources import MissingResourceError, cache_dir, missing_resources, offline
 from ..runtime.settings import bounded
 from .model_experiment import ModelExperiment
 from .subnetworks import affected_outputs, owned_labels, purity
+from .weights import ORIGINS, embedded_model
 
 DIGITS_BLOCK = "features.1.*"
 PAPER_BLOCK = "features.7.*"
@@ -93,42 +93,38 @@ class DigitsCNN(nn.Module):
 def digits_model(
     channels: tuple[int, int, int] = (16, 32, 32), epochs: int = 60, batch_size: int = 64, lr: float = 3e-3,
     seed: int = 0, device: str | torch.device = "cpu", cache: str | os.PathLike | None = None, progress: bool = True,
+    shipped: bool = True,
 ) -> tuple[DigitsCNN, dict]:
-    """The digits CNN trained with AdamW on the training split, cached by settings.
+    """The digits CNN trained with AdamW on the training split: the one shipped with l3d for these settings
+    (`l3d.experiments.weights`; shipped=False: not that one), else the one cached by settings, else trained now
+    (seconds on a CPU) and cached.
 
     Returns the model (eval mode, on `device`, weights frozen: L3D takes gradients by its own means) and its
-    record (settings, test accuracy, cached or not).
+    record (settings, test accuracy, origin: "shipped", "cache" or "trained").
     """
     settings = dict(channels=list(channels), epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
-    folder = Path(cache or cache_dir()) / settings_key("digits-cnn", settings)
-    model = DigitsCNN(tuple(channels))
-    if (folder / "model.safetensors").exists():
-        load_model(model, folder / "model.safetensors", device="cpu")
-        record = json.loads((folder / "training.json").read_text())
-        return model.to(device).eval().requires_grad_(False), {**record, "cached": True}
-    images, labels, train = digits(seed)
-    torch.manual_seed(seed)
-    model = DigitsCNN(tuple(channels)).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    x, y = images[train].to(device), labels[train].to(device)
-    generator = torch.Generator().manual_seed(seed)
-    for _ in tqdm(range(epochs), desc="digits CNN", disable=not progress):
-        for idx in torch.randperm(len(y), generator=generator).split(batch_size):
-            loss = F.cross_entropy(model(x[idx.to(device)]), y[idx.to(device)])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    model.eval()
-    with torch.no_grad():
-        accuracy = (model(images[~train].to(device)).argmax(1).cpu() == labels[~train]).float().mean().item()
-    record = {"settings": settings, "test_accuracy": accuracy}
 
-    def write(tmp: Path) -> None:
-        save_model(model.cpu(), str(tmp / "model.safetensors"))
-        (tmp / "training.json").write_text(json.dumps(record))
+    def train() -> tuple[DigitsCNN, dict]:
+        images, labels, split = digits(seed)
+        torch.manual_seed(seed)
+        model = DigitsCNN(tuple(channels)).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+        x, y = images[split].to(device), labels[split].to(device)
+        generator = torch.Generator().manual_seed(seed)
+        for _ in tqdm(range(epochs), desc="digits CNN", disable=not progress):
+            for idx in torch.randperm(len(y), generator=generator).split(batch_size):
+                loss = F.cross_entropy(model(x[idx.to(device)]), y[idx.to(device)])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            accuracy = (model(images[~split].to(device)).argmax(1).cpu() == labels[~split]).float().mean().item()
+        return model, {"test_accuracy": accuracy}
 
-    write_folder(folder, write)
-    return model.to(device).eval().requires_grad_(False), {**record, "cached": False}
+    model, record = embedded_model("digits-cnn", settings, lambda: DigitsCNN(tuple(channels)), train, cache, shipped,
+                                   str(device))
+    return model.to(device).eval().requires_grad_(False), record
 
 
 # --- the paper's model and data -------------------------------------------------------------------
@@ -233,7 +229,8 @@ def block_shapes(source: str) -> dict[str, tuple[int, ...]]:
 
 @dataclass(frozen=True)
 class CNNExperiment(ModelExperiment):
-    """Notebook 06's settings: the embedded model's training epochs (model_epochs), the paper source's n_images
+    """Notebook 06's settings: the embedded model's training epochs (model_epochs; retrain_model: train it on this
+    machine rather than load the one shipped for these settings), the paper source's n_images
     decomposition and n_test_images held-out images (the digits source uses its own split), Tucker ranks (`rank`
     for every mode, else `rank_fraction` of each dimension), init_images images whose gradients start the
     subnetworks (0: random start) and n_show subnetworks shown. The L3D batch is `batch_size`. None: SETTINGS[source]."""
@@ -244,6 +241,7 @@ class CNNExperiment(ModelExperiment):
     n_top: int = bounded(8, low=1)
     n_logits: int = bounded(3, low=1)
     model_epochs: int = bounded(60, low=1)
+    retrain_model: bool = False
     n_images: int = bounded(10_000, low=2)
     n_test_images: int = bounded(2_000, low=1)
     rank: int | None = bounded(None, low=1)
@@ -255,6 +253,10 @@ class CNNExperiment(ModelExperiment):
         if self.rank is None and self.rank_fraction is None:
             return ["set rank (an int) or rank_fraction (a fraction of each dimension)"]
         return []
+
+    def model_options(self) -> dict:
+        """`digits_model`'s settings for the embedded model."""
+        return dict(epochs=self.model_epochs, seed=self.seed)
 
     def l3d_config(self, parameters: Mapping[str, Any]) -> L3DConfig:
         """KL between class distributions; Tucker rank `rank` (it wins), else `rank_fraction` of each dimension
@@ -283,15 +285,16 @@ class ModelAndImages:
 
 
 def load_model_and_images(settings: CNNExperiment, device: str | torch.device = "cpu") -> ModelAndImages:
-    """The source's model and images. Embedded: `digits_model` (seed `seed`) and the digits split of that seed
+    """The source's model and images. Embedded: `digits_model` (seed `seed`; the shipped one unless
+    retrain_model) and the digits split of that seed
     (train: decomposition, the rest held out). Paper: MobileNet-v3-small and n_images + n_test_images CIFAR-100
     training images (seed `seed`), the first n_images decomposed."""
     s = settings
     if s.source == "embedded":
-        model, record = digits_model(epochs=s.model_epochs, seed=s.seed, device=device)
+        model, record = digits_model(**s.model_options(), device=device, shipped=not s.retrain_model)
         images, labels, train = digits(s.seed)
         names = [str(d) for d in range(10)]
-        note = f"digits CNN: test accuracy {record['test_accuracy']:.3f} (from cache: {record['cached']})"
+        note = f"digits CNN: test accuracy {record['test_accuracy']:.3f} ({ORIGINS[record['origin']]})"
         return ModelAndImages(model, DIGITS_BLOCK, None, images[train], images[~train], labels[~train], names, names, note)
     model, output_names = paper_model(device)
     images, labels, class_names = cifar100(s.n_images + s.n_test_images, train=True, seed=s.seed)

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from ..pipeline import L3DConfig, Run, decompose
 from ..refit import Refit, refit_
-from ..train import GradientSource
+from ..train import GradientSource, ZeroGradients
 from ..runtime.progress import tqdm
 from ..runtime.settings import Settings, bounded
 from .ground_truth import match
@@ -442,10 +442,13 @@ def score_row(run: Run, scores: dict, setting: str, seed: int, seconds: float) -
 
 
 def decompose_tms(settings: FieldExperiment, setting: str, toys: Sequence[PeerTMS], device: torch.device,
-                  label: str | None = None, progress: bool = True) -> tuple[list[dict], dict[int, Run]]:
+                  label: str | None = None, progress: bool = True,
+                  skipped: list[dict] | None = None) -> tuple[list[dict], dict[int, Run]]:
     """L3D of one TMS setting's toy per seed (every tensor, the identity layer too for `-id`), scored by
     `tms_scores`. Returns a row per seed (`score_row`) and the runs; with refit_min_share also a row per seed
-    labelled "<label> refit": the same decomposition after `l3d.refit.refit_` (the runs keep the trained one)."""
+    labelled "<label> refit": the same decomposition after `l3d.refit.refit_` (the runs keep the trained one).
+    skipped: a list to collect the seeds whose toy gives no gradient at all ({"setting", "seed", "reason"}; an
+    untrained toy whose ReLU outputs are zero on every sample), which then get no row; None: such a toy is an error."""
     n_features, _, identity = parse_tms(setting)
     label = label or setting
     rows, refit_rows, runs = [], [], {}
@@ -453,7 +456,13 @@ def decompose_tms(settings: FieldExperiment, setting: str, toys: Sequence[PeerTM
         model = (toy.with_identity() if identity else toy).to(device)
         inputs = l3d_samples(settings, n_features, seed).to(device)
         started = time.perf_counter()
-        run = decompose(model, inputs, "*", settings.l3d_config(n_features, inputs.shape[0], seed), progress=progress)
+        try:
+            run = decompose(model, inputs, "*", settings.l3d_config(n_features, inputs.shape[0], seed), progress=progress)
+        except ZeroGradients as err:
+            if skipped is None:
+                raise
+            skipped.append({"setting": label, "seed": seed, "reason": str(err).split(". ")[0]})
+            continue
         seconds = time.perf_counter() - started
         rows.append(score_row(run, tms_scores(model, run.decomposition.decoder_directions()), label, seed, seconds))
         runs[seed] = run
@@ -500,14 +509,17 @@ def train_all_tms(settings: FieldExperiment, progress: bool = True) -> dict[str,
 
 
 def decompose_controls(settings: FieldExperiment, size: str, device: torch.device,
-                       progress: bool = True) -> tuple[list[dict], dict[int, Run]]:
+                       progress: bool = True) -> tuple[list[dict], dict[int, Run], list[dict]]:
     """The control: `decompose_tms` of the untrained toy of `size` (the peers' initialization) of each of
-    control_seeds, rows labelled "<size> random"."""
+    control_seeds, rows labelled "<size> random". Returns the rows, the runs and the seeds skipped because their
+    untrained toy gives no gradient at all (its ReLU outputs are zero on every sample: nothing to decompose)."""
     n_features, n_hidden = TMS_SIZES[size]
     seeds = settings.seeds if settings.control_seeds is None else settings.control_seeds
     toys = [random_tms(n_features, n_hidden, seed, zero_bias=n_features == 40) for seed in seeds]
-    return decompose_tms(dataclasses.replace(settings, seeds=seeds, seed=seeds[0]), size, toys, device,
-                         label=f"{size} random", progress=progress)
+    skipped: list[dict] = []
+    rows, runs = decompose_tms(dataclasses.replace(settings, seeds=seeds, seed=seeds[0]), size, toys, device,
+                               label=f"{size} random", progress=progress, skipped=skipped)
+    return rows, runs, skipped
 
 
 def decompose_resid(settings: FieldExperiment, device: torch.device, progress: bool = True) -> tuple[list[dict], dict]:

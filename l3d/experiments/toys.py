@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -15,6 +17,9 @@ from ..runtime.validate import as_float, as_int
 from .ground_truth import match
 
 
+MAX_DRAWS, MAX_ROUNDS = 10**8, 10**5   # what sparse_features may draw to keep n_samples nonzero samples
+
+
 def sparse_features(
     n_samples: int,
     n_features: int,
@@ -26,14 +31,32 @@ def sparse_features(
 ) -> Tensor:
     """Samples whose features are each active with probability p_active, uniform on [low, high]:
     (n_samples, n_features). drop_zero: all-zero samples are dropped (and replaced), as for toy training;
-    False keeps them, so about (1 − p_active)^n_features of the samples are all zero."""
+    False keeps them, so about (1 − p_active)^n_features of the samples are all zero.
+
+    With drop_zero, a sample is kept with probability q = 1 − (1 − p_active)^n_features, so about n_samples / q
+    samples are drawn, in 1 / q rounds of n_samples; settings that would need more than MAX_DRAWS samples or
+    MAX_ROUNDS rounds (p_active = 1e-9) are refused rather than left to run for hours, and so is low = high = 0
+    (every sample all zero)."""
     n_samples, n_features = as_int("n_samples", n_samples), as_int("n_features", n_features)
-    p_active = as_float("p_active", p_active)
+    p_active, low, high = as_float("p_active", p_active), as_float("low", low), as_float("high", high)
     if not 0 <= p_active <= 1:
         raise ValueError(f"p_active is a probability and must lie in [0, 1], got {p_active}")
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"low and high must be finite numbers, got low={low}, high={high}")
     if drop_zero and p_active == 0:
         raise ValueError("p_active = 0 makes every sample all zero, and drop_zero=True drops those: use p_active > 0 "
                          "(or drop_zero=False for all-zero samples)")
+    if drop_zero and low == high == 0:
+        raise ValueError("low = high = 0 makes every value, so every sample, zero, and drop_zero=True drops those: "
+                         "give a range with a nonzero value (or drop_zero=False for all-zero samples)")
+    kept = -math.expm1(n_features * math.log1p(-p_active)) if p_active < 1 else 1.0   # q, without cancellation
+    if drop_zero and n_samples and (n_samples / kept > MAX_DRAWS or 1 / kept > MAX_ROUNDS):
+        raise ValueError(
+            f"p_active={p_active} with {n_features} features makes a nonzero sample 1 in {1 / kept:.3g} draws: "
+            f"drop_zero=True would draw about {n_samples / kept:.3g} samples in {1 / kept:.3g} rounds of "
+            f"n_samples={n_samples} (at most {MAX_DRAWS:.0e} samples and {MAX_ROUNDS:.0e} rounds are drawn); use a "
+            f"larger p_active, or drop_zero=False"
+        )
     rows: list[Tensor] = []
     have = 0
     while have < n_samples:
@@ -107,6 +130,7 @@ def train_toys(
     compile: bool = False,
     progress: bool = True,
     threads: int | None = None,
+    on_divergence: str = "raise",
 ) -> list[list[float]]:
     """Fit M models of one architecture, each to its own data set, at once; returns each model's epoch losses.
 
@@ -117,7 +141,14 @@ def train_toys(
     compiles the gradient computation with torch.compile (a few seconds up front, ~3× faster steps).
     threads: CPU threads during training, as for `l3d.fit` (None: the default for M × batch_size × parameters
     per model, l3d.runtime.threads).
+
+    A model diverges when an epoch's mean loss, or a weight at the end, is not finite (checked once per epoch).
+    on_divergence="raise": FloatingPointError naming the model, its seed and the epoch, as soon as it happens;
+    "continue": the others train on (each model's training is independent of the others'), and the diverged
+    model's losses are not finite from that epoch on (the last one, NaN, when only its weights are).
     """
+    if on_divergence not in ("raise", "continue"):
+        raise ValueError(f"on_divergence must be 'raise' or 'continue', got {on_divergence!r}")
     M = len(models)
     if not (M == len(inputs) == len(targets)) or M == 0:
         raise ValueError(f"need one inputs and one targets tensor per model, got {M} models, "
@@ -130,10 +161,20 @@ def train_toys(
         raise ValueError(f"need one seed per model, got {len(seeds)} seeds for {M} models")
     work = M * batch_size * sum(p.numel() for p in models[0].parameters())
     with threads_for(work, threads):
-        return _train_stacked(models, inputs, targets, epochs, batch_size, lr, weight_decay, seeds, compile, progress, n)
+        return _train_stacked(models, inputs, targets, epochs, batch_size, lr, weight_decay, seeds, compile, progress, n,
+                              on_divergence == "raise")
 
 
-def _train_stacked(models, inputs, targets, epochs, batch_size, lr, weight_decay, seeds, compile, progress, n):
+def _diverged(m: int, seed: int, epoch: int, epochs: int, loss: float, lr: float, compile: bool) -> FloatingPointError:
+    what = f"its mean training loss is {loss}" if not math.isfinite(loss) else "its weights are not finite"
+    return FloatingPointError(
+        f"toy model {m} (batch-order seed {seed}) diverged in epoch {epoch + 1} of {epochs}: {what} (lr {lr}"
+        f"{', compiled step' if compile else ''}). A smaller lr trains it; with several initializations per seed "
+        f"(train_toys_best_of) a diverged one is dropped when another is finite")
+
+
+def _train_stacked(models, inputs, targets, epochs, batch_size, lr, weight_decay, seeds, compile, progress, n,
+                   raise_on_divergence=True):
     M = len(models)
     params, buffers = stack_module_state(list(models))   # name -> (M, *shape)
     template = copy.deepcopy(models[0]).to("meta")
@@ -167,7 +208,15 @@ def _train_stacked(models, inputs, targets, epochs, batch_size, lr, weight_decay
             optimizer.step()
             total += losses * idx.shape[1]
         history[epoch] = total.cpu() / n
+        if raise_on_divergence and not torch.isfinite(history[epoch]).all():   # M numbers once an epoch: cheap
+            m = int(torch.nonzero(~torch.isfinite(history[epoch]))[0])
+            raise _diverged(m, seeds[m], epoch, epochs, history[epoch, m].item(), lr, compile)
         bar.set_postfix(loss=f"{history[epoch].mean():.4g}", refresh=False)   # shown at the bar's next (timed) refresh
+    finite = torch.stack([torch.isfinite(p).flatten(1).all(1) for p in params.values()]).all(0).cpu()   # (M,)
+    for m in torch.nonzero(~finite & torch.isfinite(history[-1])).flatten().tolist():   # only the last step broke it
+        if raise_on_divergence:
+            raise _diverged(m, seeds[m], epochs - 1, epochs, history[-1, m].item(), lr, compile)
+        history[-1, m] = math.nan
     with torch.no_grad():
         for m, model in enumerate(models):
             for name, p in model.named_parameters():
@@ -188,6 +237,8 @@ def train_toys_best_of(
     (the first is the plain single-run model of that seed); all are trained together (`train_toys`) on
     data[s's index] = (inputs, targets), each in its own batch order. Small models sometimes get stuck
     with a feature left out; keeping the lowest-loss restart avoids that without looking at the features.
+    A diverged initialization (`train_toys`) is dropped with a warning naming the seed, the initialization and
+    the epoch when another of its seed is finite; FloatingPointError when all of a seed's diverged.
     Returns the kept models and their epoch losses.
     """
     if restarts < 1:
@@ -202,8 +253,20 @@ def train_toys_best_of(
             inputs.append(x)
             targets.append(y)
             orders.append(s + 1_000_003 * r)
-    losses = train_toys(models, inputs, targets, seeds=orders, **train_options)
-    best = [min(range(i * restarts, (i + 1) * restarts), key=lambda m: losses[m][-1]) for i in range(len(seeds))]
+    losses = train_toys(models, inputs, targets, seeds=orders, on_divergence="continue", **train_options)
+    best = []
+    for i, s in enumerate(seeds):
+        starts = range(i * restarts, (i + 1) * restarts)
+        broke = {m - i * restarts: next(e for e, v in enumerate(losses[m]) if not math.isfinite(v))
+                 for m in starts if not all(math.isfinite(v) for v in losses[m])}   # initialization -> first bad epoch
+        said = ", ".join(f"initialization {r} in epoch {e + 1}" for r, e in broke.items())
+        if len(broke) == restarts:
+            raise FloatingPointError(f"every toy model of seed {s} diverged: {said} of {len(losses[starts[0]])} (the "
+                                     f"mean training loss is not finite). A smaller lr trains it")
+        if broke:
+            warnings.warn(f"seed {s}: {said} diverged (mean training loss not finite); dropped, the best of the "
+                          f"other {restarts - len(broke)} kept", RuntimeWarning, stacklevel=2)
+        best.append(min((m for m in starts if m - i * restarts not in broke), key=lambda m: losses[m][-1]))
     return [models[m] for m in best], [losses[m] for m in best]
 
 

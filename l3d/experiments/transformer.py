@@ -6,14 +6,15 @@
 Notebook 05 reads its settings with `TransformerExperiment.from_parameters(globals())`, loads the model and
 texts with `load_model_and_texts`, and reads the subnetworks with `subnetwork_rows` and `pattern_purity`.
 
-The embedded model is trained on CPU in minutes and cached (safetensors + JSON) under l3d's cache
-folder, keyed by its settings. The paper path loads `roneneldan/TinyStories-8M` and the TinyStories
+The embedded model at the notebook's settings (paper and test scale) ships with l3d
+(`l3d.experiments.weights`, SHA-256 verified on loading): every machine decomposes the same model. Other
+settings, or retrain_model=True, train it on the CPU (about 30 s) and cache it (safetensors + JSON) under
+l3d's cache folder, keyed by its settings; another CPU trains another model. The paper path loads `roneneldan/TinyStories-8M` and the TinyStories
 data through `transformers` / `datasets` and says exactly what to download when they are missing.
 """
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,19 +23,18 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 from ..runtime.progress import tqdm
 from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
 from ..decomposition import Decomposition
 from ..pipeline import L3DConfig
-from ..runtime.atomic import write_folder
-from ..runtime.resources import MissingResourceError, cache_dir, missing_resources, offline, settings_key
+from ..runtime.resources import MissingResourceError, missing_resources, offline
 from ..runtime.settings import bounded
 from .corpus import Corpus, Tokenizer, marked_context, story_corpus
 from .model_experiment import ModelExperiment
 from .subnetworks import affected_outputs, owned_labels, purity
+from .weights import ORIGINS, embedded_model
 
 PAPER_MODEL = "roneneldan/TinyStories-8M"
 PAPER_DATA = "roneneldan/TinyStories"
@@ -103,33 +103,28 @@ def story_model(
     width: int = 32, n_layers: int = 2, n_heads: int = 2, length: int = 16, n_texts: int = 20_000,
     steps: int = 3000, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
     device: str | torch.device = "cpu", cache: str | os.PathLike | None = None, progress: bool = True,
+    shipped: bool = True,
 ) -> tuple[GPTNeoForCausalLM, dict]:
-    """The embedded GPT-Neo trained on `n_texts` story texts (corpus seed `seed` + 10_000), cached by settings.
+    """The embedded GPT-Neo trained on `n_texts` story texts (corpus seed `seed` + 10_000): the one shipped with l3d
+    for these settings (`l3d.experiments.weights`; shipped=False: not that one), else the one cached by settings,
+    else trained now (about 30 s on a CPU at the defaults) and cached.
 
     Returns the model (eval mode, on `device`, weights frozen: L3D takes gradients by its own means) and its
-    training record (settings, loss curve, final loss, whether it came from the cache).
+    training record (settings, final loss, origin: "shipped", "cache" or "trained"; the loss curve when trained
+    here).
     """
     settings = dict(width=width, n_layers=n_layers, n_heads=n_heads, length=length, n_texts=n_texts,
                     steps=steps, batch_size=batch_size, lr=lr, seed=seed, vocab=Tokenizer().vocab)
-    folder = Path(cache or cache_dir()) / settings_key("story-gptneo", settings)
-    if (folder / "model.safetensors").exists():
-        config = GPTNeoConfig.from_dict(json.loads((folder / "config.json").read_text()))
-        model = GPTNeoForCausalLM(config)
-        load_model(model, folder / "model.safetensors", device="cpu")
-        record = json.loads((folder / "training.json").read_text())
-        return model.to(device).eval().requires_grad_(False), {**record, "cached": True}
     config = story_config(len(settings["vocab"]), width, n_layers, n_heads, length)
-    corpus = story_corpus(n_texts, length, seed=seed + 10_000)
-    model, losses = train_story_model(config, corpus, steps, batch_size, lr, seed, device, progress)
-    record = {"settings": settings, "loss": losses, "final_loss": sum(losses[-50:]) / len(losses[-50:])}
 
-    def write(tmp: Path) -> None:
-        save_model(model.cpu(), str(tmp / "model.safetensors"))
-        (tmp / "config.json").write_text(config.to_json_string())
-        (tmp / "training.json").write_text(json.dumps(record))
+    def train() -> tuple[GPTNeoForCausalLM, dict]:
+        corpus = story_corpus(n_texts, length, seed=seed + 10_000)
+        model, losses = train_story_model(config, corpus, steps, batch_size, lr, seed, device, progress)
+        return model, {"loss": losses, "final_loss": sum(losses[-50:]) / len(losses[-50:])}
 
-    write_folder(folder, write)
-    return model.to(device).eval().requires_grad_(False), {**record, "cached": False}
+    model, record = embedded_model("story-gptneo", settings, lambda: GPTNeoForCausalLM(config), train, cache, shipped,
+                                   str(device))
+    return model.to(device).eval().requires_grad_(False), record
 
 
 # --- the paper's model and data -------------------------------------------------------------------
@@ -228,7 +223,8 @@ def paper_texts(tokenizer, n_texts: int = 10_000, length: int = 16, split: str =
 @dataclass(frozen=True)
 class TransformerExperiment(ModelExperiment):
     """Notebook 05's settings: the embedded model (width, n_layers, n_heads, model_steps; ignored for the paper
-    source), the attention block `layer`, texts of `length` tokens (n_texts decomposed, n_test_texts held out),
+    source; retrain_model: train it on this machine rather than load the one shipped for these settings), the
+    attention block `layer`, texts of `length` tokens (n_texts decomposed, n_test_texts held out),
     batch_texts texts per step, init_texts texts whose gradients start the subnetworks (0: random start), and
     purity_threshold, the purity at which a subnetwork owns a corpus pattern. None: SETTINGS[source]."""
 
@@ -239,6 +235,7 @@ class TransformerExperiment(ModelExperiment):
     n_layers: int = bounded(2, low=2)
     n_heads: int = bounded(2, low=1)
     model_steps: int = bounded(3000, low=1)
+    retrain_model: bool = False
     layer: int = bounded(None, low=0)
     length: int = bounded(16, low=2)
     n_texts: int = bounded(None, low=2)
@@ -259,6 +256,11 @@ class TransformerExperiment(ModelExperiment):
         if self.source == "embedded" and self.layer >= self.n_layers:
             problems.append(f"layer {self.layer} does not exist: the model has layers 0..{self.n_layers - 1}")
         return problems
+
+    def model_options(self) -> dict:
+        """`story_model`'s settings for the embedded model."""
+        return dict(width=self.width, n_layers=self.n_layers, n_heads=self.n_heads, length=self.length,
+                    steps=self.model_steps, seed=self.seed)
 
     def l3d_config(self, parameters: Mapping[str, Any]) -> L3DConfig:
         """KL between next-token distributions at every position; batch_texts texts per step, four batches per
@@ -284,15 +286,15 @@ class ModelAndTexts:
 
 
 def load_model_and_texts(settings: TransformerExperiment, device: str | torch.device = "cpu") -> ModelAndTexts:
-    """The source's model and texts. Embedded: `story_model` (seed `seed`), decomposition texts from corpus seed
+    """The source's model and texts. Embedded: `story_model` (seed `seed`; the shipped one unless retrain_model),
+    decomposition texts from corpus seed
     seed + 1, held-out texts from seed + 2. Paper: TinyStories-8M, the first n_texts TinyStories texts long
     enough, then n_test_texts held out."""
     s = settings
     if s.source == "embedded":
-        model, record = story_model(width=s.width, n_layers=s.n_layers, n_heads=s.n_heads, length=s.length,
-                                    steps=s.model_steps, seed=s.seed, device=device)
+        model, record = story_model(**s.model_options(), device=device, shipped=not s.retrain_model)
         train, test = story_corpus(s.n_texts, s.length, seed=s.seed + 1), story_corpus(s.n_test_texts, s.length, seed=s.seed + 2)
-        note = f"story GPT-Neo: final training loss {record['final_loss']:.3f} (from cache: {record['cached']})"
+        note = f"story GPT-Neo: final training loss {record['final_loss']:.3f} ({ORIGINS[record['origin']]})"
         return ModelAndTexts(model, train.tokens, test.tokens, train.tokenizer.decode, test, note)
     model, tokenizer = paper_model(device)
     tokens = paper_texts(tokenizer, s.n_texts + s.n_test_texts, s.length)

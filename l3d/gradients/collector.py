@@ -1,19 +1,27 @@
-"""Per-sample divergence gradients g_i = ∇_W D(f(x_i; W), y_ref) at W = W0, for any nn.Module."""
+"""Per-sample divergence gradients g_i = ∇_W D(f(x_i; W), y_ref) at W = W0, for any nn.Module.
+
+The model runs in eval mode during every call (`evaluating`: each module's own mode is given back after it).
+The first call checks the gradients against plain autograd on a few samples (`selfcheck`).
+"""
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import math
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jacrev, vmap
 
 from ..divergences import DIVERGENCES, REFERENCES, divergence, reference_outputs
 from ..params import select_tensors
+from ..runtime.validate import as_int
 from .dense import DenseGradients
 from .factored import DensePart, FactoredGradients, build_parts, capture_input, factorable
-from ..runtime.validate import as_int
+from .selfcheck import (PROBE_ITEMS, PROBE_SEQUENCE_ITEMS, autograd_gradients, hook_suspects, probe_positions,
+                        probe_references, relative_errors, tolerance, used_outside)
 
 
 def default_forward(model: nn.Module, x: Tensor) -> Tensor:
@@ -41,6 +49,20 @@ class _ForwardWith(nn.Module):
         return output_tensor(self.fn(self.model, x))
 
 
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` in eval mode within the block (every module's `training` flag set False, as `model.eval()` does), and
+    every module's own flag restored after it."""
+    training = [m for m in model.modules() if m.training]
+    for m in training:
+        m.training = False
+    try:
+        yield model
+    finally:
+        for m in training:
+            m.training = True
+
+
 def call_with(
     model: nn.Module,
     weights: dict[str, Tensor],
@@ -59,19 +81,27 @@ class GradientCollector:
     """Computes per-sample divergence gradients for the chosen tensors of `model`.
 
     Args:
-        model: the trained model; gradients are taken at its current weights, in eval mode.
+        model: the trained model; gradients are taken at its current weights, in eval mode (every call
+            switches it to eval mode and gives each module its own mode back afterwards).
         tensors: parameter names or globs to decompose.
         divergence: "mse" (regression outputs, the paper's text), "mse_authors" (the authors' code's variant,
             gradient Jᵀ(2f − f_ref)/n_out; see `l3d.divergence.divergence`) or "kl" (logits).
         reference: "random" (another sample's output, the paper's choice), "random_or_self" (any sample's,
             itself included: the authors' code), "mean" or "uniform".
-        sequence: outputs are (batch, positions, out) and every position is a sample.
-        forward: maps (model, inputs) to output tensor (e.g. ``lambda m, x: m(x).logits``).
+        sequence: outputs are (batch, positions, out) and every position is a sample; otherwise (batch, out).
+        forward: maps (model, inputs) to output tensor (e.g. ``lambda m, x: m(x).logits``); it must be
+            deterministic (no dropout in training mode, no random numbers).
         chunk_size: items per vectorized chunk, bounding memory.
         engine: "dense" materializes every per-sample gradient (vmap of grad); "factored" keeps the
             gradients of Linear, Conv1d/2d, Embedding and LayerNorm tensors as inputs and
             output-gradients (see `l3d.gradients.factored`) and fails for other tensors; "auto" factors what
             it can and computes the rest densely.
+
+    The first call checks the engine (`selfcheck`): on a few samples every chosen tensor's per-sample
+    gradients are compared with plain autograd's. A factored tensor that disagrees is computed densely from
+    then on, with a warning naming it ("factored": a ValueError naming it); a tensor whose gradients are
+    identically zero (it does not affect the output) is named in a warning. `self_check_errors` holds each
+    tensor's measured relative error.
     """
 
     def __init__(
@@ -93,8 +123,18 @@ class GradientCollector:
             raise ValueError("reference='uniform' needs divergence='kl' (a uniform distribution over outputs)")
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}: use one of {ENGINES}")
-        self.model = model.eval()
+        if not isinstance(sequence, bool):
+            raise TypeError(f"sequence must be True (outputs (items, positions, out), every position a sample) "
+                            f"or False (outputs (items, out)), got {sequence!r}")
+        self.model = model
         self.params = select_tensors(model, tensors)
+        meta = [n for n, p in self.params.items() if p.is_meta]
+        if meta:
+            raise ValueError(
+                f"model: the chosen tensors {meta} are on the meta device (shapes without values, e.g. a model "
+                "built under torch.device('meta') or with empty weights): load the weights first, e.g. "
+                "model.to_empty(device='cpu') and model.load_state_dict(...)"
+            )
         self.names = list(self.params)
         self.divergence = divergence
         self.reference = reference
@@ -115,6 +155,9 @@ class GradientCollector:
         # backpropagate once through a position-wise output head (see _vmapped); the benchmark turns it
         # off to reproduce the authors' approach
         self.cut_head = True
+        # the self-check's relative error per tensor (see selfcheck), None until the first call
+        self.self_check_errors: dict[str, float] | None = None
+        self._warnings: list[str] = []     # said when the call returns
 
     @property
     def shapes(self) -> dict[str, tuple[int, ...]]:
@@ -124,16 +167,26 @@ class GradientCollector:
     def device(self) -> torch.device:
         return next(iter(self.params.values())).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(iter(self.params.values())).dtype
+
     def work(self, inputs: Tensor) -> int:
         """Per-sample gradient entries of `inputs`: samples (items × positions for sequence models) × decomposed
         parameters. L3D's calls pick their CPU threads by it (l3d.runtime.threads)."""
+        self._check_inputs(inputs)
         positions = inputs.shape[1] if self.sequence and inputs.dim() > 1 else 1
         return inputs.shape[0] * positions * sum(math.prod(shape) for shape in self.shapes.values())
 
     @torch.no_grad()
     def outputs(self, inputs: Tensor) -> Tensor:
         """Model outputs with samples along dim 0: (N, out), positions flattened for sequences."""
-        out = torch.cat([output_tensor(self.forward(self.model, x)) for x in inputs.split(self.chunk_size)])
+        self._check_inputs(inputs)
+        chunks = []
+        with evaluating(self.model):
+            for x in inputs.split(self.chunk_size):
+                chunks.append(self._check_outputs(output_tensor(self.forward(self.model, x)), x.shape[0]))
+        out = torch.cat(chunks)
         return out.flatten(0, 1) if self.sequence else out
 
     def references(self, inputs: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -143,18 +196,149 @@ class GradientCollector:
     def __call__(
         self, inputs: Tensor, references: Tensor | None = None, generator: torch.Generator | None = None
     ) -> DenseGradients | FactoredGradients:
-        """Per-sample gradients of the divergence to `references` (drawn fresh when not given)."""
-        if references is None:
-            references = self.references(inputs, generator)
+        """Per-sample gradients of the divergence to `references` ((samples, out); drawn fresh when not given)."""
+        self._check_inputs(inputs)
+        try:
+            with evaluating(self.model):
+                if references is None:
+                    references = self.references(inputs, generator)
+                self._check_references(inputs, references)
+                zero = self._self_check(inputs) if self.self_check_errors is None else []
+                grads = self._gradients(inputs, references)
+                if zero:
+                    self._warn_zero(grads, zero)
+        finally:
+            for message in self._warnings:
+                warnings.warn(f"GradientCollector: {message}", stacklevel=2)
+            self._warnings.clear()
+        return grads
+
+    # --- checks ---------------------------------------------------------------------------------------
+    def _check_inputs(self, inputs: Tensor) -> None:
+        if not isinstance(inputs, Tensor):
+            raise TypeError(f"inputs must be a tensor with items along dim 0, got {type(inputs).__name__}")
+        if inputs.dim() == 0 or inputs.shape[0] == 0:
+            raise ValueError(f"inputs must be a tensor with at least one item along dim 0, got shape "
+                             f"{tuple(inputs.shape)}" + (" (a 0-dim tensor: use inputs.unsqueeze(0) for one item)"
+                                                          if inputs.dim() == 0 else ""))
+
+    def _check_outputs(self, out: Tensor, n_items: int) -> Tensor:
+        """`out` if it has the shape `sequence` says, (items, [positions,] out); a ValueError naming the setting
+        or `forward` otherwise."""
+        shape, items = tuple(out.shape), f"{n_items} item{'s' if n_items != 1 else ''}"
+        if self.sequence:
+            if out.dim() == 3 and shape[0] == n_items:
+                return out
+            hint = ("these look like a vector model's outputs (items, out): use sequence=False"
+                    if out.dim() == 2 else "return (items, positions, out) from forward")
+            raise ValueError(f"sequence=True needs model outputs (items, positions, out), got shape {shape} for "
+                             f"{items}: {hint}")
+        if out.dim() == 2 and shape[0] == n_items:
+            return out
+        if out.dim() < 2:
+            raise ValueError(
+                f"the model's outputs have shape {shape} for {items}; L3D needs (items, out), one row of "
+                f"output values per item: pass forward= that returns them, e.g. "
+                f"forward=lambda m, x: m(x).view(-1, 1) for one value per item"
+            )
+        if shape[0] != n_items:
+            raise ValueError(f"the model (or forward) returned outputs of shape {shape} for {items}: "
+                             f"items must run along dim 0")
+        raise ValueError(
+            f"the model's outputs have shape {shape}, not (items, out): pass sequence=True if dim 1 indexes "
+            f"positions (every position a sample), or a forward= that flattens them, e.g. "
+            f"forward=lambda m, x: m(x).flatten(1)"
+        )
+
+    def _check_references(self, inputs: Tensor, references: Tensor) -> None:
+        out = self._discover(inputs)["out_shape"]          # one item's outputs: ([positions,] out)
+        samples = inputs.shape[0] * (out[0] if self.sequence else 1)
+        fits = isinstance(references, Tensor) and references.shape[-1:] == out[-1:]
+        if not fits or references.numel() != samples * out[-1]:
+            got = tuple(references.shape) if isinstance(references, Tensor) else type(references).__name__
+            raise ValueError(f"references must be one output per sample, ({samples}, {out[-1]}) for these "
+                             f"{inputs.shape[0]} items, got {got}")
+
+    def _self_check(self, inputs: Tensor) -> list[str]:
+        """Compare every tensor's per-sample gradients of a few samples with plain autograd's (selfcheck); a
+        factored tensor that disagrees goes to the dense path with a warning ("factored": a ValueError). Sets
+        `self_check_errors`; returns the tensors whose gradients were identically zero on these samples."""
+        seq = self.sequence
+        items = inputs[: PROBE_SEQUENCE_ITEMS if seq else PROBE_ITEMS]
+        references = probe_references(self.outputs(items))
+        per_item = references.shape[0] // items.shape[0]
+        positions = probe_positions(per_item) if seq else None
+        index = torch.tensor([b * per_item + t for b in range(items.shape[0]) for t in (positions or [0])],
+                             device=self.device)
+        want = autograd_gradients(
+            lambda w, x: call_with(self.model, w, x, self.forward), self.params, items, references,
+            self.divergence, positions)
+        rtol = tolerance(self.dtype, self.device)
+        while True:
+            got = self._gradients(items, references)[index].dense().grads
+            errors = relative_errors(got, want, rtol)
+            bad = {n: e for n, e in errors.items() if not e <= rtol}
+            if not bad:
+                break
+            what = (f"differ from autograd's by {{:.2g}} (relative, on {len(index)} samples; tolerance {rtol:.2g} "
+                    f"for {self.dtype})")
+            factored = {n: f"its factored per-sample gradients {what.format(e)}"
+                           f"{hook_suspects(self.model, self.plan[n][0])}"
+                        for n, e in bad.items() if n in self.plan}
+            # the head's shortcut serves every tensor: suspect it first when a dense one fails, or all do
+            if self.cut_head and self._head(items) is not None and (len(factored) < len(bad) or len(bad) == len(want)):
+                self._warnings.append(f"per-sample gradients through the output head's shortcut "
+                                      f"{what.format(max(bad.values()))}; backpropagating through the head at every "
+                                      f"position instead")
+                self.cut_head = False
+            elif factored:
+                self._fall_back(factored)
+            else:
+                raise ValueError(
+                    f"the per-sample gradients of {sorted(bad)}, computed vectorized (vmap of grad), "
+                    f"{what.format(max(bad.values()))} computed one sample at a time: model/forward must compute "
+                    "every item the same way alone and vectorized, keep no state between calls and be deterministic"
+                )
+        self.self_check_errors = errors
+        return [n for n in self.names if not want[n].any()]
+
+    def _fall_back(self, reasons: dict[str, str]) -> None:
+        """Compute the tensors `reasons` names densely, with a warning ("auto"), or refuse ("factored")."""
+        if self.engine == "factored":
+            raise ValueError(f"engine='factored' cannot factor {list(reasons)}: "
+                             + "; ".join(f"{name!r}: {why}" for name, why in reasons.items())
+                             + "; use engine='auto' (computes them densely) or engine='dense'")
+        for name, why in reasons.items():
+            self._warnings.append(f"{name!r} is computed densely (vmap of grad), not factored: {why}")
+            del self.plan[name]
+
+    def _warn_zero(self, grads: DenseGradients | FactoredGradients, suspects: list[str]) -> None:
+        """Warn about the tensors whose gradients are zero on the probe and on every sample of `grads`."""
+        if isinstance(grads, FactoredGradients):
+            norms = {n: grads.parts[n].sq_norms() for n in suspects}
+        else:
+            norms = {n: grads.grads[n].flatten(1).pow(2).sum(1) for n in suspects}
+        zero = [n for n in suspects if not norms[n].any()]
+        if zero:
+            self._warnings.append(
+                f"the per-sample gradients of {zero} are identically zero (on all "
+                f"{grads.n_samples} samples of the first call, and at random references on the first few): "
+                f"{'this tensor does' if len(zero) == 1 else 'these tensors do'} not affect the model's output at "
+                f"these inputs; if no input moves {'it' if len(zero) == 1 else 'them'}, a decomposition of "
+                f"{'it' if len(zero) == 1 else 'them'} is meaningless: choose tensors the forward uses")
+
+    # --- internals ----------------------------------------------------------------------------------
+    def _gradients(self, inputs: Tensor, references: Tensor) -> DenseGradients | FactoredGradients:
         if self.sequence:
             references = references.view(inputs.shape[0], -1, references.shape[-1])
+        if self.plan:
+            self._prune(self._discover(inputs))
         if self.plan:
             return self._factored(inputs, references)
         weights = {n: p.detach() for n, p in self.params.items()}
         chunks = [self._vmapped({}, weights, x, r)[0][1] for x, r in self._chunks(inputs, references)]
         return DenseGradients({n: self._samples(torch.cat([c[n] for c in chunks])) for n in self.names})
 
-    # --- internals ----------------------------------------------------------------------------------
     def _chunks(self, inputs: Tensor, references: Tensor):
         return zip(inputs.split(self.chunk_size), references.split(self.chunk_size))
 
@@ -170,7 +354,9 @@ class GradientCollector:
 
         def item_divergence(eps: dict, w: dict[str, Tensor], x: Tensor, ref: Tensor):
             captured: dict[str, list[Tensor]] = {m: [] for m in modules}
-            handles = [module.register_forward_hook(_perturb(m, eps, captured), with_kwargs=True)
+            # first among the module's hooks: the perturbation is added to the raw output, and a user's hook
+            # sees (and its gradient flows through) the perturbed output
+            handles = [module.register_forward_hook(_perturb(m, eps, captured), with_kwargs=True, prepend=True)
                        for m, module in modules.items()]
             if head is not None:
                 hidden: list[Tensor] = []
@@ -190,38 +376,64 @@ class GradientCollector:
             return (u * h.squeeze(0)).sum(-1), captured
 
         per_item = (jacrev if self.sequence else grad)(item_divergence, argnums=(0, 1), has_aux=True)
-        with torch.no_grad():   # no graph outside the transforms
-            return vmap(per_item, in_dims=(None, None, 0, 0))(eps, weights, x, r)
+        try:
+            with torch.no_grad():   # no graph outside the transforms
+                return vmap(per_item, in_dims=(None, None, 0, 0))(eps, weights, x, r)
+        except RuntimeError as error:
+            if "randomness" not in str(error):
+                raise
+            raise ValueError(
+                "the model's forward draws random numbers (vmap refused a random operation), but per-sample "
+                "gradients need a deterministic model/forward: remove random operations from forward (the collector "
+                "already runs it in eval mode, which turns nn.Dropout off; F.dropout(x, training=True), "
+                "torch.randn and the like stay random)"
+            ) from error
 
-    def _discover(self, x: Tensor, modules: list[str]) -> dict:
-        """For one item: shape and dtype of every call's output of the hooked modules, and the name of
-        the nn.Linear whose output is the model's output (None if there is none)."""
+    def _discover(self, x: Tensor) -> dict:
+        """For one item of `x`'s shape: its outputs' shape ([positions,] out), the shape and dtype of every
+        call's output of the factored modules, the name of the nn.Linear whose output is the model's output
+        (None if there is none, or if the output is not exactly that Linear of its input, e.g. a hook changed
+        it), and the factored tensors used outside their module's forward (name -> the torch operation)."""
         key = (tuple(x.shape[1:]), x.dtype)
         if key not in self._call_shapes:
+            modules = list(self.plan_modules())
             seen: dict[str, list] = {m: [] for m in modules}
-            linear_outputs: dict[str, list] = {}
+            linear_calls: dict[str, list] = {}
             handles = [
                 self.model.get_submodule(m).register_forward_hook(
-                    lambda mod, args, out, m=m: seen[m].append((out.shape, out.dtype)))
+                    lambda mod, args, out, m=m: seen[m].append((out.shape, out.dtype)), prepend=True)
                 for m in modules
             ]
             for name, module in self.model.named_modules():
                 if type(module) is nn.Linear:
                     handles.append(module.register_forward_hook(
-                        lambda mod, args, out, name=name: linear_outputs.setdefault(name, []).append(out)))
+                        lambda mod, args, out, name=name: linear_calls.setdefault(name, []).append((args[0], out))))
+            tracking = used_outside(self.model, self.plan, self.params) if self.plan else nullcontext({})
             try:
-                with torch.no_grad():
-                    out = self.forward(self.model, x[:1])
+                # with gradients on, so that a use of a weight counts only where a gradient could flow
+                with tracking as outside, torch.enable_grad():
+                    out = output_tensor(self.forward(self.model, x[:1]))
             finally:
                 for h in handles:
                     h.remove()
-            head = [n for n, outs in linear_outputs.items() if len(outs) == 1 and outs[0] is out]
-            self._call_shapes[key] = {"calls": seen, "head": head[0] if head else None}
+            self._check_outputs(out, 1)
+            head = [n for n, calls in linear_calls.items() if self._is_head(n, calls, out)]
+            self._call_shapes[key] = {"calls": seen, "head": head[0] if head else None, "outside": outside,
+                                      "out_shape": tuple(out.shape[1:])}
         return self._call_shapes[key]
+
+    @torch.no_grad()
+    def _is_head(self, name: str, calls: list[tuple[Tensor, Tensor]], out: Tensor) -> bool:
+        """Whether the nn.Linear `name`, called as `calls` ((input, output) per call), made the model's output
+        `out` as F.linear of its input: called once, its output returned as is, its forward and output unchanged."""
+        if len(calls) != 1 or calls[0][1] is not out:
+            return False
+        module = self.model.get_submodule(name)
+        return "forward" not in vars(module) and torch.allclose(F.linear(calls[0][0], module.weight, module.bias), out)
 
     def _head(self, x: Tensor) -> nn.Module | None:
         """The position-wise output head to backpropagate through once, unless a chosen tensor is in it."""
-        name = self._discover(x, list(self.plan_modules()))["head"]
+        name = self._discover(x)["head"]
         if name is None or not self.cut_head:
             return None
         head = self.model.get_submodule(name)
@@ -235,20 +447,27 @@ class GradientCollector:
             by_module.setdefault(m, []).append(attr)
         return by_module
 
-    def _factored(self, inputs: Tensor, references: Tensor) -> FactoredGradients:
-        by_module = self.plan_modules()
-        shapes = self._discover(inputs, list(by_module))["calls"]
-        unused = [m for m in by_module if not shapes[m]]
+    def _prune(self, found: dict) -> None:
+        """Take out of the plan what `_discover` found the engine cannot factor: modules never called (their
+        weights are used some other way; silently, "factored": refused) and tensors used outside their module's
+        forward (with a warning, "factored": refused)."""
+        unused = [m for m in self.plan_modules() if not found["calls"].get(m)]
         if unused and self.engine == "factored":
             raise ValueError(
                 f"modules {unused} are never called in the forward pass, so their chosen weights are used "
                 "some other way (e.g. nn.MultiheadAttention's out_proj); use engine='auto' or 'dense'"
             )
-        if unused:   # "auto": their tensors go to the dense path
-            self.plan = {n: (m, attr) for n, (m, attr) in self.plan.items() if m not in unused}
-            if not self.plan:
-                return self(inputs, references)   # all dense now
-            by_module = self.plan_modules()
+        self.plan = {n: (m, attr) for n, (m, attr) in self.plan.items() if m not in unused}
+        outside = {n: f"its value is also used outside the forward of module {self.plan[n][0]!r} (by torch "
+                      f"operation {op!r}, as a tied decoder F.linear(h, enc.weight.t()) does), so its gradient is "
+                      f"not only the module's input times its output-gradient"
+                   for n, op in found["outside"].items() if n in self.plan}
+        if outside:
+            self._fall_back(outside)
+
+    def _factored(self, inputs: Tensor, references: Tensor) -> FactoredGradients:
+        by_module = self.plan_modules()
+        shapes = self._discover(inputs)["calls"]
         eps = {m: [torch.zeros(s, dtype=dt, device=self.device) for s, dt in shapes[m]] for m in by_module}
         weights = {n: p.detach() for n, p in self.params.items() if n not in self.plan}
         deltas, dense, captured = [], [], []

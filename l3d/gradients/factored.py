@@ -10,12 +10,17 @@ and no per-sample gradient is ever built. For sequence models every position t i
 gradient is Σ_p δ^(t)_p a_pᵀ with δ^(t) the output-gradients of position t's divergence; all of them
 come from one vmapped vector-Jacobian product per item.
 
-Known modules (exact nn classes, or subclasses that keep their forward): Linear (weight, bias),
-Conv1d/Conv2d (weight, bias; zero padding), Embedding (weight), LayerNorm (weight, bias). Anything
-else is left to the dense path: raw parameters, tied weights (a parameter of two modules), and known
-modules that are never called (their weights are used some other way, as nn.MultiheadAttention does
-with out_proj). Not detected: a module that is called and whose weight is, in addition, used outside
-its forward; choose engine="dense" for such a model.
+Known modules (exact nn classes, or subclasses that keep their forward, not replaced on the instance):
+Linear (weight, bias), Conv1d/Conv2d (weight, bias; zero padding), Embedding (weight), LayerNorm
+(weight, bias). Anything else is left to the dense path: raw parameters, tied weights (a parameter of
+two modules), known modules that are never called (their weights are used some other way, as
+nn.MultiheadAttention does with out_proj), and, found on the first forward, weights whose value is
+also used outside their module's forward (a tied decoder F.linear(h, enc.weight.t())). Forward hooks
+and pre-hooks on a module are exact: δ is taken at the raw output, before the module's hooks run, and
+a is the input forward receives. What none of this sees (a global forward hook that changes outputs,
+anything else) the collector's self-check on its first call finds: it compares every factored
+tensor's per-sample gradients with plain autograd's on a few samples and computes a tensor that
+disagrees densely, with a warning (`selfcheck.py`).
 """
 from __future__ import annotations
 
@@ -191,11 +196,12 @@ def _workspace(part: DensePart | OuterPart, t: Tucker) -> int:
 
 # --- which tensors can be factored ----------------------------------------------------------------
 def _keeps_forward(module: nn.Module) -> bool:
+    """The module computes its known module's forward: neither its class nor the instance replaces it."""
     base = next(b for b in KNOWN_MODULES if isinstance(module, b))
     cls = type(module)
-    same = cls.forward is base.forward
+    same = cls.forward is base.forward and "forward" not in vars(module)
     if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-        same = same and cls._conv_forward is base._conv_forward
+        same = same and cls._conv_forward is base._conv_forward and "_conv_forward" not in vars(module)
     return same
 
 

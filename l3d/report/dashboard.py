@@ -26,6 +26,7 @@ import base64
 import json
 import math
 import os
+import re
 import struct
 import zlib
 from collections import Counter
@@ -38,7 +39,7 @@ from torch import Tensor, nn
 from ..runtime.atomic import write_file
 from ..decomposition import Decomposition, batch_top_k
 from ..divergences import divergence
-from ..gradients import GradientCollector
+from ..gradients import GradientCollector, evaluating
 from ..impacts import impact as sample_impact
 from ..impacts import top_samples
 from ..interventions import intervene, output_derivative
@@ -351,7 +352,7 @@ def _output_effects(
     n = min(n_outputs, slope.shape[0])
     up = [(int(j), float(slope[j])) for j in slope.topk(n).indices if slope[j] > 0]
     down = [(int(j), float(slope[j])) for j in (-slope).topk(n).indices if slope[j] < 0]
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(model):
         base = forward(model, x).float()
         moved = intervene(model, decomposition, k, deltas, x, forward=forward).float()           # (D, n, out)
         spread = divergence(moved, base.expand_as(moved), divergence_kind).mean(1).cpu()
@@ -383,12 +384,26 @@ def _summary(data: dict, row: dict) -> str:
     return " · ".join(p for p in parts if p)
 
 
+_KEYS = ("format", "title", "kind", "n_subnetworks", "n_items", "length", "n_samples", "n_top", "top_k", "divergence",
+         "p_act_from", "tensors", "ranks", "deltas", "history", "output_names", "label_names", "feature_names",
+         "circuit_names", "vocabulary", "subnetworks", "items")   # every key collect writes
+
+
 def load(folder: str | os.PathLike) -> dict:
-    """The data `collect` saved in `folder` (or in `folder`/dashboard)."""
+    """The data `collect` saved in `folder` (or in `folder`/dashboard); a ValueError naming the file when it is not
+    JSON, not of this format or lacks any of collect's keys (a damaged file)."""
     folder = _data_folder(Path(folder))
-    data = json.loads((folder / DATA).read_text(encoding="utf-8"))
-    if data.get("format") != FORMAT:
-        raise ValueError(f"{folder / DATA} has format {data.get('format')}, this l3d reads format {FORMAT}")
+    path = folder / DATA
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is damaged: not valid JSON ({type(e).__name__}: {e}); run collect again") from e
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else f"a JSON {type(data).__name__}"
+        raise ValueError(f"{path} has format {found}, this l3d reads format {FORMAT}")
+    missing = [k for k in _KEYS if k not in data]
+    if missing:
+        raise ValueError(f"{path} is damaged: it lacks {', '.join(missing)}; run collect again")
     return data
 
 
@@ -429,7 +444,9 @@ def render(folder: str | os.PathLike) -> Path:
     # "<" only occurs inside JSON strings; escaped, no "</script>" or "<!--" in the data can end the script element
     payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c")
     title = data["title"].replace("&", "&amp;").replace("<", "&lt;")
-    page = _PAGE.replace("{{title}}", title).replace("{{css}}", _CSS).replace("{{js}}", _JS).replace("{{data}}", payload)
+    parts = {"title": title, "css": _CSS, "js": _JS, "data": payload}
+    # one pass: a {{...}} inside the title or the data is text, never a place to fill
+    page = re.sub(r"\{\{(title|css|js|data)\}\}", lambda m: parts[m.group(1)], _PAGE)
     return write_file(folder / INDEX, lambda f: Path(f).write_text(page, encoding="utf-8"))
 
 
@@ -437,7 +454,13 @@ def main(argv: Sequence[str] | None = None) -> Path:
     """Command line: re-render RUN_DIR's dashboard from its saved data."""
     parser = argparse.ArgumentParser(prog="python -m l3d.report.dashboard", description=main.__doc__)
     parser.add_argument("run_dir", help="a dashboard folder (holding data.json), or a folder whose dashboard/ holds it")
-    path = render(parser.parse_args(argv).run_dir)
+    run_dir = parser.parse_args(argv).run_dir
+    from safetensors import SafetensorError
+
+    try:
+        path = render(run_dir)
+    except (ValueError, OSError, SafetensorError) as e:   # missing or damaged saved data: one line, no traceback
+        parser.exit(2, f"{parser.prog}: error: {' '.join(str(e).split())}\n")
     print(path)
     return path
 

@@ -9,15 +9,21 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from ..runtime.atomic import write_file
+from ..runtime.environment import environment
 
 
-def repository_root() -> Path:
-    """The folder holding the l3d checkout (pyproject.toml beside the package folder); the working directory when
-    l3d is installed elsewhere (pip install without -e)."""
+def checkout() -> Path | None:
+    """The folder holding the l3d checkout (pyproject.toml beside the package folder); None when l3d is installed
+    elsewhere (pip install without -e)."""
     import l3d
 
     root = Path(l3d.__file__).resolve().parent.parent
-    return root if (root / "pyproject.toml").is_file() else Path.cwd()
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def repository_root() -> Path:
+    """The folder holding the l3d checkout (`checkout`); the working directory when l3d is installed elsewhere."""
+    return checkout() or Path.cwd()
 
 
 def resolve_out_dir(out_dir: str | os.PathLike) -> Path:
@@ -55,6 +61,12 @@ def _plain(value):
 
 
 def write_metrics(out_dir: str | os.PathLike, metrics: dict, name: str = "metrics.json") -> Path:
-    """Write `metrics` as JSON to out_dir/name, atomically (write, then rename)."""
+    """Write `metrics` as JSON to out_dir/name, atomically (write, then rename), with an "environment" block: the
+    machine and software that made them (`l3d.runtime.environment.environment`: versions, CPU model and torch's
+    capability on it, threads, the device of metrics["settings"]["device"], the git commit of the checkout, if l3d runs from one). A
+    block `metrics` brings along is kept as it is."""
+    settings = metrics.get("settings")
+    device = settings.get("device") if isinstance(settings, dict) else None
+    metrics = {**metrics, "environment": metrics.get("environment") or environment(device, checkout())}
     text = json.dumps(_plain(metrics), indent=1)
     return write_file(Path(out_dir) / name, lambda f: Path(f).write_text(text))

@@ -1,8 +1,16 @@
 """Writing files and folders atomically: into a temporary sibling first, flushed to disk, then renamed into
-place, so a crash or power loss leaves either the old or the new version, never a torn one."""
+place, so a crash or power loss leaves either the old or the new version, never a torn one.
+
+A file is written inside a hidden temporary folder of its own beside the target, `.<name>.l3d-XXXXXXXX.tmp/`,
+so that whatever the writer makes there (safetensors writes `.tmpXXXXXX` files of its own before renaming) stays
+inside it. What a killed process leaves is therefore one such folder, which `remove_temporaries` recognizes by
+its name and removes; nothing else (a user's own `.notes.tmp`) matches.
+"""
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -26,24 +34,34 @@ def _umask() -> int:
     return mask
 
 
-def write_file(target: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Let `write(path)` fill a temporary file beside `target`, then rename it over `target`.
+_TEMPORARY = re.compile(r"^\..+\.l3d-[a-z0-9_]{8}\.tmp$")   # write_file's folders: .<name>.l3d-XXXXXXXX.tmp
+# what write_file left before it wrote into a folder of its own: .<name>.XXXXXXXX.tmp, for l3d's own file names
+_EARLIER = re.compile(r"^\.(decomposition\.safetensors|config\.json|run\.json)\.[a-z0-9_]{8}\.tmp$")
 
-    The file gets the mode open() would give it (0o666 less the umask), not mkstemp's private 0o600.
+
+def write_file(target: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Let `write(path)` fill a file of `target`'s name inside a temporary folder beside `target`
+    (`.<name>.l3d-XXXXXXXX.tmp/`), then rename the file over `target` and remove the folder.
+
+    The file gets the mode open() would give it (0o666 less the umask), not a private 0o600.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
+    folder = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.l3d-", suffix=".tmp"))
+    tmp = folder / target.name
     try:
-        write(tmp)
+        write(str(tmp))
         os.chmod(tmp, 0o666 & ~_umask())   # after writing: some writers (safetensors) make the file anew
         _sync(tmp)
         os.replace(tmp, target)
-        _sync(target.parent)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
         raise
+    try:
+        os.rmdir(folder)
+    except OSError:   # a writer left something of its own beside the file
+        shutil.rmtree(folder, ignore_errors=True)
+    _sync(target.parent)
     return target
 
 
@@ -88,10 +106,29 @@ def remove_folder(folder: str | os.PathLike) -> None:
     shutil.rmtree(_move_aside(Path(folder)))
 
 
+def is_temporary(name: str) -> bool:
+    """Whether a file or folder name is one of write_file's temporaries (also as written by earlier l3d versions)."""
+    return bool(_TEMPORARY.match(name) or _EARLIER.match(name))
+
+
 def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files (`.<name>.*.tmp`) that write_file calls killed midway left in `folder`; return them."""
+    """Delete what write_file calls killed midway left in `folder` (their `.<name>.l3d-XXXXXXXX.tmp` folders, and
+    the `.<name>.XXXXXXXX.tmp` files earlier versions left for decomposition.safetensors, config.json and run.json);
+    return them. Nothing else is touched. Call it only while no other process writes into `folder`."""
     folder = Path(folder)
-    found = [p for p in folder.glob(".*.tmp") if p.is_file()] if folder.is_dir() else []
+    found = [p for p in folder.iterdir() if is_temporary(p.name)] if folder.is_dir() else []
     for path in found:
-        path.unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     return found
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

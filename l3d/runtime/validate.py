@@ -31,3 +31,15 @@ def as_float(name: str, value: object) -> float:
     if not is_number(value):
         raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     return float(value)
+
+
+SEED_MAX = 2**64 - 1   # torch.Generator.manual_seed takes 0..2**64 - 1
+
+
+def as_seed(name: str, value: object) -> int:
+    """`value` as a seed: an int (NumPy integers converted) in 0..2**64 - 1, the range torch's generators take;
+    a TypeError or ValueError naming `name` otherwise."""
+    value = as_int(name, value)
+    if not 0 <= value <= SEED_MAX:
+        raise ValueError(f"{name} must be an int in 0..2**64 - 1 (what torch's random generators take), got {value}")
+    return value

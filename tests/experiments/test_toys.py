@@ -1,4 +1,6 @@
 """The toy models, their data and the (stacked) toy trainer."""
+import math
+
 import pytest
 import torch
 
@@ -96,6 +98,27 @@ def test_sparse_features_can_keep_all_zero_samples():
     assert x.shape == (4000, 5) and x.min() >= 0 and x.max() <= 1
     assert abs((x == 0).all(1).float().mean().item() - 0.95 ** 5) < 0.03   # all-zero samples stay
     assert abs((x != 0).float().mean().item() - 0.05) < 0.01
+
+
+def test_sparse_features_refuses_what_would_need_astronomically_many_draws_or_give_only_zeros():
+    import l3d.experiments.toys as toys
+
+    with pytest.raises(ValueError, match=r"p_active=1e-09 with 5 features makes a nonzero sample 1 in 2e\+08 draws: "
+                                         r"drop_zero=True would draw about 2e\+09 samples"):
+        sparse_features(10, 5, 1e-9)   # used to loop for hours
+    assert sparse_features(10, 5, 1e-9, drop_zero=False).abs().sum() == 0   # without drop_zero: cheap, all zero
+    # at the bounds: q = 1 − (1 − p)^n samples kept; n_samples / q ≤ MAX_DRAWS and 1 / q ≤ MAX_ROUNDS are drawn
+    q = 1 / toys.MAX_ROUNDS
+    p = 1 - (1 - q) ** (1 / 5)
+    with pytest.raises(ValueError, match="rounds"):
+        sparse_features(1, 5, p * 0.99)
+    x = sparse_features(2, 5, 2e-4, generator=torch.Generator().manual_seed(0))   # 1 in ~1000: drawn, bounded
+    assert x.shape == (2, 5) and (x != 0).any(1).all()
+    with pytest.raises(ValueError, match=r"low = high = 0 makes every value, so every sample, zero"):
+        sparse_features(10, 5, 0.5, low=0.0, high=0.0)
+    assert sparse_features(3, 5, 0.5, low=0.0, high=0.0, drop_zero=False).abs().sum() == 0
+    with pytest.raises(ValueError, match=r"low and high must be finite numbers"):
+        sparse_features(10, 5, 0.5, high=math.inf)
 
 
 def test_group_features_switch_groups_together():

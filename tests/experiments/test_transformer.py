@@ -190,3 +190,25 @@ def test_subnetwork_rows_and_pattern_purity_are_what_the_notebook_computed():
     assert result == {"mean_purity": pure[live].mean().item(), "patterns_owned": len(owned), "n_patterns": len(corpus.patterns) - 1,
                       "owned_patterns": [corpus.patterns[i] for i in owned], "best_purity": best, "purity_threshold": 0.8}
     assert result["patterns_owned"] == sum(v >= 0.8 for v in best.values()) >= 1
+
+
+def test_the_notebook_loads_the_shipped_model_and_retrain_model_trains_one_here(tmp_path, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    from l3d.experiments.transformer import load_model_and_texts
+
+    spec = importlib.util.spec_from_file_location("nbtool", Path(__file__).resolve().parents[2] / "tools" / "notebooks.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    monkeypatch.setenv("L3D_CACHE", str(tmp_path))
+    small = tool.notebook_parameters("05_transformer", "test")     # 150 steps: the shipped test-scale model
+    assert small["retrain_model"] is False
+    shipped = load_model_and_texts(TransformerExperiment.from_parameters(small))
+    assert "shipped with l3d, SHA-256 verified" in shipped.note and not list(tmp_path.iterdir())
+    retrained = load_model_and_texts(TransformerExperiment.from_parameters({**small, "retrain_model": True}))
+    assert "trained now on this machine" in retrained.note
+    assert [p.name.startswith("story-gptneo-") for p in tmp_path.iterdir()] == [True]   # and cached
+    again = load_model_and_texts(TransformerExperiment.from_parameters({**small, "retrain_model": True}))
+    assert "from its cache" in again.note
+    assert torch.equal(again.train, shipped.train) and torch.equal(again.test, shipped.test)   # the same texts

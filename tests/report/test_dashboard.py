@@ -214,6 +214,32 @@ def test_the_page_embeds_the_saved_data_and_the_command_line_renders_it_again(to
         render(tmp_path)
 
 
+def test_a_title_holding_the_templates_placeholders_stays_text(toy, tmp_path):
+    folder = shutil.copytree(toy["folder"], tmp_path / "dashboard")
+    data = json.loads((folder / DATA).read_text())
+    data["title"] = "{{data}} and {{js}}"
+    (folder / DATA).write_text(json.dumps(data))
+    html = render(folder).read_text()
+    assert "<title>{{data}} and {{js}}</title>" in html   # not the JSON payload, not the script
+    assert html.count('<script type="application/json" id="data">') == 1
+    assert page_data(folder)["title"] == "{{data}} and {{js}}"
+
+
+@pytest.mark.parametrize("damage, named", [
+    (lambda text: text[: len(text) // 2], r"data\.json is damaged: not valid JSON \(JSONDecodeError: "),
+    (lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "kind"}), r"data\.json is damaged: it lacks kind; run collect again"),
+    (lambda text: "[1, 2]", r"data\.json has format a JSON list, this l3d reads format 1"),
+])
+def test_the_command_line_names_a_damaged_data_file_in_one_line(toy, tmp_path, capsys, damage, named):
+    folder = shutil.copytree(toy["folder"], tmp_path / "run" / "dashboard")
+    (folder / DATA).write_text(damage((folder / DATA).read_text()))
+    with pytest.raises(SystemExit) as exit:
+        main([str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert re.match(r"python -m l3d\.report\.dashboard: error: .*" + named, err), err
+
+
 def test_collect_refuses_what_it_cannot_show(texts, toy, tmp_path):
     with pytest.raises(ValueError, match="decode"):
         collect(tmp_path, texts["decomposition"], texts["collector"], texts["corpus"].inputs)
