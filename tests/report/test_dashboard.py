@@ -1,5 +1,6 @@
-"""The subnetwork dashboard: what collect saves equals what l3d computes, render writes it into one HTML page,
-and the page works in a real browser (headless Chromium driven over the DevTools protocol)."""
+"""The subnetwork dashboard: what collect saves equals what l3d computes, render writes it into one HTML page
+(the same page as before its HTML, CSS and JavaScript moved into package files), and the page works in a real
+browser (headless Chromium driven over the DevTools protocol)."""
 import base64
 import fcntl
 import io
@@ -9,10 +10,13 @@ import queue
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
+from fnmatch import fnmatch
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -21,13 +25,21 @@ from transformers import GPTNeoConfig, GPTNeoForCausalLM
 import l3d
 from l3d.experiments.cnn import DIGITS_BLOCK, DigitsCNN, digits
 from l3d.experiments.corpus import story_corpus
-from l3d.report.dashboard import DATA, IMAGES, INDEX, collect, feature_circuits, load, main, png, render
 from l3d.experiments.subnetworks import affected_outputs, purity
 from l3d.experiments.toys import TMS, sparse_features, train_toy
 from l3d.experiments.transformer import attention_tensors, logits
+from l3d.report import dashboard
+from l3d.report.dashboard import DATA, IMAGES, INDEX, collect, feature_circuits, load, main, png, render
+from l3d.report.dashboard import page as page_module
 
 N_REF = 3
 DELTAS = [-1.0, -0.5, 0.0, 0.5, 1.0]
+ROOT = Path(__file__).parents[2]
+# data.json of the toy and image fixtures below, and the index.html the code before issue 29 rendered from it (the page
+# then lived in Python strings, the PNGs came from a hand-written encoder). A deliberate change to the page renders
+# these again: `render(copy)` of each folder, and say in the commit what changed.
+REFERENCE = Path(__file__).parent / "dashboard_reference"
+PNG_URL = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]+)")
 
 
 # --- three small decompositions, one per kind of sample ----------------------------------------------
@@ -61,10 +73,11 @@ def texts(tmp_path_factory):
                           num_heads=2, attention_types=[[["global", "local"], 1]], window_size=4, intermediate_size=32,
                           bos_token_id=0, eos_token_id=0)
     model = GPTNeoForCausalLM(config).eval().requires_grad_(False)
-    collector = l3d.GradientCollector(model, attention_tensors(model, 1), divergence="kl", sequence=True, forward=logits,
-                                      chunk_size=64)
+    collector = l3d.GradientCollector(model, attention_tensors(model, 1), divergence="kl", sequence=True,
+                                      forward=logits, chunk_size=64)
     decomposition = l3d.Decomposition(collector.shapes, 12, 2, 0.1, seed=0)
-    history = l3d.fit(decomposition, l3d.GradientSource(collector, corpus.inputs, 4, seed=0), 2, lr=0.01, progress=False)
+    source = l3d.GradientSource(collector, corpus.inputs, 4, seed=0)
+    history = l3d.fit(decomposition, source, 2, lr=0.01, progress=False)
     folder = collect(tmp_path_factory.mktemp("texts") / "dashboard", decomposition, collector, corpus.inputs,
                      history=history, n_ref=N_REF, seed=3, n_top=6, n_outputs=3, deltas=DELTAS, tokens=corpus.tokens,
                      decode=corpus.tokenizer.decode, labels=corpus.tags, label_names=corpus.patterns, ignore_label=0)
@@ -134,13 +147,15 @@ def test_circuit_cosines_are_those_of_the_decoder_directions(toy):
         for i in range(5):
             d = torch.cat([decoder[n][k].flatten() for n in ("W_in", "W_out", "b")])
             c = torch.cat([toy["circuits"][n][i].flatten() for n in ("W_in", "W_out", "b")])
-            assert row["circuits"][i] == pytest.approx(torch.nn.functional.cosine_similarity(d, c, 0).abs().item(), abs=1e-4)
+            cosine = torch.nn.functional.cosine_similarity(d, c, 0).abs().item()
+            assert row["circuits"][i] == pytest.approx(cosine, abs=1e-4)
 
 
 def test_feature_circuits_keep_one_feature_of_every_tensor():
     model = TMS(4, 2).untied()
     circuits = feature_circuits(model, {"W_in": 1, "W_out": 0, "b": 0})
-    assert circuits["W_in"].shape == (4, 2, 4) and circuits["W_out"].shape == (4, 4, 2) and circuits["b"].shape == (4, 4)
+    assert circuits["W_in"].shape == (4, 2, 4) and circuits["W_out"].shape == (4, 4, 2)
+    assert circuits["b"].shape == (4, 4)
     torch.testing.assert_close(circuits["W_in"][2][:, 2], model.W_in[:, 2].detach())
     assert circuits["W_in"][2][:, [0, 1, 3]].abs().sum() == 0 and circuits["W_out"][1][[0, 2, 3]].abs().sum() == 0
     torch.testing.assert_close(circuits["W_in"].sum(0), model.W_in.detach())
@@ -163,15 +178,18 @@ def test_text_dashboard_shades_every_token_and_names_the_targets(texts):
         assert row["top"] == top[k].tolist()
         for r, s in enumerate(row["top"]):
             text = s // 8
-            assert row["token_impact"][r] == pytest.approx(impact[text * 8:(text + 1) * 8, k].tolist(), rel=6e-3)   # 3 digits
+            expected = impact[text * 8:(text + 1) * 8, k].tolist()
+            assert row["token_impact"][r] == pytest.approx(expected, rel=6e-3)   # 3 digits
             assert data["items"][str(text)]["ids"] == corpus.tokens[text].tolist()
             assert data["items"][str(text)]["labels"] == corpus.tags[text].tolist()
         # the most moved output (mean ∂f/∂δ over the top samples at their positions) leads its list
-        values, index = affected_outputs(texts["model"], decomposition, k, corpus.inputs[top[k] // 8], top[k] % 8, logits, 1)
+        values, index = affected_outputs(texts["model"], decomposition, k, corpus.inputs[top[k] // 8], top[k] % 8,
+                                         logits, 1)
         first = row["raised"][0] if values[0] > 0 else row["lowered"][0]
         assert first[0] == index[0].item() and first[1] == pytest.approx(values[0].item(), rel=1e-3)
         targets = [corpus.tokenizer.vocab[corpus.tokens[s // 8, s % 8 + 1]] for s in row["top"]]
-        assert row["summary"].startswith(f"→ ‘{max(set(targets), key=lambda t: (targets.count(t), -targets.index(t)))}’")
+        common = max(set(targets), key=lambda t: (targets.count(t), -targets.index(t)))   # most common, first seen
+        assert row["summary"].startswith(f"→ ‘{common}’")
     # word-level tokens carry the space the tokenizer puts between them
     assert all(s.endswith(" ") for s in data["vocabulary"].values())
 
@@ -186,7 +204,7 @@ def test_image_dashboard_saves_the_shown_images_and_renders_them_as_png(images):
         picture = Image.open(io.BytesIO(base64.b64decode(data["images"][str(i)].split(",", 1)[1])))
         assert picture.size == (8, 8) and picture.mode == "L"
         expected = (images["inputs"][i, 0] * 255).round().to(torch.uint8)
-        assert torch.equal(torch.tensor(list(picture.getdata()), dtype=torch.uint8).view(8, 8), expected)
+        assert torch.equal(torch.from_numpy(np.array(picture)), expected)
     assert (images["folder"] / IMAGES).exists()
     active = l3d.batch_top_k(l3d.impact(images["decomposition"], images["collector"], images["inputs"], N_REF, 3), 0.1)
     assert [row["p_act"] for row in data["subnetworks"]] == pytest.approx(active.float().mean(0).tolist(), rel=1e-4)
@@ -196,9 +214,58 @@ def test_png_writes_rgb_images():
     pixels = torch.randint(0, 256, (3, 5, 7), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     picture = Image.open(io.BytesIO(png(pixels)))
     assert picture.mode == "RGB" and picture.size == (7, 5)
-    assert torch.equal(torch.tensor(list(picture.getdata()), dtype=torch.uint8).view(5, 7, 3).permute(2, 0, 1), pixels)
+    assert torch.equal(torch.from_numpy(np.array(picture)).permute(2, 0, 1), pixels)
     with pytest.raises(ValueError, match="1 or 3 channels"):
         png(torch.zeros(2, 4, 4, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="uint8 pixels"):
+        png(torch.rand(3, 4, 4))
+
+
+def rendered_again(name: str, tmp_path: Path) -> tuple[str, str]:
+    """The page rendered now from a reference folder's data, and the one rendered before issue 29."""
+    folder = shutil.copytree(REFERENCE / name, tmp_path / name, ignore=shutil.ignore_patterns(INDEX))
+    return render(folder).read_text(encoding="utf-8"), (REFERENCE / name / INDEX).read_text(encoding="utf-8")
+
+
+def test_the_page_is_the_one_rendered_before_it_moved_into_package_files(tmp_path):
+    page, before = rendered_again("toy", tmp_path)
+    assert page == before                                             # byte for byte
+
+
+def test_image_pages_differ_from_before_only_in_png_bytes_never_in_pixels(tmp_path):
+    page, before = rendered_again("images", tmp_path)
+    assert PNG_URL.sub("PNG", page) == PNG_URL.sub("PNG", before)
+    new, old = PNG_URL.findall(page), PNG_URL.findall(before)
+    assert len(new) == len(old) == 13
+    for a, b in zip(new, old, strict=True):   # Pillow's files and the former hand-written encoder's: same pixels
+        a, b = (Image.open(io.BytesIO(base64.b64decode(s))) for s in (a, b))
+        assert a.mode == b.mode == "L" and a.size == b.size == (8, 8)
+        assert np.array_equal(np.array(a), np.array(b))
+
+
+def test_render_reads_the_page_its_style_and_its_script_from_the_package_files(toy, tmp_path, monkeypatch):
+    package = Path(dashboard.__file__).parent
+    css, js = ((package / name).read_text(encoding="utf-8") for name in ("page.css", "page.js"))
+    html = (toy["folder"] / INDEX).read_text(encoding="utf-8")
+    assert f"<style>\n{css}</style>" in html and f"<script>\n{js}</script>" in html
+    assets = shutil.copytree(package, tmp_path / "assets", ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    (assets / "page.css").write_text(css + ".edited-css {}\n", encoding="utf-8")
+    (assets / "page.js").write_text(js + "// edited js\n", encoding="utf-8")
+    template = (assets / "page.html").read_text(encoding="utf-8")
+    (assets / "page.html").write_text(template.replace("<body>", '<body data-edited="html">'), encoding="utf-8")
+    monkeypatch.setattr(page_module, "ASSETS", assets)                # the files, read when rendering
+    edited = render(shutil.copytree(toy["folder"], tmp_path / "dashboard")).read_text(encoding="utf-8")
+    assert ".edited-css {}\n</style>" in edited and "// edited js\n</script>" in edited
+    assert '<body data-edited="html">' in edited
+
+
+def test_the_files_of_the_page_are_package_data():
+    tomllib = pytest.importorskip("tomllib")                           # Python 3.11+
+    settings = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    shipped = settings["package-data"]["l3d.report.dashboard"]
+    files = {p.name for p in Path(dashboard.__file__).parent.iterdir() if p.is_file() and p.suffix != ".py"}
+    assert files == {"page.html", "page.css", "page.js"}
+    assert all(any(fnmatch(name, pattern) for pattern in shipped) for name in files)
 
 
 def test_the_page_embeds_the_saved_data_and_the_command_line_renders_it_again(toy, tmp_path):
@@ -214,6 +281,15 @@ def test_the_page_embeds_the_saved_data_and_the_command_line_renders_it_again(to
         render(tmp_path)
 
 
+def test_python_dash_m_renders_a_run_again(toy, tmp_path):
+    folder = shutil.copytree(toy["folder"], tmp_path / "run" / "dashboard", ignore=shutil.ignore_patterns(INDEX))
+    done = subprocess.run([sys.executable, "-m", "l3d.report.dashboard", str(tmp_path / "run")], capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(folder / INDEX)
+    assert (folder / INDEX).read_text() == (toy["folder"] / INDEX).read_text()
+
+
 def test_a_title_holding_the_templates_placeholders_stays_text(toy, tmp_path):
     folder = shutil.copytree(toy["folder"], tmp_path / "dashboard")
     data = json.loads((folder / DATA).read_text())
@@ -227,7 +303,8 @@ def test_a_title_holding_the_templates_placeholders_stays_text(toy, tmp_path):
 
 @pytest.mark.parametrize("damage, named", [
     (lambda text: text[: len(text) // 2], r"data\.json is damaged: not valid JSON \(JSONDecodeError: "),
-    (lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "kind"}), r"data\.json is damaged: it lacks kind; run collect again"),
+    (lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "kind"}),
+     r"data\.json is damaged: it lacks kind; run collect again"),
     (lambda text: "[1, 2]", r"data\.json has format a JSON list, this l3d reads format 1"),
 ])
 def test_the_command_line_names_a_damaged_data_file_in_one_line(toy, tmp_path, capsys, damage, named):
@@ -245,6 +322,10 @@ def test_collect_refuses_what_it_cannot_show(texts, toy, tmp_path):
         collect(tmp_path, texts["decomposition"], texts["collector"], texts["corpus"].inputs)
     with pytest.raises(ValueError, match="impact must be"):
         collect(tmp_path, toy["decomposition"], toy["collector"], toy["inputs"], impact=torch.zeros(5, 6))
+    with pytest.raises(ValueError, match=r"impact must be \(samples, subnetworks\) = \(256, 6\), got \(1536,\)"):
+        collect(tmp_path, toy["decomposition"], toy["collector"], toy["inputs"], impact=torch.zeros(256 * 6))
+    with pytest.raises(ValueError, match=r"inputs must be vectors \(N, F\), images \(N, C, H, W\) or token ids"):
+        collect(tmp_path, toy["decomposition"], toy["collector"], toy["inputs"].view(256, 5, 1))
     with pytest.raises(ValueError, match="one label per sample"):
         collect(tmp_path, toy["decomposition"], toy["collector"], toy["inputs"], labels=torch.zeros(3))
 
@@ -266,9 +347,9 @@ class Chromium:
             os.dup2(high[1], 4)
 
         self.process = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", "--remote-debugging-pipe",
-             "--hide-scrollbars", "about:blank"],
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--remote-debugging-pipe", "--hide-scrollbars", "about:blank"],
             pass_fds=(3, 4), preexec_fn=to_fds_3_and_4, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(theirs_read)
         os.close(theirs_write)
@@ -335,8 +416,9 @@ class Chromium:
 
     def click(self, selector: str) -> None:
         """A real mouse click (press and release) in the middle of the first element matching `selector`."""
-        box = self.js(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView({{block: 'center'}});"
-                      f" const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()")
+        box = self.js(f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+                      f" e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect();"
+                      f" return [r.x + r.width / 2, r.y + r.height / 2]; }})()")
         for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
             self.send("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
 
