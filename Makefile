@@ -2,13 +2,20 @@
 #   make env              .venv with the exact versions of requirements.lock and l3d (editable); `. .venv/bin/activate`
 #   make lock             requirements.lock anew: a fresh venv from pyproject.toml's ranges, every version it installed
 #   make figures          every notebook at paper scale -> figures/<notebook>/ (PNG, PDF, metrics.json), then a table:
-#                         each headline number now against the committed one, within its tolerance or not
+#                         each headline number now against the committed one, within its tolerance or not; then make docs
 #   make -B figures       the same, even where figures/ is already up to date
 #   make figures DEVICE=cuda JOBS=1
+#   make docs             README.md's results table and docs/ written anew from figures/*/metrics.json (make figures
+#                         ends with it); every number there comes from those files
+#   make quickstart       a first run in about half a minute: L3D on a toy model of superposition -> runs/quickstart/
+#                         (the numbers, figures, a dashboard; python -m l3d.examples.quickstart)
 #   make notebook NB=01 PARAMS="-p n_features 10 -p n_hidden 4 -p n_subnetworks 10"
-#                         one notebook with your parameters -> runs/<notebook>/ (figures/ stays as it is);
-#                         prints the notebook's output and progress bars (every 10 s) as it runs
-#   make test             unit tests + every notebook under nbval with small parameters
+#                         one notebook with your parameters -> runs/<notebook>/ (figures/ stays as it is); a
+#                         parameter the notebook does not have stops it at once, naming the nearest one; the
+#                         previous runs/<notebook>/ is replaced only when the new run succeeds; prints the
+#                         notebook's output and a progress line every 10 s as it runs
+#   make parameters NB=05 the parameters of a notebook, with their defaults
+#   make test             ruff (make lint), unit tests, every notebook under nbval with small parameters
 #   make test-references  new reference headline numbers of the notebooks (tests/notebooks/<notebook>.json);
 #                         make test-references NB="02 07" for those notebooks only
 #   make models           train 05's and 06's embedded models again (one thread, about a minute) and ship them:
@@ -31,9 +38,10 @@ PARAMS ?=
 NB_FILE := $(firstword $(wildcard notebooks/$(NB)*.ipynb))
 NB_NAME := $(basename $(notdir $(NB_FILE)))
 LAB_ARGS ?=
-SOURCES := $(shell find l3d -name '*.py' -o -name 'manifest.json')   # the shipped models' manifest too
+SOURCES := $(shell find l3d -name '*.py' -o -name 'manifest.json' -o -name 'page.*')   # the shipped models' manifest and the dashboard's page too
 
-.PHONY: all env lock models figures compare notebook test unit notebooks-test test-references lab benchmark clean-figures
+.PHONY: all env lock models figures compare docs quickstart notebook parameters test lint unit notebooks-test test-references lab \
+	benchmark clean-figures
 .DELETE_ON_ERROR:
 
 all: figures
@@ -69,25 +77,43 @@ models: $(STAMP)
 figures: $(STAMP)
 	$(MAKE) --no-print-directory -j$(JOBS) $(METRICS)
 	@$(PY) tools/notebooks.py compare
+	$(PY) tools/docs.py
 
 compare: $(STAMP)
 	@$(PY) tools/notebooks.py compare
 
+# README.md's results table and docs/ from figures/*/metrics.json and benchmarks/results/ (tools/docs.py).
+docs: $(STAMP)
+	$(PY) tools/docs.py
+
 figures/%/metrics.json: notebooks/%.ipynb $(SOURCES) $(STAMP)
+	@$(PY) tools/notebooks.py check-parameters $< device
 	@mkdir -p figures/$*
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} MPLBACKEND=Agg $(VENV)/bin/papermill --cwd notebooks --progress-bar \
 		$< figures/$*/$*.ipynb -p device $(DEVICE)
 	$(PY) tools/notebooks.py embed-figures figures/$*/$*.ipynb
 
-# One notebook, e.g. NB=01 (or its full name), with papermill parameters PARAMS, into runs/<notebook>/.
+# The first run the README shows: TMS end to end, its numbers printed, figures and a dashboard in runs/quickstart/.
+quickstart: $(STAMP)
+	$(PY) -m l3d.examples.quickstart --out runs/quickstart
+
+# One notebook, e.g. NB=01 (or its full name), with papermill parameters PARAMS, into runs/<notebook>/: the names
+# checked first, the run made in runs/.<notebook>.partial/ and swapped in when it succeeds (tools/notebooks.py run).
 notebook: $(STAMP)
 	@test -n "$(NB)" -a -n "$(NB_FILE)" || { echo 'usage: make notebook NB=01 [PARAMS="-p n_features 10 -p n_hidden 4"]; NB is one of: $(basename $(notdir $(NOTEBOOKS)))'; exit 2; }
-	@mkdir -p runs/$(NB_NAME)
-	L3D_PROGRESS=text TQDM_MININTERVAL=10 MPLBACKEND=Agg $(VENV)/bin/papermill --cwd notebooks --log-output --no-progress-bar $(NB_FILE) \
-		runs/$(NB_NAME)/$(NB_NAME).ipynb -p device $(DEVICE) -p out_dir $(CURDIR)/runs/$(NB_NAME) $(PARAMS)
-	@echo "outputs: runs/$(NB_NAME)/ (figures, metrics.json, the executed notebook $(NB_NAME).ipynb)"
+	$(PY) tools/notebooks.py run $(NB_NAME) -p device $(DEVICE) $(PARAMS)
 
-test: unit notebooks-test
+parameters: $(STAMP)
+	@test -n "$(NB)" -a -n "$(NB_FILE)" || { echo 'usage: make parameters NB=05; NB is one of: $(basename $(notdir $(NOTEBOOKS)))'; exit 2; }
+	@$(PY) tools/notebooks.py parameters $(NB_NAME)
+
+# The linter first (ruff, pinned in requirements.lock; its rules in pyproject.toml), then the unit tests, then the
+# notebooks.
+test: lint unit notebooks-test
+
+# ruff on the code (the notebooks are not linted); it changes nothing, it only reports.
+lint: $(STAMP)
+	$(PY) -m ruff check l3d tests tools benchmarks
 
 unit: $(STAMP)
 	$(PY) -m pytest tests -q -p no:cacheprovider

@@ -66,11 +66,13 @@ def tinystories_8m() -> torch.nn.Module:
 
 def attention_block(layer: int = 4) -> list[str]:
     a = f"transformer.h.{layer}.attn.attention"
-    return [f"{a}.q_proj.weight", f"{a}.k_proj.weight", f"{a}.v_proj.weight", f"{a}.out_proj.weight", f"{a}.out_proj.bias"]
+    return [f"{a}.q_proj.weight", f"{a}.k_proj.weight", f"{a}.v_proj.weight", f"{a}.out_proj.weight",
+            f"{a}.out_proj.bias"]
 
 
 def all_blocks(layers: int) -> list[str]:
-    mlp = [f"transformer.h.{i}.mlp.{m}.{p}" for i in range(layers) for m in ("c_fc", "c_proj") for p in ("weight", "bias")]
+    mlp = [f"transformer.h.{i}.mlp.{m}.{p}"
+           for i in range(layers) for m in ("c_fc", "c_proj") for p in ("weight", "bias")]
     return [n for i in range(layers) for n in attention_block(i)] + mlp
 
 
@@ -117,7 +119,7 @@ def measure(cfg: dict) -> dict:
     texts, tokens = cfg["texts"], cfg["tokens"]
     collector = l3d.GradientCollector(
         model, tensors, divergence="kl", sequence=True, forward=lambda m, x: m(x).logits,
-        chunk_size=texts, engine="dense" if baseline else "auto",
+        gradient_chunk_size=texts, engine="dense" if baseline else "auto",
     )
     collector.cut_head = not baseline
     dec = l3d.Decomposition(collector.shapes, cfg["subnetworks"], rank=RANK, top_k=TOP_K, seed=0).to(device)
@@ -170,7 +172,7 @@ def measure_tms(cfg: dict, device: torch.device, baseline: bool) -> dict:
 
     model = TMS().untied().to(device)
     inputs = sparse_features(1000, 5, generator=torch.Generator().manual_seed(0)).to(device)
-    collector = l3d.GradientCollector(model, ["W_in", "W_out", "b"], divergence="mse", chunk_size=1000)
+    collector = l3d.GradientCollector(model, ["W_in", "W_out", "b"], divergence="mse", gradient_chunk_size=1000)
     source = l3d.GradientSource(collector, inputs, batch_size=32, chunk_size=992)
     dec = l3d.Decomposition(collector.shapes, 5, rank=1, top_k=TOP_K, seed=0).to(device)
     epochs = cfg["steps"]
@@ -261,7 +263,8 @@ def describe(r: dict) -> str:
         return f"{what}  FAILED: {r['error']}"
     extra = f"  (thread CPU {r['cpu_seconds_per_step'] * 1e3:.3f} ms)" if r["device"] == "cpu" else ""
     if "best_seconds_per_step" in r:
-        extra += f"  best of {r['repeats']}: {r['best_seconds_per_step'] * 1e3:.3f} ms (CPU {r['best_cpu_seconds_per_step'] * 1e3:.3f})"
+        extra += (f"  best of {r['repeats']}: {r['best_seconds_per_step'] * 1e3:.3f} ms "
+                  f"(CPU {r['best_cpu_seconds_per_step'] * 1e3:.3f})")
     return (f"{what}  {r['seconds_per_step'] * 1e3:10.3f} ms/step{extra}  {r['token_gradients_per_s']:10.0f} "
             f"token-gradients/s  peak {r['peak_bytes'] / 2**20:9.1f} MiB")
 
@@ -300,7 +303,7 @@ def plot_scale(results: list[dict], out_dir: Path, device: str) -> None:
 def cpu_name() -> str:
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(l.split(":", 1)[1].strip() for l in lines if l.startswith("model name"))
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
 

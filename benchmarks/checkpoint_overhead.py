@@ -7,6 +7,7 @@ import torch
 
 from l3d.checkpoint import rng_state, save_checkpoint
 from l3d.decomposition import Decomposition
+from l3d.runtime.medians import median
 
 SIZES = {
     "TMS (C=5, rank 1, W_in/W_out/b)": ({"W_in": (2, 5), "W_out": (5, 2), "b": (5,)}, 5, 1),
@@ -23,7 +24,8 @@ def state_for(decomposition: Decomposition) -> dict:
     generator = torch.Generator().manual_seed(0)
     return {
         "settings": {"decomposition": decomposition.config}, "step": 1, "epoch": 0,
-        "history": {"reconstruction_error": [0.5] * 100, "lr": [0.01] * 100, "p_act": [[0.1] * decomposition.n_subnetworks] * 100},
+        "history": {"reconstruction_error": [0.5] * 100, "lr": [0.01] * 100,
+                    "p_act": [[0.1] * decomposition.n_subnetworks] * 100},
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "source": {"generator": generator.get_state(), "position": None}, "rng": rng_state(),
         "stats": {"sums": torch.zeros(2 + decomposition.n_subnetworks, dtype=torch.float64), "samples": 0},
@@ -44,7 +46,7 @@ def main(repeats: int = 5) -> None:
                 times.append(time.perf_counter() - t)
             size = sum(f.stat().st_size for f in folder.iterdir())
         print(f"{name}: {n:,} parameters, {size / 2**20:.2f} MiB on disk, "
-              f"{1000 * min(times):.1f} ms per checkpoint (median {1000 * sorted(times)[len(times) // 2]:.1f} ms)")
+              f"{1000 * min(times):.1f} ms per checkpoint (median {1000 * median(times):.1f} ms)")
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ import torch
 
 import l3d
 from l3d.experiments.corpus import story_corpus
-from l3d.report.dashboard import collect, render
 from l3d.experiments.transformer import SETTINGS, attention_tensors, logits, story_model
+from l3d.report.dashboard import collect, render
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,8 +66,8 @@ def main() -> None:
                            batch_size=16, chunk_size=64, gradient_chunk_size=64, lr=s["lr"],
                            lr_decay_every=s["lr_decay_every"], warm_start_epochs=min(args.epochs - 1, 1),
                            init="gradients", init_samples=s["init_texts"])
-    run = l3d.decompose(model, train.inputs, attention_tensors(model, s["layer"]), config, sequence=True, forward=logits,
-                        progress=False)
+    run = l3d.decompose(model, train.inputs, attention_tensors(model, s["layer"]), config, sequence=True,
+                        forward=logits, progress=False)
     decomposition, history, collector = run.decomposition, run.history, run.collector
     timings = {}
     start = time.perf_counter()
@@ -83,8 +83,9 @@ def main() -> None:
     timings["render_seconds"] = time.perf_counter() - start
     timings["chromium_open_and_screenshot_seconds"] = chromium_seconds(index, args.out / "subnetwork_0.png")
     result = {
-        "setting": {"n_subnetworks": s["n_subnetworks"], "rank": s["rank"], "test_texts": s["n_test_texts"], "length": 16,
-                    "n_ref": s["n_ref"], "n_top": 20, "model_steps": args.model_steps, "epochs": args.epochs},
+        "setting": {"n_subnetworks": s["n_subnetworks"], "rank": s["rank"], "test_texts": s["n_test_texts"],
+                    "length": 16, "n_ref": s["n_ref"], "n_top": 20, "model_steps": args.model_steps,
+                    "epochs": args.epochs},
         **timings,
         "data_bytes": (folder / "data.json").stat().st_size,
         "html_bytes": index.stat().st_size,
@@ -92,7 +93,8 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "cpu_count": os.cpu_count(),
-        "load_average_1_5_15_min": [round(v, 2) for v in os.getloadavg()],   # other jobs on the machine slow every number
+        # other jobs on the machine slow every number
+        "load_average_1_5_15_min": [round(v, 2) for v in os.getloadavg()],
         "machine": platform.machine(),
     }
     print(json.dumps(result, indent=1))

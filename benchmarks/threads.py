@@ -30,7 +30,7 @@ from l3d.runtime.threads import SMALL_WORK, cpu_threads  # noqa: E402
 
 def setting(name: str):
     """(collector, inputs, batch_size, n_subnetworks, rank) of a named setting."""
-    from l3d.experiments.toys import TMS, MLP, sparse_features
+    from l3d.experiments.toys import MLP, TMS, sparse_features
 
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
@@ -38,28 +38,28 @@ def setting(name: str):
         _, f, h = name.split("-")
         model = TMS(int(f), int(h)).untied()
         inputs = sparse_features(512, int(f), generator=generator)
-        return l3d.GradientCollector(model, "*", divergence="mse", chunk_size=512), inputs, 32, int(f), 1
+        return l3d.GradientCollector(model, "*", divergence="mse", gradient_chunk_size=512), inputs, 32, int(f), 1
     if name.startswith("mlp"):   # mlp-<in>-<hidden>: in → hidden → in ReLU, as notebooks 02/03
         _, f, h = name.split("-")
         model = MLP([int(f), int(h), int(f)])
         inputs = sparse_features(512, int(f), generator=generator)
-        return l3d.GradientCollector(model, "*", divergence="mse", chunk_size=512), inputs, 32, 10, 2
+        return l3d.GradientCollector(model, "*", divergence="mse", gradient_chunk_size=512), inputs, 32, 10, 2
     if name == "digits-cnn":     # notebook 06's embedded setting: the middle conv block
         from l3d.experiments.cnn import DIGITS_BLOCK, DigitsCNN, digits
 
         images = digits()[0][:512]
         model = DigitsCNN().eval().requires_grad_(False)
-        return l3d.GradientCollector(model, DIGITS_BLOCK, divergence="kl", chunk_size=512), images, 32, 40, 12
+        return l3d.GradientCollector(model, DIGITS_BLOCK, divergence="kl", gradient_chunk_size=512), images, 32, 40, 12
     if name == "story-gptneo":   # notebook 05's embedded setting: width 32, 2 layers, attention of layer 1
+        from transformers import GPTNeoForCausalLM
+
         from l3d.experiments.corpus import story_corpus
         from l3d.experiments.transformer import attention_tensors, logits, story_config
-
-        from transformers import GPTNeoForCausalLM
 
         corpus = story_corpus(128, 16, seed=0)
         model = GPTNeoForCausalLM(story_config(len(corpus.tokenizer.vocab))).eval().requires_grad_(False)
         collector = l3d.GradientCollector(model, attention_tensors(model, 1), divergence="kl", sequence=True,
-                                          forward=logits, chunk_size=64)
+                                          forward=logits, gradient_chunk_size=64)
         return collector, corpus.tokens[:, :-1], 16, 200, 8
     raise ValueError(f"unknown setting {name!r}")
 
@@ -78,7 +78,8 @@ def seconds_per_step(name: str, threads: int, epochs: int) -> tuple[float, int]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--settings", nargs="+",
-                   default=["tms-5-2", "mlp-10-5", "mlp-25-10", "tms-100-20", "mlp-100-100", "digits-cnn", "story-gptneo"])
+                   default=["tms-5-2", "mlp-10-5", "mlp-25-10", "tms-100-20", "mlp-100-100", "digits-cnn",
+                            "story-gptneo"])
     p.add_argument("--threads", nargs="+", type=int, default=[1, torch.get_num_threads()])
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--note", default="", help="what else ran on the machine, for the JSON")

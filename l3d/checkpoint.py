@@ -19,6 +19,7 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from .decomposition import DECODER_NORM_RENAMES, Decomposition
+from .divergences import DIVERGENCE_RENAMES
 from .runtime.atomic import remove_folder, sha256_file, write_file, write_folder
-from .decomposition import Decomposition
+from .runtime.validate import renamed
 
 _STEP_FOLDER = re.compile(r"^step-(\d{8})$")
 _LITTER = re.compile(r"^\.step-\d{8}\.")   # temporary folders of write_folder, folders being removed
@@ -64,7 +67,8 @@ def split_tensors(obj, tensors: dict[str, Tensor], key: str = "state"):
         return [split_tensors(v, tensors, f"{key}/{i}") for i, v in enumerate(obj)]
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
-    raise TypeError(f"cannot store {type(obj).__name__} at {key!r} in a checkpoint (tensors, numbers, strings, lists and dicts only)")
+    raise TypeError(f"cannot store {type(obj).__name__} at {key!r} in a checkpoint "
+                    "(tensors, numbers, strings, lists and dicts only)")
 
 
 def join_tensors(obj, tensors: dict[str, Tensor]):
@@ -184,15 +188,16 @@ def load_checkpoint(folder: str | os.PathLike) -> tuple[dict, dict[str, Tensor],
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DamagedCheckpoint(f"{folder / 'training.json'} is not valid JSON ({e}); the checkpoint is damaged") from e
     if not isinstance(meta, dict) or meta.get("format") != "l3d-checkpoint-1":
-        raise DamagedCheckpoint(f"{folder / 'training.json'} is not an l3d checkpoint (format 'l3d-checkpoint-1' expected)")
+        raise DamagedCheckpoint(f"{folder / 'training.json'} is not an l3d checkpoint "
+                                "(format 'l3d-checkpoint-1' expected)")
     if "sha256" in meta:
         hashes = meta.pop("sha256")
         found = {f: sha256_file(folder / f) for f in _HASHED}
         found["training.json"] = _sha256_json(meta)
         wrong = [f for f in _FILES if not isinstance(hashes, dict) or hashes.get(f) != found[f]]
         if wrong:
-            raise DamagedCheckpoint(f"{folder} is damaged: the SHA-256 of {', '.join(wrong)} differs from the one recorded "
-                                    f"when the checkpoint was written")
+            raise DamagedCheckpoint(f"{folder} is damaged: the SHA-256 of {', '.join(wrong)} differs from the one "
+                                    f"recorded when the checkpoint was written")
     try:
         tensors = load_file(folder / "training.safetensors")
         decomposition = load_file(folder / "decomposition.safetensors")
@@ -204,3 +209,78 @@ def load_checkpoint(folder: str | os.PathLike) -> tuple[dict, dict[str, Tensor],
     except KeyError as e:
         raise DamagedCheckpoint(f"{folder / 'training.safetensors'} lacks tensor {e} named in training.json") from e
     return config, decomposition, state
+
+
+# --- resuming ---------------------------------------------------------------------------------------
+def newest_intact(directory: str | os.PathLike) -> tuple[Path | None, dict, dict, list[tuple[Path, str]]]:
+    """The newest checkpoint under `directory` that loads and passes its hashes: (its folder, its decomposition's
+    tensors, its training state, [(damaged newer folder, why)]); (None, {}, {}, []) when there is none at all, and
+    DamagedCheckpoint when every one is damaged."""
+    candidates = checkpoints(directory)
+    skipped = []
+    for folder in reversed(candidates):
+        try:
+            _, tensors, state = load_checkpoint(folder)
+            return folder, tensors, state, skipped
+        except DamagedCheckpoint as e:
+            skipped.append((folder, str(e)))
+    if skipped:
+        raise DamagedCheckpoint(f"no intact checkpoint in {directory} to resume from: "
+                                + "; ".join(e for _, e in skipped))
+    return None, {}, {}, []
+
+
+def set_aside(damaged: list[Path]) -> None:
+    """Rename damaged checkpoint folders to `<name>.damaged` (kept for inspection, out of the rotation)."""
+    for folder in damaged:
+        aside = folder.with_name(folder.name + ".damaged")
+        while aside.exists():
+            aside = aside.with_name(aside.name + "_")
+        os.replace(folder, aside)
+
+
+def _flat_settings(settings: Mapping, prefix: str = "") -> dict:
+    """Nested settings as one level, keys joined by '.': {"a": {"b": 1}} -> {"a.b": 1}."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flat_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+_RENAMES = {"decoder_norm": DECODER_NORM_RENAMES, "divergence": DIVERGENCE_RENAMES}
+
+
+def _current_spellings(settings: object) -> object:
+    """`settings` (nested dicts and lists) with every old spelling of a renamed setting's value (decoder_norm
+    "authors", divergence "mse_authors") in its current one, so that checkpoints written before the renames
+    compare equal to the same settings spelled now."""
+    if isinstance(settings, Mapping):
+        return {k: renamed(k, v, _RENAMES[k], stacklevel=4) if k in _RENAMES else _current_spellings(v)
+                for k, v in settings.items()}
+    if isinstance(settings, list):
+        return [_current_spellings(v) for v in settings]
+    return settings
+
+
+def check_resumable(found: Path, written: dict, settings: dict) -> None:
+    """ResumeRefused naming every setting of `settings` (this call's) that differs from `written` (the checkpoint's),
+    or when the checkpoint predates the record of the model and the run's settings."""
+    if "gradients" not in written:
+        raise ResumeRefused(
+            f"cannot resume {found}: it was written by an earlier l3d, which did not record the model (a fingerprint "
+            f"of its tensors), the divergence, reference and engine, nor the run's settings; resuming could go on "
+            f"with other gradients without a word. Start again in an empty checkpoint_dir"
+        )
+    written = {"silence": 0.0, "silence_from": 0, **_current_spellings(written)}   # before silence: none
+    old, new = _flat_settings(written), _flat_settings(settings)
+    absent = "(not recorded)"
+    changed = [k for k in [*new, *(k for k in old if k not in new)] if old.get(k, absent) != new.get(k, absent)]
+    if changed:
+        raise ResumeRefused(
+            f"cannot resume {found}: it was written with other settings "
+            + "; ".join(f"{k}: checkpoint {old.get(k, absent)!r}, now {new.get(k, absent)!r}" for k in changed)
+            + ". Resume with the settings, model and inputs it was written with, or choose an empty checkpoint_dir"
+        )

@@ -8,14 +8,20 @@ For per-sample gradients g_i (N samples) and subnetworks k = 1..C:
 The loss is computed from projections and the decoder Gram matrix G_kl = <d_k, d_l>, so ĝ is never built:
     ||g_i − ĝ_i||² = ||g_i||² − 2 Σ_k c̃_ik <d_k, g_i> + c̃_iᵀ G c̃_i,   c̃ = m ⊙ c.
 Beside it, the dropped energy, the energy of the coefficients BatchTopK drops, S = Σ_ik (1 − m_ik) c_ik² (not in
-the paper; `l3d.fit(silence=...)` adds silence · S to the loss to keep encoders quiet where their subnetwork is
-not used).
+the paper; `l3d.fit(silence=...)` adds the silence penalty silence · S to the loss, so that an encoder stays silent
+where its subnetwork is not used).
+
+A stack (`Decomposition.stack`) holds M independent decompositions ("members": starts, seeds) of the same
+shapes as one module of M·C subnetworks, member m owning subnetworks m·C … (m+1)·C − 1. Its loss is the sum of
+the members' losses, each with its own BatchTopK, Gram matrix and error, so one optimizer step trains all M
+exactly as M separate runs would (Adam acts per element), at about the cost of one run on small models.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,11 +33,12 @@ from torch import Tensor, nn
 from .gradients import DenseGradients
 from .runtime.atomic import sha256_file, write_file
 from .runtime.distributed import gather_rows
+from .runtime.validate import as_float, as_int, as_seed, is_int, renamed
 from .tucker import KEEP_FOR_BACKWARD, Tucker, tucker_approximation, tucker_ranks, tucker_tensor
-from .runtime.validate import as_float, as_int, as_seed, is_int
 
 Rank = int | tuple[int, ...]
-DECODER_NORMS = ("unit", "authors")
+DECODER_NORMS = ("unit", "sum")
+DECODER_NORM_RENAMES = {"authors": "sum"}   # old spelling -> current, still read (with a DeprecationWarning)
 
 
 def batch_top_k(c: Tensor, k: float, distributed: bool = False) -> Tensor:
@@ -77,11 +84,13 @@ class Decomposition(nn.Module):
             fit each mode.
         top_k: fraction of coefficients BatchTopK keeps (0.1 in the paper).
         decoder_norm: how every subnetwork's decoder direction is scaled after each step: "unit" (Σ_t ‖d_t‖² = 1
-            over its tensors t, the paper's unit norm) or "authors" (Σ_t ‖d_t‖ = 1, the fixed point of the
+            over its tensors t, the paper's unit norm) or "sum" (Σ_t ‖d_t‖ = 1, the fixed point of the
             authors' code's `normalize_low_ranks`; a direction spread over many tensors then has a smaller norm
-            and larger coefficients, which BatchTopK favours).
+            and larger coefficients, which BatchTopK favours). The old spelling "authors" is read as "sum".
         seed: seed of the random initialization (a generator of its own; torch's global generator is
             used, and advanced, only when seed is None).
+        members: M >= 1; M > 1 makes a stack of M independent decompositions of n_subnetworks / M subnetworks
+            each (see the module docstring; build one with `Decomposition.stack`, take it apart with `unstack`).
     """
 
     def __init__(
@@ -92,15 +101,22 @@ class Decomposition(nn.Module):
         top_k: float = 0.1,
         seed: int | None = None,
         decoder_norm: str = "unit",
+        members: int = 1,
     ):
         super().__init__()
+        decoder_norm = renamed("decoder_norm", decoder_norm, DECODER_NORM_RENAMES)
         if decoder_norm not in DECODER_NORMS:
-            raise ValueError(f"decoder_norm must be 'unit' (Σ_t ‖d_t‖² = 1, the paper) or 'authors' (Σ_t ‖d_t‖ = 1, "
+            raise ValueError(f"decoder_norm must be 'unit' (Σ_t ‖d_t‖² = 1, the paper) or 'sum' (Σ_t ‖d_t‖ = 1, "
                              f"the authors' code), got {decoder_norm!r}")
         self.decoder_norm = decoder_norm
         n_subnetworks, top_k = as_int("n_subnetworks", n_subnetworks), as_float("top_k", top_k)
         if n_subnetworks < 1:
             raise ValueError(f"n_subnetworks must be at least 1, got {n_subnetworks}")
+        members = as_int("members", members)
+        if members < 1 or n_subnetworks % members:
+            raise ValueError(f"members must be an int >= 1 that divides n_subnetworks {n_subnetworks} (a stack of "
+                             f"members decompositions of n_subnetworks / members subnetworks each), got {members}")
+        self.members = members
         if not 0 < top_k <= 1:
             raise ValueError(f"top_k is the fraction of coefficients kept and must lie in (0, 1], got {top_k}")
         if not isinstance(shapes, dict) or not shapes:
@@ -108,13 +124,15 @@ class Decomposition(nn.Module):
                              f"parameter tensor), got {shapes!r}")
         if seed is not None:
             seed = as_seed("seed", seed)
-        rank = {n: _as_rank(f"rank[{n!r}]", r) for n, r in rank.items()} if isinstance(rank, dict) else _as_rank("rank", rank)
+        rank = ({n: _as_rank(f"rank[{n!r}]", r) for n, r in rank.items()} if isinstance(rank, dict)
+                else _as_rank("rank", rank))
         if isinstance(rank, dict):
             missing, extra = set(shapes) - set(rank), set(rank) - set(shapes)
             if missing:
                 raise ValueError(f"rank dict lacks tensors {sorted(missing)}; give a rank for every tensor")
             if extra:
-                raise ValueError(f"rank dict names tensors {sorted(extra)} that are not decomposed (tensors: {list(shapes)})")
+                raise ValueError(f"rank dict names tensors {sorted(extra)} that are not decomposed "
+                                 f"(tensors: {list(shapes)})")
         self.shapes = {name: tuple(shape) for name, shape in shapes.items()}
         self.names = list(self.shapes)
         self.n_subnetworks = n_subnetworks
@@ -139,7 +157,59 @@ class Decomposition(nn.Module):
             "rank": {n: list(r) for n, r in self.ranks.items()},
             "top_k": self.top_k,
             **({} if self.decoder_norm == "unit" else {"decoder_norm": self.decoder_norm}),
+            **({} if self.members == 1 else {"members": self.members}),
         }
+
+    # --- stacks -----------------------------------------------------------------------------------
+    @property
+    def per_member(self) -> int:
+        """C, the subnetworks of one member (n_subnetworks when the decomposition is not a stack)."""
+        return self.n_subnetworks // self.members
+
+    @classmethod
+    def stack(cls, decompositions: Sequence[Decomposition]) -> Decomposition:
+        """One stack of the given decompositions (same tensors, ranks, top_k and decoder scaling; members in order).
+        The stack holds copies: train it, then `unstack` it."""
+        decompositions = list(decompositions)
+        if not decompositions or not all(isinstance(d, Decomposition) for d in decompositions):
+            raise TypeError("decompositions must be a non-empty list of Decomposition")
+        first = decompositions[0]
+        for i, d in enumerate(decompositions):
+            if d.members != 1:
+                raise ValueError(f"decompositions[{i}] is a stack already ({d.members} members): stack single ones")
+            if (d.shapes, d.ranks, d.n_subnetworks, d.top_k, d.decoder_norm) != (
+                    first.shapes, first.ranks, first.n_subnetworks, first.top_k, first.decoder_norm):
+                raise ValueError(f"decompositions[{i}] differs from decompositions[0] in its tensors, ranks, "
+                                 f"n_subnetworks, top_k or decoder_norm: a stack's members must agree in all of them")
+        core = first.decoder[0].core
+        stacked = cls(first.shapes, first.n_subnetworks * len(decompositions), first.ranks, first.top_k, seed=0,
+                      decoder_norm=first.decoder_norm, members=len(decompositions)).to(core.device, core.dtype)
+        states = [d.state_dict() for d in decompositions]
+        stacked.load_state_dict({k: torch.cat([st[k] for st in states]) for k in states[0]})
+        return stacked
+
+    def member(self, m: int) -> Decomposition:
+        """A copy of member m of a stack, as a decomposition of its own."""
+        m = as_int("m", m)
+        if not 0 <= m < self.members:
+            raise ValueError(f"m must be a member index in 0..{self.members - 1}, got {m}")
+        C = self.per_member
+        core = self.decoder[0].core
+        one = type(self)(self.shapes, C, self.ranks, self.top_k, seed=0, decoder_norm=self.decoder_norm)
+        one = one.to(core.device, core.dtype)
+        one.load_state_dict({k: v[m * C:(m + 1) * C].clone() for k, v in self.state_dict().items()})
+        return one
+
+    def unstack(self) -> list[Decomposition]:
+        """Every member of a stack as a decomposition of its own (copies)."""
+        return [self.member(m) for m in range(self.members)]
+
+    @torch.no_grad()
+    def set_member_(self, m: int, decomposition: Decomposition) -> None:
+        """Make member m of this stack equal to `decomposition` (a single decomposition of the same form)."""
+        C = self.per_member
+        for k, v in decomposition.state_dict().items():
+            self.state_dict()[k][m * C:(m + 1) * C].copy_(v)
 
     # --- directions -----------------------------------------------------------------------------
     def encoder_directions(self) -> dict[str, Tensor]:
@@ -214,6 +284,10 @@ class Decomposition(nn.Module):
         `l3d.experiments.ground_truth.fit_circuit_aligned`); S is then the energy of the others.
         """
         top_k = self.top_k if top_k is None else top_k
+        if self.members > 1:
+            if distributed or mask is not None:
+                raise ValueError("a stack of decompositions trains on one process without labels (mask)")
+            return self._stack_loss(grads, top_k, dropped_energy)
         n_modes = self._n_modes
         if mask is not None and mask.shape != (grads.n_samples, self.n_subnetworks):
             raise ValueError(f"mask must be (n_samples, n_subnetworks) = ({grads.n_samples}, {self.n_subnetworks}), "
@@ -242,12 +316,59 @@ class Decomposition(nn.Module):
         return LossParts(loss=error / as_divisor(total), error=error, total=total, mask=mask,
                          dropped_energy=(c - ct).pow(2).sum() if dropped_energy else None)
 
+    def _stack_loss(self, grads, top_k: float, dropped_energy: bool) -> LossParts:
+        """The loss of every member of a stack (module docstring): error, total and dropped energy per member (M,),
+        the mask (N, M·C). `grads` is one batch shared by all members, or a sequence of G batches of the same size,
+        the members split evenly over them in order (member m reads batch m // (M / G))."""
+        M, C = self.members, self.per_member
+        groups = list(grads) if isinstance(grads, (list, tuple)) else [grads]
+        G = len(groups)
+        if M % G:
+            raise ValueError(f"{G} batches of gradients cannot be shared evenly by {M} members")
+        N = groups[0].n_samples
+        if any(g.n_samples != N for g in groups):
+            raise ValueError("the batches of a stack's members must have the same size, "
+                             f"got {[g.n_samples for g in groups]}")
+        if all(isinstance(g, DenseGradients) for g in groups):
+            flat = torch.stack([g.flat() for g in groups])                          # (G, N, n_w)
+            E, D = self.flat_directions("encoder"), self.flat_directions("decoder")  # (M·C, n_w) each
+            c = torch.bmm(flat, E.view(G, -1, E.shape[1]).transpose(1, 2))          # (G, N, M/G·C)
+            p = torch.bmm(flat, D.view(G, -1, D.shape[1]).transpose(1, 2))
+            c, p = (x.transpose(0, 1).reshape(N, M * C) for x in (c, p))            # (N, M·C), member-major
+            Dm = D.view(M, C, -1)
+            gram = torch.bmm(Dm, Dm.transpose(1, 2))                                # (M, C, C)
+        elif G == 1:
+            c, p = groups[0].project(self.encoder), groups[0].project(self.decoder)  # (N, M·C)
+            full = self.decoder_gram().view(M, C, M, C)
+            gram = torch.diagonal(full, dim1=0, dim2=2).permute(2, 0, 1)             # (M, C, C): each member's block
+        else:
+            raise ValueError("a stack reads factored gradients from one shared batch only; use engine='dense' "
+                             "for members with batches of their own")
+        totals = torch.stack([g.sq_norms().sum() for g in groups]).repeat_interleave(M // G)   # (M,)
+        cm = c.view(N, M, C).transpose(0, 1).reshape(M, N * C)                       # each member's coefficients
+        n_keep = max(1, round(top_k * N * C))
+        if n_keep == N * C:
+            keep = torch.ones_like(cm, dtype=torch.bool)
+        else:
+            idx = cm.detach().abs().topk(n_keep, dim=1, sorted=False).indices
+            keep = torch.zeros_like(cm, dtype=torch.bool).scatter_(1, idx, True)
+        mask = keep.view(M, N, C).transpose(0, 1).reshape(N, M * C)
+        ct = c * mask
+        ctm = ct.view(N, M, C)
+        quadratic = torch.einsum("nmc,mcd,nmd->m", ctm, gram, ctm)
+        linear = (p * ct).view(N, M, C).sum((0, 2))
+        error = totals - 2 * linear + quadratic                                      # (M,)
+        dropped = (c - ct).pow(2).view(N, M, C).sum((0, 2)) if dropped_energy else None
+        return LossParts(loss=(error / as_divisor(totals)).sum(), error=error, total=totals, mask=mask,
+                         dropped_energy=dropped)
+
     def check_shapes(self, shapes: dict[str, tuple[int, ...]], what: str = "the model") -> None:
         """Raise a ValueError unless `shapes` (name -> shape, e.g. `collector.shapes`) are this decomposition's."""
         shapes = {n: tuple(s) for n, s in shapes.items()}
         if list(shapes.items()) == list(self.shapes.items()):   # the order matters: gradients are flattened in it
             return
-        problems = [f"{n}: decomposition {self.shapes[n]}, {what} {shapes[n]}" for n in self.shapes if n in shapes and shapes[n] != self.shapes[n]]
+        problems = [f"{n}: decomposition {self.shapes[n]}, {what} {shapes[n]}"
+                    for n in self.shapes if n in shapes and shapes[n] != self.shapes[n]]
         if set(self.shapes) - set(shapes):
             problems.append(f"only in the decomposition: {sorted(set(self.shapes) - set(shapes))}")
         if set(shapes) - set(self.shapes):
@@ -293,6 +414,7 @@ class Decomposition(nn.Module):
                     {n: tuple(r) for n, r in config["rank"].items()},
                     config["top_k"],
                     decoder_norm=config.get("decoder_norm", "unit"),
+                    members=config.get("members", 1),
                 )
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
             raise ValueError(f"{path / 'config.json'} is not a decomposition config ({type(e).__name__}: {e})") from e
@@ -307,7 +429,8 @@ class Decomposition(nn.Module):
             wrong = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
             raise ValueError(
                 f"{path / 'decomposition.safetensors'} does not match {path / 'config.json'}: "
-                f"missing {sorted(expected.keys() - found.keys())}, unexpected {sorted(found.keys() - expected.keys())}, "
+                f"missing {sorted(expected.keys() - found.keys())}, "
+                f"unexpected {sorted(found.keys() - expected.keys())}, "
                 f"wrong shape {[(k, found[k], expected[k]) for k in wrong]}"
             )
         if shapes is not None:
@@ -413,7 +536,8 @@ def _full_backward(g: Tensor, core: Tensor, factors: list[Tensor]) -> list[Tenso
     u, v = factors
     g = g.view(-1, u.shape[1], v.shape[1])
     gv = torch.bmm(g, v)                                                   # (C, I, R_2)
-    return [torch.bmm(u.transpose(1, 2), gv), torch.bmm(gv, core.transpose(1, 2)), torch.bmm(g.transpose(1, 2), torch.bmm(u, core))]
+    return [torch.bmm(u.transpose(1, 2), gv), torch.bmm(gv, core.transpose(1, 2)),
+            torch.bmm(g.transpose(1, 2), torch.bmm(u, core))]
 
 
 class _DenseLoss(torch.autograd.Function):
@@ -421,12 +545,12 @@ class _DenseLoss(torch.autograd.Function):
 
     On small models a step costs per operation, not per flop; this does the same computation as the
     generic path (`Decomposition.loss`) with a third of the operations. Inputs: flat gradients (N, n_w),
-    their squared norms (N,), top_k, modes per tensor, whether to return the dropped energy S too, then core and factors of
-    every encoder tensor followed by those of every decoder tensor.
+    their squared norms (N,), top_k, modes per tensor, whether to return the dropped energy S too, then core and
+    factors of every encoder tensor followed by those of every decoder tensor.
     """
 
     @staticmethod
-    def forward(ctx, flat, sq_norms, top_k, n_modes, with_dropped, *params):
+    def forward(ctx, flat, sq_norms, top_k, n_modes, dropped_energy, *params):
         enc, dec = params[:len(params) // 2], params[len(params) // 2:]
 
         def directions(ps):
@@ -443,12 +567,12 @@ class _DenseLoss(torch.autograd.Function):
         mask = batch_top_k(c, top_k)
         ct = c * mask
         error = total + (torch.addmm(p, ct, gram, beta=-2) * ct).sum()
-        dropped = c - ct if with_dropped else None
+        dropped = c - ct if dropped_energy else None
         ctx.save_for_backward(flat, ct, mask, p, gram, D, total, dropped, *params)
         ctx.n_modes = n_modes
         ctx.mark_non_differentiable(total, mask)
         outputs = (error / as_divisor(total), error, total, mask)
-        return outputs + (dropped.pow(2).sum(),) if with_dropped else outputs
+        return outputs + (dropped.pow(2).sum(),) if dropped_energy else outputs
 
     @staticmethod
     def backward(ctx, g_loss, g_error, g_total, g_mask, *g_dropped_energy):

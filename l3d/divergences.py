@@ -7,24 +7,29 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-DIVERGENCES = ("mse", "mse_authors", "kl")
+from .runtime.validate import renamed
+
+DIVERGENCES = ("mse", "output_times_residual", "kl")
+DIVERGENCE_RENAMES = {"mse_authors": "output_times_residual"}   # old spelling -> current (DeprecationWarning)
 REFERENCES = ("random", "random_or_self", "mean", "uniform")
 
 
 def divergence(y: Tensor, y_ref: Tensor, kind: str) -> Tensor:
     """D(y, y_ref) over the last dimension (n_out values), y_ref held fixed:
 
-    mse:          Σ_o (y_o − y_ref,o)²                          gradient Jᵀ 2(y − y_ref), the paper's text
-    mse_authors:  (1/n_out) Σ_o y_o (y_o − y_ref,o)             gradient Jᵀ (2y − y_ref) / n_out
-    kl:           KL(softmax(y_ref) || softmax(y)) between logits
+    mse:                    Σ_o (y_o − y_ref,o)²                  gradient Jᵀ 2(y − y_ref), the paper's text
+    output_times_residual:  (1/n_out) Σ_o y_o (y_o − y_ref,o)     gradient Jᵀ (2y − y_ref) / n_out
+    kl:                     KL(softmax(y_ref) || softmax(y)) between logits
 
-    "mse_authors" is the per-sample loss of the authors' code (`MSEVectorLoss` in their
-    utils/loss.py): not a divergence (it is not 0 at y = y_ref, and its gradient there is Jᵀ y / n_out),
-    but the quantity whose gradients their published reconstruction errors were measured on.
+    "output_times_residual" (formerly "mse_authors", still read as it) is the per-sample loss of the authors'
+    code (`MSEVectorLoss` in their utils/loss.py): the output times the residual, not a divergence (it is not 0
+    at y = y_ref, and its gradient there is Jᵀ y / n_out), but the quantity whose gradients their published
+    reconstruction errors were measured on.
     """
+    kind = renamed("divergence", kind, DIVERGENCE_RENAMES)
     if kind == "mse":
         return (y - y_ref).pow(2).sum(-1)
-    if kind == "mse_authors":
+    if kind == "output_times_residual":
         return (y * (y - y_ref)).mean(-1)
     if kind == "kl":
         log_p = F.log_softmax(y, dim=-1)
@@ -42,7 +47,8 @@ def check_outputs(outputs: Tensor, kind: str) -> None:
     e.g. at random initialization, so these are not refused).
     """
     if not torch.isfinite(outputs).all():
-        raise ValueError(f"the model's outputs contain nan or inf (shape {tuple(outputs.shape)}); divergence gradients need finite outputs")
+        raise ValueError(f"the model's outputs contain nan or inf (shape {tuple(outputs.shape)}); "
+                         "divergence gradients need finite outputs")
     if kind != "kl":
         return
     if outputs.dim() < 2 or outputs.shape[-1] < 2:
@@ -55,7 +61,8 @@ def check_outputs(outputs: Tensor, kind: str) -> None:
     if torch.allclose(outputs.sum(-1), torch.ones((), dtype=outputs.dtype, device=outputs.device), atol=1e-2):
         raise ValueError(
             "divergence='kl' takes logits, but the model's outputs are probabilities (non-negative, each row sums "
-            "to 1 within 0.01); return the logits (before softmax) or log-probabilities, e.g. forward=lambda m, x: m(x).log()"
+            "to 1 within 0.01); return the logits (before softmax) or log-probabilities, "
+            "e.g. forward=lambda m, x: m(x).log()"
         )
     looks = "all in [0, 1], like sigmoid outputs" if (outputs <= 1).all() else "all non-negative, like ReLU outputs"
     warnings.warn(
@@ -88,6 +95,7 @@ def reference_outputs(
     batch-mean output (for KL the mixture of the batch's distributions); uniform: the uniform distribution
     (KL only).
     """
+    divergence_kind = renamed("divergence", divergence_kind, DIVERGENCE_RENAMES)
     outputs = outputs.detach()
     check_outputs(outputs, divergence_kind)
     if kind == "random":

@@ -4,12 +4,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .decomposition import Decomposition
+from .decomposition import Decomposition, check_matches
 from .divergences import reference_outputs
 from .gradients import GradientCollector
-from .decomposition import check_matches
-from .runtime.validate import as_int, as_seed
 from .runtime.threads import threads_for
+from .runtime.validate import as_int, as_seed
 
 
 @torch.no_grad()
@@ -35,7 +34,7 @@ def impact(
     decomposition.check_shapes(collector.shapes, "the collector")
     check_matches(decomposition, collector)
     generator = torch.Generator().manual_seed(seed)
-    with threads_for(collector.work(inputs[:collector.chunk_size]), threads):
+    with threads_for(collector.work(inputs[:collector.gradient_chunk_size]), threads):
         try:
             outputs = collector.outputs(inputs)
         except RuntimeError as e:   # e.g. a matmul of mismatched shapes deep in the model

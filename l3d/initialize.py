@@ -9,14 +9,11 @@ reduced to the decomposition's Tucker ranks, becomes one subnetwork's encoder an
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
 from .decomposition import Decomposition
 from .gradients import DenseGradients, GradientCollector
-from .train import GradientSource, fit
 
 
 @torch.no_grad()
@@ -31,7 +28,8 @@ def init_from_gradients_(decomposition: Decomposition, grads, seed: int = 0) -> 
     if grads.n_samples < C:
         raise ValueError(f"need at least {C} gradients (one per subnetwork), got {grads.n_samples}")
     if list(grads.grads) != decomposition.names:
-        raise ValueError(f"gradients for {list(grads.grads)} do not match the decomposition's tensors {decomposition.names}")
+        raise ValueError(f"gradients for {list(grads.grads)} do not match the decomposition's tensors "
+                         f"{decomposition.names}")
     generator = torch.Generator().manual_seed(seed)
     flat = grads.flat().double()                       # (N, n_w)
     residual = flat.pow(2).sum(1)                      # unexplained squared norm per sample
@@ -52,34 +50,9 @@ def init_from_gradients_(decomposition: Decomposition, grads, seed: int = 0) -> 
     return picked
 
 
-def init_from_inputs_(decomposition: Decomposition, collector: GradientCollector, inputs: Tensor, seed: int = 0) -> list[int]:
+def init_from_inputs_(decomposition: Decomposition, collector: GradientCollector, inputs: Tensor,
+                      seed: int = 0) -> list[int]:
     """`init_from_gradients_` on the per-sample gradients of `inputs` (references drawn with `seed`);
     returns the picked sample indices."""
     grads = collector(inputs, generator=torch.Generator().manual_seed(seed))
     return init_from_gradients_(decomposition, grads, seed=seed)
-
-
-def best_start(
-    make: Callable[[int], Decomposition],
-    source: GradientSource,
-    restarts: int,
-    epochs: int,
-    lr: float = 0.01,
-    seed: int = 0,
-) -> tuple[Decomposition, list[float]]:
-    """Screen `restarts` starting points: build make(seed + r) for r < restarts, train each for `epochs`
-    epochs at constant `lr`, and keep the one with the lowest reconstruction error in its last epoch.
-
-    A short screen is usually enough to tell a start that lets two subnetworks share a circuit from one
-    that does not; only training data is used. Returns the kept decomposition and every start's error.
-    """
-    if restarts < 1:
-        raise ValueError(f"restarts must be at least 1, got {restarts}")
-    best, errors = None, []
-    for r in range(restarts):
-        decomposition = make(seed + r)
-        history = fit(decomposition, source, epochs, lr=lr, lr_decay=1.0, lr_decay_every=max(epochs, 1), progress=False)
-        errors.append(history.reconstruction_error[-1])
-        if best is None or errors[-1] < min(errors[:-1]):
-            best = decomposition
-    return best, errors

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -90,7 +91,10 @@ def output_derivative(
         return call_with(model, {n: params[n] + delta * d for n, d in direction.items()}, inputs, forward)
 
     zero = torch.zeros((), device=inputs.device)
-    with evaluating(model):
+    with evaluating(model), warnings.catch_warnings():
+        # torch's first forward-mode AD call loads its JVP decompositions through torch.jit.script, which warns that
+        # torch.jit.script is deprecated: torch's own doing, not this call's, so that one warning is not shown
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
         _, tangent = torch.func.jvp(f, (zero,), (torch.ones_like(zero),))
     return tangent.detach()
 

@@ -28,8 +28,9 @@ def select_tensors(model: nn.Module, patterns: str | list[str]) -> dict[str, nn.
         if not hits and pattern and any(name.startswith(pattern + ".") for name in available):
             own = [name for name in available if name.startswith(pattern + ".")]
             raise ValueError(
-                f"tensors: {pattern!r} names a module of {type(model).__name__}, not a parameter tensor: choose its tensors "
-                f"by name ({', '.join(own[:8])}{', …' if len(own) > 8 else ''}) or all of them with {pattern + '.*'!r}"
+                f"tensors: {pattern!r} names a module of {type(model).__name__}, not a parameter tensor: "
+                f"choose its tensors by name ({', '.join(own[:8])}{', …' if len(own) > 8 else ''}) "
+                f"or all of them with {pattern + '.*'!r}"
             )
         if not hits:
             near = difflib.get_close_matches(pattern, list(available), n=5, cutoff=0.4)

@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
 
 from .decomposition import Decomposition
 from .resample import check_source, dense_batch

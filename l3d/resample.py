@@ -11,8 +11,9 @@ and the residuals r_i = g_i − ĝ_i = g_i − Σ_k c̃_ik d_k,
 
 v and λ from a randomized range finder (a sketch of `sketch` random directions and one power iteration: n_w ×
 sketch numbers, never the residual matrix; one batch's gradients and residuals are materialized at a time, so a
-large model's factored gradients cost (batch, n_w) memory here). If λ > min_k cost_k, the cheapest subnetwork k is replaced by v
-reduced to its Tucker ranks (`Decomposition.set_subnetwork_`, encoder = decoder); otherwise nothing changes.
+large model's factored gradients cost (batch, n_w) memory here). If λ > min_k cost_k, the cheapest subnetwork k is
+replaced by v reduced to its Tucker ranks (`Decomposition.set_subnetwork_`, encoder = decoder); otherwise nothing
+changes.
 Without labels: only the gradients the decomposition is trained on. Under torchrun every process passes over its
 share of each batch (BatchTopK over the whole batch, as in training) and the sums are added over processes, so
 every process measures, and replaces, the same.

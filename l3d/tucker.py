@@ -51,7 +51,8 @@ class Tucker(nn.Module):
     or torch's global generator when None): core entries N(0, 1 / prod(ranks)), factor entries N(0, 1 / I_n)."""
 
     def __init__(
-        self, n_components: int, shape: tuple[int, ...], ranks: tuple[int, ...], generator: torch.Generator | None = None
+        self, n_components: int, shape: tuple[int, ...], ranks: tuple[int, ...],
+        generator: torch.Generator | None = None,
     ):
         super().__init__()
         if len(shape) == 0 or len(shape) > len(_MODES):

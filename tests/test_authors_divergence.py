@@ -1,19 +1,20 @@
-"""The authors' per-sample loss ("mse_authors") and their reference draw ("random_or_self"), on both engines."""
+"""The authors' per-sample loss ("output_times_residual") and their reference draw ("random_or_self"), on both
+engines."""
 import pytest
 import torch
 from torch import nn
 
 import l3d
-import l3d.train as train
+import l3d.source as source_module
 from l3d.divergences import divergence, random_any
 from l3d.experiments.toys import sparse_features
 
 
-def test_mse_authors_is_their_per_sample_loss():
+def test_output_times_residual_is_their_per_sample_loss():
     torch.manual_seed(0)
     y, r = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
-    torch.testing.assert_close(divergence(y, r, "mse_authors"), (y * (y - r)).mean(-1))
-    assert divergence(y, y, "mse_authors").abs().max() < 1e-12
+    torch.testing.assert_close(divergence(y, r, "output_times_residual"), (y * (y - r)).mean(-1))
+    assert divergence(y, y, "output_times_residual").abs().max() < 1e-12
 
 
 def hand_gradients(model: nn.Module, x: torch.Tensor, refs: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -25,7 +26,7 @@ def hand_gradients(model: nn.Module, x: torch.Tensor, refs: torch.Tensor) -> dic
         weight = (2 * f.detach() - refs[i]) / f.shape[0]
         for o in range(f.shape[0]):
             rows = torch.autograd.grad(f[o], list(params.values()), retain_graph=True, allow_unused=True)
-            for (n, p), g in zip(params.items(), rows):
+            for (n, _), g in zip(params.items(), rows):
                 if g is not None:
                     out[n][i] += weight[o] * g
     return out
@@ -37,7 +38,7 @@ def test_both_engines_give_the_authors_gradient(engine):
     model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 5)).double()
     x = torch.randn(7, 4, dtype=torch.float64)
     refs = torch.randn(7, 5, dtype=torch.float64)
-    collector = l3d.GradientCollector(model, "*", divergence="mse_authors", engine=engine)
+    collector = l3d.GradientCollector(model, "*", divergence="output_times_residual", engine=engine)
     grads = collector(x, references=refs).dense().grads
     expected = hand_gradients(model, x, refs)
     for name in collector.names:
@@ -59,7 +60,7 @@ def test_random_or_self_draws_any_sample_with_replacement():
     own = (idx == torch.arange(n)).float().mean().item()
     assert abs(own - 1 / n) < 0.03                                   # itself with probability 1/N
     out = torch.randn(n, 3)
-    refs = l3d.reference_outputs(out, "mse_authors", "random_or_self", torch.Generator().manual_seed(0))
+    refs = l3d.reference_outputs(out, "output_times_residual", "random_or_self", torch.Generator().manual_seed(0))
     assert (refs[:, None, :] == out[None]).all(-1).any(1).all()      # every reference is some sample's output
     # the project's "random" never takes the sample itself
     others = l3d.reference_outputs(out, "mse", "random", torch.Generator().manual_seed(0))
@@ -74,20 +75,20 @@ def test_references_within_the_batch(monkeypatch, pool):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 3))
     inputs = sparse_features(64, 3, p_active=0.5, generator=torch.Generator().manual_seed(0))
-    config = l3d.L3DConfig(n_subnetworks=2, epochs=1, batch_size=8, divergence="mse_authors",
+    config = l3d.L3DConfig(n_subnetworks=2, epochs=1, batch_size=8, divergence="output_times_residual",
                            reference="random_or_self", engine="dense", **pool)
     run = l3d.decompose(model, inputs, "*", config, progress=False)
     collector, source = run.collector, run.source
-    assert collector.engine == "dense" and collector.divergence == "mse_authors"
+    assert collector.engine == "dense" and collector.divergence == "output_times_residual"
     seen = []
-    draw = train.reference_outputs
+    draw = source_module.reference_outputs
 
     def recording(outputs, *args):
         refs = draw(outputs, *args)
         seen.append((outputs, refs))
         return refs
 
-    monkeypatch.setattr(train, "reference_outputs", recording)
+    monkeypatch.setattr(source_module, "reference_outputs", recording)
     assert sum(1 for _ in source) == 8
     assert [refs.shape[0] for _, refs in seen] == [8] * 8      # drawn batch by batch
     for outputs, refs in seen:

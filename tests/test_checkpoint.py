@@ -1,4 +1,5 @@
-"""Checkpoints: no pickle, atomic (a crash while writing keeps the previous one), and refusing files that do not match."""
+"""Checkpoints: no pickle, atomic (a crash while writing keeps the previous one), and refusing files that do not
+match."""
 import json
 
 import pytest
@@ -26,7 +27,8 @@ def test_state_with_tensors_round_trips_through_json_and_safetensors():
     decomposition = small_decomposition()
     optimizer = trained_optimizer(decomposition)
     tensors = {}
-    meta = json.loads(json.dumps(ckpt.split_tensors({"optimizer": optimizer.state_dict(), "rng": ckpt.rng_state()}, tensors)))
+    meta = json.loads(json.dumps(ckpt.split_tensors({"optimizer": optimizer.state_dict(), "rng": ckpt.rng_state()},
+                                                    tensors)))
     state = ckpt.join_tensors(meta, tensors)
     assert state["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)  # tuples and int keys come back
     assert set(state["optimizer"]["state"]) == set(range(len(list(decomposition.parameters()))))
@@ -97,7 +99,8 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path):
 
 
 def test_load_checkpoint_refuses_other_folders(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"is not an l3d checkpoint: decomposition\.safetensors, config\.json, training\.safetensors, training\.json missing"):
+    with pytest.raises(FileNotFoundError, match=r"is not an l3d checkpoint: decomposition\.safetensors, config\.json, "
+                                                r"training\.safetensors, training\.json missing"):
         ckpt.load_checkpoint(tmp_path)
     folder = ckpt.save_checkpoint(tmp_path, 1, small_decomposition(), {"step": 1})
     (folder / "training.json").write_text(json.dumps({"format": "something else"}))
@@ -120,7 +123,9 @@ def test_decomposition_load_refuses_files_that_do_not_match(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     config["n_subnetworks"] = 4
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"decomposition\.safetensors does not match .*config\.json: missing \[\], unexpected \[\], wrong shape \[\('decoder\.0\.core', \(3, 2, 2\), \(4, 2, 2\)\)"):
+    with pytest.raises(ValueError, match=r"decomposition\.safetensors does not match .*config\.json: missing \[\], "
+                                         r"unexpected \[\], "
+                                         r"wrong shape \[\('decoder\.0\.core', \(3, 2, 2\), \(4, 2, 2\)\)"):
         l3d.Decomposition.load(tmp_path)
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"config\.json is not a decomposition config \(JSONDecodeError"):

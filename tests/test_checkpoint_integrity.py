@@ -80,14 +80,15 @@ def test_8_a_crash_while_removing_an_old_checkpoint_leaves_no_half_folder_under_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000002", "step-00000003"]
 
 
-# --- 9. hashes and falling back to an intact checkpoint ----------------------------------------------------------------
+# --- 9. hashes and falling back to an intact checkpoint -------------------------------------------------------------
 def flip_last_byte(path):
     data = bytearray(path.read_bytes())
     data[-1] ^= 0x01
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("damage", ["decomposition.safetensors", "training.safetensors", "config.json", "training.json"])
+@pytest.mark.parametrize("damage",
+                         ["decomposition.safetensors", "training.safetensors", "config.json", "training.json"])
 def test_9_a_damaged_newest_checkpoint_is_skipped_with_a_warning(tmp_path, damage):
     interrupted(tmp_path)
     newest = tmp_path / "step-00000006"
@@ -101,7 +102,8 @@ def test_9_a_damaged_newest_checkpoint_is_skipped_with_a_warning(tmp_path, damag
         flip_last_byte(newest / damage)
     with pytest.raises(ckpt.DamagedCheckpoint, match=rf"step-00000006.*(SHA-256 of {damage} differs|not valid JSON)"):
         ckpt.load_checkpoint(newest)
-    with pytest.warns(UserWarning, match=r"skipped damaged checkpoint\(s\) step-00000006 .*; resuming from step-00000004"):
+    with pytest.warns(UserWarning,
+                      match=r"skipped damaged checkpoint\(s\) step-00000006 .*; resuming from step-00000004"):
         resumed = run(tmp_path, resume=True, checkpoint_every=2)
     assert_identical(resumed, run())
     assert (tmp_path / "step-00000006.damaged" / damage).exists()   # kept aside for inspection
@@ -111,14 +113,17 @@ def test_9_no_intact_checkpoint_is_an_error_naming_each(tmp_path):
     interrupted(tmp_path)
     for name in ("step-00000004", "step-00000006"):
         flip_last_byte(tmp_path / name / "decomposition.safetensors")
-    with pytest.raises(ckpt.DamagedCheckpoint, match=r"no intact checkpoint in .*step-00000006 is damaged.*step-00000004 is damaged"):
+    with pytest.raises(ckpt.DamagedCheckpoint,
+                       match=r"no intact checkpoint in .*step-00000006 is damaged.*step-00000004 is damaged"):
         run(tmp_path, resume=True, checkpoint_every=2)
 
 
 def test_9_every_checkpoint_file_is_flushed_before_the_folder_is_renamed(tmp_path, monkeypatch):
     events = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}")).name)), real_fsync(fd)))
+    monkeypatch.setattr(os, "fsync",
+                        lambda fd: (events.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}")).name)),
+                                    real_fsync(fd)))
     monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", Path(b).name)), real_replace(a, b)))
     ckpt.save_checkpoint(tmp_path, 5, l3d.Decomposition({"W": (4, 3)}, 3, seed=0), {"step": 5, "x": torch.ones(2)})
     renamed = events.index(("replace", "step-00000005"))
@@ -127,11 +132,12 @@ def test_9_every_checkpoint_file_is_flushed_before_the_folder_is_renamed(tmp_pat
     assert ("fsync", tmp_path.name) in events[renamed:]
 
 
-# --- 10. other inputs, fewer epochs ------------------------------------------------------------------------------------
+# --- 10. other inputs, fewer epochs ---------------------------------------------------------------------------------
 def test_10_resuming_on_other_inputs_of_the_same_size_is_refused(tmp_path):
     interrupted(tmp_path)
-    with pytest.raises(l3d.checkpoint.ResumeRefused, match=r"other settings inputs: checkpoint 'torch.float32\[32, 5\] sha256:[0-9a-f]{64}', "
-                                                          r"now 'torch.float32\[32, 5\] sha256:[0-9a-f]{64}'\. Resume with"):
+    with pytest.raises(l3d.checkpoint.ResumeRefused,
+                       match=r"other settings inputs: checkpoint 'torch.float32\[32, 5\] sha256:[0-9a-f]{64}', "
+                             r"now 'torch.float32\[32, 5\] sha256:[0-9a-f]{64}'\. Resume with"):
         run(tmp_path, resume=True, checkpoint_every=2, inputs_seed=9)
     assert_identical(run(tmp_path, resume=True, checkpoint_every=2), run())
 
@@ -145,5 +151,6 @@ def test_10_resuming_with_fewer_epochs_than_done_is_refused(tmp_path):
 
 def test_10_the_fingerprint_tells_inputs_apart_by_values_shape_and_dtype():
     x = torch.arange(12.0).view(3, 4)
-    fingerprints = {l3d.train.fingerprint(t) for t in (x, x.view(4, 3), x.double(), x + 1e-6, x.T.contiguous().T)}
-    assert len(fingerprints) == 4 and l3d.train.fingerprint(x) == l3d.train.fingerprint(x.clone())
+    fingerprints = {l3d.fingerprints.fingerprint(t)
+                    for t in (x, x.view(4, 3), x.double(), x + 1e-6, x.T.contiguous().T)}
+    assert len(fingerprints) == 4 and l3d.fingerprints.fingerprint(x) == l3d.fingerprints.fingerprint(x.clone())

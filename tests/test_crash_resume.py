@@ -57,9 +57,11 @@ if kind == "step":   # after step N's callback (mid-epoch: after checkpoint N; a
         return real(*args, callback=on_step, **kw)
     l3d.cli.decompose = decompose
 elif kind == "checkpoint":   # inside checkpoint N's hidden temporary folder, its training state half written
-    pausing_writer(l3d.checkpoint, lambda t: t.name == "training.safetensors" and t.parent.name.startswith(f".step-{int(at):08d}."))
+    pausing_writer(l3d.checkpoint,
+                   lambda t: t.name == "training.safetensors" and t.parent.name.startswith(f".step-{int(at):08d}."))
 elif kind == "save":   # writing the final decomposition into --out/decomposition
-    pausing_writer(l3d.decomposition, lambda t: t.name == "decomposition.safetensors" and t.parent.name == "decomposition")
+    pausing_writer(l3d.decomposition,
+                   lambda t: t.name == "decomposition.safetensors" and t.parent.name == "decomposition")
 l3d.cli.main()
 '''
 
@@ -102,7 +104,8 @@ def wait_for_marker(marker: Path, process: subprocess.Popen, timeout: float = 30
 
 def steps_done(out: Path) -> list[int]:
     folder = out / "checkpoints"
-    return sorted(int(p.name[5:]) for p in folder.iterdir() if re.fullmatch(r"step-\d{8}", p.name)) if folder.is_dir() else []
+    return (sorted(int(p.name[5:]) for p in folder.iterdir() if re.fullmatch(r"step-\d{8}", p.name))
+            if folder.is_dir() else [])
 
 
 def stray(out: Path) -> list[Path]:
@@ -128,7 +131,8 @@ def test_kills_at_chosen_points_resume_to_the_same_bytes_and_leave_no_litter(tmp
             assert max(steps_done(out)) == int(at) - 1
         else:                        # killed inside the final save: write_file's temporary folder is there
             assert max(steps_done(out)) == STEPS
-            assert [p.name for p in (out / "decomposition").iterdir() if p.name.startswith(".decomposition.safetensors.l3d-")]
+            assert [p.name for p in (out / "decomposition").iterdir()
+                    if p.name.startswith(".decomposition.safetensors.l3d-")]
     code, stderr = finish(start(out, *ARGS))
     assert code == 0, stderr
     for name in ("decomposition/decomposition.safetensors", "decomposition/config.json", "decomposition/run.json"):

@@ -8,7 +8,8 @@ def test_loss_matches_materialized_reconstruction():
     torch.manual_seed(0)
     shapes = {"w": (4, 3), "b": (4,)}
     dec = l3d.Decomposition(shapes, n_subnetworks=6, rank={"w": (2, 2), "b": 2}, top_k=0.3).double()
-    grads = l3d.DenseGradients({"w": torch.randn(10, 4, 3, dtype=torch.float64), "b": torch.randn(10, 4, dtype=torch.float64)})
+    grads = l3d.DenseGradients({"w": torch.randn(10, 4, 3, dtype=torch.float64),
+                                "b": torch.randn(10, 4, dtype=torch.float64)})
     parts = dec.loss(grads)
     g = grads.flat()
     E = torch.cat([d.flatten(1) for d in dec.encoder_directions().values()], 1)
@@ -113,7 +114,8 @@ def test_decoder_directions_are_unit_norm_after_a_fit_step():
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
     collector = l3d.GradientCollector(model, "*", divergence="mse")
     source = l3d.GradientSource(collector, torch.randn(64, 4), batch_size=16, chunk_size=32)
-    dec = l3d.Decomposition(collector.shapes, n_subnetworks=5, rank={"0.weight": 2, "0.bias": 1, "2.weight": (1, 2), "2.bias": 1})
+    dec = l3d.Decomposition(collector.shapes, n_subnetworks=5,
+                            rank={"0.weight": 2, "0.bias": 1, "2.weight": (1, 2), "2.bias": 1})
     history = l3d.fit(dec, source, epochs=2, lr=0.05, progress=False)
     norms = sum(d.flatten(1).pow(2).sum(1) for d in dec.decoder_directions().values()).sqrt()
     torch.testing.assert_close(norms, torch.ones(5))
@@ -123,14 +125,14 @@ def test_decoder_directions_are_unit_norm_after_a_fit_step():
 
 
 @pytest.mark.parametrize("big", [False, True], ids=["small-model path", "Tucker path"])
-def test_authors_decoder_norm_puts_the_sum_of_tensor_norms_at_one(big):
+def test_sum_decoder_norm_puts_the_sum_of_tensor_norms_at_one(big):
     # their normalize_low_ranks drives Σ_t ‖d_t‖ (not Σ_t ‖d_t‖²) to 1, at the start and after every step
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
     collector = l3d.GradientCollector(model, "*", divergence="mse")
     source = l3d.GradientSource(collector, torch.randn(64, 4), batch_size=16, chunk_size=32)
     shapes = {**collector.shapes, "extra": (3, 3, 3)} if big else collector.shapes
-    dec = l3d.Decomposition(shapes, n_subnetworks=5, rank=1, seed=0, decoder_norm="authors")
+    dec = l3d.Decomposition(shapes, n_subnetworks=5, rank=1, seed=0, decoder_norm="sum")
 
     def tensor_norms():
         return torch.stack([d.flatten(1).norm(dim=1) for d in dec.decoder_directions().values()])   # (tensors, C)
@@ -148,7 +150,8 @@ def test_authors_decoder_norm_puts_the_sum_of_tensor_norms_at_one(big):
 
 def test_save_load_round_trip(tmp_path):
     torch.manual_seed(0)
-    dec = l3d.Decomposition({"w": (4, 3, 2), "b": (4,)}, n_subnetworks=3, rank={"w": (2, 1, 2), "b": 1}, top_k=0.2, seed=1)
+    dec = l3d.Decomposition({"w": (4, 3, 2), "b": (4,)}, n_subnetworks=3, rank={"w": (2, 1, 2), "b": 1}, top_k=0.2,
+                            seed=1)
     dec.save(tmp_path / "dec")
     assert sorted(p.name for p in (tmp_path / "dec").iterdir()) == ["config.json", "decomposition.safetensors"]
     loaded = l3d.Decomposition.load(tmp_path / "dec")
@@ -161,9 +164,9 @@ def test_save_load_round_trip(tmp_path):
     with pytest.raises(FileNotFoundError, match="Decomposition.save"):
         l3d.Decomposition.load(tmp_path / "missing")
     assert "decoder_norm" not in dec.config          # configs written before the option load as "unit"
-    authors = l3d.Decomposition({"w": (4, 3, 2)}, n_subnetworks=3, rank=1, seed=1, decoder_norm="authors")
-    authors.save(tmp_path / "authors")
-    assert l3d.Decomposition.load(tmp_path / "authors").decoder_norm == "authors"
+    summed = l3d.Decomposition({"w": (4, 3, 2)}, n_subnetworks=3, rank=1, seed=1, decoder_norm="sum")
+    summed.save(tmp_path / "sum")
+    assert l3d.Decomposition.load(tmp_path / "sum").decoder_norm == "sum"
 
 
 def test_bad_settings_are_explained():
@@ -173,16 +176,17 @@ def test_bad_settings_are_explained():
         l3d.Decomposition({"w": (2, 2), "b": (2,)}, 2, rank={"w": 1})
     with pytest.raises(ValueError, match="outside"):
         l3d.Decomposition({"w": (2, 2)}, 2, rank={"w": (3, 1)})
-    with pytest.raises(ValueError, match=r"decoder_norm must be 'unit' .* or 'authors' .*, got 'l1'"):
+    with pytest.raises(ValueError, match=r"decoder_norm must be 'unit' .* or 'sum' .*, got 'l1'"):
         l3d.Decomposition({"w": (2, 2)}, 2, decoder_norm="l1")
-    with pytest.raises(ValueError, match=r"decoder_norm"):
+    with pytest.raises(ValueError, match=r"decoder_norm must be one of \['unit', 'sum'\], got 'l1'"):
         l3d.L3DConfig(decoder_norm="l1")
 
 
 def test_decoder_gram_matches_materialized_directions_for_every_tensor_order():
     torch.manual_seed(0)
     shapes = {"v": (5,), "m": (4, 3), "t": (3, 2, 4), "conv": (4, 3, 3, 2)}
-    dec = l3d.Decomposition(shapes, n_subnetworks=4, rank={"v": 2, "m": (2, 3), "t": (2, 1, 3), "conv": (2, 2, 1, 2)}).double()
+    dec = l3d.Decomposition(shapes, n_subnetworks=4,
+                            rank={"v": 2, "m": (2, 3), "t": (2, 1, 3), "conv": (2, 2, 1, 2)}).double()
     D = torch.cat([d.flatten(1) for d in dec.decoder_directions().values()], 1)
     torch.testing.assert_close(dec.decoder_gram(), D @ D.T)
     torch.testing.assert_close(dec.decoder_gram().diagonal(), torch.ones(4, dtype=torch.float64))

@@ -14,7 +14,8 @@ PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)( ; platform_system =
 
 
 def lock() -> dict[str, str]:
-    lines = [line for line in (ROOT / "requirements.lock").read_text().splitlines() if line and not line.startswith("#")]
+    lines = [line for line in (ROOT / "requirements.lock").read_text().splitlines()
+             if line and not line.startswith("#")]
     bad = [line for line in lines if not PIN.match(line)]
     assert not bad, f"lines of requirements.lock that pin no exact version: {bad}"
     return {canonicalize_name(PIN.match(line)[1]): PIN.match(line)[2] for line in lines}

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 import l3d
-from l3d.runtime.atomic import write_file, write_folder
 from l3d.experiments.toys import TMS, sparse_features
+from l3d.runtime.atomic import write_file, write_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TENSORS = ["W_in", "W_out", "b"]
@@ -47,7 +47,8 @@ def test_1_another_tensor_order_is_refused():
         decomposition.check_shapes({"b": (3,), "a": (2, 3)})
     source = tms_source()
     decomposition = l3d.Decomposition(source.collector.shapes, 3, seed=0)
-    reordered = l3d.GradientSource(l3d.GradientCollector(ReorderedTMS(source.collector.model), TENSORS), source.inputs, 8)
+    reordered = l3d.GradientSource(l3d.GradientCollector(ReorderedTMS(source.collector.model), TENSORS),
+                                   source.inputs, 8)
     assert list(reordered.collector.shapes) == ["b", "W_out", "W_in"]
     with pytest.raises(ValueError, match=r"tensor order differs"):
         l3d.evaluate(decomposition, reordered)
@@ -60,16 +61,19 @@ def test_2_impact_and_intervene_refuse_a_decomposition_of_other_shapes():
     source = tms_source()
     # the same element counts, other shapes: W_in and W_out transposed
     other = l3d.Decomposition({"W_in": (5, 2), "W_out": (2, 5), "b": (5,)}, 3, seed=0)
-    with pytest.raises(ValueError, match=r"does not fit the collector's tensors: W_in: decomposition \(5, 2\), the collector \(2, 5\)"):
+    with pytest.raises(ValueError, match=r"does not fit the collector's tensors: "
+                                         r"W_in: decomposition \(5, 2\), the collector \(2, 5\)"):
         l3d.impact(other, source.collector, source.inputs, n_ref=1)
     model = source.collector.model
-    with pytest.raises(ValueError, match=r"does not fit the model's tensors: W_in: decomposition \(5, 2\), the model \(2, 5\)"):
+    with pytest.raises(ValueError,
+                       match=r"does not fit the model's tensors: W_in: decomposition \(5, 2\), the model \(2, 5\)"):
         l3d.intervene(model, other, 0, [0.0, 1.0], source.inputs)
     with pytest.raises(ValueError, match=r"does not fit the model's tensors"):
         l3d.output_derivative(model, other, 0, source.inputs)
     right = l3d.Decomposition(source.collector.shapes, 3, seed=0)
     assert l3d.impact(right, source.collector, source.inputs, n_ref=1).shape == (32, 3)
-    moved = [l3d.intervene(model, right, k, [1.0], source.inputs) for k in ([0, 2], np.array([0, 2]), torch.tensor([0, 2]))]
+    moved = [l3d.intervene(model, right, k, [1.0], source.inputs)
+             for k in ([0, 2], np.array([0, 2]), torch.tensor([0, 2]))]
     assert all(torch.equal(m, moved[0]) for m in moved)
 
 
@@ -94,7 +98,8 @@ def test_3_sparse_features_with_p_active_0_is_refused_not_a_hang():
 # --- 4. chunk_size ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("chunk_size", [-32, -8, 0, 12])
 def test_4_a_chunk_size_that_is_not_a_positive_multiple_of_the_batch_is_refused(chunk_size):
-    with pytest.raises(ValueError, match=rf"chunk_size {chunk_size} must be a multiple of batch_size 8 \(or None: batch_size\)"):
+    with pytest.raises(ValueError,
+                       match=rf"chunk_size {chunk_size} must be a multiple of batch_size 8 \(or None: batch_size\)"):
         tms_source(chunk_size=chunk_size)
     assert tms_source(chunk_size=16).chunk_size == 16 and tms_source().chunk_size == 8
 
@@ -198,16 +203,18 @@ def test_7_load_still_reads_what_save_wrote(tmp_path):
         assert a.dtype == b.dtype == torch.float64 and torch.equal(a, b), name
 
 
-# --- 11. types ---------------------------------------------------------------------------------------------------------
+# --- 11. types ------------------------------------------------------------------------------------------------------
 def test_11_numpy_numbers_are_taken_and_bools_refused():
     shapes = {"W": (4, 3), "b": (4,)}
     a = l3d.Decomposition(shapes, np.int64(3), rank=np.int32(2), top_k=np.float32(0.5), seed=np.int64(0))
     b = l3d.Decomposition(shapes, 3, rank=2, top_k=0.5, seed=0)
     assert a.config == b.config and type(a.n_subnetworks) is int and type(a.top_k) is float
-    assert l3d.Decomposition(shapes, 3, rank={"W": (np.int64(2), 2), "b": np.int64(1)}).ranks == {"W": (2, 2), "b": (1,)}
+    assert (l3d.Decomposition(shapes, 3, rank={"W": (np.int64(2), 2), "b": np.int64(1)}).ranks
+            == {"W": (2, 2), "b": (1,)})
     with pytest.raises(TypeError, match=r"n_subnetworks must be an int, got 5.0 \(float\)"):
         l3d.Decomposition(shapes, 5.0)
-    with pytest.raises(TypeError, match=r"rank must be an int, a tuple of ints \(one per mode\) or a dict name -> rank, got True"):
+    with pytest.raises(TypeError,
+                       match=r"rank must be an int, a tuple of ints \(one per mode\) or a dict name -> rank, got True"):
         l3d.Decomposition(shapes, 3, rank=True)
     with pytest.raises(TypeError, match=r"rank\['W'\] must be an int, a tuple of ints .* got 1.5"):
         l3d.Decomposition(shapes, 3, rank={"W": 1.5, "b": 1})
@@ -217,17 +224,20 @@ def test_11_numpy_numbers_are_taken_and_bools_refused():
         l3d.Decomposition(shapes, 3, top_k=True)
     source = tms_source()
     decomposition = l3d.Decomposition(source.collector.shapes, 3, seed=0)
-    history = l3d.fit(decomposition, source, np.int64(1), lr=np.float64(0.01), lr_decay_every=np.int32(1), progress=False)
+    history = l3d.fit(decomposition, source, np.int64(1), lr=np.float64(0.01), lr_decay_every=np.int32(1),
+                      progress=False)
     assert len(history.reconstruction_error) == 1
     assert l3d.impact(decomposition, source.collector, source.inputs, n_ref=np.int64(1)).shape == (32, 3)
 
 
 def test_11_dtypes_of_model_inputs_and_decomposition_are_checked_up_front():
     source = tms_source()
-    with pytest.raises(ValueError, match=r"inputs are torch.float64 but the model's decomposed tensors are \['torch.float32'\]"):
+    with pytest.raises(ValueError,
+                       match=r"inputs are torch.float64 but the model's decomposed tensors are \['torch.float32'\]"):
         l3d.GradientSource(source.collector, source.inputs.double(), 8)
     decomposition = l3d.Decomposition(source.collector.shapes, 3, seed=0).double()
-    with pytest.raises(ValueError, match=r"the decomposition is torch.float64 but the model's decomposed tensors are \['torch.float32'\]"):
+    with pytest.raises(ValueError, match=r"the decomposition is torch.float64 "
+                                         r"but the model's decomposed tensors are \['torch.float32'\]"):
         l3d.fit(decomposition, source, 1, progress=False)
     with pytest.raises(ValueError, match=r"the decomposition is torch.float64"):
         l3d.evaluate(decomposition, source)
@@ -260,7 +270,7 @@ def test_12_atomic_writes_give_the_modes_of_open_and_mkdir(tmp_path):
 def test_12_keep_checkpoints_0_and_a_checkpoint_dir_that_is_a_file_are_refused(tmp_path):
     source = tms_source()
     decomposition = l3d.Decomposition(source.collector.shapes, 3, seed=0)
-    with pytest.raises(ValueError, match=r"keep_checkpoints must be an int >= 1 \(the newest checkpoints kept\), got 0"):
+    with pytest.raises(ValueError, match=r"keep_checkpoints must be >= 1, got 0"):
         l3d.fit(decomposition, source, 1, progress=False, checkpoint_dir=tmp_path, keep_checkpoints=0)
     with pytest.raises(ValueError, match=r"keep must be an int >= 1"):
         l3d.checkpoint.save_checkpoint(tmp_path, 1, decomposition, {}, keep=0)
@@ -296,7 +306,8 @@ class TupleModel(nn.Module):
 
 def test_12_a_model_returning_a_tuple_gets_a_hint_to_pass_forward():
     collector = l3d.GradientCollector(TupleModel(), "lin.*")
-    hint = r"returned tuple, not a tensor of outputs: pass forward= to pick the tensor, e.g. forward=lambda m, x: m\(x\)\[0\]"
+    hint = (r"returned tuple, not a tensor of outputs: pass forward= to pick the tensor, "
+            r"e.g. forward=lambda m, x: m\(x\)\[0\]")
     with pytest.raises(TypeError, match=hint):
         l3d.GradientSource(collector, torch.randn(8, 4), 4)
     with pytest.raises(TypeError, match=hint):

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import l3d
-import l3d.initialize
 import l3d.experiments.toys
+import l3d.initialize
 from l3d.initialize import init_from_gradients_, init_from_inputs_
 from l3d.tucker import tucker_approximation
 
@@ -47,24 +47,6 @@ def test_init_picks_one_gradient_per_planted_circuit():
         torch.testing.assert_close(e, decoder[name])
     with pytest.raises(ValueError, match="at least 4 gradients"):
         init_from_gradients_(dec, grads[:3])
-
-
-def test_best_start_keeps_the_start_with_the_lowest_error():
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
-    collector = l3d.GradientCollector(model, "*")
-    source = l3d.GradientSource(collector, torch.randn(64, 3), batch_size=16, chunk_size=64)
-    made = {}
-
-    def make(seed):
-        made[seed] = l3d.Decomposition(collector.shapes, 3, rank=1, seed=seed)
-        return made[seed]
-
-    kept, errors = l3d.initialize.best_start(make, source, restarts=3, epochs=2, seed=10)
-    assert list(made) == [10, 11, 12] and len(errors) == 3 and len(set(errors)) == 3
-    assert kept is made[10 + min(range(3), key=errors.__getitem__)]
-    with pytest.raises(ValueError, match="restarts"):
-        l3d.initialize.best_start(make, source, restarts=0, epochs=1)
 
 
 def test_init_accepts_factored_gradients_from_a_collector():

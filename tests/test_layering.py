@@ -12,7 +12,8 @@ HEAVY = ("matplotlib", "seaborn", "transformers", "torchvision", "sklearn", "sci
 
 def test_import_l3d_loads_no_plotting_model_hub_or_experiment_library():
     code = "import sys, l3d; print(' '.join(sorted(sys.modules)))"
-    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True).stdout.split())
     assert not [m for m in loaded if m.split(".")[0] in HEAVY]
     assert not [m for m in loaded if m.startswith(("l3d.experiments", "l3d.report"))]
 

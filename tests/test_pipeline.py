@@ -17,7 +17,7 @@ def test_decompose_is_collector_source_decomposition_and_fit_by_hand():
     model, x = _toy()
     config = l3d.L3DConfig(n_subnetworks=4, epochs=3, chunk_size=64, seed=3)
     run = decompose_quietly(model, x, config)
-    collector = l3d.GradientCollector(model, "*", divergence="mse", chunk_size=64)
+    collector = l3d.GradientCollector(model, "*", divergence="mse", gradient_chunk_size=64)
     source = l3d.GradientSource(collector, x, 32, chunk_size=64, seed=3)
     expected = l3d.Decomposition(collector.shapes, 4, rank=1, seed=3)
     expected_history = l3d.fit(expected, source, 3, progress=False)
@@ -67,7 +67,7 @@ def test_run_saves_the_decomposition_with_every_setting(tmp_path):
     ({"rank": 0}, "rank must be an int >= 1"),
     ({"rank": 1.5}, "rank must be int or dict"),
     ({"epochs": True}, "epochs must be int, got True"),
-    ({"divergence": "l2"}, r"divergence must be one of \['mse', 'mse_authors', 'kl'\]"),
+    ({"divergence": "l2"}, r"divergence must be one of \['mse', 'output_times_residual', 'kl'\]"),
     ({"init": "zeros"}, r"init must be one of \['random', 'gradients'\]"),
     ({"chunk_size": 48}, "chunk_size 48 must be a multiple of batch_size 32"),
     ({"init_samples": 8}, "init_samples 8 needs init='gradients'"),
@@ -183,7 +183,7 @@ def test_run_json_records_the_gradients_settings_the_model_and_the_inputs(tmp_pa
     import hashlib
 
     model, x = _toy()
-    run = decompose_quietly(model, x, l3d.L3DConfig(n_subnetworks=3, epochs=1, divergence="mse_authors"))
+    run = decompose_quietly(model, x, l3d.L3DConfig(n_subnetworks=3, epochs=1, divergence="output_times_residual"))
     run.save(tmp_path)
     record = json.loads((tmp_path / "run.json").read_text())
     weight = dict(model.named_parameters())["layers.0.weight"]
@@ -191,7 +191,7 @@ def test_run_json_records_the_gradients_settings_the_model_and_the_inputs(tmp_pa
     assert record["gradients"]["model"]["layers.0.weight"] == f"torch.float32{list(weight.shape)} sha256:{digest}"
     assert record["gradients"]["tensors"] == [n for n, _ in model.named_parameters()]
     assert {k: record["gradients"][k] for k in ("divergence", "reference", "engine", "sequence")} == {
-        "divergence": "mse_authors", "reference": "random", "engine": "auto", "sequence": False}
+        "divergence": "output_times_residual", "reference": "random", "engine": "auto", "sequence": False}
     assert record["inputs"] == f"torch.float32[64, 10] sha256:{hashlib.sha256(x.numpy().tobytes()).hexdigest()}"
     assert record["config"] == run.config.to_dict()
 
@@ -221,7 +221,7 @@ def test_a_save_cut_short_leaves_the_old_run_or_a_folder_that_refuses_to_load(tm
         before = {p.name: p.read_bytes() for p in folder.iterdir()}
         calls = []
 
-        def full_disk(a, b):
+        def full_disk(a, b, calls=calls, cut=cut):   # this iteration's calls and cut, bound as defaults
             calls.append(b)
             if len(calls) == cut:
                 raise OSError(errno.ENOSPC, "No space left on device")
@@ -271,7 +271,8 @@ def test_resume_refuses_another_setting_model_or_inputs_naming_each(tmp_path):
             raise Stop
 
     def decompose(model=model, x=x, config=config, tensors="*", **kw):
-        return l3d.decompose(model, x, tensors, config, checkpoint_dir=tmp_path, checkpoint_every=1, progress=False, **kw)
+        return l3d.decompose(model, x, tensors, config, checkpoint_dir=tmp_path, checkpoint_every=1, progress=False,
+                             **kw)
 
     with pytest.raises(Stop):
         decompose(callback=stop_at_3)
@@ -282,14 +283,19 @@ def test_resume_refuses_another_setting_model_or_inputs_naming_each(tmp_path):
     with torch.no_grad():
         other_rest.layers[1].bias[0] += 1e-6
     refused = [
-        (dict(config=config.replace(divergence="mse_authors")), r"gradients\.divergence: checkpoint 'mse', now 'mse_authors'; config\.divergence: checkpoint 'mse', now 'mse_authors'\. Resume with"),
-        (dict(config=config.replace(reference="random_or_self")), r"config\.reference: checkpoint 'random', now 'random_or_self'"),
+        (dict(config=config.replace(divergence="output_times_residual")),
+         r"gradients\.divergence: checkpoint 'mse', now 'output_times_residual'; "
+         r"config\.divergence: checkpoint 'mse', now 'output_times_residual'\. Resume with"),
+        (dict(config=config.replace(reference="random_or_self")),
+         r"config\.reference: checkpoint 'random', now 'random_or_self'"),
         (dict(config=config.replace(engine="dense")), r"config\.engine: checkpoint 'auto', now 'dense'"),
         (dict(config=config.replace(seed=1)), r"config\.seed: checkpoint 0, now 1"),
         (dict(config=config.replace(init="gradients")), r"config\.init: checkpoint 'random', now 'gradients'"),
         (dict(config=config.replace(gradient_chunk_size=16)), r"config\.gradient_chunk_size: checkpoint None, now 16"),
-        (dict(model=other_weights), r"gradients\.model\.layers\.0\.weight: checkpoint 'torch\.float32\[\d+, \d+\] sha256:[0-9a-f]{64}', now"),
-        (dict(model=other_rest, tensors="layers.0.*"), r"gradients\.tensors: checkpoint \[.*'layers\.1\.bias'\], now \['layers\.0\.weight', 'layers\.0\.bias'\]"),
+        (dict(model=other_weights),
+         r"gradients\.model\.layers\.0\.weight: checkpoint 'torch\.float32\[\d+, \d+\] sha256:[0-9a-f]{64}', now"),
+        (dict(model=other_rest, tensors="layers.0.*"),
+         r"gradients\.tensors: checkpoint \[.*'layers\.1\.bias'\], now \['layers\.0\.weight', 'layers\.0\.bias'\]"),
         (dict(x=x.flip(0)), r"inputs: checkpoint 'torch\.float32\[64, 10\] sha256:[0-9a-f]{64}', now"),
     ]
     for changes, message in refused:
@@ -299,7 +305,8 @@ def test_resume_refuses_another_setting_model_or_inputs_naming_each(tmp_path):
     partial = dict(tensors="layers.0.*", checkpoint_dir=tmp_path / "partial", checkpoint_every=1, progress=False)
     with pytest.raises(Stop):
         l3d.decompose(model, x, config=config, callback=stop_at_3, **partial)
-    with pytest.raises(l3d.checkpoint.ResumeRefused, match=r"gradients\.rest of model: checkpoint 'sha256:[0-9a-f]{64}', now"):
+    with pytest.raises(l3d.checkpoint.ResumeRefused,
+                       match=r"gradients\.rest of model: checkpoint 'sha256:[0-9a-f]{64}', now"):
         l3d.decompose(other_rest, x, config=config, resume=True, **partial)
     resumed = decompose(resume=True)
     uninterrupted = decompose_quietly(model, x, config)

@@ -48,7 +48,9 @@ def test_costs_and_top_direction_match_the_materialized_residuals():
     g = torch.cat([b.flat() for b in batches]).double()
     E, D = (torch.cat([t.full().flatten(1) for t in ts], 1).detach().double() for ts in (dec.encoder, dec.decoder))
     kept = torch.cat([(b.flat().double() @ E.T) * l3d.batch_top_k(b.flat().double() @ E.T, dec.top_k) for b in batches])
-    error = lambda c: (g - c @ D).pow(2).sum()
+    def error(c):
+        return (g - c @ D).pow(2).sum()
+
     for k in range(C):
         without = kept.clone()
         without[:, k] = 0
@@ -70,7 +72,8 @@ def test_the_spare_subnetwork_moves_to_the_unserved_circuit():
     done = resample_(dec, batches)
     assert done.replaced and done.subnetwork == 1 and done.gain > done.cost
     # the residuals of circuit 3's samples, less what the other subnetworks' kept coefficients take of them
-    cos = torch.nn.functional.cosine_similarity(flat_decoder(dec)[done.subnetwork].double()[None], circuits.double()).abs()
+    cos = torch.nn.functional.cosine_similarity(flat_decoder(dec)[done.subnetwork].double()[None],
+                                                circuits.double()).abs()
     assert cos[3] > 0.95 and cos[:3].max() < cos[3] - 0.3
     for name, e in dec.encoder_directions().items():
         torch.testing.assert_close(e[done.subnetwork], dec.decoder_directions()[name][done.subnetwork])
@@ -137,7 +140,7 @@ def test_resample_every_refuses_bad_values_and_labels():
     inputs = sparse_features(32, 3, 0.4, generator=torch.Generator().manual_seed(0))
     dec = l3d.Decomposition(collector.shapes, 3, rank=1, seed=0)
     source = l3d.GradientSource(collector, inputs, 16)
-    with pytest.raises(ValueError, match=r"resample_every must be an int >= 0 \(epochs between resamplings; 0: never\), got -1"):
+    with pytest.raises(ValueError, match=r"resample_every must be >= 0, got -1"):
         l3d.fit(dec, source, 2, resample_every=-1, progress=False)
     labelled = l3d.GradientSource(collector, inputs, 16, active=inputs != 0)
     with pytest.raises(ValueError, match=r"resample_every needs a source without labels \(active\)"):
@@ -159,7 +162,8 @@ def test_resample_refuses_gradients_in_another_tensor_order_instead_of_replacing
     dec = decomposition_on(circuits, [0, 1, 2, None])
     kept = {k: v.clone() for k, v in dec.state_dict().items()}
     other_order = [l3d.DenseGradients({"b": g.grads["b"], "w": g.grads["w"]}) for g in batches]
-    with pytest.raises(ValueError, match=r"tensor order differs: decomposition \['w', 'b'\], the gradients \['b', 'w'\]"):
+    with pytest.raises(ValueError,
+                       match=r"tensor order differs: decomposition \['w', 'b'\], the gradients \['b', 'w'\]"):
         resample_(dec, other_order)
     with pytest.raises(ValueError, match=r"tensor order differs"):
         costs_and_top_residual(dec, other_order)

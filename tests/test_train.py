@@ -77,7 +77,8 @@ def test_silence_quiets_the_coefficients_batch_top_k_drops():
     # before silence_from the loss is the paper's
     late, late_history = run(silence=1.0, silence_from=EPOCHS)
     assert_identical((late, None), (paper_decomposition, None))
-    assert late_history.reconstruction_error == paper.reconstruction_error and late_history.dropped_energy[0] == 0.0  # warm start: k = 1
+    assert (late_history.reconstruction_error == paper.reconstruction_error
+            and late_history.dropped_energy[0] == 0.0)  # warm start: k = 1
 
 
 def test_resume_refuses_other_settings(tmp_path):
@@ -132,7 +133,8 @@ def test_non_finite_sample_gradients_stop_with_step_and_tensor():
     inputs = torch.rand(16, 3) + 0.5
     inputs[12, 1] = 0.0  # in the second batch
     source = l3d.GradientSource(collector, inputs, 8, shuffle=False)
-    with pytest.raises(FloatingPointError, match=r"step 2 \(epoch 0\): the per-sample gradients of tensor\(s\) 'w' are not finite"):
+    with pytest.raises(FloatingPointError,
+                       match=r"step 2 \(epoch 0\): the per-sample gradients of tensor\(s\) 'w' are not finite"):
         l3d.fit(l3d.Decomposition(collector.shapes, 2, 1, seed=0), source, 1, progress=False)
 
 
@@ -141,7 +143,8 @@ def test_diverging_decomposition_stops_with_step_and_tensor():
     collector = l3d.GradientCollector(TMS().untied().float(), ["W_in", "W_out", "b"])
     source = l3d.GradientSource(collector, torch.rand(32, 5, dtype=torch.float32), 8)
     decomposition = l3d.Decomposition(collector.shapes, 3, 1, seed=0).float()
-    with pytest.raises(FloatingPointError, match=r"step \d+ \(epoch \d+\): the .* not finite.*(encoder|decoder) of tensor '(W_in|W_out|b)'.*lower learning rate than lr=1e\+30"):
+    with pytest.raises(FloatingPointError, match=r"step \d+ \(epoch \d+\): the .* not finite.*(encoder|decoder) "
+                                                 r"of tensor '(W_in|W_out|b)'.*lower learning rate than lr=1e\+30"):
         l3d.fit(decomposition, source, 5, lr=1e30, progress=False)
 
 
@@ -170,7 +173,8 @@ def test_batches_whose_gradients_are_all_zero_train_and_score_as_zero_error():
     with torch.no_grad():
         toy.b.fill_(-0.5)
     collector = l3d.GradientCollector(toy, ["W_in", "W_out", "b"])
-    inputs = torch.cat([torch.zeros(16, 5), sparse_features(16, 5, p_active=0.3, generator=torch.Generator().manual_seed(0))])
+    inputs = torch.cat([torch.zeros(16, 5),
+                        sparse_features(16, 5, p_active=0.3, generator=torch.Generator().manual_seed(0))])
     source = l3d.GradientSource(collector, inputs, 8, chunk_size=16, shuffle=False)
     assert all(float(g.sq_norms().sum()) == 0 for g in list(source)[:2])
     decomposition = l3d.Decomposition(collector.shapes, 5, 1, top_k=0.2, seed=0)
@@ -302,7 +306,8 @@ class WithUnused(nn.Module):
 def test_an_epoch_of_all_zero_gradients_is_refused_not_scored_as_zero_error(case):
     torch.manual_seed(0)
     if case == "identical-samples":   # a random reference is another sample's output: here always its own
-        model, tensors, inputs = TMS().untied(), ["W_in", "W_out", "b"], sparse_features(1, 5, p_active=0.5).repeat(32, 1)
+        model, tensors, inputs = (TMS().untied(), ["W_in", "W_out", "b"],
+                                  sparse_features(1, 5, p_active=0.5).repeat(32, 1))
     else:
         model, tensors, inputs = WithUnused(), ["unused"], torch.randn(32, 5)
     collector = l3d.GradientCollector(model, tensors)
@@ -327,8 +332,8 @@ def test_a_checkpoint_from_before_the_models_fingerprint_is_refused(tmp_path):
     for key in ("gradients", "config"):
         del meta["state"]["settings"][key]
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(l3d.checkpoint.ResumeRefused, match=r"it was written by an earlier l3d, which did not record the "
-                                                           r"model .* Start again in an empty checkpoint_dir"):
+    with pytest.raises(l3d.checkpoint.ResumeRefused, match=r"it was written by an earlier l3d, which did not record "
+                                                           r"the model .* Start again in an empty checkpoint_dir"):
         run(tmp_path, resume=True)
 
 
@@ -337,7 +342,8 @@ def test_fit_holds_its_checkpoint_folder_against_a_second_process(tmp_path):
 
     with exclusive(tmp_path, "--out"):   # as another process would (flock: one lock per open folder)
         with pytest.raises(FolderInUse, match=r"another process is using checkpoint_dir '.*' \(it holds the folder's "
-                                              r"lock\): wait for it to finish, or stop it, or choose another checkpoint_dir"):
+                                              r"lock\): wait for it to finish, or stop it, "
+                                              r"or choose another checkpoint_dir"):
             run(tmp_path, checkpoint_every=4)
     assert list(tmp_path.iterdir()) == []
     assert_identical(run(tmp_path, checkpoint_every=4), run())   # free again once it is released

@@ -2,10 +2,13 @@
 
     python tools/notebooks.py prepare-tests build/nbtest     # what make test runs under nbval
     python tools/notebooks.py references tests/notebooks     # make test-references: new reference headline numbers
-    python tools/notebooks.py references tests/notebooks 02 07   # only those notebooks (make test-references NB="02 07")
+    python tools/notebooks.py references tests/notebooks 02 07  # only those notebooks (make test-references NB="02 07")
     python tools/notebooks.py embed-figures figures/01_*/01_*.ipynb   # make figures: the figures into the notebook
     python tools/notebooks.py compare                        # make figures' last step: reproduced or not, per number
     python tools/notebooks.py models                         # make models: train and ship 05's and 06's models
+    python tools/notebooks.py run 01 -p n_features 8         # make notebook NB=01 PARAMS="-p n_features 8"
+    python tools/notebooks.py parameters 05                  # a notebook's parameters with their defaults
+    python tools/notebooks.py check-parameters NOTEBOOK NAME...   # make figures: every NAME is a parameter of it
 
 Small parameters for each notebook live in notebooks/test_parameters.json; every notebook also gets
 out_dir = build/nbtest/<notebook name> and device = "cpu", so tests never touch figures/.
@@ -26,6 +29,15 @@ whether every one is within.
 cell, and with test_parameters.json over it) and ships them in l3d/experiments/weights (safetensors and
 manifest.json with their SHA-256).
 
+`run` is `make notebook`: one notebook with papermill parameters (-p NAME VALUE, read as papermill reads them;
+also -r NAME VALUE for a raw string, -y YAML, -f FILE.yaml) into runs/<notebook>/. Every parameter name is checked
+against the notebook's parameters cell first: a misspelled one stops it before any work, in one line naming the
+nearest known name (exit status 2). The notebook runs into runs/.<notebook>.partial/ and replaces runs/<notebook>/
+only when it succeeds; a failed run leaves the previous one where it was and says where the failed one is (exit
+status 1; 130 on Ctrl-C). What the cells print shows as they run, progress as a plain line every 10 s
+(L3D_PROGRESS=text, TQDM_MININTERVAL=10). `check-parameters` makes the same check for `make figures`, and
+`prepare-tests` and `references` check the names in notebooks/test_parameters.json.
+
 `embed-figures` puts into an executed notebook the figures its cells saved (`save_figure` writes them beside
 it as PNG; with MPLBACKEND=Agg plt.show() embeds nothing): each PNG becomes a display output of the cell that
 was running when it was written (papermill's cell start and end times), and progress-bar widgets, whose text
@@ -35,25 +47,185 @@ wherever the repository is browsed.
 from __future__ import annotations
 
 import base64
+import difflib
 import json
+import os
+import shutil
 import sys
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
 import nbformat
 import papermill as pm
 
+from l3d.runtime.atomic import write_file
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_OUT = "build/nbtest"   # relative: l3d.report.results.resolve_out_dir takes it from the repository root
 
 
-def notebooks() -> list[Path]:
-    return sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+RUN_ENV = {"L3D_PROGRESS": "text", "TQDM_MININTERVAL": "10", "MPLBACKEND": "Agg"}   # make notebook's kernel
+
+
+def notebooks(folder: Path = ROOT / "notebooks") -> list[Path]:
+    return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+class ParameterError(ValueError):
+    """A parameter a notebook does not have, or a notebook that does not exist: one line saying what would be right."""
+
+
+def find_notebook(name: str, folder: Path = ROOT / "notebooks") -> Path:
+    """The notebook whose file name starts with `name` ("01", "01_toy", or the full name, with or without .ipynb)."""
+    stem = name.removesuffix(".ipynb")
+    found = [nb for nb in notebooks(folder) if nb.stem.startswith(Path(stem).name)] if stem else []
+    if len(found) != 1:
+        names = ", ".join(nb.stem for nb in notebooks(folder))
+        raise ParameterError(f"{'no' if not found else 'more than one'} notebook starts with {name!r}: name one of "
+                             f"{names}")
+    return found[0]
+
+
+def parameter_names(notebook: Path) -> list[str]:
+    """The names the notebook's parameters cell (tagged "parameters") sets, as papermill reads them."""
+    return list(pm.inspect_notebook(notebook))
+
+
+def check_parameters(notebook: Path, given: Iterable[str], where: str = "") -> None:
+    """A ParameterError naming every name in `given` that the notebook has no parameter for, each with the nearest
+    known name (difflib), and how to list them; `where` says where the names came from."""
+    known = parameter_names(notebook)
+    unknown = [name for name in given if name not in known]
+    if not unknown:
+        return
+    def nearest(name: str) -> str:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        return f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
+    listed = ", ".join(nearest(n) for n in unknown)
+    raise ParameterError(f"{notebook.stem} has no parameter{'s' * (len(unknown) > 1)} {listed}{where}; nothing was "
+                         f"run. Its parameters: python tools/notebooks.py parameters {notebook.stem[:2]}")
 
 
 def parameters(name: str) -> dict:
-    small = json.loads((ROOT / "notebooks" / "test_parameters.json").read_text())
-    return {**small.get(name, {}), "out_dir": f"{TEST_OUT}/{name}", "device": "cpu"}
+    """A notebook's small parameters for make test (notebooks/test_parameters.json), with out_dir and device; a
+    ParameterError for a name in test_parameters.json the notebook has no parameter for."""
+    small = json.loads((ROOT / "notebooks" / "test_parameters.json").read_text()).get(name, {})
+    check_parameters(ROOT / "notebooks" / f"{name}.ipynb", small, " in notebooks/test_parameters.json")
+    return {**small, "out_dir": f"{TEST_OUT}/{name}", "device": "cpu"}
+
+
+def _value(text: str):
+    """A -p value as papermill reads it: True, False, None, an int, a float, else the text."""
+    if text in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[text]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_parameters(args: list[str]) -> dict:
+    """papermill's parameter options as a dict, later ones over earlier ones: -p NAME VALUE (True/False/None, numbers
+    read as such), -r NAME VALUE (the text as it is), -y YAML and -f FILE.yaml (a mapping)."""
+    import yaml
+
+    values, i = {}, 0
+    while i < len(args):
+        flag = args[i]
+        width = {"-p": 3, "--parameters": 3, "-r": 3, "--parameters_raw": 3, "-y": 2, "--parameters_yaml": 2,
+                 "-f": 2, "--parameters_file": 2}.get(flag)
+        if width is None or i + width > len(args):
+            raise ParameterError(f"PARAMS takes -p NAME VALUE (also -r NAME VALUE, -y YAML, -f FILE.yaml), got "
+                                 f"{' '.join(args[i:]) or flag!r}")
+        if width == 3:
+            values[args[i + 1]] = _value(args[i + 2]) if flag in ("-p", "--parameters") else args[i + 2]
+        else:
+            text = Path(args[i + 1]).read_text() if flag in ("-f", "--parameters_file") else args[i + 1]
+            mapping = yaml.safe_load(text)
+            if not isinstance(mapping, dict):
+                raise ParameterError(f"{flag} must give a mapping of parameter names to values, got {args[i + 1]!r}")
+            values.update(mapping)
+        i += width
+    return values
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the repository root when inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _move_records(folder: Path, old: str, new: str) -> None:
+    """In the executed notebook and the JSON files at the top of `folder`, the text `old` (where the run wrote) as
+    `new` (where it now lies): the recorded out_dir and the paths its cells printed."""
+    for path in [*folder.glob("*.ipynb"), *folder.glob("*.json")]:
+        text = path.read_text(encoding="utf-8")
+        if old in text:
+            moved = text.replace(old, new)
+            write_file(path, lambda f, t=moved: Path(f).write_text(t, encoding="utf-8"))
+
+
+def run_notebook(name: str, args: list[str], runs: Path = ROOT / "runs", folder: Path = ROOT / "notebooks",
+                 execute: Callable = pm.execute_notebook) -> Path:
+    """make notebook: the notebook `name` with the papermill parameters in `args` into runs/<notebook>/ (module
+    docstring). Returns that folder; SystemExit 2 for a bad name or parameter, 1 when the notebook fails, 130 on
+    Ctrl-C, each after one line on stderr."""
+    try:
+        notebook = find_notebook(name, folder)
+        given = parse_parameters(args)
+        check_parameters(notebook, given)
+        if "out_dir" in given:
+            raise ParameterError("make notebook writes into runs/<notebook>/ and sets out_dir itself; run papermill "
+                                 "directly to write elsewhere")
+    except (ParameterError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    final, partial = runs / notebook.stem, runs / f".{notebook.stem}.partial"
+    if partial.exists():   # an earlier failed run's, which its message pointed to; this run replaces it
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    inside = partial.resolve().is_relative_to(ROOT)
+    out_dir = str(partial.resolve().relative_to(ROOT)) if inside else str(partial.resolve())
+    executed = partial / notebook.name
+    saved = {k: os.environ.get(k) for k in RUN_ENV}
+    os.environ.update(RUN_ENV)   # the kernel inherits them: plain progress lines, figures to files only
+    try:
+        execute(notebook, executed, parameters={**given, "out_dir": out_dir}, cwd=str(folder), progress_bar=False,
+                stdout_file=sys.stdout, stderr_file=sys.stderr)   # what each cell prints, as it prints it
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt):
+            what = "interrupted"
+        elif hasattr(e, "ename"):   # papermill's PapermillExecutionError: the cell's own error
+            what = f"failed in cell [{e.exec_count}] ({e.ename}: {' '.join(str(e.evalue).split())[:300]})"
+        else:
+            what = f"failed ({type(e).__name__}: {' '.join(str(e).split())[:300]})"
+        kept = f"the previous run is kept in {_shown(final)}/" if final.exists() else "there was no previous run"
+        print(f"{notebook.stem} {what}: {kept}; the failed run, its executed notebook up to the error, is in "
+              f"{_shown(partial)}/", file=sys.stderr)
+        raise SystemExit(130 if isinstance(e, KeyboardInterrupt) else 1) from None
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    if executed.exists():
+        embed_figures(executed)
+    _move_records(partial, str(partial.resolve()), str(final.resolve()))
+    if inside:
+        _move_records(partial, out_dir, str(final.resolve().relative_to(ROOT)))
+    previous = runs / f".{notebook.stem}.previous"
+    if previous.exists():
+        shutil.rmtree(previous)
+    if final.exists():
+        final.rename(previous)
+    partial.rename(final)
+    if previous.exists():
+        shutil.rmtree(previous)   # the run this one replaces
+    print(f"outputs: {_shown(final)}/ (figures, metrics.json, the executed notebook {notebook.name})")
+    return final
 
 
 def notebook_parameters(name: str, scale: str = "paper") -> dict:
@@ -74,10 +246,11 @@ def models(folder: Path | None = None) -> list[dict]:
     Manifest entries of other settings are dropped. Returns the new entries."""
     import tempfile
 
+    from safetensors.torch import save_model
+
     from l3d.experiments import weights
     from l3d.experiments.cnn import CNNExperiment, digits_model
     from l3d.experiments.transformer import TransformerExperiment, story_model
-    from safetensors.torch import save_model
 
     made = {}
     with tempfile.TemporaryDirectory() as cache:
@@ -87,8 +260,9 @@ def models(folder: Path | None = None) -> list[dict]:
                 settings = settings_class.from_parameters(notebook_parameters(name, scale))
                 model, record = train(**settings.model_options(), cache=cache, shipped=False, progress=False)
                 kept = {k: record[k] for k in ("final_loss", "test_accuracy") if k in record}
-                entry = weights.ship(record["key"], record["name"], record["settings"], {**kept, "notebook": name,
-                                     "scale": scale}, record["trained_on"], lambda path: save_model(model, path), folder)
+                entry = weights.ship(record["key"], record["name"], record["settings"],
+                                     {**kept, "notebook": name, "scale": scale}, record["trained_on"],
+                                     lambda path, model=model: save_model(model, path), folder)
                 made[record["key"]] = entry
                 print(f"{name} ({scale} scale): {entry['file']}, {entry['bytes']:,} bytes, {kept}")
     stale = weights.retire(set(made), folder)
@@ -115,7 +289,7 @@ def references(target: Path, only: list[str] | None = None) -> None:
         metrics = json.loads((executed.parent / "metrics.json").read_text())
         numbers = headline_numbers(metrics, tolerances(notebook.stem, "test"))
         text = json.dumps(numbers, indent=1) + "\n"
-        write_file(target / f"{notebook.stem}.json", lambda f: Path(f).write_text(text))
+        write_file(target / f"{notebook.stem}.json", lambda f, text=text: Path(f).write_text(text))
         print(f"{notebook.stem}: {len(numbers)} headline numbers -> {target / (notebook.stem + '.json')}")
 
 
@@ -222,10 +396,37 @@ def comparison_report(rows: list[dict], notes: list[str]) -> str:
     return "\n".join(lines)
 
 
+def show_parameters(name: str) -> str:
+    """A notebook's parameters as its parameters cell sets them: name = default  # its comment."""
+    notebook = find_notebook(name)
+    rows = pm.inspect_notebook(notebook).values()
+    width = max(len(r["name"]) for r in rows)
+    return "\n".join([f"{notebook.stem}: parameters (make notebook NB={notebook.stem[:2]} PARAMS=\"-p NAME VALUE\")",
+                      *(f"  {r['name']:<{width}} = {r['default']}" + (f"   # {r['help']}" if r["help"] else "")
+                        for r in rows)])
+
+
 if __name__ == "__main__":
-    commands = ("prepare-tests", "references", "embed-figures", "models", "compare")
-    if len(sys.argv) < 2 or sys.argv[1] not in commands or sys.argv[1] in commands[:3] and len(sys.argv) < 3:
+    commands = ("prepare-tests", "references", "embed-figures", "run", "parameters", "check-parameters", "models",
+                "compare")
+    if len(sys.argv) < 2 or sys.argv[1] not in commands or sys.argv[1] in commands[:6] and len(sys.argv) < 3:
         sys.exit(__doc__)
+    try:
+        if sys.argv[1] == "run":
+            run_notebook(sys.argv[2], sys.argv[3:])
+            sys.exit(0)
+        if sys.argv[1] == "parameters":
+            print(show_parameters(sys.argv[2]))
+            sys.exit(0)
+        if sys.argv[1] == "check-parameters":
+            check_parameters(Path(sys.argv[2]), sys.argv[3:])
+            sys.exit(0)
+        if sys.argv[1] in ("prepare-tests", "references"):
+            for nb in notebooks():
+                parameters(nb.stem)   # every name in test_parameters.json is a parameter, before any work
+    except ParameterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     if sys.argv[1] == "embed-figures":
         for name in sys.argv[2:]:
             print(f"{name}: {embed_figures(Path(name))} figures embedded")

@@ -3,7 +3,8 @@
 toys.py          the toy models (TMS, circuit superposition, high-rank circuits, x²), their data and training
 tms.py           notebook 01: the toy model of superposition, its settings and its scores per seed
 tmcs.py          notebook 02: circuit superposition, its settings and its scores per seed (r², ceilings)
-ground_truth.py  scoring against known circuits: matching, purity, MMCS, r, label-aligned diagnostics
+ground_truth/    scoring against known circuits: matching, purity, MMCS, r, label-aligned diagnostics
+field/           notebook 07: the field's toy benchmarks (SPD's TMS and residual MLP), MMCS and ML2R
 corpus.py        the synthetic story corpus with known token-level patterns
 transformer.py   the embedded story transformer (GPT-Neo) and TinyStories-8M; notebook 05's settings and readings
 cnn.py           the embedded digits CNN and MobileNet-v3-small; notebook 06's settings and readings

@@ -23,13 +23,13 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from ..runtime.progress import tqdm
 
 from ..decomposition import Decomposition
 from ..gradients import default_forward
 from ..params import select_tensors
 from ..pipeline import L3DConfig
-from ..runtime.resources import MissingResourceError, cache_dir, missing_resources, offline
+from ..runtime.progress import tqdm
+from ..runtime.resources import cache_dir, missing_resources, offline
 from ..runtime.settings import bounded
 from .model_experiment import ModelExperiment
 from .subnetworks import affected_outputs, owned_labels, purity
@@ -151,13 +151,15 @@ def _torch_hub_checkpoints() -> Path:
 
 
 def _weights_needed():
-    """torchvision's MobileNet-v3-small ImageNet weights: (weights enum, file expected, what to do when it is missing)."""
+    """torchvision's MobileNet-v3-small ImageNet weights: (weights enum, file expected, what to do when it is
+    missing)."""
     from torchvision.models import MobileNet_V3_Small_Weights
 
     weights = MobileNet_V3_Small_Weights.IMAGENET1K_V1
     file = _torch_hub_checkpoints() / Path(weights.url).name
-    how = (f"torchvision's MobileNet-v3-small ImageNet weights, expected at {file}: download {weights.url} on a machine "
-           f"with network access and put it there (or set TORCH_HOME to a folder whose hub/checkpoints holds it)")
+    how = (f"torchvision's MobileNet-v3-small ImageNet weights, expected at {file}: download {weights.url} "
+           f"on a machine with network access and put it there (or set TORCH_HOME to a folder whose "
+           f"hub/checkpoints holds it)")
     return weights, file, how
 
 
@@ -186,7 +188,8 @@ def paper_model(device: str | torch.device = "cpu") -> tuple[nn.Module, list[str
         if missing:
             raise missing_resources("source='paper'", missing)
     try:
-        state = torch.hub.load_state_dict_from_url(weights.url, model_dir=str(file.parent), progress=False, map_location="cpu")
+        state = torch.hub.load_state_dict_from_url(weights.url, model_dir=str(file.parent), progress=False,
+                                                   map_location="cpu")
     except OSError as err:  # URLError and friends when the download fails
         raise missing_resources("source='paper'", [how + f" (underlying error: {err})"]) from None
     model = mobilenet_v3_small()
@@ -233,7 +236,10 @@ class CNNExperiment(ModelExperiment):
     machine rather than load the one shipped for these settings), the paper source's n_images
     decomposition and n_test_images held-out images (the digits source uses its own split), Tucker ranks (`rank`
     for every mode, else `rank_fraction` of each dimension), init_images images whose gradients start the
-    subnetworks (0: random start) and n_show subnetworks shown. The L3D batch is `batch_size`. None: SETTINGS[source]."""
+    subnetworks (0: random start), n_show subnetworks shown and n_other_images, the held-out images that are the
+    "other" samples of the causal selectivity (all of them when there are fewer), and resampled_every, the
+    `resample_every` of a second decomposition beside the paper's loss (0: none). The L3D batch is `batch_size`.
+    None: SETTINGS[source]."""
 
     DEFAULTS: ClassVar[dict[str, dict]] = SETTINGS
 
@@ -248,11 +254,14 @@ class CNNExperiment(ModelExperiment):
     rank_fraction: float | None = bounded(None, low=0, high=1, open_low=True)
     init_images: int = bounded(None, low=0)
     n_show: int = bounded(12, low=1)
+    n_other_images: int = bounded(200, low=1)
+    resampled_every: int = bounded(1, low=0)
 
     def check(self) -> list[str]:
+        problems = super().check()
         if self.rank is None and self.rank_fraction is None:
-            return ["set rank (an int) or rank_fraction (a fraction of each dimension)"]
-        return []
+            problems.append("set rank (an int) or rank_fraction (a fraction of each dimension)")
+        return problems
 
     def model_options(self) -> dict:
         """`digits_model`'s settings for the embedded model."""
@@ -295,7 +304,8 @@ def load_model_and_images(settings: CNNExperiment, device: str | torch.device = 
         images, labels, train = digits(s.seed)
         names = [str(d) for d in range(10)]
         note = f"digits CNN: test accuracy {record['test_accuracy']:.3f} ({ORIGINS[record['origin']]})"
-        return ModelAndImages(model, DIGITS_BLOCK, None, images[train], images[~train], labels[~train], names, names, note)
+        return ModelAndImages(model, DIGITS_BLOCK, None, images[train], images[~train], labels[~train], names, names,
+                              note)
     model, output_names = paper_model(device)
     images, labels, class_names = cifar100(s.n_images + s.n_test_images, train=True, seed=s.seed)
     n = s.n_images
@@ -311,7 +321,8 @@ def class_purity(top: Tensor, labels: Tensor, p_act: Tensor, n_classes: int,
     pure, label = purity(top, labels)
     live = torch.nonzero(p_act > 0).flatten()
     owned = owned_labels(pure[live], label[live], threshold)
-    return pure, label, {"mean_class_purity": pure[live].mean().item(), "classes_owned": len(owned), "n_classes": n_classes}
+    return pure, label, {"mean_class_purity": pure[live].mean().item(), "classes_owned": len(owned),
+                         "n_classes": n_classes}
 
 
 def shown_subnetworks(pure: Tensor, p_act: Tensor, n_show: int) -> list[int]:
@@ -322,8 +333,8 @@ def shown_subnetworks(pure: Tensor, p_act: Tensor, n_show: int) -> list[int]:
 
 def subnetwork_rows(loaded: ModelAndImages, decomposition: Decomposition, top: Tensor, shown: list[int], p_act: Tensor,
                     pure: Tensor, label: Tensor, inputs: Tensor, n_logits: int = 3) -> list[dict]:
-    """One row per shown subnetwork: P_act, class purity (`pure`), main class (`label`) and the n_logits logits that moving along its
-    direction changes most, averaged over its top images (sign: up or down as δ grows).
+    """One row per shown subnetwork: P_act, class purity (`pure`), main class (`label`) and the n_logits logits
+    that moving along its direction changes most, averaged over its top images (sign: up or down as δ grows).
     top: (C, n_top) indices into `inputs` (the held-out images on the model's device)."""
     rows = []
     for k in shown:

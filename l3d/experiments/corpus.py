@@ -48,7 +48,8 @@ BODY = [
     "{name} saw a little@animal {animal}@animal . The {animal}@animal_repeat was {feeling} .",
     "{name} said thank@thank_you you@thank_you to {friend} .",
     "Then {name}@name_repeat smiled and hugged {friend}@friend_repeat .",
-    "{name} wanted to@play_with play@play_with with@play_with {friend} , but {friend}@friend_repeat was busy@play_with .",
+    ("{name} wanted to@play_with play@play_with with@play_with {friend} , "
+     "but {friend}@friend_repeat was busy@play_with ."),
 ]
 ENDINGS = [
     "They lived@ever_after happily@ever_after ever@ever_after after@ever_after .",
@@ -166,7 +167,8 @@ class Corpus:
         return marked_context(self.tokens, text, position, self.tokenizer.decode, width)
 
 
-def marked_context(tokens: Tensor, text: int, position: int, decode: Callable[[list[int]], str], width: int = 10) -> str:
+def marked_context(tokens: Tensor, text: int, position: int, decode: Callable[[list[int]], str],
+                   width: int = 10) -> str:
     """`width` tokens of text `text` up to `position`, then the next (target) token in [brackets].
 
     tokens: (N, length + 1) token ids; decode maps ids to text (any tokenizer's decode).

@@ -13,11 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from torch import Tensor
+from torch import Tensor, nn
 
+from ..decomposition import Decomposition
+from ..gradients import default_forward
 from ..impacts import impact, top_samples
 from ..pipeline import L3DConfig, Run
 from ..runtime.settings import Settings, bounded
+from .causal import DELTAS, THRESHOLD, causal_selectivity, other_samples
 
 SOURCES = ("embedded", "paper")
 
@@ -27,7 +30,9 @@ class ModelExperiment(Settings):
     """Settings every model notebook has: the source ("embedded": a small model l3d trains and caches;
     "paper": the paper's model and data), seed, device, output folder, the decomposition (`l3d`), and how
     subnetworks are read on held-out inputs: impact over n_ref references, the n_top samples of largest
-    impact, the n_logits outputs that moving along a subnetwork's direction changes most."""
+    impact, the n_logits outputs that moving along a subnetwork's direction changes most, and their causal
+    selectivity (`l3d.experiments.causal`): the step sizes `deltas` along unit-norm decoder directions and
+    `selectivity_threshold`, the multiple of its random twin's ρ from which a subnetwork counts as selective."""
 
     DEFAULTS: ClassVar[dict[str, dict]] = {}   # source -> values of the parameters left at None
 
@@ -38,7 +43,14 @@ class ModelExperiment(Settings):
     n_ref: int = bounded(None, low=1)
     n_top: int = bounded(10, low=1)
     n_logits: int = bounded(5, low=1)
+    deltas: list[float] = DELTAS
+    selectivity_threshold: float = bounded(THRESHOLD, low=1)
     l3d: L3DConfig = dataclasses.field(default_factory=L3DConfig)
+
+    def check(self) -> list[str]:
+        if not self.deltas or 0 in self.deltas:
+            return [f"deltas must be non-zero step sizes δ, got {list(self.deltas)}"]
+        return []
 
     def l3d_config(self, parameters: Mapping[str, Any]) -> L3DConfig:
         """The decomposition's settings: the L3D parameters with those that follow from this class's fields."""
@@ -72,3 +84,17 @@ def held_out_top(run: Run, inputs: Tensor, settings: ModelExperiment) -> tuple[T
     (N, C), and each subnetwork's n_top samples with the largest impact, best first: (C, n_top) indices, on the CPU."""
     scores = impact(run.decomposition, run.collector, inputs, n_ref=settings.n_ref, seed=settings.seed)   # (N, C)
     return scores, top_samples(scores, settings.n_top).cpu()
+
+
+def selectivity_metrics(model: nn.Module, decomposition: Decomposition, inputs: Tensor, top: Tensor, p_act: Tensor,
+                        settings: ModelExperiment, n_other_items: int, *, forward=None,
+                        sequence: bool = False) -> dict:
+    """`causal_selectivity` of the live subnetworks (p_act > 0) on the held-out `inputs` for metrics.json: their top
+    samples `top` (C, n_top) against every sample of n_other_items items (all items when there are fewer) drawn with
+    the settings' seed (`other_samples`), the settings' deltas and selectivity_threshold, random twins drawn from the
+    settings' seed. `forward(model, inputs)` gives the outputs; None: model(inputs)."""
+    per_item = inputs.shape[1] if sequence else 1
+    others = other_samples(inputs.shape[0], min(n_other_items, inputs.shape[0]), per_item, seed=settings.seed)
+    return causal_selectivity(model, decomposition, inputs, top, p_act > 0, others, settings.deltas,
+                              settings.selectivity_threshold, seed=settings.seed, forward=forward or default_forward,
+                              sequence=sequence)

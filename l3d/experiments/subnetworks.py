@@ -32,7 +32,7 @@ def purity(top: Tensor, labels: Tensor, ignore: int | None = None) -> tuple[Tens
 
 def owned_labels(purity: Tensor, label: Tensor, threshold: float = 0.8) -> list[int]:
     """Labels that some subnetwork serves with purity ≥ threshold, sorted."""
-    return sorted({int(l) for p, l in zip(purity.tolist(), label.tolist()) if p >= threshold and l >= 0})
+    return sorted({int(lab) for p, lab in zip(purity.tolist(), label.tolist()) if p >= threshold and lab >= 0})
 
 
 def affected_outputs(

@@ -17,6 +17,10 @@ shares with the other inputs. Per seed:
 * two diagnostics with the labels: `circuit_aligned_error` (one best direction per input) and, when
   n_subnetworks = n_features, a decomposition trained with one subnetwork per input and then with the
   paper's loss (`aligned_then_paper`; `aligned_*` and `aligned_then_paper_*` keys).
+
+All seeds, and the perturbed reruns of the stability check (`l3d.experiments.stability`), are decomposed as one
+batched sweep (`decompose_tmcs`); the reruns are scored without the labelled diagnostics (`score_tmcs` with
+diagnostics=False), which their outcome (OUTCOME_KEYS) and the compared medians (HEADLINE_KEYS) do not need.
 """
 from __future__ import annotations
 
@@ -28,20 +32,37 @@ from torch import Tensor
 from ..decomposition import Decomposition
 from ..pipeline import Run
 from ..runtime.settings import bounded
-from .ground_truth import (Recovery, aligned_then_paper, circuit_aligned_error, decoder_paths, evaluate_and_recover,
-                           low_rank_r2, mmcs, own_paths, paper_r, path_coefficients, r_squared, squared_correlation)
-from .toy_experiment import VariantExperiment, decompose_toy, l3d_samples, medians, train_toys
+from . import published
+from .ground_truth import (
+    Recovery,
+    aligned_then_paper,
+    circuit_aligned_error,
+    decoder_paths,
+    evaluate_and_recover,
+    low_rank_r2,
+    mmcs,
+    own_paths,
+    paper_r,
+    path_coefficients,
+    r_squared,
+    squared_correlation,
+)
+from .stability import Stability, compare
+from .toy_experiment import VariantExperiment, decompose_toys, l3d_samples, medians, ranges, train_toys
 from .toys import MLP, circuit_superposition, random_coefficients, sparse_features
 
 # the axes of each tensor's heatmap (plots.subnetwork_heatmaps)
-AXES = {"layers.0.weight": ("hidden", "input"), "layers.0.bias": ("hidden", ""), "layers.1.weight": ("output", "hidden"),
-        "layers.1.bias": ("output", "")}
-PAPER = {"reconstruction_error": 0.064, "paper_r": 0.92}
-# The authors' code at their settings, seeds 0-2 (issue 15): their gradient, their toy, zero-free samples
-AUTHORS_CODE = {"paper_r": [0.92, 0.76, 0.90], "reconstruction_error": [0.078, 0.108, 0.045]}
+AXES = {"layers.0.weight": ("hidden", "input"), "layers.0.bias": ("hidden", ""),
+        "layers.1.weight": ("output", "hidden"), "layers.1.bias": ("output", "")}
+# The paper's numbers, and the authors' code's at their settings, seeds 0-2 (l3d.experiments.published)
+PAPER = published.numbers("02_circuit_superposition", "paper")
+AUTHORS_CODE = published.numbers("02_circuit_superposition", "authors_code")
 FIRST, SECOND = "layers.0.weight", "layers.1.weight"   # the toy's two weight matrices
-MEDIAN_KEYS = ["reconstruction_error", "circuit_aligned_error", "paper_r", "paper_r2", "paper_r_own_paths", "r2", "r2_determination", "model_r2", "r2_ceiling",
-               "r2_model_map", "mmcs", "min_purity", "min_input_purity", "mean_purity", "n_live", "n_dead"]
+MEDIAN_KEYS = ["reconstruction_error", "circuit_aligned_error", "paper_r", "paper_r2", "paper_r_own_paths", "r2",
+               "r2_determination", "model_r2", "r2_ceiling", "r2_model_map", "mmcs", "min_purity", "min_input_purity",
+               "mean_purity", "n_live", "n_dead"]
+HEADLINE_KEYS = ("reconstruction_error", "paper_r", "r2", "mmcs", "min_purity")   # stated as median (min-max)
+OUTCOME_KEYS = ("all_matched", "one_per_circuit", "n_live")   # a seed's discrete outcome, for the stability check
 STAGES = ("aligned", "aligned_then_paper")
 STAGE_KEYS = ("reconstruction_error", "min_purity", "r2")
 
@@ -49,9 +70,11 @@ STAGE_KEYS = ("reconstruction_error", "min_purity", "r2")
 @dataclass(frozen=True)
 class TMCSExperiment(VariantExperiment):
     """Notebook 02: a toy n_features → n_hidden → n_features (`toys.circuit_superposition`, variant `toy`) fit to
-    y = A x with A_ij ~ U(0, coefficient_max). The labelled diagnostic trains aligned_epochs epochs (lr decayed every aligned_lr_decay_every epochs) with
-    one subnetwork per input, then as many with the paper's loss. Purity is probed with n_probe inputs per
-    feature (only that feature on) and n_ref references per impact."""
+    y = A x with A_ij ~ U(0, coefficient_max). The labelled diagnostic trains aligned_epochs epochs (lr decayed
+    every aligned_lr_decay_every epochs) with one subnetwork per input, then as many with the paper's loss. Purity
+    is probed with n_probe inputs per feature (only that feature on) and n_ref references per impact. single_start:
+    with restarts > 1, every seed is also decomposed from one start, as the authors' code does (like-for-like
+    numbers, with their stability check)."""
 
     n_features: int = bounded(10, low=2)
     n_hidden: int = bounded(5, low=1)
@@ -60,6 +83,7 @@ class TMCSExperiment(VariantExperiment):
     aligned_lr_decay_every: int = bounded(10, low=1)
     n_probe: int = bounded(200, low=2)
     n_ref: int = bounded(10, low=1)
+    single_start: bool = True
 
     KIND = "tmcs"
     CONVENTIONS = {"authors": {}, "paper_text": {"drop_zero_inputs": False, "warm_start_epochs": 10}}
@@ -67,7 +91,8 @@ class TMCSExperiment(VariantExperiment):
 
 @dataclass
 class TMCSScore:
-    """One seed's score: its row of metrics.json, the matching of inputs to subnetworks and â (n_features, n_features)."""
+    """One seed's score: its row of metrics.json, the matching of inputs to subnetworks and â (n_features,
+    n_features)."""
 
     metrics: dict
     found: Recovery
@@ -91,13 +116,18 @@ def train_tmcs(settings: TMCSExperiment, device: torch.device) -> tuple[list[MLP
     return models, losses, coefficients
 
 
-def decompose_tmcs(settings: TMCSExperiment, toy: MLP, seed: int, device: torch.device, progress: bool = True) -> Run:
-    """L3D of all four tensors of `seed`'s toy on its L3D samples (the run's collector holds the toy)."""
-    return decompose_toy(settings, toy, l3d_samples(settings, seed, settings.n_features).to(device), seed,
-                         progress=progress)
+def decompose_tmcs(settings: TMCSExperiment, models: list[MLP], device: torch.device, stability: bool = True,
+                   progress: bool = True, **changes) -> tuple[list[Run], list[list[Run]]]:
+    """L3D of all four tensors of every seed's toy (models in settings.seeds' order) on its L3D samples, and with
+    stability settings.perturbations reruns of each with the toy and the start perturbed, all one batched sweep
+    (`toy_experiment.decompose_toys`; `changes` override L3D settings, e.g. restarts=1). Returns the runs, one per
+    seed (each run's collector holds its toy), and per perturbation the perturbed runs in the same order."""
+    inputs = [l3d_samples(settings, s, settings.n_features).to(device) for s in settings.seeds]
+    return decompose_toys(settings, models, inputs, progress=progress, stability=stability, **changes)
 
 
-def _recover(settings: TMCSExperiment, run: Run, decomposition: Decomposition) -> tuple[dict, Recovery, Tensor, list[int]]:
+def _recover(settings: TMCSExperiment, run: Run,
+             decomposition: Decomposition) -> tuple[dict, Recovery, Tensor, list[int]]:
     """Error and P_act (fresh references), the matching to the inputs, and the â it implies with the input
     each subnetwork reads."""
     evaluation, found = evaluate_and_recover(decomposition, run.source, [[j] for j in range(settings.n_features)],
@@ -106,23 +136,22 @@ def _recover(settings: TMCSExperiment, run: Run, decomposition: Decomposition) -
     return evaluation, found, *path_coefficients(run.collector.model, decomposition, FIRST, SECOND)
 
 
-def score_tmcs(settings: TMCSExperiment, run: Run, coefficients: Tensor, toy_loss: float) -> TMCSScore:
-    """One seed's scores (module docstring) against its A (n_features, n_features), with the toy's final loss."""
+def score_tmcs(settings: TMCSExperiment, run: Run, coefficients: Tensor, toy_loss: float,
+               diagnostics: bool = True) -> TMCSScore:
+    """One seed's scores (module docstring) against its A (n_features, n_features), with the toy's final loss;
+    diagnostics=False leaves out the two that use the labels (circuit_aligned_error, the `_aligned` stages)."""
     toy, decomposition, seed = run.collector.model, run.decomposition, run.config.seed
     evaluation, found, a_hat, reads = _recover(settings, run, decomposition)
     eye = torch.eye(settings.n_features, device=run.source.inputs.device)
     with torch.no_grad():
         model_map = (toy(eye) - toy(torch.zeros_like(eye))).T.cpu()   # the toy's own coefficients
     A = coefficients.cpu()
-    samples = run.source.inputs
-    gradients = run.collector(samples, generator=torch.Generator().manual_seed(seed)).dense().flat()
-    aligned_error, _ = circuit_aligned_error(gradients, samples > 0)
     metrics = {
         "seed": seed,
         "toy_loss": toy_loss,
         "reconstruction_error": evaluation["reconstruction_error"],
         "final_training_error": run.history.reconstruction_error[-1],
-        "circuit_aligned_error": aligned_error,
+        "start_errors": run.start_errors,
         "p_act": evaluation["p_act"],
         **found.summary(),
         "inputs_read": reads,
@@ -137,8 +166,12 @@ def score_tmcs(settings: TMCSExperiment, run: Run, coefficients: Tensor, toy_los
         "mmcs": mmcs(decomposition.decoder_directions()[FIRST].detach().transpose(1, 2).cpu(),
                      toy.layers[0].weight.detach().T.cpu()),
     }
-    if settings.l3d.n_subnetworks == settings.n_features:   # one subnetwork per input with the labels, then the paper's loss
-        metrics.update(_aligned(settings, run, A))
+    if diagnostics:
+        samples = run.source.inputs
+        gradients = run.collector(samples, generator=torch.Generator().manual_seed(seed)).dense().flat()
+        metrics["circuit_aligned_error"] = circuit_aligned_error(gradients, samples > 0)[0]
+    if diagnostics and settings.l3d.n_subnetworks == settings.n_features:   # one per input with the labels, then
+        metrics.update(_aligned(settings, run, A))                          # the paper's loss
     return TMCSScore(metrics, found, a_hat)
 
 
@@ -158,16 +191,38 @@ def _aligned(settings: TMCSExperiment, run: Run, A: Tensor) -> dict:
 
 
 def summarize(per_seed: list[dict]) -> dict:
-    """Medians over seeds of every scalar score (the labelled diagnostic's when it ran) and the number of
-    seeds whose every input has a distinct live subnetwork."""
-    keys = MEDIAN_KEYS + [f"{stage}_{key}" for stage in STAGES for key in STAGE_KEYS if f"{stage}_{key}" in per_seed[0]]
-    return {**medians(per_seed, keys), "all_matched_seeds": sum(r["all_matched"] for r in per_seed)}
+    """Medians over seeds of every scalar score the rows have (the labelled diagnostics' where they ran) and
+    counts of seeds: all_matched_seeds (every input a distinct live subnetwork), one_per_circuit_seeds (exactly one
+    live subnetwork per input and no other), of n_seeds."""
+    keys = [k for k in MEDIAN_KEYS if k in per_seed[0]]
+    keys += [f"{stage}_{key}" for stage in STAGES for key in STAGE_KEYS if f"{stage}_{key}" in per_seed[0]]
+    return {**medians(per_seed, keys), "all_matched_seeds": sum(r["all_matched"] for r in per_seed),
+            "one_per_circuit_seeds": sum(r["one_per_circuit"] for r in per_seed), "n_seeds": len(per_seed)}
+
+
+def headline(per_seed: list[dict]) -> str:
+    """The headline in words: "k of n" seeds for the outcomes, and each of HEADLINE_KEYS as median (min-max) over
+    seeds (`summarize`, `toy_experiment.ranges`)."""
+    summary, spread, n = summarize(per_seed), ranges(per_seed, HEADLINE_KEYS), len(per_seed)
+    lines = [f"one subnetwork per input: {summary['one_per_circuit_seeds']} of {n} seeds; every input matched to a "
+             f"distinct live subnetwork: {summary['all_matched_seeds']} of {n}"]
+    lines += [f"{key}: median {summary[key]:.3f} ({low:.3f}-{high:.3f})" for key, (low, high) in spread.items()]
+    return "\n".join(lines)
+
+
+def stability(rows: list[dict], rerun_rows: list[list[dict]]) -> Stability:
+    """The stability check (`l3d.experiments.stability.compare`) of scored rows, one per seed, against the perturbed
+    reruns' rows: a seed's outcome is its OUTCOME_KEYS, the medians compared are HEADLINE_KEYS'."""
+    return compare(rows, rerun_rows, OUTCOME_KEYS, HEADLINE_KEYS)
 
 
 def describe(row: dict, n_hidden: int) -> str:
     """One seed's scores in words."""
-    text = (f"seed {row['seed']}: error {row['reconstruction_error']:.3f} (one direction per input: "
-            f"{row['circuit_aligned_error']:.3f}), paper's r {row['paper_r']:.3f} (the toy's own paths {row['paper_r_own_paths']:.3f}), r² {row['r2']:.3f} (model itself {row['model_r2']:.3f}, any "
+    aligned = (f" (one direction per input: {row['circuit_aligned_error']:.3f})" if "circuit_aligned_error" in row
+               else "")
+    text = (f"seed {row['seed']}: error {row['reconstruction_error']:.3f}{aligned}, paper's r {row['paper_r']:.3f} "
+            f"(the toy's own paths {row['paper_r_own_paths']:.3f}), r² {row['r2']:.3f} "
+            f"(model itself {row['model_r2']:.3f}, any "
             f"{n_hidden}-neuron model ≤ {row['r2_ceiling']:.3f}; against the model's map {row['r2_model_map']:.3f}), "
             f"min purity {row['min_purity']:.2f}, dead {row['dead']}, MMCS {row['mmcs']:.3f}")
     if "aligned_r2" in row:

@@ -15,7 +15,6 @@ samples L3D sees) are parameters set to None, "the variant's convention" (`Varia
 from __future__ import annotations
 
 import dataclasses
-import statistics
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,10 +24,12 @@ import torch
 from torch import Tensor, nn
 
 from ..decomposition import Decomposition
-from ..pipeline import L3DConfig, Run, decompose
+from ..pipeline import L3DConfig, Run, decompose, sweep
+from ..runtime.medians import median
 from ..runtime.settings import Settings, bounded
 from ..train import GradientSource
 from .ground_truth import Recovery, evaluate_and_recover, mmcs
+from .stability import perturbed
 from .toys import AUTHORS_CONVENTIONS, VARIANTS, sparse_features, train_toys_best_of
 
 
@@ -54,15 +55,19 @@ class ToyExperiment(Settings):
     """Settings every toy notebook has: one toy and one decomposition per seed (figures show `seed`),
     n_samples L3D samples per seed (drop_zero_inputs: without all-zero inputs), the toy's training and L3D.
     reference_pool: where a sample's reference is drawn from, "samples" (all n_samples: one gradient pass
-    per epoch) or "batch" (its own batch, as the authors' code)."""
+    per epoch) or "batch" (its own batch, as the authors' code).
+    perturbations, perturbation: the stability check (`l3d.experiments.stability`): every decomposition is run again
+    `perturbations` times with the toy's weights and the start perturbed by a relative `perturbation`."""
 
-    seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2, 3, 4])
     seed: int = bounded(0, low=0)
     device: str = bounded("auto", choices=("auto", "cpu", "cuda"))
     out_dir: str = "figures"
     n_samples: int = bounded(1000, low=2)
     drop_zero_inputs: bool = False
     reference_pool: str = bounded("samples", choices=("samples", "batch"))
+    perturbations: int = bounded(3, low=0)
+    perturbation: float = bounded(1e-6, low=0, open_low=True)
     training: ToyTraining = dataclasses.field(default_factory=ToyTraining, metadata={"prefix": "toy_"})
     l3d: L3DConfig = dataclasses.field(default_factory=L3DConfig)
 
@@ -92,12 +97,13 @@ class VariantExperiment(ToyExperiment):
 
     Subclasses set KIND ("tmcs", "high_rank", "square") and CONVENTIONS: per variant, parameter name -> value for
     the parameters that take the variant's convention when given as None (or not given). The authors' variant
-    shares `AUTHORS_CONVENTIONS`: their gradient ("mse_authors"), references drawn from the same batch
-    ("random_or_self", reference_pool "batch"), their decoder scaling (decoder_norm "authors"), L3D samples
+    shares `AUTHORS_CONVENTIONS`: their gradient ("output_times_residual"), references drawn from the same batch
+    ("random_or_self", reference_pool "batch"), their decoder scaling (decoder_norm "sum"), L3D samples
     without all-zero inputs, their warm start, toys
     trained once with AdamW weight decay 1e-3 in batches of 128, and engine "dense" (faster on these tiny
     models, same result). The paper_text variant shares our earlier choices: the text's gradient ("mse"), a
-    reference from all samples, the best of 4 toy initializations, weight decay 0.01, batches of 32.
+    reference from all samples, the best of 4 toy initializations, weight decay 0.01, batches of 32, and engine
+    "dense" too (the gradients "auto" gives, and what a sweep of several toys needs).
     conventional: the parameters that took the variant's convention.
     """
 
@@ -114,7 +120,7 @@ class VariantExperiment(ToyExperiment):
             raise ValueError(f"toy must be one of {list(VARIANTS)}, got {toy!r}")
         shared = {"authors": authors_parameters(AUTHORS_CONVENTIONS.warm_start_epochs[cls.KIND]),
                   "paper_text": {"toy_weight_decay": 0.01, "toy_batch_size": 32, "toy_restarts": 4, "divergence": "mse",
-                                 "reference": "random", "reference_pool": "samples", "engine": "auto",
+                                 "reference": "random", "reference_pool": "samples", "engine": "dense",
                                  "decoder_norm": "unit"}}
         return {**shared[toy], **cls.CONVENTIONS[toy]}
 
@@ -156,7 +162,8 @@ def parameters_of(settings: Settings) -> dict[str, Any]:
 
 
 def _parameters(settings: Settings, prefix: str) -> dict[str, Any]:
-    """Parameter name -> value of every field of `settings`, nested settings flattened as `from_parameters` reads them."""
+    """Parameter name -> value of every field of `settings`, nested settings flattened as `from_parameters` reads
+    them."""
     hints = typing.get_type_hints(type(settings))
     values = {}
     for f in dataclasses.fields(settings):
@@ -167,7 +174,8 @@ def _parameters(settings: Settings, prefix: str) -> dict[str, Any]:
             values[f.name if f.metadata.get("unprefixed") else prefix + f.name] = value
     return values
 
-def train_toys(settings: ToyExperiment, build: Callable[[], nn.Module], data: Callable[[torch.Generator], tuple[Tensor, Tensor]],
+def train_toys(settings: ToyExperiment, build: Callable[[], nn.Module],
+               data: Callable[[torch.Generator], tuple[Tensor, Tensor]],
                device: torch.device) -> tuple[list[nn.Module], list[list[float]], list[tuple[Tensor, Tensor]]]:
     """One trained toy per seed: data(generator seeded 10,000 + seed) gives its (inputs, targets); the best of
     settings.training.restarts initializations is kept. Returns the models, their epoch losses and the data."""
@@ -192,6 +200,26 @@ def decompose_toy(settings: ToyExperiment, model: nn.Module, inputs: Tensor, see
     return decompose(model, inputs, tensors, settings.l3d_config(seed, **changes), progress=progress)
 
 
+def decompose_toys(settings: ToyExperiment, models: Sequence[nn.Module], inputs: Sequence[Tensor],
+                   tensors: str | list[str] = "*", progress: bool = True, stability: bool = True,
+                   **changes) -> tuple[list[Run], list[list[Run]]]:
+    """Every seed's toy (models[i] on inputs[i], seed settings.seeds[i]) decomposed with the notebook's L3D settings
+    (`changes` override some), and with stability, settings.perturbations more times with the toy and the start
+    perturbed (`l3d.experiments.stability`): all of it one `l3d.sweep`. Returns the runs, one per seed, and per
+    perturbation the perturbed runs in the same order."""
+    reruns = settings.perturbations if stability else 0
+    models_, inputs_, configs = [], [], []
+    for p in range(reruns + 1):
+        scale = settings.perturbation if p else 0.0
+        for seed, model, x in zip(settings.seeds, models, inputs):
+            models_.append(perturbed(model, scale, 1000 * seed + p))
+            inputs_.append(x)
+            configs.append(settings.l3d_config(seed, start_noise=scale, start_noise_seed=p, **changes))
+    runs = sweep(models_, inputs_, tensors, configs, progress=progress)
+    n = len(settings.seeds)
+    return runs[:n], [runs[p * n:(p + 1) * n] for p in range(1, reruns + 1)]
+
+
 def score_toy(decomposition: Decomposition, source: GradientSource, model: nn.Module, circuits: Sequence[Sequence[int]],
               seed: int, n_probe: int, n_ref: int, low: float = 0.0, high: float = 1.0,
               first_layer: str = "layers.0.weight") -> tuple[dict, Recovery]:
@@ -211,4 +239,10 @@ def score_toy(decomposition: Decomposition, source: GradientSource, model: nn.Mo
 def medians(rows: Iterable[dict], keys: Sequence[str]) -> dict[str, float]:
     """Median over seeds (rows) of each key."""
     rows = list(rows)
-    return {key: statistics.median(float(r[key]) for r in rows) for key in keys}
+    return {key: median(float(r[key]) for r in rows) for key in keys}
+
+
+def ranges(rows: Iterable[dict], keys: Sequence[str]) -> dict[str, list[float]]:
+    """[min, max] over seeds (rows) of each key: with `medians`, a headline's "median (min-max)"."""
+    rows = list(rows)
+    return {key: [min(float(r[key]) for r in rows), max(float(r[key]) for r in rows)] for key in keys}

@@ -16,7 +16,6 @@ from ..runtime.threads import threads_for
 from ..runtime.validate import as_float, as_int
 from .ground_truth import match
 
-
 MAX_DRAWS, MAX_ROUNDS = 10**8, 10**5   # what sparse_features may draw to keep n_samples nonzero samples
 
 
@@ -161,8 +160,8 @@ def train_toys(
         raise ValueError(f"need one seed per model, got {len(seeds)} seeds for {M} models")
     work = M * batch_size * sum(p.numel() for p in models[0].parameters())
     with threads_for(work, threads):
-        return _train_stacked(models, inputs, targets, epochs, batch_size, lr, weight_decay, seeds, compile, progress, n,
-                              on_divergence == "raise")
+        return _train_stacked(models, inputs, targets, epochs, batch_size, lr, weight_decay, seeds, compile, progress,
+                              n, on_divergence == "raise")
 
 
 def _diverged(m: int, seed: int, epoch: int, epochs: int, loss: float, lr: float, compile: bool) -> FloatingPointError:
@@ -305,7 +304,8 @@ def group_features(
 
     Returns (n_samples, n_groups * group_size); features g*group_size … (g+1)*group_size − 1 form group g.
     """
-    groups = sparse_features(n_samples, n_groups, p_active, generator=generator, drop_zero=drop_zero) > 0   # (N, n_groups)
+    # (N, n_groups)
+    groups = sparse_features(n_samples, n_groups, p_active, generator=generator, drop_zero=drop_zero) > 0
     values = low + (high - low) * torch.rand(n_samples, n_groups * group_size, generator=generator)
     return values * groups.repeat_interleave(group_size, dim=1)
 
@@ -474,9 +474,10 @@ class Conventions:
 # the same batch of 32; top_k ≈ 1 while `epoch <= warm_start_epochs` (eigenmodel/trainer.py), so their flags 1
 # (TMCS), none (high-rank: 0) and 10 (x²) keep every coefficient for 2, 1 and 11 epochs. After every step
 # `normalize_low_ranks` (eigenmodel/eigenmodel.py) divides each subnetwork by the square root of Σ_t ‖d_t‖ over
-# its tensors, which drives Σ_t ‖d_t‖ to 1 ("authors"), not Σ_t ‖d_t‖² as the text's unit norm.
+# its tensors, which drives Σ_t ‖d_t‖ to 1 ("sum"), not Σ_t ‖d_t‖² as the text's unit norm.
 # The paper_text toys' conventions are our earlier choices (`VariantExperiment.conventions`).
 AUTHORS_CONVENTIONS = Conventions(
-    toy_weight_decay=1e-3, toy_batch_size=128, drop_zero_inputs=True, divergence="mse_authors", reference="random_or_self",
-    reference_pool="batch", warm_start_epochs={"tmcs": 2, "high_rank": 1, "square": 11}, decoder_norm="authors",
+    toy_weight_decay=1e-3, toy_batch_size=128, drop_zero_inputs=True, divergence="output_times_residual",
+    reference="random_or_self", reference_pool="batch", warm_start_epochs={"tmcs": 2, "high_rank": 1, "square": 11},
+    decoder_norm="sum",
 )

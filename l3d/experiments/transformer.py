@@ -9,8 +9,9 @@ texts with `load_model_and_texts`, and reads the subnetworks with `subnetwork_ro
 The embedded model at the notebook's settings (paper and test scale) ships with l3d
 (`l3d.experiments.weights`, SHA-256 verified on loading): every machine decomposes the same model. Other
 settings, or retrain_model=True, train it on the CPU (about 30 s) and cache it (safetensors + JSON) under
-l3d's cache folder, keyed by its settings; another CPU trains another model. The paper path loads `roneneldan/TinyStories-8M` and the TinyStories
-data through `transformers` / `datasets` and says exactly what to download when they are missing.
+l3d's cache folder, keyed by its settings; another CPU trains another model. The paper path loads
+`roneneldan/TinyStories-8M` and the TinyStories data through `transformers` / `datasets` and says exactly what to
+download when they are missing.
 """
 from __future__ import annotations
 
@@ -24,12 +25,12 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from ..runtime.progress import tqdm
 from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
 from ..decomposition import Decomposition
 from ..pipeline import L3DConfig
-from ..runtime.resources import MissingResourceError, missing_resources, offline
+from ..runtime.progress import tqdm
+from ..runtime.resources import missing_resources, offline
 from ..runtime.settings import bounded
 from .corpus import Corpus, Tokenizer, marked_context, story_corpus
 from .model_experiment import ModelExperiment
@@ -63,7 +64,8 @@ def attention_tensors(model: nn.Module, layer: int) -> str:
 
 
 # --- the embedded model ---------------------------------------------------------------------------
-def story_config(vocab_size: int, width: int = 32, n_layers: int = 2, n_heads: int = 2, length: int = 16) -> GPTNeoConfig:
+def story_config(vocab_size: int, width: int = 32, n_layers: int = 2, n_heads: int = 2,
+                 length: int = 16) -> GPTNeoConfig:
     """A small GPT-Neo: layers alternate global and local attention (window length / 2), as in GPT-Neo."""
     if n_layers % 2:
         raise ValueError(f"n_layers must be even (global and local attention alternate), got {n_layers}")
@@ -186,7 +188,8 @@ def paper_model(device: str | torch.device = "cpu"):
         tokenizer = AutoTokenizer.from_pretrained(PAPER_MODEL, cache_dir=hub_cache, local_files_only=offline())
     except (OSError, ValueError) as err:  # transformers' "not found / cannot connect" errors
         detail = str(err).splitlines()[0]
-        raise missing_resources("source='paper'", [_paper_resources()["model"] + f" (underlying error: {detail})"]) from None
+        raise missing_resources("source='paper'",
+                                [_paper_resources()["model"] + f" (underlying error: {detail})"]) from None
     return model.to(device).eval().requires_grad_(False), tokenizer
 
 
@@ -225,8 +228,10 @@ class TransformerExperiment(ModelExperiment):
     """Notebook 05's settings: the embedded model (width, n_layers, n_heads, model_steps; ignored for the paper
     source; retrain_model: train it on this machine rather than load the one shipped for these settings), the
     attention block `layer`, texts of `length` tokens (n_texts decomposed, n_test_texts held out),
-    batch_texts texts per step, init_texts texts whose gradients start the subnetworks (0: random start), and
-    purity_threshold, the purity at which a subnetwork owns a corpus pattern. None: SETTINGS[source]."""
+    batch_texts texts per step, init_texts texts whose gradients start the subnetworks (0: random start),
+    purity_threshold, the purity at which a subnetwork owns a corpus pattern, and n_other_texts, the held-out texts
+    whose every token is an "other" sample of the causal selectivity (all of them when there are fewer).
+    None: SETTINGS[source]."""
 
     DEFAULTS: ClassVar[dict[str, dict]] = SETTINGS
 
@@ -244,9 +249,10 @@ class TransformerExperiment(ModelExperiment):
     batch_texts: int = bounded(16, low=1)
     n_top: int = bounded(20, low=1)
     purity_threshold: float = bounded(0.8, low=0, high=1)
+    n_other_texts: int = bounded(16, low=1)
 
     def check(self) -> list[str]:
-        problems = []
+        problems = super().check()
         if self.batch_texts > self.n_texts:
             problems.append(f"batch_texts {self.batch_texts} must not exceed n_texts {self.n_texts}")
         if self.source == "embedded" and self.n_layers % 2:
@@ -269,7 +275,8 @@ class TransformerExperiment(ModelExperiment):
         batch = self.batch_texts
         return L3DConfig.from_parameters(
             parameters, divergence="kl", batch_size=batch, chunk_size=4 * batch if self.n_texts >= 4 * batch else batch,
-            gradient_chunk_size=64, init="gradients" if self.init_texts else "random", init_samples=self.init_texts or None,
+            gradient_chunk_size=64, init="gradients" if self.init_texts else "random",
+            init_samples=self.init_texts or None,
         )
 
 
@@ -293,7 +300,8 @@ def load_model_and_texts(settings: TransformerExperiment, device: str | torch.de
     s = settings
     if s.source == "embedded":
         model, record = story_model(**s.model_options(), device=device, shipped=not s.retrain_model)
-        train, test = story_corpus(s.n_texts, s.length, seed=s.seed + 1), story_corpus(s.n_test_texts, s.length, seed=s.seed + 2)
+        train = story_corpus(s.n_texts, s.length, seed=s.seed + 1)
+        test = story_corpus(s.n_test_texts, s.length, seed=s.seed + 2)
         note = f"story GPT-Neo: final training loss {record['final_loss']:.3f} ({ORIGINS[record['origin']]})"
         return ModelAndTexts(model, train.tokens, test.tokens, train.tokenizer.decode, test, note)
     model, tokenizer = paper_model(device)
@@ -316,7 +324,8 @@ def subnetwork_rows(model: nn.Module, decomposition: Decomposition, top: Tensor,
         if p_act[k] == 0:
             continue
         texts, positions = top[k] // length, top[k] % length
-        values, index = affected_outputs(model, decomposition, k, inputs[texts], positions.to(inputs.device), logits, n_logits)
+        values, index = affected_outputs(model, decomposition, k, inputs[texts], positions.to(inputs.device), logits,
+                                         n_logits)
         contexts = [marked_context(tokens, int(t), int(p), decode, 6) for t, p in zip(texts[:3], positions[:3])]
         moved = [f"{decode([int(i)]).strip()} ({v:+.2f})" for v, i in zip(values.tolist(), index.tolist())]
         rows.append({"subnetwork": k, "P_act": f"{p_act[k]:.3f}", "top tokens": " / ".join(contexts),
@@ -341,5 +350,6 @@ def pattern_purity(top: Tensor, corpus: Corpus, p_act: Tensor, threshold: float 
         if label[k] >= 0:
             name = corpus.patterns[label[k]]
             best[name] = max(best[name], pure[k].item())
-    return {"mean_purity": pure[live].mean().item(), "patterns_owned": len(owned), "n_patterns": len(corpus.patterns) - 1,
-            "owned_patterns": [corpus.patterns[i] for i in owned], "best_purity": best, "purity_threshold": threshold}
+    return {"mean_purity": pure[live].mean().item(), "patterns_owned": len(owned),
+            "n_patterns": len(corpus.patterns) - 1, "owned_patterns": [corpus.patterns[i] for i in owned],
+            "best_purity": best, "purity_threshold": threshold}

@@ -15,13 +15,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jacrev, vmap
 
-from ..divergences import DIVERGENCES, REFERENCES, divergence, reference_outputs
+from ..divergences import DIVERGENCE_RENAMES, DIVERGENCES, REFERENCES, divergence, reference_outputs
 from ..params import select_tensors
-from ..runtime.validate import as_int
+from ..runtime.validate import as_int, renamed
 from .dense import DenseGradients
 from .factored import DensePart, FactoredGradients, build_parts, capture_input, factorable
-from .selfcheck import (PROBE_ITEMS, PROBE_SEQUENCE_ITEMS, autograd_gradients, hook_suspects, probe_positions,
-                        probe_references, relative_errors, tolerance, used_outside)
+from .selfcheck import (
+    PROBE_ITEMS,
+    PROBE_SEQUENCE_ITEMS,
+    autograd_gradients,
+    hook_suspects,
+    probe_positions,
+    probe_references,
+    relative_errors,
+    tolerance,
+    used_outside,
+)
 
 
 def default_forward(model: nn.Module, x: Tensor) -> Tensor:
@@ -84,14 +93,17 @@ class GradientCollector:
         model: the trained model; gradients are taken at its current weights, in eval mode (every call
             switches it to eval mode and gives each module its own mode back afterwards).
         tensors: parameter names or globs to decompose.
-        divergence: "mse" (regression outputs, the paper's text), "mse_authors" (the authors' code's variant,
-            gradient Jᵀ(2f − f_ref)/n_out; see `l3d.divergence.divergence`) or "kl" (logits).
+        divergence: "mse" (regression outputs, the paper's text), "output_times_residual" (the authors' code's
+            variant, gradient Jᵀ(2f − f_ref)/n_out; see `l3d.divergences.divergence`; formerly "mse_authors") or
+            "kl" (logits).
         reference: "random" (another sample's output, the paper's choice), "random_or_self" (any sample's,
             itself included: the authors' code), "mean" or "uniform".
         sequence: outputs are (batch, positions, out) and every position is a sample; otherwise (batch, out).
         forward: maps (model, inputs) to output tensor (e.g. ``lambda m, x: m(x).logits``); it must be
             deterministic (no dropout in training mode, no random numbers).
-        chunk_size: items per vectorized chunk, bounding memory.
+        gradient_chunk_size: items per vectorized gradient computation, bounding memory (`L3DConfig`'s setting of
+            the same name; not `GradientSource`'s chunk_size, the items of one gradient pass). The old keyword
+            chunk_size is still read, with a DeprecationWarning.
         engine: "dense" materializes every per-sample gradient (vmap of grad); "factored" keeps the
             gradients of Linear, Conv1d/2d, Embedding and LayerNorm tensors as inputs and
             output-gradients (see `l3d.gradients.factored`) and fails for other tensors; "auto" factors what
@@ -112,9 +124,19 @@ class GradientCollector:
         reference: str = "random",
         sequence: bool = False,
         forward: Callable[[nn.Module, Tensor], Tensor] | None = None,
-        chunk_size: int = 256,
+        gradient_chunk_size: int = 256,
         engine: str = "auto",
+        *,
+        chunk_size: int | None = None,
     ):
+        if chunk_size is not None:   # the old name of gradient_chunk_size
+            if gradient_chunk_size not in (256, chunk_size):
+                raise TypeError(f"give gradient_chunk_size alone, not also its old name chunk_size (got "
+                                f"{gradient_chunk_size!r} and {chunk_size!r})")
+            warnings.warn("GradientCollector(chunk_size=...) is deprecated, renamed gradient_chunk_size: items per "
+                          "vectorized gradient computation", DeprecationWarning, stacklevel=2)
+            gradient_chunk_size = chunk_size
+        divergence = renamed("divergence", divergence, DIVERGENCE_RENAMES)
         if divergence not in DIVERGENCES:
             raise ValueError(f"unknown divergence {divergence!r}: use one of {DIVERGENCES}")
         if reference not in REFERENCES:
@@ -140,9 +162,10 @@ class GradientCollector:
         self.reference = reference
         self.sequence = sequence
         self.forward = forward or default_forward
-        self.chunk_size = as_int("chunk_size", chunk_size)
-        if self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be at least 1 (items per vectorized chunk), got {chunk_size}")
+        self.gradient_chunk_size = as_int("gradient_chunk_size", gradient_chunk_size)
+        if self.gradient_chunk_size < 1:
+            raise ValueError(f"gradient_chunk_size must be at least 1 (items per vectorized chunk), got "
+                             f"{gradient_chunk_size}")
         self.engine = engine
         self.plan = {} if engine == "dense" else factorable(model, self.params)
         if engine == "factored" and len(self.plan) < len(self.names):
@@ -158,6 +181,13 @@ class GradientCollector:
         # the self-check's relative error per tensor (see selfcheck), None until the first call
         self.self_check_errors: dict[str, float] | None = None
         self._warnings: list[str] = []     # said when the call returns
+
+    @property
+    def chunk_size(self) -> int:
+        """Deprecated: the old name of `gradient_chunk_size`."""
+        warnings.warn("GradientCollector.chunk_size is deprecated, renamed gradient_chunk_size", DeprecationWarning,
+                      stacklevel=2)
+        return self.gradient_chunk_size
 
     @property
     def shapes(self) -> dict[str, tuple[int, ...]]:
@@ -184,7 +214,7 @@ class GradientCollector:
         self._check_inputs(inputs)
         chunks = []
         with evaluating(self.model):
-            for x in inputs.split(self.chunk_size):
+            for x in inputs.split(self.gradient_chunk_size):
                 chunks.append(self._check_outputs(output_tensor(self.forward(self.model, x)), x.shape[0]))
         out = torch.cat(chunks)
         return out.flatten(0, 1) if self.sequence else out
@@ -340,7 +370,7 @@ class GradientCollector:
         return DenseGradients({n: self._samples(torch.cat([c[n] for c in chunks])) for n in self.names})
 
     def _chunks(self, inputs: Tensor, references: Tensor):
-        return zip(inputs.split(self.chunk_size), references.split(self.chunk_size))
+        return zip(inputs.split(self.gradient_chunk_size), references.split(self.gradient_chunk_size))
 
     def _samples(self, g: Tensor) -> Tensor:
         """(items, [positions,] …) -> (samples, …)."""

@@ -103,14 +103,14 @@ class OuterPart:
         if self.embedding:
             # d_k[token] = U_k[token] H_k: δ meets H_k, the tokens pick rows of U_k
             return half.transpose(1, 2), t.factors[0][:, self.act.reshape(-1)]
-        N, P, I = self.act.shape
+        N, P, I = self.act.shape  # noqa: E741 (I, O: the input and output sizes, as in the shape comments)
         C, R = half.shape[:2]
         q = self.act.reshape(N * P, I) @ half.reshape(C * R, I).T    # (N·P, C·R)
         return t.factors[0], q.view(N * P, C, R).transpose(0, 1)
 
     def project(self, t: Tucker) -> Tensor:
         W, Q = self._factors(t)
-        C, O, R = W.shape
+        C, O, R = W.shape  # noqa: E741 (O: the output size, as in the shape comments)
         N, T, P = self.act.shape[0], self.per_item, self.act.shape[1]
         if T * R <= T + R:
             # S_mpk = δ_mpᵀ W_k (N, T, P, C, R), then meet Q
@@ -129,7 +129,7 @@ class OuterPart:
         return self.act @ self.act.transpose(1, 2)
 
     def sq_norms(self) -> Tensor:
-        M, P, O = self.delta.shape
+        M, P, O = self.delta.shape  # noqa: E741 (O: the output size, as in the shape comments)
         N, T = self.act.shape[0], self.per_item
         if self.embedding or P * (O + self.act.shape[2] / T) <= O * self.act.shape[2]:
             gram = (self.delta @ self.delta.transpose(1, 2)).view(N, T, P, P)

@@ -3,6 +3,7 @@ training history. Every function takes plain tensors and returns a matplotlib Fi
 `l3d.report.results.save_figure`)."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -10,6 +11,7 @@ import torch
 from matplotlib.colors import TwoSlopeNorm
 from torch import Tensor
 
+from ..runtime.medians import lower_median
 from ..train import History
 
 
@@ -31,6 +33,55 @@ def _mode_labels(shape: tuple[int, ...]) -> tuple[str, str]:
     return f"dim 0 ({shape[0]})", f"dim 1 ({across})" if len(shape) == 2 else f"dims 1–{len(shape) - 1} ({across})"
 
 
+# subnetwork_heatmaps' layout, in inches: the figure is kept within MAX_FIGURE (width, height) by shrinking the cells
+# below cell_size (to MIN_CELL at most) and, for many tall subnetworks, by setting their blocks side by side
+MAX_FIGURE = (14.0, 18.0)
+MIN_CELL = 0.03
+TICK_SPACING = 0.16      # inches between two index tick labels at least (6 pt digits)
+CHAR_WIDTH = 0.065       # inches per character of an 8 pt label
+GAP_X, GAP_Y = 0.5, 0.4  # between panels: the y ticks and label; the x ticks under every row
+TOP, BOTTOM, BAR = 0.75, 0.75, 1.15   # the title and column names; the bottom x labels; a colour bar with its labels
+
+
+def _index_ticks(n: int, cell: float) -> list[int]:
+    """Positions of index ticks along an axis of n cells of `cell` inches: every index when they fit, else every
+    1, 2 or 5 × 10^k-th (and the last index when it is far enough from the last of those)."""
+    step = 1
+    while step * cell < TICK_SPACING:
+        step = next(s * 10 ** k for k in range(6) for s in (1, 2, 5) if s * 10 ** k > step)
+    ticks = list(range(0, n, step))
+    if n - 1 - ticks[-1] >= 0.75 * step:   # the last index, where it does not crowd the last tick
+        ticks.append(n - 1)
+    return ticks
+
+
+def _heatmap_layout(shapes: list[tuple[int, int]], texts: list[int], label: int, n_rows: int, cell_size: float,
+                    blocks: int) -> dict:
+    """Sizes in inches of `subnetwork_heatmaps` with the subnetworks in `blocks` columns of blocks (one block: a
+    subnetwork's panels, left to right, and its colour bar): the cell, every column's width (at least its longest
+    text, `texts` characters, less one gap: a title centred over a column may reach into the gaps beside it),
+    a block's width, the label margin, a row's height, and the figure's size."""
+    per_column = -(-n_rows // blocks)
+    height = max(h for h, _ in shapes)
+    left = CHAR_WIDTH * label + 0.6
+    fixed = left + GAP_X * (len(shapes) - 1) + BAR
+    cell = min(cell_size, (MAX_FIGURE[0] / blocks - fixed) / sum(w for _, w in shapes),
+               (MAX_FIGURE[1] - TOP - BOTTOM - GAP_Y * (per_column - 1)) / (height * per_column))
+    cell = max(MIN_CELL, cell)
+    least = [CHAR_WIDTH * t - GAP_X for t in texts]   # a column's width for its title and x label
+    for _ in range(len(shapes)):   # columns as wide as their texts leave less room for the cells: shrink them more
+        widths = [max(cell * w, t) for (_, w), t in zip(shapes, least)]
+        block = left + sum(widths) + GAP_X * (len(shapes) - 1) + BAR
+        excess = block - MAX_FIGURE[0] / blocks
+        drawn = sum(w for (_, w), t in zip(shapes, least) if cell * w > t)   # cells in columns wider than their texts
+        if excess <= 1e-9 or not drawn or cell <= MIN_CELL:
+            break
+        cell = max(MIN_CELL, cell - excess / drawn)
+    size = (block * blocks, TOP + per_column * cell * height + GAP_Y * (per_column - 1) + BOTTOM)
+    return {"cell": cell, "widths": widths, "block": block, "left": left, "row": cell * height, "size": size,
+            "per_column": per_column}
+
+
 def subnetwork_heatmaps(
     directions: dict[str, Tensor],
     subnetworks: Sequence[int] | None = None,
@@ -43,11 +94,14 @@ def subnetwork_heatmaps(
     """Each subnetwork's direction in parameter space, one heatmap per tensor (paper Fig. 3, 5, 7, 8).
 
     directions: name -> (C, *shape), e.g. `decomposition.decoder_directions()`, or the model's own
-    weights with C = 1. One row of panels per subnetwork, one column per tensor; colours share one
-    symmetric scale per row (directions are defined up to sign, so only relative signs matter), shown by
-    the row's colour bar. title: the figure's title (name the paper figure, e.g. "… (paper Fig. 3)").
-    axis_labels: tensor name -> (y label, x label) of its panels, e.g. {"W_in": ("hidden", "feature")};
-    tensors not named get the dimensions they show ("dim 0 (2)", "dim 1 (5)").
+    weights with C = 1. One block per subnetwork: a row of panels, one per tensor, every entry one square cell
+    with its index ticked along both axes; colours share one symmetric scale per block (directions are defined up
+    to sign, so only relative signs matter), shown by the block's colour bar. title: the figure's title (name the
+    paper figure, e.g. "… (paper Fig. 3)"). axis_labels: tensor name -> (y label, x label) of its panels, e.g.
+    {"W_in": ("hidden", "feature")}; tensors not named get the dimensions they show ("dim 0 (2)", "dim 1 (5)").
+    cell_size: the largest cell, in inches. The figure stays within MAX_FIGURE inches: cells shrink (to MIN_CELL
+    at least), and when that leaves larger cells, blocks go side by side (in up to 4 columns, top to bottom
+    first), whatever the number of subnetworks and the tensors' sizes.
     """
     names = list(directions)
     C = next(iter(directions.values())).shape[0]
@@ -57,36 +111,45 @@ def subnetwork_heatmaps(
         raise ValueError(f"{len(labels)} row labels for {len(rows)} subnetworks")
     mats = {n: [_as_matrix(directions[n][k]) for k in rows] for n in names}
     axis_labels = {n: _mode_labels(tuple(directions[n].shape[1:])) for n in names} | (axis_labels or {})
-    # a column at least as wide as its title and axis label (about 0.075 inch per character at 8-9 pt)
-    widths = [max(max(m.shape[1] for m in mats[n]), 0.075 * max(len(n), len(axis_labels[n][1])) / cell_size)
-              for n in names]
-    height = max(max(m.shape[0] for m in mats[n]) for n in names)
-    fig_height = (cell_size * height + 0.6) * len(rows) + 1.0
-    fig, axes = plt.subplots(
-        len(rows), len(names), squeeze=False, gridspec_kw={"width_ratios": widths},
-        figsize=(cell_size * sum(widths) + 1.2 * len(names) + 1.5, fig_height),
-    )
-    fig.subplots_adjust(top=1 - 0.8 / fig_height, bottom=0.35 / fig_height)   # room for the title and column names
+    shapes = [tuple(mats[n][0].shape) for n in names]                         # (height, width) in cells
+    texts = [max(len(n), len(axis_labels[n][1])) for n in names]
+    options = [_heatmap_layout(shapes, texts, max(map(len, labels)), len(rows), cell_size, blocks)
+               for blocks in range(1, min(4, len(rows)) + 1)]
+    # the largest cells; a layout at least twice as tall as wide counts its cells 15 % smaller
+    layout = max(options, key=lambda o: o["cell"] * (0.85 if o["size"][1] > 2 * o["size"][0] else 1.0))
+    cell, widths, fig_width, fig_height = layout["cell"], layout["widths"], *layout["size"]
+    fig = plt.figure(figsize=(fig_width, fig_height))
+
+    def box(x: float, y: float, w: float, h: float) -> list[float]:   # inches from the top left -> figure fraction
+        return [x / fig_width, 1 - (y + h) / fig_height, w / fig_width, h / fig_height]
+
     for r, label in enumerate(labels):
+        column, row = divmod(r, layout["per_column"])
+        last = row == layout["per_column"] - 1 or r == len(rows) - 1   # the lowest block of its column
         scale = max(float(mats[n][r].abs().max()) for n in names) or 1.0
         norm = TwoSlopeNorm(0.0, -scale, scale)
+        y = TOP + row * (layout["row"] + GAP_Y)
+        x = column * layout["block"] + layout["left"]
         for c, n in enumerate(names):
-            ax = axes[r, c]
-            image = ax.imshow(mats[n][r], cmap=cmap, norm=norm, aspect="equal")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_ylabel(axis_labels[n][0], fontsize=7)
-            if r == 0:
+            h, w = shapes[c]
+            ax = fig.add_axes(box(x + (widths[c] - cell * w) / 2, y, cell * w, cell * h))   # top-aligned in its row
+            image = ax.imshow(mats[n][r], cmap=cmap, norm=norm, aspect="equal", interpolation="nearest")
+            ax.set_xticks(_index_ticks(w, cell) if w > 1 else [])
+            ax.set_yticks(_index_ticks(h, cell) if h > 1 else [])
+            ax.tick_params(labelsize=6, length=2, pad=1)
+            ax.set_ylabel(axis_labels[n][0], fontsize=7, labelpad=2)
+            if row == 0:
                 ax.set_title(n, fontsize=9)
-            if r == len(rows) - 1:
-                ax.set_xlabel(axis_labels[n][1], fontsize=7)
-            if c == 0:
-                ax.annotate(label, (0, 0.5), xycoords="axes fraction", xytext=(-14, 0), textcoords="offset points",
-                            fontsize=8, ha="right", va="center")
-        bar = fig.colorbar(image, ax=list(axes[r]), fraction=0.02, pad=0.02)
-        bar.set_label("weight", fontsize=7)
-        bar.ax.tick_params(labelsize=7)
-    fig.suptitle(title, fontsize=10, y=1 - 0.2 / fig_height)
+            if last:
+                ax.set_xlabel(axis_labels[n][1], fontsize=7, labelpad=2)
+            if c == 0:   # the block's label, left of its panels, at the middle of the row
+                ax.annotate(label, ((x - 0.55) / fig_width, 1 - (y + layout["row"] / 2) / fig_height),
+                            xycoords="figure fraction", fontsize=8, ha="right", va="center")
+            x += widths[c] + GAP_X
+        colorbar = fig.colorbar(image, cax=fig.add_axes(box(x - GAP_X + 0.25, y, 0.12, layout["row"])))
+        colorbar.set_label("weight", fontsize=7)
+        colorbar.ax.tick_params(labelsize=6)
+    fig.suptitle(title, fontsize=10, y=1 - 0.25 / fig_height, va="center")
     return fig
 
 
@@ -106,7 +169,7 @@ def intervention_sweeps(
     effect = effect.detach().float().cpu()
     if effect.dim() != 3:
         raise ValueError(f"effect must be (interventions, deltas, outputs), got shape {tuple(effect.shape)}")
-    S, _, O = effect.shape
+    S, _, O = effect.shape  # noqa: E741 (O: the number of outputs, as in the docstring's shapes)
     deltas = torch.as_tensor(deltas).float().cpu()
     titles = list(titles) if titles is not None else [f"subnetwork {s}" for s in range(S)]
     labels = list(output_labels) if output_labels is not None else [f"output {j}" for j in range(O)]
@@ -147,7 +210,7 @@ def effect_matrix(
 ) -> plt.Figure:
     """Heatmap of an (S, O) matrix, e.g. each intervention's mean change of each output (paper Fig. 4, right)."""
     effect = effect.detach().float().cpu()
-    S, O = effect.shape
+    S, O = effect.shape  # noqa: E741 (O: the number of outputs, as in the docstring's shapes)
     fig, ax = plt.subplots(figsize=(0.55 * O + 2.2, 0.45 * S + 1.2))
     image = ax.imshow(effect, cmap=cmap, aspect="auto")
     ax.set_xticks(range(O), list(col_labels) if col_labels is not None else range(O), rotation=90 if O > 8 else 0)
@@ -220,43 +283,87 @@ def direction_cosines(
     return fig
 
 
+def moving_mean(values: Sequence[float], window: int) -> list[float]:
+    """The mean of each value with its neighbours, `window` values centred on it (an even window reaches one further
+    back than forward; fewer values at the ends); NaN is skipped (a window of NaN only gives NaN)."""
+    x = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    ok = ~torch.isnan(x)
+    sums = torch.cat([torch.zeros(1, dtype=x.dtype), torch.where(ok, x, 0).cumsum(0)])
+    counts = torch.cat([torch.zeros(1, dtype=x.dtype), ok.to(x.dtype).cumsum(0)])
+    i = torch.arange(len(x))
+    lo, hi = (i - window // 2).clamp(min=0), (i + (window - 1) // 2 + 1).clamp(max=len(x))
+    return ((sums[hi] - sums[lo]) / (counts[hi] - counts[lo])).tolist()
+
+
+def _plain_log_ticks(ax: plt.Axes) -> None:
+    """A log y axis labelled in plain decimals (0.05, 0.1, 0.2) at 1, 2 and 5 × 10^k, no minor labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def training_history(history: History | dict, title: str = "", warm_start_epochs: int = 0,
                      p_act: str = "epochs") -> plt.Figure:
-    """Reconstruction error per epoch (log scale), with the dropped energy when fit ran with silence > 0 and the
-    warm-start epochs (every coefficient kept) shaded, and P_act: per subnetwork per epoch (p_act="epochs", dead
-    ones at 0), or as a histogram over subnetworks in the last epoch (p_act="last", for many subnetworks).
-    A dict is read as `History.from_dict` reads it."""
+    """Left: the reconstruction error of every epoch (thin; it moves from epoch to epoch because every epoch draws
+    fresh references) and its moving mean over a twentieth of the epochs (bold), with the dropped energy
+    S / Σ‖g‖² when fit ran with silence > 0 (dashed) and the warm-start epochs (every coefficient kept) shaded.
+    The axis is logarithmic, labelled in plain decimals, when the error spans more than a factor of 10, else
+    linear. Right: P_act, the fraction of samples selecting each subnetwork, as a heatmap of subnetwork against
+    epoch (p_act="epochs"; dead subnetworks, never selected in the last epoch, marked on the axis), or as a
+    histogram over subnetworks in the last epoch (p_act="last"). A dict is read as `History.from_dict` reads it."""
     if p_act not in ("epochs", "last"):
         raise ValueError(f"p_act must be 'epochs' or 'last', got {p_act!r}")
     h = history if isinstance(history, History) else History.from_dict(history)
     error = h.reconstruction_error
-    activity = torch.tensor(h.p_act)   # (epochs, C)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
-    epochs = range(1, len(error) + 1)
-    left.plot(epochs, error, label="reconstruction error")
+    activity = torch.tensor(h.p_act, dtype=torch.float32)   # (epochs, C)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), width_ratios=(1.15, 1))
+    epochs = list(range(1, len(error) + 1))
+    window = max(1, round(len(error) / 20))
     if warm_start_epochs:
-        left.axvspan(0.5, warm_start_epochs + 0.5, color="0.9", label="warm start (top_k = 1)")
+        left.axvspan(0.5, warm_start_epochs + 0.5, color="0.9", label="warm start (every coefficient kept)")
+    left.plot(epochs, error, lw=0.6, color="C0", alpha=0.45 if window > 1 else 1.0, label="reconstruction error")
+    if window > 1:   # the warm start and the rest each their own mean: BatchTopK changes the error at the switch
+        cut = min(max(warm_start_epochs, 0), len(error))
+        smooth = moving_mean(error[:cut], window) + moving_mean(error[cut:], window) if cut else \
+            moving_mean(error, window)
+        left.plot(epochs, smooth, lw=2, color="C0", label=f"its mean over {window} epochs")
     if h.dropped_energy:
-        left.plot(epochs, [v if v > 0 else float("nan") for v in h.dropped_energy], ls="--", label="dropped coefficients, S / Σ‖g‖²")
-    if warm_start_epochs or h.dropped_energy:
-        left.legend(fontsize=7)
-    left.set_yscale("log")
+        dropped = [v if v > 0 else float("nan") for v in h.dropped_energy]
+        left.plot(epochs, dropped, ls="--", color="C1", label="dropped coefficients, S / Σ‖g‖²")
+    shown = [v for v in [*error, *h.dropped_energy] if v > 0 and not math.isnan(v)]
+    if shown and max(shown) > 10 * min(shown):
+        left.set_yscale("log")
+        _plain_log_ticks(left)
+    else:
+        left.set_ylim(bottom=0)
+    left.legend(fontsize=7)
     left.set_xlabel("epoch")
     left.set_ylabel("reconstruction error")
-    left.grid(alpha=0.3, which="both")
+    left.grid(alpha=0.3, which="major")
+    last = activity[-1] if len(activity) else torch.zeros(0)
+    dead = [k for k in range(last.shape[0]) if last[k] == 0]
     if p_act == "last":
-        dead = float((activity[-1] == 0).float().mean())
-        right.hist(activity[-1].numpy(), bins=30)
+        right.hist(last.numpy(), bins=30)
         right.set_xlabel("P_act (fraction of samples selecting the subnetwork)")
         right.set_ylabel("subnetworks")
-        right.set_title(f"P_act in the last epoch; dead: {dead:.0%}", fontsize=9)
+        right.set_title(f"P_act in the last epoch; dead: {len(dead) / max(1, last.shape[0]):.0%}", fontsize=9)
+        right.grid(alpha=0.3)
     else:
-        lines = right.plot(epochs, activity, lw=0.8)
-        if len(lines) <= 10:
-            right.legend(lines, [f"subnetwork {k}" for k in range(len(lines))], fontsize=7, ncols=2)
+        C = activity.shape[1] if activity.dim() == 2 else 0
+        trained = activity[min(max(warm_start_epochs, 0), len(activity) - 1):]   # the warm start keeps every one
+        top = float(trained.max()) if trained.numel() else 1.0
+        image = right.imshow(activity.T, aspect="auto", cmap="viridis", vmin=0, vmax=top or 1.0,
+                             interpolation="nearest", extent=(0.5, len(error) + 0.5, C - 0.5, -0.5))
+        ticks = _index_ticks(C, 2.6 / max(C, 1)) if C else []
+        right.set_yticks(ticks, [f"{k} (dead)" if k in dead else str(k) for k in ticks], fontsize=7)
         right.set_xlabel("epoch")
-        right.set_ylabel("P_act per subnetwork")
-    right.grid(alpha=0.3)
+        right.set_ylabel("subnetwork")
+        right.set_title(f"P_act per subnetwork and epoch; dead in the last epoch: {len(dead)} of {C}", fontsize=9)
+        bar = fig.colorbar(image, ax=right, fraction=0.05, pad=0.02, extend="max" if warm_start_epochs else "neither")
+        bar.set_label("P_act" + (" (warm start: 1)" if warm_start_epochs else ""), fontsize=8)
+        bar.ax.tick_params(labelsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -289,14 +396,15 @@ def coefficients_scatter(true: Tensor, derived: Tensor, title: str = "") -> plt.
 def error_against(values: Sequence[int], errors: dict[int, Sequence[float]] | Tensor, xlabel: str,
                   paper: Sequence[float] | None = None, title: str | None = None) -> plt.Figure:
     """Reconstruction error against a setting (rank, number of subnetworks): one dot per seed and the median
-    as a line (paper Fig. S5, S11). errors: (n_seeds, len(values)), or seed -> one error per value.
+    (the lower one for an even count of seeds, `lower_median`) as a line (paper Fig. S5, S11).
+    errors: (n_seeds, len(values)), or seed -> one error per value.
     title: default "Reconstruction error against <xlabel>" (name the paper figure in it)."""
     errors = torch.tensor(list(errors.values()) if isinstance(errors, dict) else errors, dtype=torch.float32)
     values = list(values)
     fig, ax = plt.subplots(figsize=(4.8, 3.6))
     for s, row in enumerate(errors):
         ax.scatter(values, row, color="0.5", s=14, zorder=2, label="one seed" if s == 0 else None)
-    ax.plot(values, errors.median(0).values, marker="o", label="median over seeds", zorder=3)
+    ax.plot(values, lower_median(errors, 0), marker="o", label="median over seeds", zorder=3)
     if paper is not None:
         ax.plot(values, list(paper), ls="--", color="k", label="paper")
     top = max([float(errors.max()), *(paper if paper is not None else [])])

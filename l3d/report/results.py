@@ -34,6 +34,16 @@ def resolve_out_dir(out_dir: str | os.PathLike) -> Path:
     return out_dir if out_dir.is_absolute() else repository_root() / out_dir
 
 
+def shown_path(path: str | os.PathLike) -> str:
+    """`path` as a notebook prints it: relative to the repository root when inside it ("figures/01_…/dashboard/
+    index.html", the same on every machine), else as it is."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(repository_root().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def save_figure(fig: plt.Figure, out_dir: str | os.PathLike, name: str) -> Path:
     """Write `fig` to out_dir/name.png and out_dir/name.pdf; returns the PNG's path.
 
@@ -63,8 +73,8 @@ def _plain(value):
 def write_metrics(out_dir: str | os.PathLike, metrics: dict, name: str = "metrics.json") -> Path:
     """Write `metrics` as JSON to out_dir/name, atomically (write, then rename), with an "environment" block: the
     machine and software that made them (`l3d.runtime.environment.environment`: versions, CPU model and torch's
-    capability on it, threads, the device of metrics["settings"]["device"], the git commit of the checkout, if l3d runs from one). A
-    block `metrics` brings along is kept as it is."""
+    capability on it, threads, the device of metrics["settings"]["device"], the git commit of the checkout, if l3d
+    runs from one). A block `metrics` brings along is kept as it is."""
     settings = metrics.get("settings")
     device = settings.get("device") if isinstance(settings, dict) else None
     metrics = {**metrics, "environment": metrics.get("environment") or environment(device, checkout())}

@@ -63,7 +63,8 @@ def environment(device: str | torch.device | None = None, repository: str | os.P
     `repository` (None: none recorded)."""
     import numpy
 
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    gpus = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available()
+            else [])
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -25,13 +25,17 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
+from .validate import renamed
+
 
 def bounded(default: Any, low: float | None = None, high: float | None = None, choices: tuple | None = None,
-            open_low: bool = False, unprefixed: bool = False) -> Any:
+            open_low: bool = False, unprefixed: bool = False, renamed: Mapping[str, str] | None = None) -> Any:
     """A dataclass field with a default and a range [low, high] (open at low when open_low) or a list of choices.
-    unprefixed: in a nested settings class, the parameter keeps its bare name (see `from_parameters`)."""
+    unprefixed: in a nested settings class, the parameter keeps its bare name (see `from_parameters`).
+    renamed: old spelling -> choice, values still accepted with a DeprecationWarning and stored as the choice."""
     return dataclasses.field(default=default, metadata={"low": low, "high": high, "choices": choices,
-                                                        "open_low": open_low, "unprefixed": unprefixed})
+                                                        "open_low": open_low, "unprefixed": unprefixed,
+                                                        "renamed": renamed})
 
 
 class Settings:
@@ -82,7 +86,8 @@ class Settings:
         return settings
 
 
-def _gather(cls: type, parameters: Mapping[str, Any], prefix: str, fixed: Mapping[str, Any], problems: list[str]) -> dict:
+def _gather(cls: type, parameters: Mapping[str, Any], prefix: str, fixed: Mapping[str, Any],
+            problems: list[str]) -> dict:
     """The values of cls's fields found in `fixed` or `parameters`; nested settings built (a nested class that
     refuses its values is reported in `problems` and replaced by its defaults, so the rest is still checked)."""
     hints = typing.get_type_hints(cls)
@@ -168,6 +173,8 @@ def _check(name: str, value: Any, hint: Any, metadata: Mapping) -> tuple[Any, st
     fits, value = _convert(value, hint)
     if not fits:
         return value, f"{name} must be {_describe(hint)}, got {value!r} ({type(value).__name__})"
+    if metadata.get("renamed"):   # Settings.__init__ -> __post_init__ -> _check -> renamed: warn at the caller
+        value = renamed(name, value, metadata["renamed"], stacklevel=5)
     choices = metadata.get("choices")
     if choices is not None and value not in choices:
         return value, f"{name} must be one of {list(choices)}, got {value!r}"

@@ -18,7 +18,8 @@ def test_build_gives_each_variant():
     assert shapes["high_rank", "authors"]["layers.0.weight"] == (10, 30)
     assert shapes["high_rank", "paper_text"]["layers.0.weight"] == (10, 25)
     assert list(shapes["square", "authors"]) == [f"layers.{i}.{t}" for i in range(5) for t in ("weight", "bias")]
-    assert [shapes["square", "authors"][f"layers.{i}.weight"] for i in range(5)] == [(10, 5), (10, 10), (10, 10), (10, 10), (5, 10)]
+    assert ([shapes["square", "authors"][f"layers.{i}.weight"] for i in range(5)]
+            == [(10, 5), (10, 10), (10, 10), (10, 10), (5, 10)])
     assert shapes["square", "paper_text"]["layers.0.weight"] == (5, 5)
     assert toys.build("high_rank", "authors", n_features=15, n_hidden=4).sizes == [15, 4, 15]
     with pytest.raises(ValueError, match="unknown toy 'tms'"):
@@ -63,7 +64,8 @@ def test_authors_square_forward_and_initialization():
 
 def test_authors_conventions_and_per_tensor_ranks():
     c = toys.AUTHORS_CONVENTIONS
-    assert (c.divergence, c.reference, c.reference_pool, c.drop_zero_inputs) == ("mse_authors", "random_or_self", "batch", True)
+    assert (c.divergence, c.reference, c.reference_pool, c.drop_zero_inputs) == (
+        "output_times_residual", "random_or_self", "batch", True)
     assert c.warm_start_epochs == {"tmcs": 2, "high_rank": 1, "square": 11}
     assert (c.toy_weight_decay, c.toy_batch_size) == (1e-3, 128)
     model = toys.build("square", "authors")
@@ -91,7 +93,7 @@ def test_decoder_paths_are_the_product_of_a_subnetworks_own_directions():
 def test_paper_r_on_a_constructed_case():
     torch.manual_seed(0)
     A = 3 * torch.rand(4, 6)                                            # true coefficients (n_out, n_in)
-    picked = [5, 0, 2, 2, 3]                                            # input of each subnetwork (2 twice, 1 and 4 never)
+    picked = [5, 0, 2, 2, 3]                                    # input of each subnetwork (2 twice, 1 and 4 never)
     scale = [1.0, 2.0, 0.5, 1.0, 1.5]
     noise = torch.randn(5, 4)
     paths = torch.zeros(5, 4, 6)

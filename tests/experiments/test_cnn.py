@@ -3,10 +3,17 @@ import torch
 from torchvision.models import mobilenet_v3_small
 
 import l3d
-from l3d.experiments.cnn import (
-    DIGITS_BLOCK, PAPER_BLOCK, ImageNetLogits, cifar100, digits, digits_model, paper_model, fraction_ranks,
-)
 from l3d.divergences import divergence
+from l3d.experiments.cnn import (
+    DIGITS_BLOCK,
+    PAPER_BLOCK,
+    ImageNetLogits,
+    cifar100,
+    digits,
+    digits_model,
+    fraction_ranks,
+    paper_model,
+)
 from l3d.gradients import GradientCollector
 from l3d.runtime.resources import MissingResourceError
 
@@ -105,7 +112,13 @@ def test_cifar100_offline_says_what_to_download(offline_empty_cache, tmp_path):
 
 # --- notebook 06 -----------------------------------------------------------------------------------
 from l3d.experiments.cnn import (  # noqa: E402
-    CNNExperiment, DigitsCNN, ModelAndImages, block_shapes, class_purity, shown_subnetworks, subnetwork_rows,
+    CNNExperiment,
+    DigitsCNN,
+    ModelAndImages,
+    block_shapes,
+    class_purity,
+    shown_subnetworks,
+    subnetwork_rows,
 )
 from l3d.experiments.model_experiment import fit_metrics  # noqa: E402
 from l3d.experiments.subnetworks import affected_outputs, owned_labels, purity  # noqa: E402
@@ -119,7 +132,8 @@ NOTEBOOK_06 = dict(source="embedded", seed=0, model_epochs=60, n_images=10_000, 
 def test_cnn_settings_take_the_sources_values_and_derive_the_decomposition():
     settings = CNNExperiment.from_parameters(NOTEBOOK_06)
     c = settings.l3d
-    assert (c.n_subnetworks, c.rank, c.epochs, c.lr_decay_every, settings.n_ref, settings.init_images) == (40, 12, 20, 2, 10, 0)
+    assert ((c.n_subnetworks, c.rank, c.epochs, c.lr_decay_every, settings.n_ref, settings.init_images)
+            == (40, 12, 20, 2, 10, 0))
     assert (c.divergence, c.batch_size, c.chunk_size, c.gradient_chunk_size, c.init) == ("kl", 32, 512, 256, "random")
     started = CNNExperiment.from_parameters({**NOTEBOOK_06, "init_images": 64, "batch_size": 8})
     assert (started.l3d.init, started.l3d.init_samples, started.l3d.chunk_size) == ("gradients", 64, 128)
@@ -127,7 +141,8 @@ def test_cnn_settings_take_the_sources_values_and_derive_the_decomposition():
     paper = CNNExperiment.from_parameters({**NOTEBOOK_06, "source": "paper"})
     assert paper.rank_fraction == 0.1 and paper.l3d.rank == fraction_ranks(block_shapes("paper"), 0.1)
     assert paper.l3d.rank["features.7.block.0.0.weight"] == (12, 4, 1, 1)
-    assert block_shapes("embedded") == {n: tuple(p.shape) for n, p in l3d.select_tensors(DigitsCNN(), DIGITS_BLOCK).items()}
+    assert block_shapes("embedded") == {n: tuple(p.shape)
+                                        for n, p in l3d.select_tensors(DigitsCNN(), DIGITS_BLOCK).items()}
     assert CNNExperiment.from_parameters({**NOTEBOOK_06, "rank": 3, "rank_fraction": 0.5}).l3d.rank == 3   # rank wins
 
 
@@ -148,17 +163,19 @@ def test_decompose_with_the_settings_is_the_notebooks_former_pipeline(tmp_path):
     model, _ = digits_model(channels=(4, 8, 8), epochs=2, cache=tmp_path, progress=False)
     images, labels, _ = digits()
     train, test = images[:100], images[100:130]
-    settings = CNNExperiment.from_parameters({**NOTEBOOK_06, "n_subnetworks": 5, "rank": 2, "epochs": 2, "batch_size": 8,
-                                              "init_images": 20, "n_ref": 2, "n_top": 3})
+    settings = CNNExperiment.from_parameters({**NOTEBOOK_06, "n_subnetworks": 5, "rank": 2, "epochs": 2,
+                                              "batch_size": 8, "init_images": 20, "n_ref": 2, "n_top": 3})
     run = l3d.decompose(model, train, DIGITS_BLOCK, settings.l3d, progress=False)
     metrics = fit_metrics(run, test)
 
-    collector = GradientCollector(model, DIGITS_BLOCK, divergence="kl", chunk_size=256)
+    collector = GradientCollector(model, DIGITS_BLOCK, divergence="kl", gradient_chunk_size=256)
     decomposition = l3d.Decomposition(collector.shapes, 5, 2, 0.1, seed=0)
     source = l3d.GradientSource(collector, train, batch_size=8, chunk_size=min(96, 16 * 8), seed=0)
     init_from_inputs_(decomposition, collector, train[:20], seed=0)
-    history = l3d.fit(decomposition, source, 2, lr=0.01, lr_decay=0.8, lr_decay_every=2, warm_start_epochs=2, progress=False)
-    test_error = l3d.evaluate(decomposition, l3d.GradientSource(collector, test, batch_size=8, seed=1, drop_last=False))["reconstruction_error"]
+    history = l3d.fit(decomposition, source, 2, lr=0.01, lr_decay=0.8, lr_decay_every=2, warm_start_epochs=2,
+                      progress=False)
+    test_error = l3d.evaluate(decomposition, l3d.GradientSource(collector, test, batch_size=8, seed=1,
+                                                                drop_last=False))["reconstruction_error"]
     assert run.history.to_dict() == history.to_dict() == metrics["history"]
     assert metrics["test_reconstruction_error"] == test_error
 
@@ -170,7 +187,8 @@ def test_class_purity_shown_subnetworks_and_rows_are_what_the_notebook_computed(
     images, labels = images[:40], labels[:40]
     names = [str(d) for d in range(10)]
     loaded = ModelAndImages(model, DIGITS_BLOCK, None, images, images, labels, names, names, "test")
-    decomposition = l3d.Decomposition({n: tuple(p.shape) for n, p in l3d.select_tensors(model, DIGITS_BLOCK).items()}, 5, 1, seed=0)
+    decomposition = l3d.Decomposition({n: tuple(p.shape) for n, p in l3d.select_tensors(model, DIGITS_BLOCK).items()},
+                                      5, 1, seed=0)
     top = torch.randperm(40, generator=torch.Generator().manual_seed(1))[:20].view(5, 4)
     top[3] = torch.nonzero(labels == labels[0]).flatten()[:1].repeat(4)        # a pure one
     p_act = torch.tensor([0.2, 0.0, 0.1, 0.3, 0.2])
@@ -179,14 +197,18 @@ def test_class_purity_shown_subnetworks_and_rows_are_what_the_notebook_computed(
     live = torch.nonzero(p_act > 0).flatten()
     assert torch.equal(pure, expected_pure) and torch.equal(label, expected_label)
     assert metrics == {"mean_class_purity": expected_pure[live].mean().item(),
-                       "classes_owned": len(owned_labels(expected_pure[live], expected_label[live], 0.8)), "n_classes": 10}
+                       "classes_owned": len(owned_labels(expected_pure[live], expected_label[live], 0.8)),
+                       "n_classes": 10}
     shown = shown_subnetworks(pure, p_act, 3)
-    assert shown == live[pure[live].argsort(descending=True, stable=True)][:3].tolist() and shown[0] == 3 and 1 not in shown
+    assert (shown == live[pure[live].argsort(descending=True, stable=True)][:3].tolist() and shown[0] == 3
+            and 1 not in shown)
     rows = subnetwork_rows(loaded, decomposition, top, shown, p_act, pure, label, images, n_logits=2)
     for row, k in zip(rows, shown):
         values, index = affected_outputs(model, decomposition, k, images[top[k]], n=2)
-        assert row == {"subnetwork": k, "P_act": f"{p_act[k]:.3f}", "class purity": f"{pure[k]:.2f}", "main class": names[label[k]],
-                       "top logits": ", ".join(f"{names[i]} ({v:+.2f})" for v, i in zip(values.tolist(), index.tolist()))}
+        assert row == {"subnetwork": k, "P_act": f"{p_act[k]:.3f}", "class purity": f"{pure[k]:.2f}",
+                       "main class": names[label[k]],
+                       "top logits": ", ".join(f"{names[i]} ({v:+.2f})"
+                                               for v, i in zip(values.tolist(), index.tolist()))}
 
 
 def test_the_notebook_loads_the_shipped_model_and_retrain_model_trains_one_here(tmp_path, monkeypatch):
@@ -195,7 +217,8 @@ def test_the_notebook_loads_the_shipped_model_and_retrain_model_trains_one_here(
 
     from l3d.experiments.cnn import CNNExperiment, load_model_and_images
 
-    spec = importlib.util.spec_from_file_location("nbtool", Path(__file__).resolve().parents[2] / "tools" / "notebooks.py")
+    spec = importlib.util.spec_from_file_location("nbtool",
+                                                  Path(__file__).resolve().parents[2] / "tools" / "notebooks.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     monkeypatch.setenv("L3D_CACHE", str(tmp_path))

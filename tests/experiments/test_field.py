@@ -64,7 +64,8 @@ def test_directions_equal_to_the_columns_score_mmcs_and_ml2r_one():
         directions[j, :, j] = W[:, j] / W[:, j].norm()
     scores = field.tms_scores(field.PeerTMS.tied(W, torch.zeros(5)), {"linear1.weight": directions})
     assert scores["mmcs"] == pytest.approx(1.0, abs=1e-6) and scores["ml2r"] == pytest.approx(1.0, abs=1e-5)
-    assert scores["recovered"] == 5 and scores["all_recovered"] and sorted(scores["pairs"]) == [(j, j) for j in range(5)]
+    assert (scores["recovered"] == 5 and scores["all_recovered"]
+            and sorted(scores["pairs"]) == [(j, j) for j in range(5)])
 
 
 def test_permuted_sign_flipped_scaled_directions_score_the_same_and_match_the_permutation():
@@ -146,8 +147,8 @@ def test_l3d_recovers_every_feature_of_a_tms_5_2():
     settings = field.FieldExperiment.from_parameters({"seeds": [0], "n_samples": 640, "epochs": 30, "lr_decay_every": 5,
                                                       "init": "gradients", "restarts": 2, "restart_epochs": 5,
                                                       "engine": "dense", "tms_settings": ["5-2"], "resample_every": 10})
-    rows, runs = field.decompose_tms(settings, "5-2", [toy], torch.device("cpu"), progress=False)
-    assert rows[0]["all_recovered"] and rows[0]["mmcs"] > 0.99, rows[0]
+    rows, runs, reruns = field.decompose_tms(settings, "5-2", [toy], torch.device("cpu"), progress=False)
+    assert reruns == [] and rows[0]["all_recovered"] and rows[0]["mmcs"] > 0.99, rows[0]
     # resampling looked at epochs 10 and 20; the row and the seed table name the epochs it re-seeded at
     looks = runs[0].history.resampled
     assert [r["epoch"] for r in looks] == [10, 20]
@@ -172,11 +173,12 @@ def test_the_sparser_samples_variant_decomposes_with_its_own_samples_and_top_k(m
     assert settings.sparse_settings() == ["40-10"]            # 40-10-id is not among tms_settings
     seen = {}
 
-    def fake_decompose(model, inputs, params, config, progress):
-        seen.update(inputs=inputs, config=config)
+    def fake_sweep(models, inputs, params, configs, progress):
+        assert len(models) == len(inputs) == len(configs) == 1
+        seen.update(inputs=inputs[0], config=configs[0])
         raise StopIteration
 
-    monkeypatch.setattr(field, "decompose", fake_decompose)
+    monkeypatch.setattr(field.runner, "sweep", fake_sweep)   # where decompose_tms looks it up
     with pytest.raises(StopIteration):
         field.decompose_sparse(settings, "40-10", [field.random_tms(40, 10, 3)], torch.device("cpu"), progress=False)
     inputs = seen["inputs"]
@@ -191,3 +193,120 @@ def test_the_sparser_samples_variant_decomposes_with_its_own_samples_and_top_k(m
     with pytest.raises(ValueError, match=r"refit_min_share must be < 1 \(or None: no refit rows\), got 1.0"):
         field.FieldExperiment.from_parameters({"refit_min_share": 1.0})
     assert field.FieldExperiment.from_parameters({"refit_min_share": None}).refit_min_share is None
+
+
+def small_field(**changes) -> field.FieldExperiment:
+    return field.FieldExperiment.from_parameters({"seeds": [0, 1], "n_samples": 96, "epochs": 3, "lr_decay_every": 1,
+                                                  "batch_size": 16, "engine": "dense", "tms_settings": ["5-2"],
+                                                  "refit_min_share": None, **changes})
+
+
+def test_every_seed_and_its_perturbed_reruns_are_one_sweep_equal_to_each_alone():
+    settings = small_field(perturbations=2, perturbation=1e-6)
+    toys = [field.PeerTMS.tied(pentagon(1.0 + 0.1 * s), torch.full((5,), -0.2)) for s in settings.seeds]
+    rows, runs, reruns = field.decompose_tms(settings, "5-2-id", toys, torch.device("cpu"), progress=False,
+                                             perturbations=2)
+    assert [r["seed"] for r in rows] == [0, 1] and list(runs) == [0, 1]
+    assert [(r["perturbation"], r["seed"]) for r in reruns] == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    for s, toy in zip(settings.seeds, toys):
+        inputs = field.l3d_samples(settings, 5, s)
+        alone = l3d.decompose(toy.with_identity(), inputs, "*", settings.l3d_config(5, 96, s), progress=False)
+        # float32 rounding of a stacked program against one alone: relative 1e-4 over 3 epochs
+        assert runs[s].history.reconstruction_error == pytest.approx(alone.history.reconstruction_error, rel=1e-4)
+        assert runs[s].config == alone.config and torch.equal(runs[s].source.inputs, inputs)
+        assert torch.equal(runs[s].collector.model.hidden_layers[0].weight, torch.eye(2))   # the -id toy, unperturbed
+    # a rerun's row scores its own perturbed toy: the same up to ~1e-6, with its perturbation number
+    assert all(r["setting"] == "5-2-id" and abs(r["mmcs"] - rows[r["seed"]]["mmcs"]) < 0.05 for r in reruns)
+    stability = field.check_stability(rows, reruns)
+    assert list(stability) == ["5-2-id"] and [len(r["perturbed"]) for r in stability["5-2-id"].per_seed] == [2, 2]
+    assert stability["5-2-id"].per_seed[0]["outcome"] == [rows[0]["recovered"], rows[0]["all_recovered"],
+                                                          len(rows[0]["dead"])]
+
+
+def test_the_reruns_perturb_the_toy_and_the_start(monkeypatch):
+    settings = small_field(perturbation=1e-5)
+    toy = field.PeerTMS.tied(pentagon(), torch.full((5,), -0.2))
+    seen = {}
+
+    def fake_sweep(models, inputs, params, configs, progress):
+        seen.update(models=models, configs=configs)
+        raise StopIteration
+
+    monkeypatch.setattr(field.runner, "sweep", fake_sweep)   # where decompose_tms looks it up
+    with pytest.raises(StopIteration):
+        field.decompose_tms(settings, "5-2", [toy, toy], torch.device("cpu"), progress=False, perturbations=1)
+    models, configs = seen["models"], seen["configs"]
+    assert models[0] is toy and models[1] is toy and models[2] is not toy and models[3] is not toy
+    assert [(c.seed, c.start_noise, c.start_noise_seed) for c in configs] == [(0, 0.0, 0), (1, 0.0, 0), (0, 1e-5, 1),
+                                                                               (1, 1e-5, 1)]
+    for moved in models[2:]:
+        relative = ((moved.linear1.weight - toy.linear1.weight) / toy.linear1.weight.abs().clamp_min(1e-30)).abs()
+        assert 0 < relative.max() < 1e-4                                         # a relative 1e-5 · N(0, 1)
+    assert not torch.equal(models[2].linear1.weight, models[3].linear1.weight)   # each seed its own draw
+
+
+@pytest.mark.filterwarnings("ignore:GradientCollector")   # the zero gradients it warns about are the point
+def test_a_toy_without_gradients_is_skipped_and_the_others_decomposed():
+    settings = small_field()
+    dead = field.PeerTMS.tied(pentagon(), torch.full((5,), -10.0))        # ReLU(x Wᵀ W + b) = 0 for x in [0, 1]^5
+    live = field.PeerTMS.tied(pentagon(), torch.full((5,), -0.2))
+    x = field.l3d_samples(settings, 5, 0)
+    assert dead(x).abs().max() == 0
+    config = settings.l3d_config(5, 96, 0)
+    assert field.without_gradients(dead, x, config) == ("every per-sample gradient of its 96 samples is zero (the sum "
+                                                        "of ||g||^2 is 0)")
+    assert field.without_gradients(live, x, config) is None
+    skipped = []
+    rows, runs, _ = field.decompose_tms(settings, "5-2", [live, dead], torch.device("cpu"), label="5-2 random",
+                                        progress=False, skipped=skipped)
+    assert [r["seed"] for r in rows] == [0] and list(runs) == [0]
+    assert skipped == [{"setting": "5-2 random", "seed": 1, "reason": field.without_gradients(dead, field.l3d_samples(
+        settings, 5, 1), config)}]
+    with pytest.raises(l3d.train.ZeroGradients):       # not asked to skip: the error of l3d.fit
+        field.decompose_tms(settings, "5-2", [dead], torch.device("cpu"), progress=False)
+
+
+def test_check_stability_compares_recovered_counts_and_dead_counts_per_setting():
+    def row(setting, seed, recovered, dead, mmcs, perturbation=None):
+        extra = {"perturbation": perturbation} if perturbation else {}
+        return {"setting": setting, "seed": seed, "recovered": recovered, "all_recovered": recovered == 5, "dead": dead,
+                "mmcs": mmcs, "ml2r": 1.0, "reconstruction_error": 0.1, **extra}
+    rows = [row("5-2", 0, 5, [], 0.999), row("5-2", 1, 5, [], 0.998), row("40-10", 0, 40, [], 0.99)]
+    reruns = [row("5-2", 1, 5, [2], 0.998, 1), row("5-2", 0, 5, [], 0.999, 1),       # any order
+              row("5-2", 0, 4, [], 0.95, 2), row("5-2", 1, 5, [], 0.998, 2)]
+    stability = field.check_stability(rows, reruns)
+    assert list(stability) == ["5-2"]                    # 40-10 had no reruns
+    s = stability["5-2"]
+    assert s.changed == [0, 1] and s.changed_rate == pytest.approx(2 / 4)
+    assert s.per_seed[0]["perturbed"] == [[5, True, 0], [4, False, 0]] and s.per_seed[1]["perturbed"][0] == [5, True, 1]
+    assert s.median_shift["mmcs"] == pytest.approx(0.9985 - (0.95 + 0.998) / 2)
+    assert field.stability_table(stability)[0] == {"setting": "5-2", "seed": 0, "recovered, dead": "5 (all), 0 dead",
+                                                   "perturbed reruns": "5 (all), 0 dead / 4, 0 dead", "changed": "yes"}
+    saved = field.stability_metrics(small_field(perturbations=2), stability)
+    assert (saved["n_changed"], saved["n_decompositions"], saved["perturbations"]) == (2, 2, 2)
+    assert saved["settings"]["5-2"]["changed_seeds"] == [0, 1]
+
+
+def test_summarize_gives_the_median_and_range_of_the_error():
+    rows = [{"setting": "5-2", "seed": s, "mmcs": 0.99, "ml2r": 1.0, "all_recovered": True, "recovered": 5,
+             "reconstruction_error": e, "max_cos": [1.0] * 5, "seconds": 60.0}
+            for s, e in enumerate([0.4, 0.1, 0.2, 0.3])]
+    summary = field.summarize(rows)["5-2"]
+    assert summary["reconstruction_error_median"] == pytest.approx(0.25)   # an even count: the mean of the middle two
+    assert (summary["reconstruction_error_min"], summary["reconstruction_error_max"]) == (0.1, 0.4)
+    assert field.headline_table({"5-2": summary})[0]["error median (range)"] == "0.250 (0.100-0.400)"
+
+
+def test_refit_table_counts_the_refitted_subnetworks_and_how_far_they_moved():
+    rows = [{"setting": "5-2", "seed": 0},
+            {"setting": "5-2 refit", "seed": 0, "refit": {"samples": [9, 4, 12], "refitted": [True, True, False],
+                                                         "cos": [0.99, 0.93, 1.0]}},
+            {"setting": "5-2 refit", "seed": 1, "refit": {"samples": [7, 8, 6], "refitted": [True, True, True],
+                                                         "cos": [0.98, 0.999, 0.97]}},
+            {"setting": "40-10 refit", "seed": 0, "refit": {"samples": [1, 2], "refitted": [False, False],
+                                                           "cos": [1.0, 1.0]}}]
+    assert field.refit_table(rows) == [
+        {"setting": "5-2 refit", "refitted": "5 of 6", "fewest samples alone": 4,
+         "smallest |cos| to trained, per seed": "0.930-0.970"},
+        {"setting": "40-10 refit", "refitted": "0 of 2", "fewest samples alone": 1,
+         "smallest |cos| to trained, per seed": "-"}]

@@ -204,9 +204,11 @@ def test_fit_circuit_aligned_gives_every_circuit_its_own_subnetwork():
     with torch.no_grad():
         model.weight.copy_(torch.eye(n))
     collector = l3d.GradientCollector(model, "weight", divergence="mse")
-    inputs = l3d.experiments.toys.sparse_features(400, n, 0.3, generator=torch.Generator().manual_seed(0), drop_zero=True)
+    inputs = l3d.experiments.toys.sparse_features(400, n, 0.3, generator=torch.Generator().manual_seed(0),
+                                                  drop_zero=True)
     dec = l3d.Decomposition(collector.shapes, n_subnetworks=n, rank=1, top_k=0.3, seed=0)
-    errors = R.fit_circuit_aligned(dec, collector, inputs, inputs != 0, epochs=40, lr=0.05, lr_decay_every=10).reconstruction_error
+    errors = R.fit_circuit_aligned(dec, collector, inputs, inputs != 0, epochs=40, lr=0.05,
+                                   lr_decay_every=10).reconstruction_error
     assert len(errors) == 40 and errors[-1] < 0.75 * errors[0]
     rec = R.recover(dec, collector, [[j] for j in range(n)], n, p_act=[0.1] * n, n_samples=100)
     assert rec.subnetwork_of == {j: j for j in range(n)}
@@ -218,13 +220,14 @@ def test_fit_circuit_aligned_gives_every_circuit_its_own_subnetwork():
         R.fit_circuit_aligned(dec, collector, inputs, (inputs != 0)[:, :3], epochs=1)
     with pytest.raises(ValueError, match="batch_size must lie in 2..400"):
         R.fit_circuit_aligned(dec, collector, inputs, inputs != 0, epochs=1, batch_size=1000)
-    with pytest.raises(ValueError, match="epochs must be an int >= 1"):
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
         R.fit_circuit_aligned(dec, collector, inputs, inputs != 0, epochs=0)
 
 
 def test_evaluate_and_recover_is_evaluate_then_recover_with_its_p_act():
     collector = l3d.GradientCollector(_diagonal_model(3), "weight", divergence="mse")
-    inputs = l3d.experiments.toys.sparse_features(64, 3, 0.3, generator=torch.Generator().manual_seed(0), drop_zero=True)
+    inputs = l3d.experiments.toys.sparse_features(64, 3, 0.3, generator=torch.Generator().manual_seed(0),
+                                                  drop_zero=True)
     dec = l3d.Decomposition(collector.shapes, n_subnetworks=4, rank=1, top_k=0.3, seed=0)
     circuits = [[0], [1], [2]]
     source = l3d.GradientSource(collector, inputs, 16, chunk_size=64, seed=0)
@@ -238,7 +241,8 @@ def test_evaluate_and_recover_is_evaluate_then_recover_with_its_p_act():
 def test_aligned_then_paper_is_fit_circuit_aligned_then_fit_on_one_decomposition():
     model = _diagonal_model(3)
     collector = l3d.GradientCollector(model, "weight", divergence="mse")
-    inputs = l3d.experiments.toys.sparse_features(64, 3, 0.3, generator=torch.Generator().manual_seed(0), drop_zero=True)
+    inputs = l3d.experiments.toys.sparse_features(64, 3, 0.3, generator=torch.Generator().manual_seed(0),
+                                                  drop_zero=True)
     active = inputs != 0
 
     def run(stepwise):

@@ -18,7 +18,8 @@ def offline_empty_caches(tmp_path, monkeypatch):
 
 def no_datasets_package(monkeypatch):
     real = transformer.importlib.util.find_spec
-    monkeypatch.setattr(transformer.importlib.util, "find_spec", lambda name, *a: None if name == "datasets" else real(name, *a))
+    monkeypatch.setattr(transformer.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "datasets" else real(name, *a))
 
 
 def test_transformer_names_model_package_and_data_at_once(offline_empty_caches, monkeypatch):
@@ -28,7 +29,8 @@ def test_transformer_names_model_package_and_data_at_once(offline_empty_caches, 
     message = str(err.value)
     assert "needs 3 things" in message
     hub, data = offline_empty_caches / "hf" / "hub", offline_empty_caches / "hf" / "datasets"
-    assert f"1. the model {transformer.PAPER_MODEL!r}" in message and f"hf download {transformer.PAPER_MODEL}" in message
+    assert (f"1. the model {transformer.PAPER_MODEL!r}" in message
+            and f"hf download {transformer.PAPER_MODEL}" in message)
     assert str(hub) in message and "huggingface-cli" not in message
     assert "2. the Python package `datasets` (the `paper` extra): `pip install -e '.[paper]'`" in message
     assert f"3. the data set {transformer.PAPER_DATA!r}" in message and str(data) in message
@@ -55,7 +57,8 @@ def test_cnn_names_weights_and_cifar100_at_once(offline_empty_caches):
     message = str(err.value)
     assert "needs 2 things" in message
     assert "1. torchvision's MobileNet-v3-small ImageNet weights" in message
-    assert str(offline_empty_caches / "torch" / "hub" / "checkpoints") in message and "https://download.pytorch.org" in message
+    assert (str(offline_empty_caches / "torch" / "hub" / "checkpoints") in message
+            and "https://download.pytorch.org" in message)
     assert f"2. CIFAR-100, expected under {offline_empty_caches / 'l3d' / 'cifar-100'}" in message
     assert cnn.CIFAR100_URL in message
 

@@ -1,7 +1,9 @@
 """Notebook 04's experiment: settings, toys, the (C, R) grid, interventions, the label diagnostic and medians, each
-against the computation the notebook made inline before it moved into l3d.experiments.square."""
+against the computation the notebook made inline before it moved into l3d.experiments.square; every (C, R) one sweep
+over the seeds, the main one with the stability check's reruns; the headline and the check from scored rows."""
 import copy
 import itertools
+import json
 import math
 import statistics
 
@@ -10,15 +12,22 @@ import torch
 
 import l3d
 from l3d.experiments import square
-from l3d.experiments.ground_truth import (aligned_then_paper, circuit_aligned_error, evaluate_and_recover,
-                                          intervention_selectivity, recovery_from_impact)
+from l3d.experiments.ground_truth import (
+    aligned_then_paper,
+    circuit_aligned_error,
+    evaluate_and_recover,
+    intervention_selectivity,
+    recovery_from_impact,
+)
 from l3d.experiments.square import Square
 from l3d.experiments.toys import sparse_features, square_mlp, train_toys_best_of
 
-TINY = {"toy": "paper_text", "seeds": [0, 1], "seed": 0, "p_active": 0.3, "n_features": 3, "width": 3, "depth": 2, "n_train": 64, "toy_epochs": 2,
+TINY = {"toy": "paper_text", "seeds": [0, 1], "seed": 0, "p_active": 0.3, "n_features": 3, "width": 3, "depth": 2,
+        "n_train": 64, "toy_epochs": 2,
         "toy_restarts": 2, "toy_compile": False, "n_subnetworks": 3, "rank": 2, "sweep_subnetworks": [2, 3],
         "n_samples": 60, "epochs": 3, "batch_size": 8, "lr_decay_every": 2, "warm_start_epochs": 1, "n_probe": 6,
-        "n_ref": 2, "n_deltas": 3, "aligned_epochs": 2, "aligned_lr_decay_every": 1, "hidden_tensors": ["layers.1.*"]}
+        "n_ref": 2, "n_deltas": 3, "aligned_epochs": 2, "aligned_lr_decay_every": 1, "hidden_tensors": ["layers.1.*"],
+        "perturbations": 1}
 CPU = torch.device("cpu")
 
 
@@ -26,8 +35,9 @@ CPU = torch.device("cpu")
 def experiment(tmp_path_factory):
     s = Square.from_parameters(TINY)
     models, losses, mse = square.train_square_toys(s, CPU)
-    runs, per_seed = square.decompose_grid(s, models, losses, mse, CPU, tmp_path_factory.mktemp("square"))
-    return s, models, losses, mse, runs, per_seed
+    out = tmp_path_factory.mktemp("square")
+    runs, per_seed, rerun_rows = square.decompose_grid(s, models, losses, mse, CPU, out)
+    return s, models, losses, mse, runs, per_seed, rerun_rows, out
 
 
 def test_settings_grid_and_checks():
@@ -35,17 +45,20 @@ def test_settings_grid_and_checks():
     assert s.main == (3, 2) and s.grid() == [(3, 2), (2, 1), (3, 1)] and s.features == [[0], [1], [2]]
     assert Square.from_parameters({**TINY, "sweep_rank": 2}).grid() == [(3, 2), (2, 2)]   # the main one once
     sweeps = s.interventions()
-    assert list(sweeps) == ["interventions", "interventions_large_delta", "interventions_hidden_only", "interventions_pairs"]
+    assert list(sweeps) == ["interventions", "interventions_large_delta", "interventions_hidden_only",
+                            "interventions_pairs"]
     assert torch.equal(sweeps["interventions_large_delta"][0], torch.linspace(-2.0, 2.0, 3))
     assert sweeps["interventions_hidden_only"][1] == ["layers.1.*"] and sweeps["interventions_pairs"][2]
     assert s.to_dict()["hidden_tensors"] == ["layers.1.*"] and s.to_dict()["training"]["restarts"] == 2
     with pytest.raises(ValueError) as caught:
         Square.from_parameters({**TINY, "sweep_subnetworks": [], "max_delta": 0.0, "n_deltas": 1})
     text = str(caught.value)
-    assert "sweep_subnetworks must list" in text and "max_delta must be > 0" in text and "n_deltas must be >= 2" in text
+    assert ("sweep_subnetworks must list" in text and "max_delta must be > 0" in text
+            and "n_deltas must be >= 2" in text)
     with pytest.raises(ValueError, match="lr_decay must be > 0 and <= 1"):
         Square.from_parameters({**TINY, "lr_decay": 1.5})
-    assert Square.from_parameters({**TINY, "sweep_subnetworks": "[2, 4]"}).sweep_subnetworks == [2, 4]   # -p on the command line
+    # -p on the command line
+    assert Square.from_parameters({**TINY, "sweep_subnetworks": "[2, 4]"}).sweep_subnetworks == [2, 4]
 
 
 def test_toys_are_trained_as_the_notebook_trained_them(experiment):
@@ -62,22 +75,71 @@ def test_toys_are_trained_as_the_notebook_trained_them(experiment):
 
 
 def test_decompose_grid_scores_each_run_as_the_notebook_did(experiment):
-    s, models, losses, mse, runs, per_seed = experiment
-    assert [(r["seed"], r["n_subnetworks"], r["rank"]) for r in per_seed] == [(seed, C, R) for seed in s.seeds for C, R in s.grid()]
+    s, models, losses, mse, runs, per_seed = experiment[:6]
+    assert ([(r["seed"], r["n_subnetworks"], r["rank"]) for r in per_seed]
+            == [(seed, C, R) for C, R in s.grid() for seed in s.seeds])
     seed, toy = 1, models[1]
     inputs = sparse_features(60, 3, 0.3, low=-1.0, high=1.0, generator=torch.Generator().manual_seed(20_000 + seed),
                              drop_zero=False)
     config = l3d.L3DConfig(n_subnetworks=2, rank=1, epochs=3, batch_size=8, chunk_size=56, lr_decay_every=2,
                            warm_start_epochs=1, seed=seed)
-    run = l3d.decompose(toy, inputs, "*", config, progress=False)
+    run = l3d.decompose(toy, inputs, "*", config, progress=False)      # alone; the grid ran it in a sweep of the seeds
     evaluation, found = evaluate_and_recover(run.decomposition, run.source, s.features, 3, low=-1.0, high=1.0,
                                              n_samples=6, n_ref=2, seed=seed, first_layer="layers.0.weight")
     row = next(r for r in per_seed if (r["seed"], r["n_subnetworks"], r["rank"]) == (1, 2, 1))
-    assert row["reconstruction_error"] == evaluation["reconstruction_error"] and row["p_act"] == evaluation["p_act"]
-    assert row["final_training_error"] == run.history.reconstruction_error[-1]
-    assert row["toy_loss"] == losses[1][-1] and row["toy_output_mse"] == mse[1]
-    assert {k: row[k] for k in found.summary()} == found.summary()
-    assert torch.equal(runs[1, 2, 1][0].source.inputs, inputs)
+    # a sweep sums each member's numbers in another order than a run alone: equal to float32 rounding (rel 1e-5)
+    assert row["reconstruction_error"] == pytest.approx(evaluation["reconstruction_error"], rel=1e-5)
+    assert row["p_act"] == pytest.approx(evaluation["p_act"], abs=1e-12)          # counts of the same choices
+    assert row["final_training_error"] == pytest.approx(run.history.reconstruction_error[-1], rel=1e-5)
+    assert row["toy_loss"] == losses[1][-1] and row["toy_output_mse"] == mse[1] and row["start_errors"] == []
+    summary = found.summary()
+    assert row["matches"] == summary["matches"] and row["purity"] == pytest.approx(summary["purity"], abs=1e-5)
+    assert torch.equal(runs[1, 2, 1][0].source.inputs, inputs) and runs[1, 2, 1][0].collector.model is toy
+
+
+def test_the_main_setting_carries_the_stability_checks_reruns_scored_like_the_runs(experiment):
+    s, models, _, _, runs, per_seed, rerun_rows, out = experiment
+    main = [square.main_row(s, per_seed, seed) for seed in s.seeds]
+    assert len(rerun_rows) == s.perturbations == 1 and [r["seed"] for r in rerun_rows[0]] == s.seeds
+    for row, moved in zip(main, rerun_rows[0]):
+        assert set(moved) == {k for k in row if k not in ("toy", "n_subnetworks", "rank", "toy_loss", "toy_output_mse")}
+        # a relative 1e-6 on the toy and the start moves three epochs' error by far less than 1e-3, but moves it
+        assert moved["final_training_error"] != row["final_training_error"]
+        assert moved["final_training_error"] == pytest.approx(row["final_training_error"], rel=1e-3)
+    check = square.stability(main, rerun_rows)
+    assert check.keys == list(square.OUTCOME_KEYS) and set(check.median_shift) == set(square.HEADLINE_KEYS)
+    assert [r["outcome"] for r in check.per_seed] == [[r[k] for k in square.OUTCOME_KEYS] for r in main]
+    saved = json.loads((out / f"decomposition_seed1_C{s.main[0]}_rank{s.main[1]}" / "run.json").read_text())
+    assert saved["config"]["seed"] == 1 and saved["config"]["start_noise"] == 0   # the unperturbed run is saved
+    _, rows, none = square.decompose_grid(s, models, *experiment[2:4], CPU, None, grid=[(2, 1)], stability=True)
+    assert none == [] and len(rows) == 2                      # only the main (C, R) is checked; out_dir None: not saved
+
+
+def test_the_other_toy_is_one_sweep_with_its_own_conventions(tmp_path):
+    s = Square.from_parameters({**TINY, "toy": "authors", "width": 3, "seeds": [0, 1]})
+    rows = square.other_toy(s, CPU, tmp_path)
+    assert ([(r["seed"], r["toy"], (r["n_subnetworks"], r["rank"])) for r in rows]
+            == [(0, "paper_text", s.main), (1, "paper_text", s.main)])
+    config = json.loads((tmp_path / f"other_toy_seed1_C{s.main[0]}_rank{s.main[1]}" / "run.json").read_text())["config"]
+    assert (config["divergence"], config["engine"]) == ("mse", "dense")   # the paper-text convention, swept dense
+
+
+def _row(seed, one_per_circuit, n_dead, error, purity=0.8):
+    return {"seed": seed, "all_matched": True, "one_per_circuit": one_per_circuit, "n_dead": n_dead,
+            "reconstruction_error": error, "min_purity": purity, "mmcs": 0.7}
+
+
+def test_headline_states_k_of_n_and_median_with_range():
+    rows = [_row(0, True, 0, 0.31), _row(1, False, 1, 0.35, 0.4), _row(2, True, 0, 0.33)]
+    text = square.headline(rows)
+    assert ("one subnetwork per input: 2 of 3 seeds; every input matched to a distinct live subnetwork: 3 of 3; "
+            "no dead subnetwork: 2 of 3") in text
+    assert ("reconstruction_error: median 0.330 (0.310-0.350)" in text
+            and "min_purity: median 0.800 (0.400-0.800)" in text)
+    moved = [dict(r) for r in rows]
+    moved[2].update(n_dead=1)
+    check = square.stability(rows, [moved])
+    assert check.changed == [2] and check.median_shift == {"reconstruction_error": 0, "min_purity": 0, "mmcs": 0}
 
 
 def test_intervention_groups_and_own_outputs_as_the_notebook_built_them():
@@ -94,7 +156,7 @@ def test_intervention_groups_and_own_outputs_as_the_notebook_built_them():
 
 
 def test_intervene_matched_gives_the_notebooks_sweeps_and_selectivity(experiment):
-    s, models, _, _, runs, _ = experiment
+    s, models, _, _, runs = experiment[:5]
     run, found = runs[0, 3, 2]
     result = square.intervene_matched(s, models[0], run, found)
     deltas, tensors, pairs = s.interventions()["interventions_hidden_only"]
@@ -107,14 +169,15 @@ def test_intervene_matched_gives_the_notebooks_sweeps_and_selectivity(experiment
 
 
 def test_label_diagnostic_is_the_notebooks_aligned_then_paper(experiment):
-    s, models, _, _, runs, _ = experiment
+    s, models, _, _, runs = experiment[:5]
     run, _ = runs[1, 3, 2]
     reference = copy.deepcopy(run.source)       # the diagnostic draws on from the source's generator
     additions, stages = square.label_diagnostic(s, models[1], run, 1)
     inputs = reference.inputs
     gradients = run.collector(inputs, generator=torch.Generator().manual_seed(1)).dense().flat()
     assert additions["circuit_aligned_error"] == circuit_aligned_error(gradients, inputs != 0)[0]
-    assert additions["circuit_aligned_error_by_sign"] == circuit_aligned_error(gradients, torch.cat([inputs > 0, inputs < 0], 1))[0]
+    assert (additions["circuit_aligned_error_by_sign"]
+            == circuit_aligned_error(gradients, torch.cat([inputs > 0, inputs < 0], 1))[0])
     fresh = l3d.Decomposition(run.collector.shapes, 3, rank=2, top_k=0.1, seed=1)
     for stage, decomposition in aligned_then_paper(fresh, reference, inputs != 0, 2, 0.01, 0.8, 1, 8, seed=1):
         evaluation, found = evaluate_and_recover(decomposition, reference, s.features, 3, low=-1.0, high=1.0,
@@ -128,7 +191,7 @@ def test_label_diagnostic_is_the_notebooks_aligned_then_paper(experiment):
 def test_medians_by_setting_match_the_notebooks_aggregation():
     s = Square.from_parameters({**TINY, "seeds": [0, 1, 2]})
     names = [f"selectivity_{name}" for name in s.interventions()]
-    rows = [{"seed": seed, "n_subnetworks": C, "rank": R, "all_matched": seed != 1,
+    rows = [{"seed": seed, "n_subnetworks": C, "rank": R, "all_matched": seed != 1, "one_per_circuit": seed == 0,
              **{key: float(seed + C + 10 * i) for i, key in enumerate(square.MEDIAN_KEYS)},
              **({name: float(seed * i) for i, name in enumerate(names)} if (C, R) == s.main else {})}
             for seed in s.seeds for C, R in s.grid()]
@@ -139,7 +202,7 @@ def test_medians_by_setting_match_the_notebooks_aggregation():
 
     for C, R in s.grid():
         expected = {key: median_of(key, C, R) for key in square.MEDIAN_KEYS}
-        expected["all_matched_seeds"] = 2
+        expected.update(all_matched_seeds=2, one_per_circuit_seeds=1, n_seeds=3)
         if (C, R) == s.main:
             expected.update({name: median_of(name, C, R) for name in names})
             assert median[f"{C}x{R}"] == {"paper_text": expected}

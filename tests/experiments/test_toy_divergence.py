@@ -18,7 +18,8 @@ def test_a_diverging_lr_raises_naming_the_model_its_seed_and_the_epoch():
     # lr 1e3: AdamW moves every weight by about 1e3 a step; the loss overflows float32 in epoch 3 (measured)
     with pytest.raises(FloatingPointError, match=r"toy model 0 \(batch-order seed 7\) diverged in epoch 3 of 5: "
                                                  r"its mean training loss is inf \(lr 1000.0\)"):
-        train_toys([TMS(5, 2), TMS(5, 2)], [x, x], [y, y], epochs=5, batch_size=16, lr=1e3, seeds=[7, 8], progress=False)
+        train_toys([TMS(5, 2), TMS(5, 2)], [x, x], [y, y], epochs=5, batch_size=16, lr=1e3, seeds=[7, 8],
+                   progress=False)
     with pytest.raises(FloatingPointError, match="diverged in epoch 1 of 5: its mean training loss is nan"):
         train_toy(TMS(5, 2), x, y, epochs=5, batch_size=16, lr=1e20, progress=False)
 
@@ -41,7 +42,8 @@ def test_continue_keeps_training_the_others_as_if_alone():
 
 
 def scaled_builds(bad: set[int]):
-    """build() for train_toys_best_of: the r-th call's TMS has weights times 1e30 (diverges at once) when r % 3 in bad."""
+    """build() for train_toys_best_of: the r-th call's TMS has weights times 1e30 (diverges at once) when r % 3 in
+    bad."""
     calls = []
 
     def build():
@@ -56,7 +58,8 @@ def scaled_builds(bad: set[int]):
 
 def test_best_of_drops_a_diverged_initialization_with_a_warning():
     pairs = [data(0), data(1)]
-    with pytest.warns(RuntimeWarning, match=r"seed 4: initialization 1 in epoch 1 diverged .*the best of the other 2 kept"):
+    with pytest.warns(RuntimeWarning,
+                      match=r"seed 4: initialization 1 in epoch 1 diverged .*the best of the other 2 kept"):
         models, losses = train_toys_best_of(scaled_builds({1}), pairs, seeds=[3, 4], restarts=3, epochs=2,
                                             batch_size=16, progress=False)
     assert all(math.isfinite(v) for seed_losses in losses for v in seed_losses)

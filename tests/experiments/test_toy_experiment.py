@@ -20,26 +20,28 @@ def test_authors_toy_takes_the_authors_conventions(cls, warm):
     s = cls.from_parameters({})
     assert s.toy == "authors"
     assert (s.training.weight_decay, s.training.batch_size, s.training.restarts) == (1e-3, 128, 1)
-    assert (s.l3d.divergence, s.l3d.reference, s.l3d.engine) == ("mse_authors", "random_or_self", "dense")
-    assert s.l3d.decoder_norm == "authors" and cls.from_parameters({"toy": "paper_text"}).l3d.decoder_norm == "unit"
+    assert (s.l3d.divergence, s.l3d.reference, s.l3d.engine) == ("output_times_residual", "random_or_self", "dense")
+    assert s.l3d.decoder_norm == "sum" and cls.from_parameters({"toy": "paper_text"}).l3d.decoder_norm == "unit"
     assert s.l3d.warm_start_epochs == warm == AUTHORS_CONVENTIONS.warm_start_epochs[cls.KIND]
     assert s.drop_zero_inputs is True and s.reference_pool == "batch"
     config = s.l3d_config(seed=0)        # references from the batch, all samples in one gradient pass
     assert config.batch_references and config.chunk_size == s.n_samples // s.l3d.batch_size * s.l3d.batch_size
     recorded = s.to_dict()
-    assert recorded["l3d"]["divergence"] == "mse_authors" and recorded["training"]["batch_size"] == 128
+    assert recorded["l3d"]["divergence"] == "output_times_residual" and recorded["training"]["batch_size"] == 128
     assert "divergence" in recorded["conventional"] and "toy_batch_size" in recorded["conventional"]
 
 
 def test_paper_text_toy_takes_the_earlier_defaults():
     s = TMCSExperiment.from_parameters({"toy": "paper_text"})
     assert (s.training.weight_decay, s.training.batch_size, s.training.restarts) == (0.01, 32, 4)
-    assert (s.l3d.divergence, s.l3d.reference, s.l3d.engine, s.l3d.warm_start_epochs) == ("mse", "random", "auto", 10)
+    assert (s.l3d.divergence, s.l3d.reference, s.l3d.engine, s.l3d.warm_start_epochs) == ("mse", "random", "dense", 10)
     assert s.drop_zero_inputs is False and s.l3d_config(seed=0).chunk_size == 992   # all samples in one pass
     assert not s.l3d_config(seed=0).batch_references
     h = HighRank.from_parameters({"toy": "paper_text"})
-    assert (h.n_groups, h.l3d.restarts, h.training.restarts, h.drop_zero_inputs, h.l3d.warm_start_epochs) == (5, 6, 1, True, 0)
-    assert HighRank.from_parameters({}).n_groups == 6 and HighRank.from_parameters({}).l3d.restarts == 1
+    assert ((h.n_groups, h.l3d.restarts, h.training.restarts, h.drop_zero_inputs, h.l3d.warm_start_epochs)
+            == (5, 6, 1, True, 0))
+    assert HighRank.from_parameters({}).n_groups == 6 and HighRank.from_parameters({}).l3d.restarts == 4
+    assert HighRank.from_parameters({}).l3d.restart_epochs is None and h.l3d.restart_epochs == 30
     q = Square.from_parameters({"toy": "paper_text"})
     assert (q.width, q.bias_rank, q.drop_zero_inputs, q.l3d.warm_start_epochs) == (5, None, False, 10)
     a = Square.from_parameters({})
@@ -81,8 +83,8 @@ def test_tmcs_runs_end_to_end_for_both_toys(toy):
     models, losses, coefficients = tmcs.train_tmcs(s, CPU)
     hidden_bias = models[0].layers[0].bias is not None
     assert hidden_bias == (toy == "paper_text")   # the authors' hidden layer is linear without bias
-    run = tmcs.decompose_tmcs(s, models[0], 0, CPU, progress=False)
-    assert run.config.divergence == ("mse_authors" if toy == "authors" else "mse")
+    run = tmcs.decompose_tmcs(s, models[:1], CPU, stability=False, progress=False)[0][0]
+    assert run.config.divergence == ("output_times_residual" if toy == "authors" else "mse")
     row = tmcs.score_tmcs(s, run, coefficients[0], losses[0][-1]).metrics
     assert row["paper_r"] == paper_r(decoder_paths(run.decomposition), coefficients[0])
     assert row["paper_r2"] == pytest.approx(row["paper_r"] ** 2) and -1 <= row["r2"] <= 1
@@ -94,10 +96,12 @@ def test_tmcs_runs_end_to_end_for_both_toys(toy):
 def test_high_rank_runs_end_to_end_on_the_authors_toy(tmp_path):
     s = HighRank.from_parameters({**TINY_TRAINING, "n_groups": 2, "group_size": 2, "n_hidden": 3, "ranks": [1],
                                   "show_rank": 1, "paper_loss_ranks": [1], "n_subnetworks": 3, "silence": 1.0,
-                                  "silence_from": 1, "p_active": 0.3})
+                                  "silence_from": 1, "p_active": 0.3, "stability_ranks": [1], "perturbations": 1})
     models, losses = high_rank.train_high_rank_toys(s, CPU)
     assert models[0].layers[0].bias is None
-    runs, rows = high_rank.decompose_ranks(s, models, losses, CPU, tmp_path)
+    result = high_rank.decompose_ranks(s, models, losses, CPU, tmp_path)
+    runs, rows = result.runs, result.per_seed
+    assert list(result.stability) == [(1, "silence"), (1, "paper")]
     assert sorted(runs) == [(0, 1, "paper"), (0, 1, "silence")]
     for loss in high_rank.LOSSES:
         median = high_rank.medians_by_rank(s, rows, loss)[1]
@@ -109,7 +113,7 @@ def test_square_runs_both_toys_at_the_main_setting(tmp_path):
                                 "rank": 2, "sweep_subnetworks": [2], "p_active": 0.3, "toy_restarts": 1})
     models, losses, mse = square.train_square_toys(s, CPU)
     assert models[0].layers[0].weight.shape == (10, 3)           # the authors' width
-    runs, rows = square.decompose_grid(s, models, losses, mse, CPU, tmp_path)
+    runs, rows, _ = square.decompose_grid(s, models, losses, mse, CPU, tmp_path)
     assert runs[0, 3, 2][0].config.rank["layers.0.bias"] == 1 and runs[0, 3, 2][0].config.rank["layers.0.weight"] == 2
     other = square.other_toy(s, CPU, tmp_path)
     assert [(r["toy"], r["n_subnetworks"], r["rank"]) for r in other] == [("paper_text", 3, 2)]

@@ -54,7 +54,7 @@ def test_stacked_training_equals_training_each_model_alone():
     for a, x, s in zip(alone, data, [4, 5, 6]):
         reference_training(a, x, 3, 32, 0.01, s)
     for a, m in zip(alone, models):
-        for (n, p), (_, q) in zip(a.named_parameters(), m.named_parameters()):
+        for (_, p), (_, q) in zip(a.named_parameters(), m.named_parameters()):
             torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
     assert len(losses) == 3 and len(losses[0]) == 3
     single = TMS(5, 2)

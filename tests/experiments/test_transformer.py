@@ -2,13 +2,20 @@ import pytest
 import torch
 from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
-from l3d.experiments.corpus import Tokenizer, story_corpus
 from l3d.divergences import divergence
+from l3d.experiments.corpus import Tokenizer, story_corpus
+from l3d.experiments.transformer import (
+    PAPER_DATA,
+    PAPER_MODEL,
+    attention_tensors,
+    encode_texts,
+    logits,
+    paper_model,
+    paper_texts,
+    story_model,
+)
 from l3d.gradients import GradientCollector
 from l3d.runtime.resources import MissingResourceError
-from l3d.experiments.transformer import (
-    PAPER_DATA, PAPER_MODEL, attention_tensors, encode_texts, logits, paper_model, paper_texts, story_model,
-)
 
 
 def tiny_tinystories(vocab_size=50, width=16):
@@ -47,13 +54,15 @@ def test_layer_out_of_range_is_a_clear_error():
 
 
 def test_story_model_trains_caches_and_reloads(tmp_path):
-    settings = dict(width=16, n_layers=2, n_heads=2, n_texts=200, steps=60, batch_size=16, lr=0.02, cache=tmp_path, progress=False)
+    settings = dict(width=16, n_layers=2, n_heads=2, n_texts=200, steps=60, batch_size=16, lr=0.02, cache=tmp_path,
+                    progress=False)
     model, record = story_model(**settings)
     assert not record["cached"] and not any(p.requires_grad for p in model.parameters())
     assert sum(record["loss"][-5:]) / 5 < record["loss"][0] - 1.5  # it learns the corpus
     assert [p.name for p in tmp_path.iterdir()][0].startswith("story-gptneo-")
     again, record2 = story_model(**settings)
-    assert record2["cached"] and record2["loss"] == record["loss"] and not any(p.requires_grad for p in again.parameters())
+    assert (record2["cached"] and record2["loss"] == record["loss"]
+            and not any(p.requires_grad for p in again.parameters()))
     tokens = story_corpus(4, seed=5).inputs
     torch.testing.assert_close(logits(again, tokens), logits(model, tokens))
     assert logits(model, tokens).shape == (4, 16, len(Tokenizer()))
@@ -96,13 +105,18 @@ from l3d.experiments.corpus import marked_context  # noqa: E402
 from l3d.experiments.model_experiment import fit_metrics, held_out_top  # noqa: E402
 from l3d.experiments.subnetworks import affected_outputs, owned_labels, purity  # noqa: E402
 from l3d.experiments.transformer import (  # noqa: E402
-    SETTINGS, TransformerExperiment, pattern_purity, story_config, subnetwork_rows,
+    SETTINGS,
+    TransformerExperiment,
+    pattern_purity,
+    story_config,
+    subnetwork_rows,
 )
 from l3d.initialize import init_from_inputs_  # noqa: E402
 
 NOTEBOOK_05 = dict(source="embedded", seed=0, width=32, n_layers=2, n_heads=2, model_steps=3000, layer=None, length=16,
                    n_texts=None, n_test_texts=None, n_subnetworks=None, rank=None, top_k=0.1, epochs=None, lr=None,
-                   lr_decay=0.8, lr_decay_every=None, warm_start_epochs=None, init_texts=None, batch_texts=16, n_ref=None)
+                   lr_decay=0.8, lr_decay_every=None, warm_start_epochs=None, init_texts=None, batch_texts=16,
+                   n_ref=None)
 
 
 def test_transformer_settings_take_the_sources_values_and_derive_the_decomposition():
@@ -115,7 +129,8 @@ def test_transformer_settings_take_the_sources_values_and_derive_the_decompositi
     assert (c.divergence, c.batch_size, c.chunk_size, c.gradient_chunk_size) == ("kl", 16, 64, 64)
     assert (c.init, c.init_samples, c.seed) == ("gradients", 32, 0)
     paper = TransformerExperiment.from_parameters({**NOTEBOOK_05, "source": "paper", "rank": 3, "n_texts": 40})
-    assert (paper.layer, paper.l3d.rank, paper.n_texts, paper.l3d.init, paper.l3d.init_samples) == (4, 3, 40, "random", None)
+    assert ((paper.layer, paper.l3d.rank, paper.n_texts, paper.l3d.init, paper.l3d.init_samples)
+            == (4, 3, 40, "random", None))
     assert paper.l3d.chunk_size == 16   # fewer than four batches of texts: one batch per gradient pass
     assert settings.to_dict()["l3d"]["divergence"] == "kl" and settings.to_dict()["batch_texts"] == 16
 
@@ -146,15 +161,19 @@ def test_decompose_with_the_settings_is_the_notebooks_former_pipeline():
         warm_start_epochs=1, init_texts=2, batch_texts=2, n_ref=2, n_top=3))
     model = tiny_story_model()
     train, test = story_corpus(12, 8, seed=1).inputs, story_corpus(6, 8, seed=2).inputs
-    run = l3d.decompose(model, train, attention_tensors(model, 1), settings.l3d, sequence=True, forward=logits, progress=False)
+    run = l3d.decompose(model, train, attention_tensors(model, 1), settings.l3d, sequence=True, forward=logits,
+                        progress=False)
     metrics = fit_metrics(run, test)
 
-    collector = GradientCollector(model, attention_tensors(model, 1), divergence="kl", sequence=True, forward=logits, chunk_size=64)
+    collector = GradientCollector(model, attention_tensors(model, 1), divergence="kl", sequence=True, forward=logits,
+                                  gradient_chunk_size=64)
     decomposition = l3d.Decomposition(collector.shapes, 4, 2, 0.1, seed=0)
     init_from_inputs_(decomposition, collector, train[:2], seed=0)
     source = l3d.GradientSource(collector, train, batch_size=2, chunk_size=8, seed=0)
-    history = l3d.fit(decomposition, source, 2, lr=0.01, lr_decay=0.8, lr_decay_every=1, warm_start_epochs=1, progress=False)
-    test_error = l3d.evaluate(decomposition, l3d.GradientSource(collector, test, batch_size=2, seed=1))["reconstruction_error"]
+    history = l3d.fit(decomposition, source, 2, lr=0.01, lr_decay=0.8, lr_decay_every=1, warm_start_epochs=1,
+                      progress=False)
+    test_error = l3d.evaluate(decomposition,
+                              l3d.GradientSource(collector, test, batch_size=2, seed=1))["reconstruction_error"]
     assert run.history.to_dict() == history.to_dict() == metrics["history"]
     assert metrics["test_reconstruction_error"] == test_error
     assert metrics["dead_fraction"] == len(history.dead) / 4
@@ -166,7 +185,8 @@ def test_subnetwork_rows_and_pattern_purity_are_what_the_notebook_computed():
     model = tiny_story_model()
     corpus = story_corpus(5, 8, seed=3)
     inputs, decode = corpus.inputs, corpus.tokenizer.decode
-    decomposition = l3d.Decomposition({n: tuple(p.shape) for n, p in l3d.select_tensors(model, attention_tensors(model, 1)).items()},
+    decomposition = l3d.Decomposition({n: tuple(p.shape)
+                                       for n, p in l3d.select_tensors(model, attention_tensors(model, 1)).items()},
                                       4, 1, seed=0)
     top = torch.randperm(40, generator=torch.Generator().manual_seed(0))[:12].view(4, 3)
     top[0] = torch.nonzero(corpus.tags.flatten() > 0).flatten()[0].repeat(3)   # a pure one: three tokens of one pattern
@@ -177,8 +197,10 @@ def test_subnetwork_rows_and_pattern_purity_are_what_the_notebook_computed():
         k = row["subnetwork"]
         texts, positions = top[k] // 8, top[k] % 8
         values, index = affected_outputs(model, decomposition, k, inputs[texts], positions, logits, 2)
-        assert row["top tokens"] == " / ".join(marked_context(corpus.tokens, int(t), int(p), decode, 6) for t, p in zip(texts, positions))
-        assert row["top logits"] == ", ".join(f"{decode([int(i)]).strip()} ({v:+.2f})" for v, i in zip(values.tolist(), index.tolist()))
+        assert row["top tokens"] == " / ".join(marked_context(corpus.tokens, int(t), int(p), decode, 6)
+                                               for t, p in zip(texts, positions))
+        assert row["top logits"] == ", ".join(f"{decode([int(i)]).strip()} ({v:+.2f})"
+                                              for v, i in zip(values.tolist(), index.tolist()))
     result = pattern_purity(top, corpus, p_act, 0.8)
     pure, label = purity(top, corpus.tags.flatten(), ignore=0)
     live = p_act > 0
@@ -187,8 +209,9 @@ def test_subnetwork_rows_and_pattern_purity_are_what_the_notebook_computed():
         if label[k] >= 0:
             best[corpus.patterns[label[k]]] = max(best[corpus.patterns[label[k]]], pure[k].item())
     owned = owned_labels(pure[live], label[live], 0.8)
-    assert result == {"mean_purity": pure[live].mean().item(), "patterns_owned": len(owned), "n_patterns": len(corpus.patterns) - 1,
-                      "owned_patterns": [corpus.patterns[i] for i in owned], "best_purity": best, "purity_threshold": 0.8}
+    assert result == {"mean_purity": pure[live].mean().item(), "patterns_owned": len(owned),
+                      "n_patterns": len(corpus.patterns) - 1, "owned_patterns": [corpus.patterns[i] for i in owned],
+                      "best_purity": best, "purity_threshold": 0.8}
     assert result["patterns_owned"] == sum(v >= 0.8 for v in best.values()) >= 1
 
 
@@ -198,7 +221,8 @@ def test_the_notebook_loads_the_shipped_model_and_retrain_model_trains_one_here(
 
     from l3d.experiments.transformer import load_model_and_texts
 
-    spec = importlib.util.spec_from_file_location("nbtool", Path(__file__).resolve().parents[2] / "tools" / "notebooks.py")
+    spec = importlib.util.spec_from_file_location("nbtool",
+                                                  Path(__file__).resolve().parents[2] / "tools" / "notebooks.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     monkeypatch.setenv("L3D_CACHE", str(tmp_path))

@@ -51,7 +51,8 @@ def test_a_changed_file_is_refused_naming_the_file_and_both_hashes(tmp_path):
     data[-1] ^= 1                                              # one bit of one weight
     path.write_bytes(bytes(data))
     now = hashlib.sha256(bytes(data)).hexdigest()
-    with pytest.raises(weights.ShippedWeightsError, match=f"{path}.*SHA-256 is {now}, manifest.json records {entry['sha256']}"):
+    with pytest.raises(weights.ShippedWeightsError,
+                       match=f"{path}.*SHA-256 is {now}, manifest.json records {entry['sha256']}"):
         weights.verified_file("lin-0", tmp_path)
     path.unlink()
     with pytest.raises(weights.ShippedWeightsError, match=f"{path} is missing"):

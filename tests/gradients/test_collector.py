@@ -41,7 +41,8 @@ def explicit(model, names, inputs, references, kind, sequence):
     return torch.stack(rows)
 
 
-@pytest.mark.parametrize("kind,reference", [("mse", "random"), ("mse", "mean"), ("kl", "random"), ("kl", "mean"), ("kl", "uniform")])
+@pytest.mark.parametrize("kind,reference",
+                         [("mse", "random"), ("mse", "mean"), ("kl", "random"), ("kl", "mean"), ("kl", "uniform")])
 @pytest.mark.parametrize("sequence", [False, True])
 @pytest.mark.parametrize("engine", ["dense", "auto"])
 def test_per_sample_gradients_match_explicit_loop(kind, reference, sequence, engine):
@@ -49,7 +50,7 @@ def test_per_sample_gradients_match_explicit_loop(kind, reference, sequence, eng
     model = Mixer().double() if sequence else mlp()
     inputs = torch.randn(7, 5, 3, dtype=torch.float64) if sequence else torch.randn(9, 3, dtype=torch.float64)
     collector = l3d.GradientCollector(model, ["*.weight", "2.bias" if not sequence else "out.bias"],
-                                      divergence=kind, reference=reference, sequence=sequence, chunk_size=3,
+                                      divergence=kind, reference=reference, sequence=sequence, gradient_chunk_size=3,
                                       engine=engine)
     refs = collector.references(inputs, torch.Generator().manual_seed(1))
     grads = collector(inputs, generator=torch.Generator().manual_seed(1))   # draws the same references
@@ -63,7 +64,8 @@ def test_per_sample_gradients_match_explicit_loop(kind, reference, sequence, eng
 def test_project_and_sq_norms_of_dense_gradients():
     torch.manual_seed(0)
     dec = l3d.Decomposition({"w": (4, 3), "b": (4,)}, 5, rank=2).double()
-    grads = l3d.DenseGradients({"w": torch.randn(6, 4, 3, dtype=torch.float64), "b": torch.randn(6, 4, dtype=torch.float64)})
+    grads = l3d.DenseGradients({"w": torch.randn(6, 4, 3, dtype=torch.float64),
+                                "b": torch.randn(6, 4, dtype=torch.float64)})
     D = torch.cat([d.flatten(1) for d in dec.decoder_directions().values()], 1)
     torch.testing.assert_close(grads.project(dec.decoder), grads.flat() @ D.T)
     torch.testing.assert_close(grads[2:4].flat(), grads.flat()[2:4])

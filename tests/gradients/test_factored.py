@@ -6,7 +6,6 @@ from torch import nn
 import l3d
 from l3d.divergences import divergence
 
-
 pytestmark = pytest.mark.usefixtures("float64")   # every test of this file in float64 (tests/conftest.py)
 
 
@@ -70,7 +69,7 @@ def check(collector, inputs, expect_factored, n_subnetworks=4, rank=2, generator
 def test_linear_and_layernorm_mlp():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 7), nn.LayerNorm(7), nn.Tanh(), nn.Linear(7, 3))
-    col = l3d.GradientCollector(model, "*", divergence="mse", chunk_size=4)
+    col = l3d.GradientCollector(model, "*", divergence="mse", gradient_chunk_size=4)
     check(col, torch.randn(9, 5), expect_factored=col.names)
 
 
@@ -118,7 +117,7 @@ class CausalBag(nn.Module):
 
 def test_sequence_embedding_layernorm_linear():
     torch.manual_seed(3)
-    col = l3d.GradientCollector(CausalBag(), "*", divergence="kl", sequence=True, chunk_size=3)
+    col = l3d.GradientCollector(CausalBag(), "*", divergence="kl", sequence=True, gradient_chunk_size=3)
     tokens = torch.randint(0, 11, (4, 5))
     grads, g = check(col, tokens, expect_factored=col.names)
     # subsets: aligned with items, and arbitrary samples

@@ -74,7 +74,7 @@ def texts(tmp_path_factory):
                           bos_token_id=0, eos_token_id=0)
     model = GPTNeoForCausalLM(config).eval().requires_grad_(False)
     collector = l3d.GradientCollector(model, attention_tensors(model, 1), divergence="kl", sequence=True,
-                                      forward=logits, chunk_size=64)
+                                      forward=logits, gradient_chunk_size=64)
     decomposition = l3d.Decomposition(collector.shapes, 12, 2, 0.1, seed=0)
     source = l3d.GradientSource(collector, corpus.inputs, 4, seed=0)
     history = l3d.fit(decomposition, source, 2, lr=0.01, progress=False)
@@ -520,3 +520,12 @@ def test_toy_and_image_dashboards_in_chromium(toy, images, browser, tmp_path):
     assert browser.js("[...document.querySelectorAll('.images img')].every(i => i.complete && i.naturalWidth === 8)")
     assert visible(browser.screenshot(tmp_path / "images.png"))
     assert browser.errors() == []
+
+
+def test_the_index_explains_its_summary_notation_and_a_run_without_dashboard_data_says_how_to_make_it(toy, tmp_path):
+    page = (toy["folder"] / "index.html").read_text()
+    assert "function legend()" in page and "the ground-truth circuit nearest its direction" in page
+    (tmp_path / "decomposition").mkdir()
+    (tmp_path / "decomposition" / "run.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="holds a decomposition but no dashboard data"):
+        load(tmp_path)

@@ -7,8 +7,16 @@ import pytest
 
 from l3d.report import headlines
 from l3d.report.headlines import (
-    TOLERANCES, Tolerance, check_headlines, check_reference, comparison_rows, exact, flatten, headline_numbers,
-    recorded, tolerance_for,
+    TOLERANCES,
+    Tolerance,
+    check_headlines,
+    check_reference,
+    comparison_rows,
+    exact,
+    flatten,
+    headline_numbers,
+    recorded,
+    tolerance_for,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,7 +26,8 @@ TOL = {
     "count": exact("a count"),
     "live": recorded("flips"),
 }
-METRICS = {"median": {"error": 0.30, "other": 1.0}, "summary": {"5-2": {"ml2r": 2.0, "x": 3}, "40-10 refit": {"ml2r": 0.5}},
+METRICS = {"median": {"error": 0.30, "other": 1.0},
+           "summary": {"5-2": {"ml2r": 2.0, "x": 3}, "40-10 refit": {"ml2r": 0.5}},
            "count": 3, "live": 7, "name": "text", "settings": {"lr": 0.01}}
 
 

@@ -1,4 +1,5 @@
-"""Figures a reviewer accepts: a title, labelled axes and a key (colour bar or legend); no point drawn outside the axes."""
+"""Figures a reviewer accepts: a title, labelled axes and a key (colour bar or legend); no point drawn outside the
+axes."""
 import matplotlib
 
 matplotlib.use("Agg")

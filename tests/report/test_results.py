@@ -14,7 +14,8 @@ def test_relative_out_dir_starts_at_the_repository_root_from_any_working_directo
     assert repository_root() == ROOT and (ROOT / "pyproject.toml").is_file()
     for cwd in (ROOT, ROOT / "notebooks", tmp_path):
         monkeypatch.chdir(cwd)
-        assert resolve_out_dir("figures/01_toy_model_of_superposition") == ROOT / "figures" / "01_toy_model_of_superposition"
+        assert (resolve_out_dir("figures/01_toy_model_of_superposition")
+                == ROOT / "figures" / "01_toy_model_of_superposition")
 
 
 def test_absolute_and_home_paths_stay_as_given(tmp_path, monkeypatch):
@@ -49,7 +50,8 @@ def test_every_metrics_json_records_the_environment_that_made_it(tmp_path):
     written = json.loads(path.read_text())
     env = written["environment"]
     assert written["error"] == 0.5 and written["settings"] == {"device": "auto"}
-    assert (env["torch"], env["numpy"], env["python"]) == (torch.__version__, numpy.__version__, platform.python_version())
+    assert ((env["torch"], env["numpy"], env["python"])
+            == (torch.__version__, numpy.__version__, platform.python_version()))
     assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and env["threads"] == 1
     assert env["device"] == ("cuda" if torch.cuda.is_available() else "cpu") and env["cpu"]
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)

@@ -33,8 +33,12 @@ def test_write_folder_renames_into_place_and_keeps_a_copy_that_appeared_first(tm
 def test_contents_are_flushed_to_disk_before_the_rename(tmp_path, monkeypatch):
     events = []
     real_fsync, real_replace = os.fsync, os.replace
-    opened = lambda fd: Path(os.readlink(f"/proc/self/fd/{fd}"))
-    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", opened(fd).name)), paths.append(opened(fd)), real_fsync(fd)))
+
+    def opened(fd):
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", opened(fd).name)), paths.append(opened(fd)),
+                                                 real_fsync(fd)))
     monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", Path(b).name)), real_replace(a, b)))
     paths = []
     write_file(tmp_path / "m.json", lambda f: Path(f).write_text("{}"))

@@ -10,7 +10,8 @@ from l3d.runtime.validate import SEED_MAX, as_seed
 def test_resolve_device_refuses_unknown_names_and_missing_gpus():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(ValueError, match=r"device 'bogus' is not a torch device: use 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+    with pytest.raises(ValueError,
+                       match=r"device 'bogus' is not a torch device: use 'auto', 'cpu', 'cuda' or 'cuda:N'"):
         resolve_device("bogus")
     missing = f"cuda:{torch.cuda.device_count()}"   # one past the last GPU (cuda:0 without any)
     with pytest.raises(ValueError, match=rf"device '{missing}' asked for, but"):

@@ -9,9 +9,9 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 import l3d
+from l3d.experiments.toys import TMS, sparse_features
 from l3d.refit import refit_
 from l3d.runtime.distributed import Shard
-from l3d.experiments.toys import TMS, sparse_features
 
 BATCH = 16  # global batch: 8 items per process with 2 processes
 
@@ -134,7 +134,8 @@ def test_shards_of_a_batch_are_the_single_process_batch(sequence):
     directions = l3d.Decomposition(collector.shapes, 3, 2, seed=1).double().encoder
     batches = 0
     for g, g0, g1 in zip(whole, *sources):  # same projections and norms, sample by sample
-        torch.testing.assert_close(torch.cat([g0.project(directions), g1.project(directions)]), g.project(directions), rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(torch.cat([g0.project(directions), g1.project(directions)]), g.project(directions),
+                                   rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(torch.cat([g0.sq_norms(), g1.sq_norms()]), g.sq_norms(), rtol=1e-12, atol=1e-14)
         batches += 1
     assert batches == 3

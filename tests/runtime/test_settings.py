@@ -21,7 +21,7 @@ class Outer(Settings):
     inner: Inner = dataclasses.field(default_factory=Inner, metadata={"prefix": "inner_"})
 
     def check(self):
-        return [f"seeds must not be empty"] if not self.seeds else []
+        return ["seeds must not be empty"] if not self.seeds else []
 
 
 def test_from_parameters_reads_a_nested_settings_class_under_its_prefix():
@@ -65,5 +65,6 @@ def test_bad_settings_of_nested_classes_are_reported_together_with_the_outer_one
     with pytest.raises(ValueError) as caught:
         ToyExperiment.from_parameters({"seeds": [0], "seed": 3, "p_active": 0.0, "top_k": 0, "toy_epochs": 0})
     text = str(caught.value)
-    for problem in ("p_active must be > 0", "epochs must be >= 1, got 0", "top_k must be > 0", "seed 3 must be one of seeds"):
+    for problem in ("p_active must be > 0", "epochs must be >= 1, got 0", "top_k must be > 0",
+                    "seed 3 must be one of seeds"):
         assert problem in text

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import l3d
-from l3d.runtime.threads import SMALL_WORK, cpu_threads, default_threads, threads_for
 from l3d.experiments.toys import TMS, sparse_features, train_toy
+from l3d.runtime.threads import SMALL_WORK, cpu_threads, default_threads
 
 
 @pytest.fixture

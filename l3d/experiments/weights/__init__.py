@@ -69,7 +69,8 @@ def verified_file(key: str, folder: str | os.PathLike | None = None) -> tuple[Pa
     found = sha256_file(path)
     if found != entry["sha256"]:
         raise ShippedWeightsError(f"the shipped model {path} is not the recorded one: its SHA-256 is {found}, "
-                                  f"manifest.json records {entry['sha256']}. Restore the file (git checkout -- {path.name}) "
+                                  f"manifest.json records {entry['sha256']}. "
+                                  f"Restore the file (git checkout -- {path.name}) "
                                   f"or run `make models` to train and record it again")
     return path, entry
 
@@ -100,7 +101,8 @@ def _write_manifest(entries: dict, folder: Path) -> None:
     write_file(folder / "manifest.json", lambda f: Path(f).write_text(text))
 
 
-def embedded_model(name: str, settings: dict, build: Callable[[], nn.Module], train: Callable[[], tuple[nn.Module, dict]],
+def embedded_model(name: str, settings: dict, build: Callable[[], nn.Module],
+                   train: Callable[[], tuple[nn.Module, dict]],
                    cache: str | os.PathLike | None = None, use_shipped: bool = True,
                    device: str | None = None) -> tuple[nn.Module, dict]:
     """The model `name` trained with `settings`, on the CPU: the shipped one when there is one for these settings

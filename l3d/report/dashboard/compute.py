@@ -78,6 +78,7 @@ def collect(
     feature_names: Sequence[str] | None = None,
     circuits: dict[str, Tensor] | None = None,
     circuit_names: Sequence[str] | None = None,
+    notes: Sequence[str] | None = None,
     title: str = "L3D decomposition",
 ) -> Path:
     """Compute what the dashboard shows and save it to `folder` (data.json, and images.safetensors for images).
@@ -101,11 +102,15 @@ def collect(
     feature_names: a name per input feature, for vector inputs.
     circuits: toys, ground-truth circuit directions, name -> (M, *shape) over some decomposed tensors (e.g.
         `feature_circuits`), with `circuit_names`; the page shows each subnetwork's |cos| to each.
+    notes: one line per subnetwork added to its summary (shown on its page and in the index, found by the filter),
+        e.g. where its decoder direction lives (`l3d.experiments.whole_model.share_notes`).
 
     "Active" for co-activation: BatchTopK with the decomposition's top_k applied to the impact matrix of all of
     `inputs` at once. Returns `folder`.
     """
     folder = Path(folder)
+    if notes is not None and len(notes) != decomposition.n_subnetworks:
+        raise ValueError(f"notes must give one line per subnetwork ({decomposition.n_subnetworks}), got {len(notes)}")
     kind = input_kind(collector.sequence, inputs, tokens, decode)
     if isinstance(history, dict):
         history = History.from_dict(history)
@@ -126,8 +131,8 @@ def collect(
         "subnetworks": subnetworks,
         "items": items,
     }
-    for row in subnetworks:
-        row["summary"] = _summary(kind, data, row)
+    for k, row in enumerate(subnetworks):
+        row["summary"] = " · ".join(p for p in (_summary(kind, data, row), notes[k] if notes else "") if p)
     text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
     write_file(folder / DATA, lambda f: Path(f).write_text(text, encoding="utf-8"))
     kind.save(folder, [int(item) for item in items])

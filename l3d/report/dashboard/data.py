@@ -40,6 +40,12 @@ def data_folder(folder: Path) -> Path:
         return folder
     if (folder / "dashboard" / DATA).exists():
         return folder / "dashboard"
+    if (folder / "decomposition" / "run.json").exists() or (folder / "run.json").exists():
+        raise FileNotFoundError(
+            f"{folder} holds a decomposition but no dashboard data ({DATA}): "
+            f"`python -m l3d` writes {folder / 'dashboard'} "
+            f"at the end unless run with --no-dashboard; from Python: render(collect(folder / 'dashboard', "
+            f"run.decomposition, run.collector, held_out_inputs, history=run.history))")
     raise FileNotFoundError(f"no {DATA} in {folder} or {folder / 'dashboard'}: run l3d.report.dashboard.collect first")
 
 

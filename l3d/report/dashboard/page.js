@@ -129,6 +129,15 @@ function tensorList() {
   const list = names.map(n => `<span title="Tucker rank ${D.ranks[n].join("×")}">${esc(n.slice(prefix.length))} ${D.tensors[n].join("×")}</span>`).join(", ");
   return `tensors ${esc(prefix)}${prefix ? "{" : ""}${list}${prefix ? "}" : ""}`;
 }
+function legend() {
+  // the notations of the index's summary column (compute._summary and the input kinds' summaries)
+  const parts = [D.kind === "texts" ? "→ the tokens its top samples predict (×count)"
+                 : D.kind === "vectors" ? "inputs: the largest inputs of its top samples" : ""];
+  if (D.circuit_names) parts.push("<circuit> |cos|: the ground-truth circuit nearest its direction");
+  parts.push("↑ the outputs its direction raises most (∂f/∂δ at δ = 0)");
+  return "Summary: " + parts.filter(p => p).map(esc).join(" · ");
+}
+
 function indexPage() {
   const dead = S.filter(s => s.dead).length, H = D.history;
   app.innerHTML = `<h1>${esc(D.title)}</h1>
@@ -140,6 +149,7 @@ function indexPage() {
   <div class="controls"><input type="search" id="filter" placeholder="filter summaries and labels (e.g. a token or class)">
   <label><input type="checkbox" id="hidedead"> hide dead</label><span class="muted" id="shown"></span>
   <span class="muted">click a column header to sort</span></div>
+  <p class="muted legend">${legend()}</p>
   <table class="index"><thead><tr>${columns.map(c => `<th data-key="${c.key}" title="${esc(c.title || "")}" class="${c.num && !c.left ? "num" : ""}">${esc(c.label)}</th>`).join("")}</tr></thead><tbody id="rows"></tbody></table>`;
   for (const th of document.querySelectorAll("table.index th")) th.addEventListener("click", () => {
     const col = columns.find(c => c.key === th.dataset.key);

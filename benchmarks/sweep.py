@@ -1,0 +1,103 @@
+"""Batched decompositions: how many toy decompositions per second S members trained as one program give.
+
+    python benchmarks/sweep.py                      # S = 1, 4, 16, 64 on TMS 5-2, TMCS and x², 1 and 2 threads
+    python benchmarks/sweep.py --toys tms --members 1 16 --threads 1
+
+Each toy as its notebook decomposes it at paper scale (1000 samples, batch 32, every tensor, its subnetworks and
+rank; dense gradients): S decompositions, each with a toy and samples of its own (`l3d.sweep`, as the notebooks'
+seeds), trained for a few epochs after one warm-up epoch. "starts" mode: the S members share one toy and one
+source (`restarts`, the stability reruns of one seed), so one gradient pass serves them all. Reported per (toy,
+mode, S, threads): CPU seconds of the process per epoch (robust to other work on the machine), decomposition-epochs
+per second and the speed-up over S = 1.
+Results: printed, and written to benchmarks/results/sweep_cpu.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+import l3d  # noqa: E402
+from l3d.experiments.toys import TMS, circuit_superposition, sparse_features, square_mlp, weight_bias_ranks  # noqa: E402
+from l3d.runtime.environment import environment  # noqa: E402
+
+
+def toy(name: str, seed: int) -> tuple[torch.nn.Module, list[str], torch.Tensor, l3d.L3DConfig]:
+    """One member's model, tensors, 1000 samples and settings (the notebooks' paper-scale L3D settings)."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(20_000 + seed)
+    base = l3d.L3DConfig(batch_size=32, chunk_size=992, engine="dense", seed=seed)
+    if name == "tms":
+        model, tensors = TMS(5, 2).untied(), ["W_in", "W_out", "b"]
+        return model, tensors, sparse_features(1000, 5, 0.05, generator=generator), base.replace(n_subnetworks=5)
+    if name == "tmcs":
+        model = circuit_superposition(10, 5, "authors")
+        return (model, ["*"], sparse_features(1000, 10, 0.05, generator=generator, drop_zero=True),
+                base.replace(n_subnetworks=10))
+    model = square_mlp(5, 10, 4, "authors")
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    x = sparse_features(1000, 5, 0.05, low=-1.0, high=1.0, generator=generator, drop_zero=True)
+    return model, ["*"], x, base.replace(n_subnetworks=5, rank=weight_bias_ranks(shapes, 2, 1))
+
+
+def time_sweep(name: str, members: int, mode: str, epochs: int) -> float:
+    """Seconds per epoch of `members` decompositions of `name` trained as one program (after a warm-up)."""
+    jobs = [toy(name, 0 if mode == "starts" else s) for s in range(members)]
+    model, tensors, x, config = jobs[0]
+    if mode == "starts":
+        configs = ([config.replace(restarts=members, restart_epochs=None, epochs=epochs)] if members > 1
+                   else [config.replace(epochs=epochs)])
+        models, inputs = [model], [x]
+    else:
+        configs = [c.replace(epochs=epochs) for *_, c in jobs]
+        models, inputs = [m for m, *_ in jobs], [j[2] for j in jobs]
+    l3d.sweep(models, inputs, tensors, [c.replace(epochs=1) for c in configs], progress=False)   # warm-up
+    started = time.process_time()   # CPU seconds of this process: a busy machine's other work does not count
+    l3d.sweep(models, inputs, tensors, configs, progress=False)
+    return (time.process_time() - started) / epochs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    parser.add_argument("--toys", nargs="+", default=["tms", "tmcs", "square"], choices=["tms", "tmcs", "square"])
+    parser.add_argument("--members", nargs="+", type=int, default=[1, 4, 16, 64])
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--modes", nargs="+", default=["seeds", "starts"], choices=["seeds", "starts"])
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="timings per configuration; the median is reported")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sweep_cpu.json"))
+    args = parser.parse_args()
+    rows = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for name in args.toys:
+            for mode in args.modes:
+                single = None
+                for members in args.members:
+                    seconds = statistics.median(time_sweep(name, members, mode, args.epochs)
+                                                for _ in range(args.repeats))
+                    single = seconds if members == 1 else single
+                    row = {"toy": name, "mode": mode, "members": members, "threads": threads,
+                           "seconds_per_epoch": seconds, "decomposition_epochs_per_second": members / seconds,
+                           "time_vs_one": seconds / single if single else None}
+                    rows.append(row)
+                    print(f"{name:6s} {mode:6s} S={members:3d} threads={threads}: {seconds * 1000:7.1f} ms/epoch, "
+                          f"{members / seconds:7.1f} decomposition-epochs/s"
+                          + (f", {seconds / single:.2f}x the time of one" if single else ""), flush=True)
+    record = {"rows": rows, "settings": vars(args), "environment": environment("cpu", ROOT),
+              "machine": platform.processor() or platform.machine()}
+    Path(args.out).write_text(json.dumps(record, indent=1))
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
