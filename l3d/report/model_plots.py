@@ -16,7 +16,9 @@ from ..history import History
 def selectivity_histogram(ratio: Sequence[float], random_ratio: Sequence[float], threshold: float,
                           title: str = "") -> plt.Figure:
     """Histograms of the causal selectivity ρ (`l3d.experiments.causal`) of the decomposition's subnetworks and of
-    random directions of the same form, on a log scale, with the threshold and both medians marked."""
+    random directions of the same form (paired: ratio[k] and random_ratio[k] are subnetwork k and its random twin),
+    on a log scale, with both medians marked. The threshold applies to each pair, ρ_k / its twin's (not to ρ
+    itself), so it is not a line on this axis: the legend gives the share of pairs at or above it."""
     ours, rand = np.asarray(ratio, dtype=float), np.asarray(random_ratio, dtype=float)
     both = np.concatenate([ours, rand])
     both = both[both > 0]
@@ -26,7 +28,8 @@ def selectivity_histogram(ratio: Sequence[float], random_ratio: Sequence[float],
                                   (ours, "C0", "L3D subnetworks")):
         ax.hist(values, bins=bins, color=colour, alpha=0.75, label=f"{label}: median {np.median(values):.3g}")
         ax.axvline(np.median(values), color=colour, lw=1.5)
-    ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
+    selective = float(np.mean(ours >= threshold * rand)) if len(ours) else 0.0
+    ax.plot([], [], " ", label=f"selective (ρ ≥ {threshold:g} × its twin's): {selective:.0%}")
     ax.set_xscale("log")
     ax.set(xlabel="ρ = divergence on top samples / on other samples", ylabel="subnetworks")
     ax.set_title(title or "Causal selectivity of moving the weights along each direction", fontsize=9)
