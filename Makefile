@@ -119,7 +119,7 @@ unit: $(STAMP)
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 # The notebooks with small parameters under nbval; each headline cell checks its numbers against
-# tests/notebooks/<notebook>.json within the tolerances of l3d/report/headlines.py.
+# tests/notebooks/<notebook>.json within the tolerances of l3d/report/tolerances.py.
 notebooks-test: $(STAMP)
 	rm -rf build/nbtest
 	$(PY) tools/notebooks.py prepare-tests build/nbtest

@@ -24,6 +24,10 @@ torch.cuda.max_memory_allocated; on CPU the growth of the process's peak residen
 everything the step allocates (not the model's weights).
 Results: printed, and written as JSON to benchmarks/results/<device>.json; the scale plot goes to
 figures/benchmarks/ (PNG and PDF).
+
+The scaffolding here is shared with benchmarks/whole_model.py: the options (`arguments`), one process per
+configuration (`run_all`, `run_child`, `child`), the timed steps (`time_steps`, `peak_bytes`, `memory_measure`) and
+the results file (`run_meta`, `write_results`).
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -107,6 +112,34 @@ def peak_bytes(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # Linux: KiB
 
 
+def memory_measure(device: torch.device) -> str:
+    """What `peak_bytes` counts on `device`, as the results record it."""
+    return ("torch.cuda.max_memory_allocated" if device.type == "cuda"
+            else "growth of peak RSS (ru_maxrss) during the steps")
+
+
+def time_steps(step: Callable[[torch.Tensor], None], batches: list[torch.Tensor], warmup: int, device: torch.device,
+               cpu_clock: Callable[[], float] = time.thread_time) -> tuple[list[float], list[float], int]:
+    """step(x) for every batch x: the wall and CPU (`cpu_clock`) seconds of each after the first `warmup`, and
+    `peak_bytes` before the first. Libraries are warmed up on a tiny slice of the first batch (2 × 4 tokens) before
+    that, so that on CPU the growth of the peak RSS is the steps' own; on CUDA the peak is reset there."""
+    step(batches[0][:2, :4])
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    before = peak_bytes(device)
+    times, cpu_times = [], []
+    for i, x in enumerate(batches):
+        sync(device)
+        t0, c0 = time.perf_counter(), cpu_clock()
+        step(x)
+        sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+            cpu_times.append(cpu_clock() - c0)
+    return times, cpu_times, before
+
+
 def measure(cfg: dict) -> dict:
     device = l3d.resolve_device(cfg["device"])
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.get("tf32", False)
@@ -136,21 +169,7 @@ def measure(cfg: dict) -> dict:
         optimizer.step()
         baseline_normalize(dec) if baseline else dec.normalize_decoder_()
 
-    # warm up libraries on a tiny batch first, so the CPU's peak-RSS growth is the step's own
-    step(batches[0][:2, :4])
-    sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    before = peak_bytes(device)
-    times, cpu_times = [], []
-    for i, x in enumerate(batches):
-        sync(device)
-        t0, c0 = time.perf_counter(), time.thread_time()
-        step(x)
-        sync(device)
-        if i >= cfg["warmup"]:
-            times.append(time.perf_counter() - t0)
-            cpu_times.append(time.thread_time() - c0)
+    times, cpu_times, before = time_steps(step, batches, cfg["warmup"], device)   # CPU time of this thread
     seconds = statistics.median(times)
     return {
         **cfg,
@@ -161,8 +180,7 @@ def measure(cfg: dict) -> dict:
         "token_gradients_per_s": texts * tokens / seconds,
         "peak_bytes": peak_bytes(device) - (0 if device.type == "cuda" else before),
         "model_and_weights_bytes": before if device.type == "cuda" else None,
-        "memory_measure": "torch.cuda.max_memory_allocated" if device.type == "cuda"
-        else "growth of peak RSS (ru_maxrss) during the steps",
+        "memory_measure": memory_measure(device),
     }
 
 
@@ -211,8 +229,7 @@ def measure_tms(cfg: dict, device: torch.device, baseline: bool) -> dict:
         "cpu_step_times": cpus,
         "token_gradients_per_s": 32 / statistics.median(walls),
         "peak_bytes": peak_bytes(device) - before if device.type == "cpu" else torch.cuda.max_memory_allocated(device),
-        "memory_measure": "torch.cuda.max_memory_allocated" if device.type == "cuda"
-        else "growth of peak RSS (ru_maxrss) during the steps",
+        "memory_measure": memory_measure(device),
     }
 
 
@@ -243,14 +260,6 @@ def configurations(args, device: str) -> list[dict]:
             out.append({**base, "setting": "scale", "mode": "baseline", "texts": 4, "tokens": 16,
                         "subnetworks": N_SUB, "layers": layers, "steps": 1})
     return out
-
-
-def run_child(cfg: dict) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(cfg)], capture_output=True, text=True, env=env)
-    if proc.returncode:
-        return {**cfg, "error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def describe(r: dict) -> str:
@@ -300,6 +309,48 @@ def plot_scale(results: list[dict], out_dir: Path, device: str) -> None:
     plt.close(fig)
 
 
+# --- the scaffolding: options, one process per configuration, the results file --------------------------
+def arguments(doc: str, settings: list[str], device: str = "auto",
+              steps_help: str = "timed steps per configuration") -> argparse.ArgumentParser:
+    """The options of a benchmark script (`doc`: its docstring): --device (`device` by default), --setting ("all" or
+    one of `settings`), --steps, --out (default benchmarks/results/) and the hidden --one that `run_child` passes."""
+    named = [f"{d} (default)" if d == device else d for d in ("cpu", "cuda", "auto")]
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--device", default=device, help=f"{named[0]}, {named[1]} or {named[2]}")
+    parser.add_argument("--setting", default="all", choices=["all", *settings])
+    parser.add_argument("--steps", type=int, default=None, help=steps_help)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    return parser
+
+
+def child(one: str, measure: Callable[[dict], dict]) -> None:
+    """In the process `run_child` started: measure the configuration `one` (JSON) on OMP_NUM_THREADS threads and
+    print its result as the last line of JSON."""
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    print(json.dumps(measure(json.loads(one))))
+
+
+def run_child(cfg: dict, script: str | Path = __file__) -> dict:
+    """`cfg` measured by `script --one` in a process of its own, so that its peak memory is its own; a failure is
+    the configuration with "error": the last line the process wrote."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, str(script), "--one", json.dumps(cfg)], capture_output=True, text=True,
+                          env=env)
+    if proc.returncode:
+        return {**cfg, "error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_all(configs: list[dict], describe: Callable[[dict], str], script: str | Path = __file__) -> list[dict]:
+    """Every configuration measured in turn (`run_child`), each result printed (`describe`) as it comes."""
+    results = []
+    for cfg in configs:
+        results.append(run_child(cfg, script))
+        print(describe(results[-1]), flush=True)
+    return results
+
+
 def cpu_name() -> str:
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
@@ -308,41 +359,40 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
+def run_meta(device: str, load_average: bool = False) -> dict:
+    """What a results file records of the run: the date, the device's name, its cores, OMP_NUM_THREADS, the load
+    average when asked, torch's version and the command."""
+    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "device": torch.cuda.get_device_name() if device == "cuda" else cpu_name(),
+            "cpu_count": os.cpu_count(), "threads": os.environ.get("OMP_NUM_THREADS")}
+    if load_average:
+        meta["load_average"] = os.getloadavg()
+    return {**meta, "torch": torch.__version__, "command": " ".join(sys.argv)}
+
+
+def write_results(out: Path, name: str, results: list[dict], meta: dict) -> None:
+    """out/name: {"meta": meta, "results": results}."""
+    write_metrics(out, {"meta": meta, "results": results}, name)
+    print(f"wrote {out / name}")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    parser.add_argument("--setting", default="all", choices=["all", "transformer", "tms", "scale"])
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (epochs for tms)")
+    parser = arguments(__doc__, ["transformer", "tms", "scale"], steps_help="timed steps (epochs for tms)")
     parser.add_argument("--modes", nargs="+", default=["ours", "baseline"], choices=["ours", "baseline"])
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on CUDA")
     parser.add_argument("--replot", action="store_true", help="only redraw the scale plot from the saved JSON")
-    parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
-        print(json.dumps(measure(json.loads(args.one))))
-        return
+        return child(args.one, measure)
     device = l3d.resolve_device(args.device).type
     if args.replot:
         saved = [json.loads(p.read_text())["results"] for p in Path(args.out).glob(f"{device}*.json")]
         plot_scale([r for rs in saved for r in rs], ROOT / "figures" / "benchmarks", device)
         return
-    results = []
-    for cfg in configurations(args, device):
-        results.append(run_child(cfg))
-        print(describe(results[-1]), flush=True)
-    meta = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name() if device == "cuda" else cpu_name(),
-        "cpu_count": os.cpu_count(), "threads": os.environ.get("OMP_NUM_THREADS"),
-        "torch": torch.__version__, "command": " ".join(sys.argv),
-    }
-    out = Path(args.out)
+    results = run_all(configurations(args, device), describe)
     name = device if args.setting == "all" else f"{device}_{args.setting}"
-    write_metrics(out, {"meta": meta, "results": results}, f"{name}.json")
+    write_results(Path(args.out), f"{name}.json", results, run_meta(device))
     plot_scale(results, ROOT / "figures" / "benchmarks", device)
-    print(f"wrote {out / (name + '.json')}")
 
 
 if __name__ == "__main__":

@@ -20,17 +20,14 @@ own: on CPU the growth of the process's peak resident set size (ru_maxrss) over 
 Step times: the median over the timed steps, wall clock and the CPU time of the process (all its threads).
 From the step time follows what a whole run costs: steps per epoch x epochs (notebook 08: 1,000 texts of 16 per step,
 8 epochs; the paper's TinyStories run: 10,000 texts, 100 epochs).
-Results: printed, and JSON to benchmarks/results/<device>_whole_model.json.
+Results: printed, and JSON to benchmarks/results/<device>_whole_model.json. The options, the process per
+configuration, the timed steps and the results file are benchmarks/bench.py's.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,10 +35,19 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
-from bench import cpu_name, peak_bytes, sync, tinystories_8m  # noqa: E402
+from bench import (  # noqa: E402
+    arguments,
+    child,
+    memory_measure,
+    peak_bytes,
+    run_all,
+    run_meta,
+    time_steps,
+    tinystories_8m,
+    write_results,
+)
 
 import l3d  # noqa: E402
-from l3d.report.results import write_metrics  # noqa: E402
 
 # a whole run at each setting: (texts, epochs), for the cost of a run from the step time
 RUNS = {"embedded": {"notebook 08": (1_000, 8)}, "tinystories": {"the paper's run": (10_000, 100)}}
@@ -82,20 +88,7 @@ def measure(cfg: dict) -> dict:
         optimizer.step()
         dec.normalize_decoder_()
 
-    step(batches[0][:2, :4])        # libraries warmed up on a tiny batch, so the peak-RSS growth is the steps' own
-    sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    before = peak_bytes(device)
-    times, cpu_times = [], []
-    for i, x in enumerate(batches):
-        sync(device)
-        t0, c0 = time.perf_counter(), time.process_time()
-        step(x)
-        sync(device)
-        if i >= cfg["warmup"]:
-            times.append(time.perf_counter() - t0)
-            cpu_times.append(time.process_time() - c0)
+    times, cpu_times, before = time_steps(step, batches, cfg["warmup"], device, time.process_time)   # all threads
     seconds, cpu_seconds = statistics.median(times), statistics.median(cpu_times)
     runs = {}
     for name, (n_texts, epochs) in RUNS[cfg["setting"]].items():
@@ -110,8 +103,7 @@ def measure(cfg: dict) -> dict:
         "seconds_per_step": seconds, "cpu_seconds_per_step": cpu_seconds, "step_times": times,
         "token_gradients_per_s": texts * tokens / seconds,
         "peak_bytes": peak_bytes(device) - (0 if device.type == "cuda" else before),
-        "memory_measure": "torch.cuda.max_memory_allocated" if device.type == "cuda"
-        else "growth of peak RSS (ru_maxrss) during the steps",
+        "memory_measure": memory_measure(device),
         "runs": runs,
     }
 
@@ -130,16 +122,6 @@ def configurations(setting: str, device: str, steps: int | None) -> list[dict]:
     return out
 
 
-def run_child(cfg: dict) -> dict:
-    import subprocess
-
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(cfg)], capture_output=True, text=True, env=env)
-    if proc.returncode:
-        return {**cfg, "error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def describe(r: dict) -> str:
     what = (f"{r['setting']:<11} {r['engine']:<8} {r['texts']:>2}x{r['tokens']:<2} C={r['subnetworks']:<3} "
             f"rank {r['rank']:<2}")
@@ -152,29 +134,13 @@ def describe(r: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
-    parser.add_argument("--setting", default="all", choices=["all", "embedded", "tinystories"])
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per configuration")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    parser.add_argument("--one", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = arguments(__doc__, ["embedded", "tinystories"], device="cpu").parse_args()
     if args.one:
-        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
-        print(json.dumps(measure(json.loads(args.one))))
-        return
+        return child(args.one, measure)
     device = l3d.resolve_device(args.device).type
-    results = []
-    for cfg in configurations(args.setting, device, args.steps):
-        results.append(run_child(cfg))
-        print(describe(results[-1]), flush=True)
-    meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "device": torch.cuda.get_device_name() if device == "cuda" else cpu_name(),
-            "cpu_count": os.cpu_count(), "threads": os.environ.get("OMP_NUM_THREADS"),
-            "load_average": os.getloadavg(), "torch": torch.__version__, "command": " ".join(sys.argv)}
+    results = run_all(configurations(args.setting, device, args.steps), describe, __file__)
     name = f"{device}_whole_model.json" if args.setting == "all" else f"{device}_whole_model_{args.setting}.json"
-    write_metrics(Path(args.out), {"meta": meta, "results": results}, name)
-    print(f"wrote {Path(args.out) / name}")
+    write_results(Path(args.out), name, results, run_meta(device, load_average=True))
 
 
 if __name__ == "__main__":

@@ -15,34 +15,35 @@ A stack (`Decomposition.stack`) holds M independent decompositions ("members": s
 shapes as one module of M·C subnetworks, member m owning subnetworks m·C … (m+1)·C − 1. Its loss is the sum of
 the members' losses, each with its own BatchTopK, Gram matrix and error, so one optimizer step trains all M
 exactly as M separate runs would (Adam acts per element), at about the cost of one run on small models.
+
+Beside this module: l3d.dense_loss (the loss's fast path on small models), l3d.ranks (the rank argument's checks),
+l3d.decomposition_files (`save` and `load`).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from .decomposition_files import load_decomposition, save_decomposition
+from .dense_loss import DenseLoss, as_divisor, flat_tucker
 from .gradients import DenseGradients
-from .runtime.atomic import sha256_file, write_file
+from .ranks import Rank, as_rank, check_rank
 from .runtime.distributed import gather_rows
-from .runtime.validate import as_float, as_int, as_seed, is_int, renamed
+from .runtime.validate import as_float, as_int, as_seed, renamed
 from .tucker import KEEP_FOR_BACKWARD, Tucker, tucker_approximation, tucker_ranks, tucker_tensor
 
-Rank = int | tuple[int, ...]
 DECODER_NORMS = ("unit", "sum")
 DECODER_NORM_RENAMES = {"authors": "sum"}   # old spelling -> current, still read (with a DeprecationWarning)
 
 
 def batch_top_k(c: Tensor, k: float, distributed: bool = False) -> Tensor:
-    """Mask (same shape as c) keeping the round(k · c.numel()) entries of largest |c|, at least one.
+    """Mask (N, C) bool keeping the round(k · c.numel()) entries of largest |c| of the coefficients c (N, C), at
+    least one. (The selection is over every entry, so c of any other shape works too; the mask has c's shape.)
 
     distributed: c holds this process's rows of a batch spread over processes; the top k is taken over the
     whole batch (see l3d.runtime.distributed).
@@ -65,11 +66,11 @@ class LossParts:
     """Pieces of one batch's loss: the loss, its numerator and denominator, the top-k mask and the dropped
     energy (of the coefficients BatchTopK drops)."""
 
-    loss: Tensor
-    error: Tensor      # Σ_i ||g_i − ĝ_i||²
-    total: Tensor      # Σ_i ||g_i||²
-    mask: Tensor       # (N, C) bool
-    dropped_energy: Tensor | None = None   # S = Σ_ik (1 − m_ik) c_ik², when asked for
+    loss: Tensor       # (): error / total (for a stack, the sum over its members)
+    error: Tensor      # Σ_i ||g_i − ĝ_i||²: (), for a stack (M,), one per member
+    total: Tensor      # Σ_i ||g_i||²: (), for a stack (M,)
+    mask: Tensor       # (N, C) bool, C = n_subnetworks (M·C for a stack)
+    dropped_energy: Tensor | None = None   # S = Σ_ik (1 − m_ik) c_ik², when asked for: (), for a stack (M,)
 
 
 class Decomposition(nn.Module):
@@ -124,8 +125,8 @@ class Decomposition(nn.Module):
                              f"parameter tensor), got {shapes!r}")
         if seed is not None:
             seed = as_seed("seed", seed)
-        rank = ({n: _as_rank(f"rank[{n!r}]", r) for n, r in rank.items()} if isinstance(rank, dict)
-                else _as_rank("rank", rank))
+        rank = ({n: as_rank(f"rank[{n!r}]", r) for n, r in rank.items()} if isinstance(rank, dict)
+                else as_rank("rank", rank))
         if isinstance(rank, dict):
             missing, extra = set(shapes) - set(rank), set(rank) - set(shapes)
             if missing:
@@ -137,7 +138,7 @@ class Decomposition(nn.Module):
         self.names = list(self.shapes)
         self.n_subnetworks = n_subnetworks
         self.top_k = top_k
-        _check_rank(self.shapes, rank)
+        check_rank(self.shapes, rank)
         self.ranks = {
             name: tucker_ranks(shape, rank[name] if isinstance(rank, dict) else rank)
             for name, shape in self.shapes.items()
@@ -242,8 +243,8 @@ class Decomposition(nn.Module):
         tuckers = list(self.decoder)
         parameters = [t.core_and_factors() for t in tuckers]
         if max(self._n_modes) <= 2 and all(t.full_size <= 1 << 16 for t in tuckers):
-            # small models: fewest operations (see _DenseLoss)
-            sq_norms = [_full(core, factors).pow(2).sum(1) for core, *factors in parameters]   # per tensor: (C,)
+            # small models: fewest operations (see l3d.dense_loss)
+            sq_norms = [flat_tucker(core, factors).pow(2).sum(1) for core, *factors in parameters]   # per tensor: (C,)
         else:
             sq_norms = [t.sq_norms() for t in tuckers]
         if self.decoder_norm == "unit":     # Σ_t ‖d_t‖² = 1
@@ -275,8 +276,8 @@ class Decomposition(nn.Module):
 
     def loss(self, grads, top_k: float | None = None, distributed: bool = False, dropped_energy: bool = False,
              mask: Tensor | None = None) -> LossParts:
-        """The normalized reconstruction loss of a batch of gradients (see module docstring); with
-        dropped_energy=True also S, the energy of the coefficients BatchTopK drops.
+        """The normalized reconstruction loss of a batch of N per-sample gradients (see module docstring); with
+        dropped_energy=True also S, the energy of the coefficients BatchTopK drops. Shapes: see `LossParts`.
 
         distributed: the batch is spread over processes and BatchTopK is taken over all of it; the loss,
         error and total are then this process's part (l3d.train sums them over processes).
@@ -295,8 +296,9 @@ class Decomposition(nn.Module):
         if isinstance(grads, DenseGradients) and max(n_modes) <= 2 and not distributed and mask is None:
             # (module attribute access costs more than the arithmetic here: read the parameter dicts)
             params = [p for t in (*self.encoder, *self.decoder) for p in t.core_and_factors()]
-            loss, error, total, mask, *s = _DenseLoss.apply(grads.flat(), grads.sq_norms(), top_k, n_modes,
-                                                            dropped_energy, *params)
+            loss, error, total, mask, *s = DenseLoss.apply(grads.flat(), grads.sq_norms(),
+                                                           lambda c: batch_top_k(c, top_k),   # BatchTopK
+                                                           n_modes, dropped_energy, *params)
             return LossParts(loss=loss, error=error, total=total, mask=mask,
                              dropped_energy=s[0] if dropped_energy else None)
         if isinstance(grads, DenseGradients):
@@ -380,11 +382,7 @@ class Decomposition(nn.Module):
     # --- saving ---------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write `path`/decomposition.safetensors and `path`/config.json, each atomically."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        write_file(path / "decomposition.safetensors", lambda f: save_file(tensors, f))
-        write_file(path / "config.json", lambda f: Path(f).write_text(json.dumps(self.config, indent=1)))
+        save_decomposition(self, path)
 
     @classmethod
     def load(
@@ -400,49 +398,7 @@ class Decomposition(nn.Module):
         A folder written by `Run.save` holds run.json, which records the SHA-256 of both files: loading refuses
         files that differ from it (a save cut short, or the decomposition saved again without its run).
         """
-        path = Path(path)
-        for f in ("config.json", "decomposition.safetensors"):
-            if not (path / f).exists():
-                raise FileNotFoundError(f"{path / f} not found: expected a folder written by Decomposition.save")
-        _check_run_record(path)
-        try:
-            config = json.loads((path / "config.json").read_text())
-            with torch.device("meta"):   # shapes only: nothing is allocated before the files are found to agree
-                skeleton = cls(
-                    {n: tuple(s) for n, s in config["shapes"].items()},
-                    config["n_subnetworks"],
-                    {n: tuple(r) for n, r in config["rank"].items()},
-                    config["top_k"],
-                    decoder_norm=config.get("decoder_norm", "unit"),
-                    members=config.get("members", 1),
-                )
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
-            raise ValueError(f"{path / 'config.json'} is not a decomposition config ({type(e).__name__}: {e})") from e
-        damaged = f"{path / 'decomposition.safetensors'} is damaged or not a safetensors file"
-        try:   # the safetensors header: names and shapes, read without loading the tensors
-            with safe_open(path / "decomposition.safetensors", framework="pt") as f:
-                found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-        except (SafetensorError, OSError) as e:
-            raise ValueError(f"{damaged} ({e})") from e
-        expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
-        if found != expected:
-            wrong = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
-            raise ValueError(
-                f"{path / 'decomposition.safetensors'} does not match {path / 'config.json'}: "
-                f"missing {sorted(expected.keys() - found.keys())}, "
-                f"unexpected {sorted(found.keys() - expected.keys())}, "
-                f"wrong shape {[(k, found[k], expected[k]) for k in wrong]}"
-            )
-        if shapes is not None:
-            skeleton.check_shapes(shapes)
-        try:
-            tensors = load_file(path / "decomposition.safetensors", device=str(map_location))
-        except (SafetensorError, OSError) as e:
-            raise ValueError(f"{damaged} ({e})") from e
-        decomposition = skeleton.to_empty(device=map_location)
-        decomposition.to(dtype=next(iter(tensors.values())).dtype)
-        decomposition.load_state_dict(tensors)
-        return decomposition
+        return load_decomposition(cls, path, map_location, shapes)
 
 
 def check_matches(decomposition: Decomposition, collector) -> None:
@@ -461,134 +417,3 @@ def check_matches(decomposition: Decomposition, collector) -> None:
             f"the decomposition is on {core.device} but the model's decomposed tensors on {sorted(map(str, devices))}: "
             f"move one, e.g. decomposition.to({str(sorted(map(str, devices))[0])!r})"
         )
-
-
-def _check_run_record(path: Path) -> None:
-    """A ValueError if `path`/run.json (written by Run.save) records SHA-256s that the decomposition's files in
-    `path` do not have; nothing without run.json, or with one written before the hashes were recorded."""
-    if not (path / "run.json").is_file():
-        return
-    try:
-        record = json.loads((path / "run.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path / 'run.json'} is damaged ({type(e).__name__}: {e}); the run folder cannot be "
-                         f"checked") from e
-    hashes = record.get("sha256") if isinstance(record, dict) else None
-    if hashes is None:
-        return
-    wrong = [f for f in ("decomposition.safetensors", "config.json")
-             if not isinstance(hashes, dict) or hashes.get(f) != sha256_file(path / f)]
-    if wrong:
-        raise ValueError(
-            f"{path} holds another decomposition than its run.json records: the SHA-256 of {' and '.join(wrong)} "
-            f"differs from the one recorded. A save was cut short (a full disk, a kill), or the decomposition was "
-            f"saved again without its run: save the run again (Run.save), or remove run.json to load the "
-            f"decomposition on its own"
-        )
-
-
-def _as_rank(name: str, rank: object) -> Rank:
-    """A rank as an int or a tuple of ints (NumPy integers converted); a TypeError naming `name` otherwise."""
-    if is_int(rank):
-        return int(rank)
-    if isinstance(rank, (tuple, list)) and rank and all(is_int(r) for r in rank):
-        return tuple(int(r) for r in rank)
-    raise TypeError(f"{name} must be an int, a tuple of ints (one per mode) or a dict name -> rank, "
-                    f"got {rank!r} ({type(rank).__name__})")
-
-
-def _check_rank(shapes: dict[str, tuple[int, ...]], rank) -> None:
-    """One int rank caps at each mode's size but must fit some tensor; a per-tensor int must fit that tensor."""
-    if isinstance(rank, int):
-        largest = max(max(s, default=1) for s in shapes.values())
-        if rank > largest:
-            raise ValueError(
-                f"rank {rank} exceeds every dimension of every tensor (largest {largest}): "
-                f"use a rank of at most {largest}"
-            )
-        return
-    if isinstance(rank, dict):
-        for name, r in rank.items():
-            if isinstance(r, int) and name in shapes and r > max(shapes[name], default=1):
-                raise ValueError(
-                    f"rank {r} for tensor {name!r} exceeds every dimension of its shape {shapes[name]}: "
-                    f"use a rank of at most {max(shapes[name])}"
-                )
-
-
-def as_divisor(total: Tensor) -> Tensor:
-    """Σ||g||² as a divisor: a batch whose gradients are all zero has error 0 and loss 0, not 0/0."""
-    return total.clamp_min(torch.finfo(total.dtype).tiny)
-
-
-def _full(core: Tensor, factors: list[Tensor]) -> Tensor:
-    """A 1- or 2-mode Tucker tensor, flattened: (C, n)."""
-    if len(factors) == 1:
-        return torch.bmm(factors[0], core.unsqueeze(-1)).squeeze(-1)
-    return torch.bmm(torch.bmm(factors[0], core), factors[1].transpose(1, 2)).flatten(1)
-
-
-def _full_backward(g: Tensor, core: Tensor, factors: list[Tensor]) -> list[Tensor]:
-    """Gradients w.r.t. core and factors of `_full(core, factors)` given its gradient g: (C, n)."""
-    if len(factors) == 1:
-        (u,) = factors
-        return [torch.bmm(u.transpose(1, 2), g.unsqueeze(-1)).squeeze(-1), g.unsqueeze(-1) * core.unsqueeze(1)]
-    u, v = factors
-    g = g.view(-1, u.shape[1], v.shape[1])
-    gv = torch.bmm(g, v)                                                   # (C, I, R_2)
-    return [torch.bmm(u.transpose(1, 2), gv), torch.bmm(gv, core.transpose(1, 2)),
-            torch.bmm(g.transpose(1, 2), torch.bmm(u, core))]
-
-
-class _DenseLoss(torch.autograd.Function):
-    """The loss of materialized gradients for 1- and 2-mode Tucker directions, with a written-out backward.
-
-    On small models a step costs per operation, not per flop; this does the same computation as the
-    generic path (`Decomposition.loss`) with a third of the operations. Inputs: flat gradients (N, n_w),
-    their squared norms (N,), top_k, modes per tensor, whether to return the dropped energy S too, then core and
-    factors of every encoder tensor followed by those of every decoder tensor.
-    """
-
-    @staticmethod
-    def forward(ctx, flat, sq_norms, top_k, n_modes, dropped_energy, *params):
-        enc, dec = params[:len(params) // 2], params[len(params) // 2:]
-
-        def directions(ps):
-            out, i = [], 0
-            for n in n_modes:
-                out.append(_full(ps[i], ps[i + 1:i + 1 + n]))
-                i += 1 + n
-            return torch.cat(out, 1) if len(out) > 1 else out[0]
-
-        E, D = directions(enc), directions(dec)                             # (C, n_w) each
-        c, p = torch.mm(flat, torch.cat([E, D]).T).split(E.shape[0], 1)
-        gram = torch.mm(D, D.T)
-        total = sq_norms.sum()
-        mask = batch_top_k(c, top_k)
-        ct = c * mask
-        error = total + (torch.addmm(p, ct, gram, beta=-2) * ct).sum()
-        dropped = c - ct if dropped_energy else None
-        ctx.save_for_backward(flat, ct, mask, p, gram, D, total, dropped, *params)
-        ctx.n_modes = n_modes
-        ctx.mark_non_differentiable(total, mask)
-        outputs = (error / as_divisor(total), error, total, mask)
-        return outputs + (dropped.pow(2).sum(),) if dropped_energy else outputs
-
-    @staticmethod
-    def backward(ctx, g_loss, g_error, g_total, g_mask, *g_dropped_energy):
-        flat, ct, mask, p, gram, D, total, dropped, *params = ctx.saved_tensors
-        g = g_loss / as_divisor(total) + g_error
-        dc = (2 * g) * torch.addmm(p, ct, gram, beta=-1) * mask                 # dL/dc: 2g(c̃G − p) on the mask
-        if dropped is not None:
-            dc = dc + (2 * g_dropped_energy[0]) * dropped                               # and 2(1 − m)c from S
-        dD = torch.addmm(torch.mm((-2 * g) * ct.T, flat), torch.mm(ct.T, ct), D, alpha=2 * g)
-        dE = torch.mm(dc.T, flat)
-        grads = []
-        for dfull, ps in ((dE, params[:len(params) // 2]), (dD, params[len(params) // 2:])):
-            i, offset = 0, 0
-            for n in ctx.n_modes:
-                core, factors = ps[i], ps[i + 1:i + 1 + n]
-                size = factors[0].shape[1] * (factors[1].shape[1] if n == 2 else 1)
-                grads += _full_backward(dfull[:, offset:offset + size], core, factors)
-                i, offset = i + 1 + n, offset + size
-        return (None, None, None, None, None, *grads)

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .decomposition import LossParts, as_divisor
+from .decomposition import LossParts
+from .dense_loss import as_divisor
 from .runtime import distributed
 
 

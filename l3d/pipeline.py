@@ -30,11 +30,12 @@ from .fingerprints import fingerprint, gradient_settings
 from .gradients import ENGINES, GradientCollector
 from .history import History
 from .initialize import init_from_gradients_
+from .passes import evaluate
 from .runtime.atomic import sha256_file, write_file
 from .runtime.settings import Settings, bounded
 from .runtime.validate import SEED_MAX
 from .source import GradientSource
-from .train import Schedule, evaluate, fit
+from .train import Schedule, fit
 
 RUN = "run.json"
 DECOMPOSITION_FILES = ("decomposition.safetensors", "config.json")   # Decomposition.save's

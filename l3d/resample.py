@@ -16,7 +16,8 @@ replaced by v reduced to its Tucker ranks (`Decomposition.set_subnetwork_`, enco
 changes.
 Without labels: only the gradients the decomposition is trained on. Under torchrun every process passes over its
 share of each batch (BatchTopK over the whole batch, as in training) and the sums are added over processes, so
-every process measures, and replaces, the same.
+every process measures, and replaces, the same. During `fit`, `resample_members_` resamples every member of a
+stack, each as a run of its own would, and a re-seeded subnetwork's Adam state starts afresh.
 """
 from __future__ import annotations
 
@@ -26,8 +27,10 @@ import torch
 from torch import Tensor
 
 from .decomposition import Decomposition, batch_top_k, check_matches
+from .history import History
 from .runtime.distributed import all_sum_, current
 from .runtime.validate import as_int, as_seed
+from .source import GradientSource
 
 
 @dataclass
@@ -81,7 +84,7 @@ def costs_and_top_residual(decomposition: Decomposition, source, top_k: float | 
         raise ValueError(f"sketch must be at least 1 (random directions of the range finder), got {sketch}")
     check_source(decomposition, source)
     top_k = decomposition.top_k if top_k is None else top_k
-    distributed = current().active
+    distributed = current().distributed
     E, D = (decomposition.flat_directions(part).double() for part in ("encoder", "decoder"))   # (C, n_w) each
     n_w = D.shape[1]
     omega = torch.randn(n_w, min(sketch, n_w), generator=torch.Generator().manual_seed(seed),
@@ -117,3 +120,33 @@ def resample_(decomposition: Decomposition, source, top_k: float | None = None, 
         decomposition.set_subnetwork_(k, decomposition.unflatten(v))
         decomposition.normalize_decoder_()
     return Resampling(k, costs[k].item(), gain, replaced)
+
+
+def resample_members_(decomposition: Decomposition, sources: list[GradientSource], optimizer: torch.optim.Adam,
+                      histories: list[History], top_k: float | None, epoch: int) -> None:
+    """`resample_` of every member (the decomposition itself when it is not a stack), each on its source as a run of
+    its own would see it: a shared source is rewound to the same state for every member. A re-seeded subnetwork's
+    Adam state starts afresh."""
+    per = decomposition.members // len(sources)
+    for g, source in enumerate(sources):
+        start = source.state_dict()
+        for r in range(per):
+            if r:
+                source.load_state_dict(start)   # every member of a source resamples from the same state
+            m = g * per + r
+            member = decomposition if decomposition.members == 1 else decomposition.member(m)
+            done = resample_(member, source, top_k, seed=epoch)
+            histories[m].resampled.append({"epoch": epoch, **done.to_dict()})
+            if done.replaced:
+                if member is not decomposition:
+                    decomposition.set_member_(m, member)
+                _forget_(optimizer, decomposition, m * decomposition.per_member + done.subnetwork)
+
+
+@torch.no_grad()
+def _forget_(optimizer: torch.optim.Adam, decomposition: Decomposition, k: int) -> None:
+    """Zero Adam's moment estimates of subnetwork k (index k of every parameter's first dimension)."""
+    for p in decomposition.parameters():
+        for name in ("exp_avg", "exp_avg_sq"):
+            if name in optimizer.state.get(p, {}):
+                optimizer.state[p][name][k] = 0

@@ -12,7 +12,7 @@ Three ways to compute a chunk's gradients:
   plain        one process, every sample of the chunk;
   sharded      under torchrun every process draws the same order and references and computes only its share of
                each batch (`distributed.Shard`): batch_size is the global batch;
-  labelled     with `active` (which circuits each input has on, a diagnostic), the subnetworks each sample may
+  labelled     with `active_circuits` (which circuits each input has on, a diagnostic), the subnetworks each sample may
                use, those of the circuits on in it or in its reference, come with every batch (`mask`).
 The position within an epoch (`Position`) is part of `state_dict`, so an interrupted epoch resumes where it
 stopped, with the same batches and references.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -31,7 +32,7 @@ from .divergences import check_outputs, random_any, random_others, reference_out
 from .gradients import GradientCollector
 from .gradients.joint import JointPool
 from .runtime import distributed
-from .runtime.validate import as_seed, is_int
+from .runtime.validate import as_seed, is_int, renamed_keywords
 
 
 @dataclass
@@ -54,11 +55,13 @@ class GradientSource:
 
     batch_size: items per batch; chunk_size: items per gradient pass, a multiple of batch_size (None: one batch);
     shuffle: a fresh order every epoch (False: the inputs' order); seed: of the shuffles and references;
-    shard: the process's share under torchrun (None: l3d.runtime.distributed.current()); active: (n_inputs, C)
-    bool labels (the labelled mode); batch_references: references drawn within each batch; drop_last: False
-    scores every input (a last, smaller batch).
+    shard: the process's share under torchrun (None: l3d.runtime.distributed.current()); active_circuits:
+    (n_inputs, C) bool labels, which circuits each input has on (the labelled mode; the old keyword `active=` is read
+    with a DeprecationWarning); batch_references: references drawn within each batch; drop_last: False scores every
+    input (a last, smaller batch).
     """
 
+    @renamed_keywords(active="active_circuits")
     def __init__(
         self,
         collector: GradientCollector,
@@ -68,7 +71,7 @@ class GradientSource:
         shuffle: bool = True,
         seed: int = 0,
         shard: distributed.Shard | None = None,
-        active: Tensor | None = None,
+        active_circuits: Tensor | None = None,
         batch_references: bool = False,
         drop_last: bool = True,
     ):
@@ -88,7 +91,7 @@ class GradientSource:
             raise ValueError(f"reference='random' draws another sample of the same {pool}: use {pool}_size >= 2"
                              + ("" if drop_last else " (with drop_last=False, the last chunk too)"))
         check_outputs(collector.outputs(inputs[: min(inputs.shape[0], 16)]), collector.divergence)
-        self.active = _check_labels(active, collector, inputs, self.shard)
+        self.active_circuits = _check_labels(active_circuits, collector, inputs, self.shard)
         self.mask: Tensor | None = None   # labelled mode: the (batch, C) mask of the batch just handed out
         self.generator = torch.Generator().manual_seed(as_seed("seed", seed))
         self._position: Position | None = None                  # within an epoch
@@ -122,6 +125,12 @@ class GradientSource:
     def __len__(self) -> int:
         """Batches per epoch (a last partial batch is dropped unless drop_last=False)."""
         return len(self._batch_sizes())
+
+    @property
+    def active(self) -> Tensor | None:
+        """Deprecated: `active_circuits`."""
+        warnings.warn("GradientSource.active is deprecated, renamed active_circuits", DeprecationWarning, stacklevel=2)
+        return self.active_circuits
 
     @property
     def work(self) -> int:
@@ -183,12 +192,12 @@ class GradientSource:
         """This process's gradients of a chunk of batches of `sizes` items, and in the labelled mode the mask of
         the subnetworks allowed on each sample (None otherwise)."""
         items = self.inputs[index]
-        if self.active is not None:
+        if self.active_circuits is not None:
             return self._labelled_chunk(index, items, sizes)
         references = self._references(items, sizes)     # (samples, out), the same on every process
         if self.pool is not None:
             return self.pool.request(self.collector, items, references), None
-        if not self.shard.active:
+        if not self.shard.distributed:
             return self.collector(items, references), None
         return self._shared_chunk(items, references), None
 
@@ -217,7 +226,7 @@ class GradientSource:
         starts = itertools.accumulate(groups[:-1], initial=0)
         others = torch.cat([start + draw(size, self.generator, items.device) for start, size in zip(starts, groups)])
         references = self.collector.outputs(items).detach()[others]
-        return self.collector(items, references), self.active[index] | self.active[index[others]]
+        return self.collector(items, references), self.active_circuits[index] | self.active_circuits[index[others]]
 
     # --- resuming -----------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -258,21 +267,21 @@ def _check_batching(collector: GradientCollector, inputs: Tensor, batch_size, ch
     if not isinstance(drop_last, bool):
         raise TypeError(f"drop_last must be True (whole batches only) or False (every input, the last batch "
                         f"smaller), got {drop_last!r}")
-    if not drop_last and shard.active:
+    if not drop_last and shard.distributed:
         raise ValueError("drop_last=False (a last, smaller batch) needs a single process: under torchrun every batch "
                          "is split evenly over the processes")
     return int(batch_size), int(chunk_size)
 
 
-def _check_labels(active: Tensor | None, collector: GradientCollector, inputs: Tensor,
+def _check_labels(active_circuits: Tensor | None, collector: GradientCollector, inputs: Tensor,
                   shard: distributed.Shard) -> Tensor | None:
     """The labelled mode's (n_inputs, C) labels as bool on the inputs' device, or an error naming what is wrong."""
-    if active is None:
+    if active_circuits is None:
         return None
-    if collector.sequence or collector.reference not in ("random", "random_or_self") or shard.active:
-        raise ValueError("active (labels per input) needs one output per input, reference 'random' or "
+    if collector.sequence or collector.reference not in ("random", "random_or_self") or shard.distributed:
+        raise ValueError("active_circuits (labels per input) needs one output per input, reference 'random' or "
                          "'random_or_self' and a single process")
-    if active.dim() != 2 or active.shape[0] != inputs.shape[0]:
-        raise ValueError(f"active must be (n_inputs, n_subnetworks) = ({inputs.shape[0]}, C), "
-                         f"got {tuple(active.shape)}")
-    return active.bool().to(inputs.device)
+    if active_circuits.dim() != 2 or active_circuits.shape[0] != inputs.shape[0]:
+        raise ValueError(f"active_circuits must be (n_inputs, n_subnetworks) = ({inputs.shape[0]}, C), "
+                         f"got {tuple(active_circuits.shape)}")
+    return active_circuits.bool().to(inputs.device)

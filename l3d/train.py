@@ -5,13 +5,14 @@ GradientSource or one per group of members. Each epoch: optionally re-seed the s
 (resampling), then for every batch one step (loss, backward, Adam, decoder norms back to 1), then the epoch's record.
 Runs checkpoint every N steps and resume bit-identically (l3d.checkpoint), and run data-parallel under torchrun
 (l3d.runtime.distributed): `batch_size` is always the global batch.
+Beside this module: l3d.passes (the sources checked, an epoch's batches, `evaluate`) and l3d.resample (resampling).
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +30,14 @@ from .checkpoint import (
     set_aside,
     set_rng_state,
 )
-from .decomposition import Decomposition, LossParts, as_divisor, check_matches
+from .decomposition import Decomposition, LossParts
+from .dense_loss import as_divisor
 from .fingerprints import fingerprint, gradient_settings
-from .gradients import GradientCollector
-from .gradients.joint import JointPool, joinable
 from .history import EpochSums, History, batch_summary
-from .resample import resample_
+from .passes import ZeroGradients as ZeroGradients  # re-exported: l3d.train.ZeroGradients, as before
+from .passes import check_not_all_zero, check_sources, epoch_batches
+from .passes import evaluate as evaluate  # re-exported: l3d.train.evaluate, as before
+from .resample import resample_members_
 from .runtime import distributed
 from .runtime.lock import exclusive
 from .runtime.progress import tqdm
@@ -78,11 +81,6 @@ class Checkpointing(Settings):
         return []
 
 
-class ZeroGradients(ValueError):
-    """Every per-sample gradient of a pass is zero: there is nothing to decompose (e.g. an untrained model whose
-    outputs do not depend on the decomposed tensors at these inputs)."""
-
-
 def fit(
     decomposition: Decomposition,
     source: GradientSource | Sequence[GradientSource],
@@ -112,7 +110,7 @@ def fit(
     source m // (M / G): seeds, each with its starts); dense gradients (engine "dense") unless G is 1. A stack
     trains on one process and without labels.
 
-    The first warm_start_epochs keep every coefficient (top_k = 1). A source with labels (`active`) keeps,
+    The first warm_start_epochs keep every coefficient (top_k = 1). A source with labels (`active_circuits`) keeps,
     in place of BatchTopK's choice, the coefficients of the subnetworks its mask allows (a diagnostic:
     `l3d.experiments.ground_truth.fit_circuit_aligned`). Decoder directions are put back to
     unit norm after every step. A non-finite loss or gradient stops training with an error naming the step.
@@ -129,7 +127,7 @@ def fit(
         (two passes over the data, no step): the subnetwork the error needs least is re-seeded with the direction
         the residuals share most when that explains more; its Adam state starts afresh. Our addition, for seeds
         where two subnetworks share a circuit and another has none (notebook 07); `History.resampled` records each.
-        Refused with labels (`source.active`); under torchrun every process re-seeds the same way.
+        Refused with labels (`source.active_circuits`); under torchrun every process re-seeds the same way.
 
     checkpoint_dir: write a checkpoint there every `checkpoint_every` steps and at the end (the
         `keep_checkpoints` >= 1 newest are kept). With resume=True an existing checkpoint there is continued
@@ -167,7 +165,7 @@ def fit(
     if config is not None and not isinstance(config, Mapping):
         raise TypeError(f"config must be a dict of the run's settings (e.g. L3DConfig.to_dict()) or None, got "
                         f"{type(config).__name__}")
-    sources = _check_sources(decomposition, source, schedule)
+    sources = check_sources(decomposition, source, schedule.resample_every)
     with threads_for(sum(s.work for s in sources), threads), contextlib.ExitStack() as held:
         training = _Training(decomposition, sources, schedule, checkpointing, callback, config)
         training.start(held)
@@ -261,7 +259,7 @@ class _Training:
 
     def _agree_on_the_step(self) -> None:
         """Under torchrun every process must continue from the same checkpoint (a folder they all see)."""
-        if not self.shard.active:
+        if not self.shard.distributed:
             return
         steps, _ = distributed.gather_rows(torch.tensor([self.step], device=self.device))
         if not (steps == self.step).all():
@@ -290,9 +288,9 @@ class _Training:
         top_k = 1.0 if self.epoch < s.warm_start_epochs else None
         silence = s.silence if self.epoch >= s.silence_from else 0.0    # the silence penalty's weight this epoch
         if s.resample_every and self.epoch and self.epoch % s.resample_every == 0 and self.sums is None:
-            _resample_members_(self.decomposition, self.sources, self.optimizer, self.histories, top_k, self.epoch)
+            resample_members_(self.decomposition, self.sources, self.optimizer, self.histories, top_k, self.epoch)
         self.sums = self.sums or self._new_sums()
-        for grads in _batches(self.sources):
+        for grads in epoch_batches(self.sources):
             parts = self._step(grads, top_k, silence)
             if self._checkpoint_due() and self.sources[0].batches_done < len(self.sources[0]):
                 self._checkpoint()
@@ -304,7 +302,7 @@ class _Training:
         """One optimizer step on a batch: the loss (with the silence penalty silence · S, S the dropped energy),
         its gradient, Adam, decoder norms back to 1."""
         M = self.members
-        parts = self.decomposition.loss(grads, top_k, distributed=self.shard.active,
+        parts = self.decomposition.loss(grads, top_k, distributed=self.shard.distributed,
                                         dropped_energy=self.schedule.silence > 0, mask=self.sources[0].mask)
         summary = batch_summary(parts)                 # the whole batch's error, Σ||g||², active counts, [S]
         objective = parts.error + silence * parts.dropped_energy if silence else parts.error
@@ -326,7 +324,7 @@ class _Training:
 
     def _end_epoch(self) -> None:
         """The epoch's record in every history, the learning rate's decay, and a checkpoint when one is due."""
-        _check_not_all_zero(self.sums, f"epoch {self.epoch}", [s.collector for s in self.sources])
+        check_not_all_zero(self.sums, f"epoch {self.epoch}", [s.collector for s in self.sources])
         for history, (error, p_act, dropped) in zip(self.histories, self.sums.results()):
             history.append(error, self.scheduler.get_last_lr()[0], p_act, dropped)
         self.scheduler.step()
@@ -358,52 +356,6 @@ class _Training:
                         keep=self.checkpointing.keep_checkpoints)
 
 
-def _check_sources(decomposition: Decomposition, source, schedule: Schedule | None = None) -> list[GradientSource]:
-    """`source` as a list (one GradientSource, or a stack's sources), each checked against the decomposition."""
-    sources = [source] if isinstance(source, GradientSource) else list(source)
-    if not sources or not all(isinstance(s, GradientSource) for s in sources):
-        raise TypeError("source must be a GradientSource, or for a stack a list of GradientSources")
-    M = decomposition.members
-    if M % len(sources) or (len(sources) > 1 and M == 1):
-        raise ValueError(f"a stack of {M} member(s) cannot share {len(sources)} sources evenly: give one source, or "
-                         f"one per group of members (a number that divides {M})")
-    for s in sources:
-        decomposition.check_shapes(s.collector.shapes, "the collector")
-        check_matches(decomposition, s.collector)
-    if schedule is not None and schedule.resample_every and sources[0].active is not None:
-        raise ValueError("resample_every needs a source without labels (active): the labels fix which subnetwork "
-                         "serves which circuit; set resample_every=0 with labels")
-    if M > 1:
-        if sources[0].shard.active or any(s.active is not None for s in sources):
-            raise ValueError("a stack of decompositions trains on one process and without labels (active)")
-        same = [(len(s), s.batch_size, s.chunk_size, s.batch_references, s.drop_last) for s in sources]
-        if len(set(same)) > 1:
-            raise ValueError(f"a stack's sources must give the same batches: (batches, batch_size, chunk_size, "
-                             f"batch_references, drop_last) differ: {same}")
-    return sources
-
-
-def _batches(sources: list[GradientSource]) -> Iterator:
-    """One epoch of batches: the one source's, or a tuple of every source's batch, step by step. Sources whose
-    gradients can share a pass (`joinable`: dense gradients of models of one form) get them from one `JointPool`."""
-    if len(sources) == 1:
-        yield from sources[0]
-        return
-    collectors = [s.collector for s in sources]
-    pool = JointPool(collectors) if joinable(collectors) else None
-    for s in sources:
-        s.pool = pool
-    try:
-        epochs = [iter(s) for s in sources]
-        for batches in zip(*epochs):
-            yield tuple(b.dense() for b in batches)
-        for rest in epochs:     # zip stops at the first that ends: let every other end its epoch too
-            next(rest, None)
-    finally:
-        for s in sources:
-            s.pool = None
-
-
 def _one_or_list(values: list):
     """A checkpoint's record of something per source or member: the one value, or the list."""
     return values[0] if len(values) == 1 else values
@@ -412,54 +364,6 @@ def _one_or_list(values: list):
 def _as_list(value, n: int) -> list:
     """Read `_one_or_list` back: a list of n values."""
     return list(value) if n > 1 else [value]
-
-
-def _resample_members_(decomposition: Decomposition, sources: list[GradientSource], optimizer: torch.optim.Adam,
-                       histories: list[History], top_k: float | None, epoch: int) -> None:
-    """`resample_` of every member (the decomposition itself when it is not a stack), each on its source as a run of
-    its own would see it: a shared source is rewound to the same state for every member. A re-seeded subnetwork's
-    Adam state starts afresh."""
-    per = decomposition.members // len(sources)
-    for g, source in enumerate(sources):
-        start = source.state_dict()
-        for r in range(per):
-            if r:
-                source.load_state_dict(start)   # every member of a source resamples from the same state
-            m = g * per + r
-            member = decomposition if decomposition.members == 1 else decomposition.member(m)
-            done = resample_(member, source, top_k, seed=epoch)
-            histories[m].resampled.append({"epoch": epoch, **done.to_dict()})
-            if done.replaced:
-                if member is not decomposition:
-                    decomposition.set_member_(m, member)
-                _forget_(optimizer, decomposition, m * decomposition.per_member + done.subnetwork)
-
-
-@torch.no_grad()
-def _forget_(optimizer: torch.optim.Adam, decomposition: Decomposition, k: int) -> None:
-    """Zero Adam's moment estimates of subnetwork k (index k of every parameter's first dimension)."""
-    for p in decomposition.parameters():
-        for name in ("exp_avg", "exp_avg_sq"):
-            if name in optimizer.state.get(p, {}):
-                optimizer.state[p][name][k] = 0
-
-
-def _check_not_all_zero(sums: EpochSums, where: str, collectors: Sequence[GradientCollector]) -> None:
-    """`ZeroGradients` if a pass's per-sample gradients were all zero (Σ ||g||² = 0) for a member (collectors: the
-    one collector, or a stack's collector of each group of members)."""
-    zero = [m for m, total in enumerate(sums.totals.tolist()) if total == 0]
-    if not zero:
-        return
-    collector = collectors[zero[0] * len(collectors) // sums.members]
-    if sums.members > 1:
-        where = f"{where}, member {zero[0]}"
-    raise ZeroGradients(
-        f"{where}: every per-sample gradient of its {sums.samples} samples is zero (the sum of ||g||^2 is 0), so "
-        f"there is nothing to decompose and a reconstruction error (0 / 0) would mean nothing. The divergence does "
-        f"not depend on the decomposed tensors {collector.names} at these inputs: check that they affect the "
-        f"model's outputs, and that the inputs differ (with reference={collector.reference!r}, a sample whose "
-        f"reference output equals its own output has gradient 0)"
-    )
 
 
 def _tensor_of(parameter_name: str, names: list[str]) -> str:
@@ -496,21 +400,3 @@ def _raise_non_finite(training: _Training, grads, summary: Tensor) -> None:
     if bad:
         raise FloatingPointError(f"{where}: the gradient of the loss is not finite for the {', '.join(bad)}; try a "
                                  f"lower learning rate than lr={lr}")
-
-
-@torch.no_grad()
-def evaluate(decomposition: Decomposition, source: GradientSource | Sequence[GradientSource],
-             threads: int | None = None) -> dict | list[dict]:
-    """Reconstruction error and P_act over one pass of `source`, without training (threads: as for `fit`); for a
-    stack, one such dict per member (sources as for `fit`)."""
-    sources = _check_sources(decomposition, source)
-    M = decomposition.members
-    sums = EpochSums(decomposition.n_subnetworks, decomposition.decoder[0].core.device, members=M)
-    with threads_for(sum(s.work for s in sources), threads):
-        for grads in _batches(sources):
-            parts = decomposition.loss(grads, distributed=sources[0].shard.active)
-            sums.add(batch_summary(parts), parts.mask.shape[0] * sources[0].shard.world_size)
-    _check_not_all_zero(sums, "evaluate", [s.collector for s in sources])
-    results = [{"reconstruction_error": error, "p_act": p_act, "dead": [k for k, p in enumerate(p_act) if p == 0]}
-               for error, p_act, _ in sums.results()]
-    return results[0] if M == 1 else results

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 # The child: l3d's command line, stopped where $PAUSE says ("step:N", "checkpoint:N" or "save"), with a marker file.
 CHILD = r'''
 import os, pathlib, sys
-import l3d.checkpoint, l3d.cli, l3d.decomposition
+import l3d.checkpoint, l3d.cli, l3d.decomposition_files
 
 kind, _, at = os.environ.get("PAUSE", "").partition(":")
 marker = pathlib.Path(os.environ.get("MARKER", os.devnull))
@@ -60,7 +60,7 @@ elif kind == "checkpoint":   # inside checkpoint N's hidden temporary folder, it
     pausing_writer(l3d.checkpoint,
                    lambda t: t.name == "training.safetensors" and t.parent.name.startswith(f".step-{int(at):08d}."))
 elif kind == "save":   # writing the final decomposition into --out/decomposition
-    pausing_writer(l3d.decomposition,
+    pausing_writer(l3d.decomposition_files,
                    lambda t: t.name == "decomposition.safetensors" and t.parent.name == "decomposition")
 l3d.cli.main()
 '''

@@ -37,7 +37,7 @@ def test_each_saved_figure_goes_under_the_cell_that_was_running_and_progress_wid
 
 
 # --- make figures' last step: the headline numbers now against the committed ones ----------------------------
-from l3d.report.headlines import Tolerance, exact  # noqa: E402
+from l3d.report.tolerances import Tolerance, exact  # noqa: E402
 
 
 def git(root, *args):
@@ -81,6 +81,19 @@ def test_compare_says_per_number_whether_the_committed_one_reproduced(tmp_path, 
             and "| 01_a | median/error | 0.3 | 0.305 | ±0.01 | yes |" in report)
     assert report.endswith("NOT reproduced: 2 of 3 headline numbers are outside their tolerance: "
                            "01_a seeds, 02_b error")
+
+
+def test_compare_pairs_a_committed_number_with_the_new_name_of_its_key(tmp_path, two_notebooks, monkeypatch):
+    from l3d.report import headlines
+    monkeypatch.setattr(headlines, "RENAMED_KEYS", {"02_b": {"old_error": "error"}})
+    git(tmp_path, "init", "-q")
+    write(tmp_path, "02_b", {"old_error": 0.5})                            # committed before the key was renamed
+    git(tmp_path, "add", "figures")
+    git(tmp_path, "commit", "-q", "-m", "figures")
+    write(tmp_path, "02_b", {"error": 0.505})
+    rows, _ = tool.compare(tmp_path)
+    assert [(r["notebook"], r["number"], r["reference"], r["now"], r["within"]) for r in rows] == [
+        ("02_b", "error", 0.5, 0.505, True)]
 
 
 def test_compare_says_why_when_there_is_nothing_to_compare(tmp_path, two_notebooks):

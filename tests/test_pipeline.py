@@ -10,7 +10,7 @@ from l3d.experiments import toys
 
 def _toy(n: int = 64):
     x = toys.sparse_features(n, 10, generator=torch.Generator().manual_seed(0))
-    return toys.circuit_superposition(), x
+    return toys.circuit_superposition(variant="paper_text"), x
 
 
 def test_decompose_is_collector_source_decomposition_and_fit_by_hand():
@@ -157,7 +157,7 @@ def test_a_held_out_set_one_over_whole_batches_puts_the_last_input_in_the_batch_
 
 def test_a_float64_model_decomposes_in_float64_and_its_loss_is_the_materialized_one():
     torch.manual_seed(0)
-    model = toys.circuit_superposition().double()
+    model = toys.circuit_superposition(variant="paper_text").double()
     x = toys.sparse_features(64, 10, generator=torch.Generator().manual_seed(0)).double()
     run = decompose_quietly(model, x, l3d.L3DConfig(n_subnetworks=4, epochs=2, reference="mean", top_k=0.25))
     assert {p.dtype for p in run.decomposition.parameters()} == {torch.float64}

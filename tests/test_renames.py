@@ -20,7 +20,7 @@ NEW = {"decoder_norm": "sum", "divergence": "output_times_residual"}
 
 def _toy(n: int = 64):
     x = toys.sparse_features(n, 10, generator=torch.Generator().manual_seed(0))
-    return toys.circuit_superposition(), x
+    return toys.circuit_superposition(variant="paper_text"), x
 
 
 @pytest.mark.parametrize("name", ["decoder_norm", "divergence"])

@@ -121,14 +121,14 @@ def test_fit_resamples_on_schedule_and_resumes_bit_identically(tmp_path, stop_at
 
 def test_a_replaced_subnetwork_starts_with_fresh_adam_moments(monkeypatch):
     forgotten = []
-    real = l3d.train._forget_
+    real = l3d.resample._forget_
 
     def spy(optimizer, decomposition, k):
         real(optimizer, decomposition, k)
         forgotten.append([optimizer.state[p]["exp_avg"][k].abs().sum().item() for p in decomposition.parameters()])
 
-    monkeypatch.setattr(l3d.train, "_forget_", spy)
-    monkeypatch.setattr(l3d.train, "resample_",
+    monkeypatch.setattr(l3d.resample, "_forget_", spy)
+    monkeypatch.setattr(l3d.resample, "resample_",
                         lambda dec, source, top_k, seed: l3d.resample.Resampling(1, 0.0, 1.0, True))
     _, history = run()
     assert history.resampled == [{"epoch": 2, "subnetwork": 1, "cost": 0.0, "gain": 1.0, "replaced": True}]
@@ -142,8 +142,8 @@ def test_resample_every_refuses_bad_values_and_labels():
     source = l3d.GradientSource(collector, inputs, 16)
     with pytest.raises(ValueError, match=r"resample_every must be >= 0, got -1"):
         l3d.fit(dec, source, 2, resample_every=-1, progress=False)
-    labelled = l3d.GradientSource(collector, inputs, 16, active=inputs != 0)
-    with pytest.raises(ValueError, match=r"resample_every needs a source without labels \(active\)"):
+    labelled = l3d.GradientSource(collector, inputs, 16, active_circuits=inputs != 0)
+    with pytest.raises(ValueError, match=r"resample_every needs a source without labels \(active_circuits\)"):
         l3d.fit(dec, labelled, 2, resample_every=1, progress=False)
 
 

@@ -187,35 +187,46 @@ def test_batches_whose_gradients_are_all_zero_train_and_score_as_zero_error():
 
 
 def test_a_source_with_labels_trains_only_the_allowed_subnetworks():
-    # fit on GradientSource(active=...): each sample's coefficients are those its mask allows (sample or reference)
+    # fit on GradientSource(active_circuits=...): each sample's coefficients are those its mask allows (sample or
+    # reference)
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 3, bias=False)
     collector = l3d.GradientCollector(model, "weight", divergence="mse")
     inputs = sparse_features(64, 3, 0.4, generator=torch.Generator().manual_seed(0))   # no all-zero input
-    active = inputs != 0
-    source = l3d.GradientSource(collector, inputs, 16, chunk_size=64, seed=0, active=active)
+    active_circuits = inputs != 0
+    source = l3d.GradientSource(collector, inputs, 16, chunk_size=64, seed=0, active_circuits=active_circuits)
     dec = l3d.Decomposition(collector.shapes, n_subnetworks=3, rank=1, top_k=0.3, seed=0)
     seen = []
     l3d.fit(dec, source, 2, progress=False, callback=lambda step, parts: seen.append(parts.mask.clone()))
     assert len(seen) == 8
-    # the masks handed out are exactly active[i] | active[reference of i] for the batches of each epoch
-    replay = l3d.GradientSource(collector, inputs, 16, chunk_size=64, seed=0, active=active)
+    # the masks handed out are exactly active_circuits[i] | active_circuits[reference of i] for the batches of
+    # each epoch
+    replay = l3d.GradientSource(collector, inputs, 16, chunk_size=64, seed=0, active_circuits=active_circuits)
     expected = []
     for _ in range(2):
         for _ in replay:
             expected.append(replay.mask.clone())
     assert all(torch.equal(a.bool(), b) for a, b in zip(seen, expected))
     assert all(m.bool().any(1).all() for m in seen)     # every sample here has a circuit on: its own, at least
-    with pytest.raises(ValueError, match=r"active must be \(n_inputs, n_subnetworks\)"):
-        l3d.GradientSource(collector, inputs, 16, active=active[:10])
+    with pytest.raises(ValueError, match=r"active_circuits must be \(n_inputs, n_subnetworks\)"):
+        l3d.GradientSource(collector, inputs, 16, active_circuits=active_circuits[:10])
+    with pytest.warns(DeprecationWarning, match=r"GradientSource\(active=...\) is deprecated, renamed "
+                                                 r"active_circuits="):
+        old = l3d.GradientSource(collector, inputs, 16, chunk_size=64, seed=0, active=active_circuits)
+    assert torch.equal(old.active_circuits, active_circuits)
+    with pytest.warns(DeprecationWarning, match="GradientSource.active is deprecated, renamed active_circuits"):
+        assert old.active is old.active_circuits
+    with pytest.raises(TypeError, match="active is the old name of active_circuits"):
+        l3d.GradientSource(collector, inputs, 16, active=active_circuits, active_circuits=active_circuits)
 
 
-def epoch_batches(chunk, batch_references=False, reference="random_or_self", engine="dense", active=None, epochs=2):
+def source_batches(chunk, batch_references=False, reference="random_or_self", engine="dense", active_circuits=None,
+                   epochs=2):
     """Every batch a GradientSource hands out over `epochs` epochs: (flat gradients, mask or None)."""
     torch.manual_seed(0)
     collector = l3d.GradientCollector(TMS().untied(), ["W_in", "W_out", "b"], reference=reference, engine=engine)
     inputs = sparse_features(N, 5, p_active=0.2, generator=torch.Generator().manual_seed(1))
-    source = l3d.GradientSource(collector, inputs, BATCH, chunk_size=chunk, seed=2, active=active,
+    source = l3d.GradientSource(collector, inputs, BATCH, chunk_size=chunk, seed=2, active_circuits=active_circuits,
                                 batch_references=batch_references)
     return [(grads.flat(), source.mask) for _ in range(epochs) for grads in source]
 
@@ -225,21 +236,21 @@ def epoch_batches(chunk, batch_references=False, reference="random_or_self", eng
 def test_batch_references_in_one_pass_equal_one_pass_per_batch(reference, engine):
     # references drawn within each batch of a 4-batch chunk: the same samples, references and gradients as
     # computing one batch per pass (the authors' way), from the same generator
-    per_batch = epoch_batches(BATCH, reference=reference, engine=engine)
-    pooled = epoch_batches(4 * BATCH, batch_references=True, reference=reference, engine=engine)
+    per_batch = source_batches(BATCH, reference=reference, engine=engine)
+    pooled = source_batches(4 * BATCH, batch_references=True, reference=reference, engine=engine)
     assert len(per_batch) == len(pooled) == 2 * N // BATCH
     for (a, _), (b, _) in zip(per_batch, pooled):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     # and they are not what references drawn over the whole chunk give
-    over_chunk = epoch_batches(4 * BATCH, reference=reference, engine=engine)
+    over_chunk = source_batches(4 * BATCH, reference=reference, engine=engine)
     assert any(not torch.allclose(a, b) for (a, _), (b, _) in zip(per_batch, over_chunk))
 
 
 def test_batch_references_with_labels_hand_out_the_same_masks():
     inputs = sparse_features(N, 5, p_active=0.2, generator=torch.Generator().manual_seed(1))
-    active = inputs != 0
-    per_batch = epoch_batches(BATCH, active=active)
-    pooled = epoch_batches(4 * BATCH, batch_references=True, active=active)
+    active_circuits = inputs != 0
+    per_batch = source_batches(BATCH, active_circuits=active_circuits)
+    pooled = source_batches(4 * BATCH, batch_references=True, active_circuits=active_circuits)
     for (a, mask_a), (b, mask_b) in zip(per_batch, pooled):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
         assert torch.equal(mask_a, mask_b)

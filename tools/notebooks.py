@@ -15,7 +15,7 @@ out_dir = build/nbtest/<notebook name> and device = "cpu", so tests never touch 
 
 Each notebook's headline cell prints its headline numbers and, when its parameter `headline_reference` names
 a file, checks them against it (`l3d.report.headlines.check_headlines`: every number within its own
-tolerance, written with its reason in l3d/report/headlines.py). `references` runs every notebook with the
+tolerance, written with its reason in l3d/report/tolerances.py). `references` runs every notebook with the
 small parameters and writes its headline numbers (key path -> number, from the metrics.json it wrote) to
 tests/notebooks/<notebook>.json. `prepare-tests` writes the current notebooks with the small parameters and
 headline_reference set to that file, so nbval (which runs every cell) fails when a headline number moves
@@ -355,9 +355,10 @@ def committed_metrics(root: Path, name: str) -> dict | str:
 
 def compare(root: Path = ROOT) -> tuple[list[dict], list[str]]:
     """make figures' last step: every notebook's headline numbers in figures/<notebook>/metrics.json now against
-    the committed ones, within the paper-scale tolerances of l3d.report.headlines. Returns the rows (each with
+    the committed ones, within the paper-scale tolerances of l3d.report.headlines, both read under the current
+    key names (`current_keys`: a committed file may use keys renamed since). Returns the rows (each with
     "notebook" added) and a note per notebook that could not be compared."""
-    from l3d.report.headlines import TOLERANCES, comparison_rows
+    from l3d.report.headlines import TOLERANCES, comparison_rows, current_keys
 
     rows, notes = [], []
     for name in sorted(TOLERANCES):
@@ -369,7 +370,7 @@ def compare(root: Path = ROOT) -> tuple[list[dict], list[str]]:
         if isinstance(committed, str):
             notes.append(f"{name}: {committed}")
             continue
-        now = json.loads(path.read_text())
+        committed, now = current_keys(committed, name), current_keys(json.loads(path.read_text()), name)
         rows += [{"notebook": name, **r} for r in comparison_rows(committed, now, TOLERANCES[name]["paper"])]
     return rows, notes
 
@@ -380,7 +381,7 @@ def comparison_report(rows: list[dict], notes: list[str]) -> str:
         return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
     lines = ["Headline numbers: committed (git HEAD) and now, within the paper-scale tolerances of "
-             "l3d/report/headlines.py", "",
+             "l3d/report/tolerances.py", "",
              "| notebook | number | committed | now | tolerance | within |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['notebook']} | {r['number']} | {show(r['reference'])} | {show(r['now'])} | {r['tolerance']} | "
               f"{'yes' if r['within'] else 'NO'} |" for r in rows]

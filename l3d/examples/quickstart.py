@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 
 def _positive(text: str) -> int:
@@ -84,16 +85,23 @@ def main(argv: Sequence[str] | None = None) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")   # files only, no window
-    import matplotlib.pyplot as plt
+    args, device, out = _arguments(argv)
+    started = time.perf_counter()
+    model, run, held_out, found, numbers = _decompose(args, device)
+    print("Writing the figures, the dashboard and the decomposition ...", flush=True)
+    written, dashboard, saved = _write(out, model, run, held_out, found, args.seed)
+    print(f"\nFigures:       {', '.join(_shown(p) for p in written)} (and .pdf)")
+    print(f"Dashboard:     {_shown(dashboard)} (open it in a browser)")
+    print(f"Decomposition: {_shown(saved)} (l3d.Decomposition.load reads it; run.json has every setting)")
+    print(f"done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    return numbers
 
+
+def _arguments(argv: Sequence[str] | None) -> tuple[argparse.Namespace, torch.device, Path]:
+    """The command line, checked: its arguments, the device and the output folder."""
     import l3d
 
-    from ..experiments.tms import AXES
-    from ..report import plots
-    from ..report.dashboard import collect, feature_circuits, render
-    from ..report.results import save_figure
     from ..runtime.validate import SEED_MAX
-    from . import tms
 
     parser = _parser()
     args = parser.parse_args(argv)
@@ -106,7 +114,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         parser.error(f"--out {args.out!r} is a file: name a folder")
-    started = time.perf_counter()
+    return args, device, out
+
+
+def _decompose(args: argparse.Namespace, device: torch.device) -> tuple:
+    """Train the toy, decompose it and print what L3D found: (model, run, held-out inputs, the feature match,
+    the numbers printed)."""
+    import l3d
+
+    from . import tms
 
     n_features, n_hidden = 5, 2
     print(f"Training a toy model of superposition: {n_features} features in {n_hidden} hidden dimensions ...",
@@ -130,8 +146,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print("Which subnetwork serves which feature (|cos|: the feature's embedding against the subnetwork's "
           "direction in hidden space):\n")
     print(_table(rows) + "\n")
+    return model, run, held_out, found, numbers
 
-    print("Writing the figures, the dashboard and the decomposition ...", flush=True)
+
+def _write(out: Path, model, run, held_out: Tensor, found: dict, seed: int) -> tuple[list[Path], Path, Path]:
+    """The two figures, the dashboard and the decomposition, in `out`: (figures, dashboard, decomposition)."""
+    import matplotlib.pyplot as plt
+
+    from ..experiments.tms import AXES
+    from ..report import plots
+    from ..report.dashboard import collect, feature_circuits, render
+    from ..report.results import save_figure
+
+    n_features = len(found["cos"])
     out.mkdir(parents=True, exist_ok=True)
     feature_of = {k: i for i, k in found["pairs"]}
     order = [k for _, k in sorted(found["pairs"])] + [k for k in range(n_features) if k not in feature_of]
@@ -148,18 +175,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     written.append(save_figure(fig, out, "features"))
     plt.close(fig)
     dashboard = render(collect(
-        out / "dashboard", run.decomposition, run.collector, held_out, history=run.history, seed=args.seed,
+        out / "dashboard", run.decomposition, run.collector, held_out, history=run.history, seed=seed,
         title="L3D quickstart: a toy model of superposition", feature_names=[f"x{i}" for i in range(n_features)],
         output_names=[f"x̂{i}" for i in range(n_features)],
         circuits=feature_circuits(model, {"W_in": 1, "W_out": 0, "b": 0}),
         circuit_names=[f"feature {i}" for i in range(n_features)]))
-    saved = run.save(out / "decomposition")
-    print(f"\nFigures:       {', '.join(_shown(p) for p in written)} (and .pdf)")
-    print(f"Dashboard:     {_shown(dashboard)} (open it in a browser)")
-    print(f"Decomposition: {_shown(saved)} (l3d.Decomposition.load reads it; run.json has every setting)")
-    print(f"done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-    return numbers
-
+    return written, dashboard, run.save(out / "decomposition")
 
 if __name__ == "__main__":
     main()

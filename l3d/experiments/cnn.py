@@ -32,7 +32,7 @@ from ..runtime.progress import tqdm
 from ..runtime.resources import cache_dir, missing_resources, offline
 from ..runtime.settings import bounded
 from .model_experiment import ModelExperiment
-from .subnetworks import affected_outputs, owned_labels, purity
+from .subnetworks import affected_outputs, label_purity, owned_labels
 from .weights import ORIGINS, embedded_model
 
 DIGITS_BLOCK = "features.1.*"
@@ -315,10 +315,10 @@ def load_model_and_images(settings: CNNExperiment, device: str | torch.device = 
 
 def class_purity(top: Tensor, labels: Tensor, p_act: Tensor, n_classes: int,
                  threshold: float = 0.8) -> tuple[Tensor, Tensor, dict]:
-    """Purity and main class of every subnetwork's top images (`subnetworks.purity`; top: (C, n_top) indices,
-    labels: (N,)), and for metrics.json: mean_class_purity over the live subnetworks (p_act > 0), classes_owned
-    (classes a live subnetwork serves with purity ≥ threshold) and n_classes."""
-    pure, label = purity(top, labels)
+    """Label purity and main class of every subnetwork's top images (`subnetworks.label_purity`; top: (C, n_top)
+    indices, labels: (N,)), and for metrics.json: mean_class_purity over the live subnetworks (p_act > 0),
+    classes_owned (classes a live subnetwork serves with purity ≥ threshold) and n_classes."""
+    pure, label = label_purity(top, labels)
     live = torch.nonzero(p_act > 0).flatten()
     owned = owned_labels(pure[live], label[live], threshold)
     return pure, label, {"mean_class_purity": pure[live].mean().item(), "classes_owned": len(owned),

@@ -1,12 +1,12 @@
 """Notebook 03, higher-rank circuits (paper §4.3): circuits that are groups of features switching on together.
 
 n_groups groups of group_size features (`toys.group_features`); a one-hidden-layer network
-n_groups·group_size → n_hidden → n_groups·group_size (`toys.high_rank_circuits`, variant `toy`) fit to y = A x,
+n_groups·group_size → n_hidden → n_groups·group_size (`toys.high_rank_circuits`, `variant`) fit to y = A x,
 A_ij ~ U(0, coefficient_max), so a group's circuit has rank up to group_size in each weight matrix. Every seed's
 toy is decomposed at every Tucker rank of `ranks` (with the silence penalty when `silence` > 0, and again with
 the paper's loss at each rank of `paper_loss_ranks`) and scored against the groups (`score_toy`), with the share
 of each subnetwork's decoder direction in the first layer (what reads the inputs) and the number of groups with
-a clean subnetwork (purity ≥ CLEAN); `medians_by_rank` aggregates over seeds, `headline` states the counts as
+a clean subnetwork (impact share ≥ CLEAN); `medians_by_rank` aggregates over seeds, `headline` states the counts as
 "k of n seeds" with the median and range. All seeds of one (rank, loss), their starts and the stability check's
 perturbed reruns (at `stability_ranks`; `l3d.experiments.stability`) train as one batched `l3d.sweep`.
 """
@@ -27,18 +27,18 @@ from ..runtime.medians import median
 from ..runtime.settings import bounded
 from .ground_truth import Recovery
 from .stability import Stability, compare
-from .toy_experiment import VariantExperiment, decompose_toys, medians, ranges, score_toy, train_toys
+from .toy_experiment import VariantExperiment, decompose_toys, medians, ranges, score_toy, train_seed_toys
 from .toys import feature_groups, group_features, high_rank_circuits, random_coefficients
 
-MEDIAN_KEYS = ("reconstruction_error", "n_live", "clean_groups", "min_purity", "min_input_purity",
+MEDIAN_KEYS = ("reconstruction_error", "n_live", "clean_groups", "min_impact_share", "min_input_purity",
                "min_first_layer_share_matched", "max_first_layer_share_extra", "mmcs")
-CLEAN = 0.8   # a group's subnetwork is clean when its purity is at least this
+CLEAN = 0.8   # a group's subnetwork is clean when its impact share is at least this
 LOSSES = ("silence", "paper")   # with the silence penalty (settings.l3d.silence), the paper's loss
 # the stability check (l3d.experiments.stability): a seed's outcome, and the medians compared
 OUTCOME_KEYS = ("clean_groups", "n_live", "one_per_circuit")
-STABILITY_MEDIAN_KEYS = ("reconstruction_error", "min_purity")
+STABILITY_MEDIAN_KEYS = ("reconstruction_error", "min_impact_share")
 # the headline's medians and ranges over seeds: key, name, format
-HEADLINE_SPREADS = (("n_live", "live", "g"), ("min_purity", "lowest purity", ".3f"),
+HEADLINE_SPREADS = (("n_live", "live", "g"), ("min_impact_share", "lowest impact share", ".3f"),
                     ("reconstruction_error", "error", ".3f"))
 
 
@@ -67,7 +67,7 @@ class HighRank(VariantExperiment):
     n_probe: int = bounded(200, low=2)
     n_ref: int = bounded(10, low=1)
 
-    KIND = "high_rank"
+    TOY = "high_rank"
     CONVENTIONS = {"authors": {"n_groups": 6, "restarts": 4, "restart_epochs": None},
                    "paper_text": {"n_groups": 5, "drop_zero_inputs": True, "warm_start_epochs": 0, "restarts": 6,
                                   "restart_epochs": 30, "toy_restarts": 1}}
@@ -117,8 +117,8 @@ def train_high_rank_toys(settings: HighRank, device: torch.device) -> tuple[list
                            settings.training.p_active, generator=generator).to(device)              # (n_train, in)
         return x, x @ A.T
 
-    models, losses, _ = train_toys(settings, lambda: high_rank_circuits(n, settings.n_hidden, settings.toy), data,
-                                   device)
+    models, losses, _ = train_seed_toys(settings, lambda: high_rank_circuits(n, settings.n_hidden, settings.variant),
+                                        data, device)
     return models, losses
 
 
@@ -156,10 +156,10 @@ class RankRuns:
 
 def score_run(settings: HighRank, run: Run, seed: int) -> tuple[dict, Recovery]:
     """`score_toy` of one decomposition of a (possibly perturbed) toy, `run.collector.model`, against the groups,
-    with clean_groups: the number of groups whose matched subnetwork has purity >= CLEAN."""
+    with clean_groups: the number of groups whose matched subnetwork has an impact share >= CLEAN."""
     row, found = score_toy(run.decomposition, run.source, run.collector.model, settings.groups, seed, settings.n_probe,
                            settings.n_ref)
-    return {**row, "clean_groups": sum(p >= CLEAN for p in row["purity"])}, found
+    return {**row, "clean_groups": sum(p >= CLEAN for p in row["impact_share"])}, found
 
 
 def decompose_ranks(settings: HighRank, models: list[nn.Module], toy_losses: list[list[float]], device: torch.device,
@@ -248,12 +248,12 @@ def _by_rank(settings: HighRank, per_seed: list[dict], loss: str) -> dict[int, l
 def headline(per_seed: list[dict], loss: str) -> list[str]:
     """Per rank decomposed with `loss`, one line from metrics.json's per-seed rows: in how many of the n seeds each
     group has exactly one live subnetwork and no other is live (one_per_circuit), and in how many every group has a
-    clean one; then the median (min-max over the seeds) of the live count, the lowest purity and the error."""
+    clean one; then the median (min-max over the seeds) of the live count, the lowest impact share and the error."""
     lines = []
     for rank in sorted({r["rank"] for r in per_seed if r["loss"] == loss}):
         rows = [r for r in per_seed if (r["rank"], r["loss"]) == (rank, loss)]
         n, one = len(rows), sum(r["one_per_circuit"] for r in rows)
-        clean = sum(r["clean_groups"] == len(r["purity"]) for r in rows)
+        clean = sum(r["clean_groups"] == len(r["impact_share"]) for r in rows)
         spreads = ", ".join(f"{name} {spread([r[key] for r in rows], form)}" for key, name, form in HEADLINE_SPREADS)
         lines.append(f"rank {rank}: one live subnetwork per group in {one} of {n} seeds, every group clean in {clean} "
                      f"of {n}; {spreads}")

@@ -6,7 +6,7 @@ Three kinds of source:
 * "authors_code": the authors' published code run by us at their scripts' settings, seeds 0-2 (issue 15; the
   spec's §4), under their conventions: their toys, their per-sample gradient Jᵀ(2f − f_ref), references drawn from
   the same batch, L3D samples without all-zero inputs. The paper's toy errors are under the same conventions;
-* "APD", "SPD": the peers' published numbers on the field's shared toys (notebook 07; each entry names the lines
+* "APD", "SPD": APD's and SPD's published numbers on the field's shared toys (notebook 07; each entry names the lines
   of their papers).
 
 A number compares with a run only when the run was made in the number's setting: the same toy and sizes, the same
@@ -19,13 +19,16 @@ to print when some are left out:
     print(published.caveat("01_toy_model_of_superposition", settings) or "")
 
 `settings` is a notebook's settings object (`to_dict()`) or a dict; nested settings are read by dotted path
-("l3d.n_subnetworks").
+("l3d.n_subnetworks"). A run saved before a setting was renamed (`RENAMED`: "toy" is now "variant") is read under
+the new name, with a DeprecationWarning.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..runtime.validate import renamed_parameters
 
 
 @dataclass(frozen=True)
@@ -42,13 +45,17 @@ class Published:
     label: str = field(default="", compare=False)   # how a table names the source; default: SOURCES[source]
 
 
+# Settings renamed since runs were saved: old name -> new (`VariantExperiment.RENAMED`, copied to keep this table's
+# imports light; a test keeps the two equal).
+RENAMED = {"toy": "variant"}
+
 SOURCES = {"paper": "the paper", "authors_code": "the authors' code", "APD": "APD", "SPD": "SPD"}
 
 _TMS = {"n_features": 5, "n_hidden": 2, "l3d.n_subnetworks": 5, "l3d.rank": 1, "l3d.top_k": 0.1}
-_TMCS = {"toy": "authors", "n_features": 10, "n_hidden": 5, "coefficient_max": 3.0, "l3d.n_subnetworks": 10,
+_TMCS = {"variant": "authors", "n_features": 10, "n_hidden": 5, "coefficient_max": 3.0, "l3d.n_subnetworks": 10,
          "l3d.rank": 1, "l3d.top_k": 0.1}
 _HIGH_RANK = {"group_size": 5, "n_hidden": 10, "coefficient_max": 3.0, "l3d.n_subnetworks": 10, "l3d.top_k": 0.1}
-_SQUARE = {"toy": "authors", "n_features": 5, "width": 10, "depth": 4, "l3d.n_subnetworks": 5, "l3d.rank": 2,
+_SQUARE = {"variant": "authors", "n_features": 5, "width": 10, "depth": 4, "l3d.n_subnetworks": 5, "l3d.rank": 2,
            "l3d.top_k": 0.1}
 _CONVENTIONS = ("their toy, their gradient Jᵀ(2f − f_ref), references from the same batch, L3D samples without "
                 "all-zero inputs")
@@ -71,13 +78,13 @@ PUBLISHED: dict[str, list[Published]] = {
     ],
     "03_high_rank_circuits": [
         Published("paper", {"n_live": 5, "one_live_subnetwork_per_group": True},
-                  {**_HIGH_RANK, "toy": "paper_text", "n_groups": 5}, "paper §4.3 (text)",
+                  {**_HIGH_RANK, "variant": "paper_text", "n_groups": 5}, "paper §4.3 (text)",
                   "with the paper's loss (silence 0); the text's 5 groups of 5"),
         Published("paper", {"figure_s6_n_live": 7, "one_live_subnetwork_per_group": True},
-                  {**_HIGH_RANK, "toy": "authors", "n_groups": 6}, "paper Fig. S6",
+                  {**_HIGH_RANK, "variant": "authors", "n_groups": 6}, "paper Fig. S6",
                   "with the paper's loss (silence 0); the figures' 6 groups of 5"),
         Published("authors_code", {"every_group_clean": True, "extra_live": [1, 3]},
-                  {**_HIGH_RANK, "toy": "authors", "n_groups": 6}, "the authors' code at their settings (spec §4)",
+                  {**_HIGH_RANK, "variant": "authors", "n_groups": 6}, "the authors' code at their settings (spec §4)",
                   "with the paper's loss: every group its clean subnetwork, and 1 to 3 more live; " + _CONVENTIONS),
     ],
     "04_complex_loss_landscape": [
@@ -122,6 +129,8 @@ def _flat(settings: Any, prefix: str = "") -> dict[str, Any]:
         settings = settings.to_dict()
     if not isinstance(settings, Mapping):
         raise TypeError(f"settings must be a notebook's settings object or a dict, got {type(settings).__name__}")
+    if not prefix:
+        settings = renamed_parameters(settings, RENAMED)
     flat = {}
     for key, value in settings.items():
         if isinstance(value, Mapping):
@@ -186,8 +195,9 @@ def caveat(notebook: str, settings: Any) -> str | None:
             f"theirs ({gaps}).")
 
 
-def peers() -> dict[str, dict[str, dict]]:
-    """The peers' numbers on the field's toys: {benchmark setting: {"APD"/"SPD": {"mmcs", "ml2r"}}} (notebook 07)."""
+def benchmark_numbers() -> dict[str, dict[str, dict]]:
+    """APD's and SPD's numbers on the field's toys (notebook 07): {benchmark setting: {"APD"/"SPD": {"mmcs",
+    "ml2r"}}}."""
     table: dict[str, dict[str, dict]] = {}
     for entry in entries("07_field_benchmarks"):
         table.setdefault(entry.setting["benchmark"], {})[entry.source] = dict(entry.numbers)

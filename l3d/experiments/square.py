@@ -1,11 +1,11 @@
 """Notebook 04, a complex loss landscape (paper §4.4): a deep network computing y_i = x_i².
 
 n_features inputs on [-1, 1], each a circuit (input i → output i), through `depth` hidden layers of `width`
-(`toys.square_mlp`, variant `toy`: ELU everywhere and width 10 for the authors' toy, GeLU and width 5 for the
+(`toys.square_mlp`, `variant`: ELU everywhere and width 10 for the authors' toy, GeLU and width 5 for the
 paper's text). Every seed's toy is decomposed at each (C, R) of `Square.grid()` (the main n_subnetworks × rank,
 then sweep_rank with each of sweep_subnetworks; biases at bias_rank) and scored against the inputs
-(`score_toy`); with compare_toy the other variant's toys are trained and decomposed at the main (C, R) with
-that variant's conventions (`other_toy`); the main
+(`score_toy`); with compare_variant the other variant's toys are trained and decomposed at the main (C, R) with
+that variant's conventions (`other_variant`); the main
 decomposition's matched subnetworks are moved alone, with larger δ, in the hidden layers only and in pairs
 (`intervene_matched`), and `label_diagnostic` asks with the labels whether the paper's loss keeps one
 subnetwork per input. `medians_by_setting` aggregates over seeds.
@@ -33,12 +33,20 @@ from ..pipeline import Run
 from ..runtime.settings import bounded
 from .ground_truth import Recovery, aligned_then_paper, circuit_aligned_error, intervention_selectivity
 from .stability import Stability, compare
-from .toy_experiment import VariantExperiment, decompose_toys, l3d_samples, medians, ranges, score_toy, train_toys
+from .toy_experiment import (
+    VariantExperiment,
+    decompose_toys,
+    l3d_samples,
+    medians,
+    ranges,
+    score_toy,
+    train_seed_toys,
+)
 from .toys import VARIANTS, sparse_features, square_mlp, weight_bias_ranks
 
-MEDIAN_KEYS = ("reconstruction_error", "n_dead", "min_purity", "min_input_purity", "mmcs")
-HEADLINE_KEYS = ("reconstruction_error", "min_purity", "mmcs")    # stated as median (min-max) at the main (C, R)
-OUTCOME_KEYS = ("all_matched", "one_per_circuit", "n_dead")       # a seed's discrete outcome, for the stability check
+MEDIAN_KEYS = ("reconstruction_error", "n_dead", "min_impact_share", "min_input_purity", "mmcs")
+HEADLINE_KEYS = ("reconstruction_error", "min_impact_share", "mmcs")  # stated as median (min-max) at the main (C, R)
+OUTCOME_KEYS = ("all_matched", "one_per_circuit", "n_dead")      # a seed's discrete outcome, for the stability check
 STAGES = ("aligned", "aligned_then_paper")
 
 
@@ -46,7 +54,7 @@ STAGES = ("aligned", "aligned_then_paper")
 class Square(VariantExperiment):
     """Notebook 04's settings: the toy (n_features, width, depth; width None: the variant's, 10 for the authors'
     toy, 5 for the paper's text), the biases' Tucker rank (bias_rank; None: the weights' rank), whether the other
-    variant's toy is decomposed too at the main (C, R) (compare_toy), the sweep over subnetworks at sweep_rank, the
+    variant's toy is decomposed too at the main (C, R) (compare_variant), the sweep over subnetworks at sweep_rank, the
     label diagnostic (aligned_epochs, aligned_lr_decay_every), the interventions (n_deltas values of δ on
     [-max_delta, max_delta] and [-large_delta, large_delta]; hidden_tensors for the hidden-layers-only sweep) and
     the scoring (n_probe inputs per feature, n_ref references). single_start: with restarts > 1, every seed's main
@@ -57,7 +65,7 @@ class Square(VariantExperiment):
     width: int = bounded(10, low=1)
     depth: int = bounded(4, low=1)
     bias_rank: int | None = bounded(None, low=1)
-    compare_toy: bool = True
+    compare_variant: bool = True
     sweep_rank: int = bounded(1, low=1)
     sweep_subnetworks: list[int] = dataclasses.field(default_factory=lambda: [3, 5, 10, 15], metadata={"low": 1})
     aligned_epochs: int = bounded(100, low=1)
@@ -70,9 +78,10 @@ class Square(VariantExperiment):
     n_ref: int = bounded(10, low=1)
     single_start: bool = True
 
-    KIND = "square"
+    TOY = "square"
     CONVENTIONS = {"authors": {"width": 10, "bias_rank": 1},
                    "paper_text": {"width": 5, "bias_rank": None, "drop_zero_inputs": False, "warm_start_epochs": 10}}
+    RENAMED = {**VariantExperiment.RENAMED, "compare_toy": "compare_variant"}
 
     def check(self) -> list[str]:
         problems = super().check()
@@ -86,9 +95,9 @@ class Square(VariantExperiment):
         return self.l3d.n_subnetworks, self.l3d.rank
 
     @property
-    def other_toy(self) -> str:
-        """The variant compared at the main (C, R) when compare_toy."""
-        return next(v for v in VARIANTS if v != self.toy)
+    def other_variant(self) -> str:
+        """The variant compared at the main (C, R) when compare_variant."""
+        return next(v for v in VARIANTS if v != self.variant)
 
     def ranks(self, shapes: dict[str, tuple[int, ...]], rank: int) -> int | dict[str, int]:
         """The Tucker rank(s) of a decomposition at `rank`: per tensor with bias_rank for the biases, when set."""
@@ -122,9 +131,9 @@ def train_square_toys(settings: Square,
                             high=1.0, generator=generator).to(device)
         return x, x ** 2
 
-    models, losses, data_sets = train_toys(settings,
-                                           lambda: square_mlp(settings.n_features, settings.width, settings.depth,
-                                                              settings.toy), data, device)
+    models, losses, data_sets = train_seed_toys(settings,
+                                                lambda: square_mlp(settings.n_features, settings.width, settings.depth,
+                                                                   settings.variant), data, device)
     with torch.no_grad():
         output_mse = [(toy(x) - y).pow(2).mean(0).tolist() for toy, (x, y) in zip(models, data_sets)]
     return models, losses, output_mse
@@ -152,8 +161,8 @@ def decompose_grid(settings: Square, models: list[nn.Module], toy_losses: list[l
             if out_dir is not None:
                 run.save(Path(out_dir) / f"{name}_seed{s}_C{C}_rank{R}")
             row, found = _score(settings, run)
-            per_seed.append({"seed": s, "toy": settings.toy, "n_subnetworks": C, "rank": R, "toy_loss": losses[-1],
-                             "toy_output_mse": mse, **row})
+            per_seed.append({"seed": s, "variant": settings.variant, "n_subnetworks": C, "rank": R,
+                             "toy_loss": losses[-1], "toy_output_mse": mse, **row})
             runs[s, C, R] = run, found
         rerun_rows += [[_score(settings, run)[0] for run in rerun] for rerun in reruns]
     return runs, per_seed, rerun_rows
@@ -227,7 +236,7 @@ def label_diagnostic(settings: Square, model: nn.Module, run: Run,
     direction per input leaves (`circuit_aligned_error`, on gradients against references drawn with `seed`),
     also per input and sign; then a fresh decomposition trained with the labels and on with the paper's loss
     (`aligned_then_paper` on the run's source), each stage scored like L3D. Returns the row's additions
-    (circuit_aligned_error[_by_sign], <stage>_reconstruction_error, _min_purity, _min_input_purity, _purity)
+    (circuit_aligned_error[_by_sign], <stage>_reconstruction_error, _min_impact_share, _min_input_purity, _impact_share)
     and stage -> (a copy of the decomposition, its recovery)."""
     inputs, collector, config = run.source.inputs, run.collector, run.config
     gradients = collector(inputs, generator=torch.Generator().manual_seed(seed)).dense().flat()     # (N, n_w)
@@ -242,7 +251,7 @@ def label_diagnostic(settings: Square, model: nn.Module, run: Run,
                                  settings.n_probe, settings.n_ref, low=-1.0, high=1.0)
         stages[stage] = copy.deepcopy(decomposition), found
         row.update({f"{stage}_{key}": score[key]
-                    for key in ("reconstruction_error", "min_purity", "min_input_purity", "purity")})
+                    for key in ("reconstruction_error", "min_impact_share", "min_input_purity", "impact_share")})
     return row, stages
 
 
@@ -251,13 +260,13 @@ def main_row(settings: Square, per_seed: list[dict], seed: int) -> dict:
     return next(r for r in per_seed if (r["seed"], r["n_subnetworks"], r["rank"]) == (seed, *settings.main))
 
 
-def other_toy(settings: Square, device: torch.device, out_dir: str | os.PathLike) -> list[dict]:
-    """The other variant's toys (`Square.other_toy`, its conventions for every conventional setting) trained and
+def other_variant(settings: Square, device: torch.device, out_dir: str | os.PathLike) -> list[dict]:
+    """The other variant's toys (`Square.other_variant`, its conventions for every conventional setting) trained and
     decomposed at the main (C, R), one sweep over the seeds without the stability check (saved as
-    out_dir/other_toy_seed{s}_C{C}_rank{R}); one scored row per seed."""
-    other = settings.for_toy(settings.other_toy)
+    out_dir/other_variant_seed{s}_C{C}_rank{R}); one scored row per seed."""
+    other = settings.for_variant(settings.other_variant)
     models, losses, output_mse = train_square_toys(other, device)
-    return decompose_grid(other, models, losses, output_mse, device, out_dir, grid=[other.main], name="other_toy",
+    return decompose_grid(other, models, losses, output_mse, device, out_dir, grid=[other.main], name="other_variant",
                           stability=False)[1]
 
 
@@ -276,11 +285,12 @@ def medians_by_setting(settings: Square, per_seed: list[dict], other_rows: list[
     median = {f"{C}x{R}": summarize(rows[C, R], MEDIAN_KEYS) for C, R in settings.grid() if (C, R) != settings.main}
     main = rows[settings.main]
     keys = [f"selectivity_{name}" for name in settings.interventions()]
-    keys += [f"{stage}_{key}" for key in ("reconstruction_error", "min_purity", "min_input_purity") for stage in STAGES]
+    keys += [f"{stage}_{key}" for key in ("reconstruction_error", "min_impact_share", "min_input_purity")
+             for stage in STAGES]
     keys += ["circuit_aligned_error", "circuit_aligned_error_by_sign"]
-    at_main = {settings.toy: summarize(main, [*MEDIAN_KEYS, *(k for k in keys if k in main[0])])}
+    at_main = {settings.variant: summarize(main, [*MEDIAN_KEYS, *(k for k in keys if k in main[0])])}
     if other_rows:
-        at_main[settings.other_toy] = summarize(other_rows, MEDIAN_KEYS)
+        at_main[settings.other_variant] = summarize(other_rows, MEDIAN_KEYS)
     return {"{}x{}".format(*settings.main): at_main, **median}
 
 

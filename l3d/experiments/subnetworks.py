@@ -1,4 +1,5 @@
-"""Reading subnetworks: how cleanly their top samples share a known label, which outputs they move."""
+"""Reading subnetworks: how cleanly their top samples share a known label (their label purity), which outputs
+they move."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -11,13 +12,14 @@ from ..gradients import default_forward
 from ..interventions import output_derivative, top_affected_outputs
 
 
-def purity(top: Tensor, labels: Tensor, ignore: int | None = None) -> tuple[Tensor, Tensor]:
-    """Share of each subnetwork's top samples carrying its most common label, and that label.
+def label_purity(top: Tensor, labels: Tensor, ignore: int | None = None) -> tuple[Tensor, Tensor]:
+    """The label purity of each subnetwork, the share of its top samples carrying its most common label, and that
+    label.
 
     top: (C, n) sample indices per subnetwork (from `top_samples`); labels: (N,) integer label per
-    sample. Samples labelled `ignore` (e.g. the corpus's `none`) count against purity and are never
+    sample. Samples labelled `ignore` (e.g. the corpus's `none`) count against the purity and are never
     a subnetwork's label; a subnetwork whose top samples are all `ignore` gets purity 0 and label -1.
-    Returns (purity (C,), label (C,)).
+    Returns (label purity (C,), label (C,)).
     """
     chosen = labels[top]                                              # (C, n)
     n_labels = int(labels.max()) + 1
@@ -31,7 +33,7 @@ def purity(top: Tensor, labels: Tensor, ignore: int | None = None) -> tuple[Tens
 
 
 def owned_labels(purity: Tensor, label: Tensor, threshold: float = 0.8) -> list[int]:
-    """Labels that some subnetwork serves with purity ≥ threshold, sorted."""
+    """Labels that some subnetwork serves with label purity (`purity`: (C,), `label_purity`'s) ≥ threshold, sorted."""
     return sorted({int(lab) for p, lab in zip(purity.tolist(), label.tolist()) if p >= threshold and lab >= 0})
 
 

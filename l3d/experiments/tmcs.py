@@ -4,7 +4,7 @@ decomposition per seed, and each seed's score against the ground truth, the coef
 Every input j is a circuit: on a sample with only x_j on the toy computes A[:, j] x_j through weights it
 shares with the other inputs. Per seed:
 
-* reconstruction error and P_act over one more pass (fresh references), matching and purity of the
+* reconstruction error and P_act over one more pass (fresh references), matching and impact share of the
   subnetworks against the inputs (`evaluate_and_recover`), MMCS of the first-layer columns;
 * the paper's number (`paper_r`, printed in the paper as "r² = 0.92"): per subnetwork the product of its own
   decoder directions, no model involved, against A by Pearson r; `paper_r2` is its square; `paper_r_own_paths`
@@ -48,7 +48,7 @@ from .ground_truth import (
     squared_correlation,
 )
 from .stability import Stability, compare
-from .toy_experiment import VariantExperiment, decompose_toys, l3d_samples, medians, ranges, train_toys
+from .toy_experiment import VariantExperiment, decompose_toys, l3d_samples, medians, ranges, train_seed_toys
 from .toys import MLP, circuit_superposition, random_coefficients, sparse_features
 
 # the axes of each tensor's heatmap (plots.subnetwork_heatmaps)
@@ -59,22 +59,22 @@ PAPER = published.numbers("02_circuit_superposition", "paper")
 AUTHORS_CODE = published.numbers("02_circuit_superposition", "authors_code")
 FIRST, SECOND = "layers.0.weight", "layers.1.weight"   # the toy's two weight matrices
 MEDIAN_KEYS = ["reconstruction_error", "circuit_aligned_error", "paper_r", "paper_r2", "paper_r_own_paths", "r2",
-               "r2_determination", "model_r2", "r2_ceiling", "r2_model_map", "mmcs", "min_purity", "min_input_purity",
-               "mean_purity", "n_live", "n_dead"]
-HEADLINE_KEYS = ("reconstruction_error", "paper_r", "r2", "mmcs", "min_purity")   # stated as median (min-max)
+               "r2_determination", "model_r2", "r2_ceiling", "r2_model_map", "mmcs", "min_impact_share",
+               "min_input_purity", "mean_impact_share", "n_live", "n_dead"]
+HEADLINE_KEYS = ("reconstruction_error", "paper_r", "r2", "mmcs", "min_impact_share")   # stated as median (min-max)
 OUTCOME_KEYS = ("all_matched", "one_per_circuit", "n_live")   # a seed's discrete outcome, for the stability check
 STAGES = ("aligned", "aligned_then_paper")
-STAGE_KEYS = ("reconstruction_error", "min_purity", "r2")
+STAGE_KEYS = ("reconstruction_error", "min_impact_share", "r2")
 
 
 @dataclass(frozen=True)
 class TMCSExperiment(VariantExperiment):
-    """Notebook 02: a toy n_features → n_hidden → n_features (`toys.circuit_superposition`, variant `toy`) fit to
+    """Notebook 02: a toy n_features → n_hidden → n_features (`toys.circuit_superposition`, `variant`) fit to
     y = A x with A_ij ~ U(0, coefficient_max). The labelled diagnostic trains aligned_epochs epochs (lr decayed
-    every aligned_lr_decay_every epochs) with one subnetwork per input, then as many with the paper's loss. Purity
-    is probed with n_probe inputs per feature (only that feature on) and n_ref references per impact. single_start:
-    with restarts > 1, every seed is also decomposed from one start, as the authors' code does (like-for-like
-    numbers, with their stability check)."""
+    every aligned_lr_decay_every epochs) with one subnetwork per input, then as many with the paper's loss. The
+    impact share is probed with n_probe inputs per feature (only that feature on) and n_ref references per impact.
+    single_start: with restarts > 1, every seed is also decomposed from one start, as the authors' code does
+    (like-for-like numbers, with their stability check)."""
 
     n_features: int = bounded(10, low=2)
     n_hidden: int = bounded(5, low=1)
@@ -85,7 +85,7 @@ class TMCSExperiment(VariantExperiment):
     n_ref: int = bounded(10, low=1)
     single_start: bool = True
 
-    KIND = "tmcs"
+    TOY = "tmcs"
     CONVENTIONS = {"authors": {}, "paper_text": {"drop_zero_inputs": False, "warm_start_epochs": 10}}
 
 
@@ -102,7 +102,7 @@ class TMCSScore:
 def train_tmcs(settings: TMCSExperiment, device: torch.device) -> tuple[list[MLP], list[list[float]], list[Tensor]]:
     """One toy per seed: the seed's training generator draws A (n_features, n_features) and then n_train inputs
     x (all-zero ones dropped); the toy is fit to (x, x Aᵀ). Returns the models, their epoch losses and each A."""
-    coefficients = []   # each seed's A, drawn as train_toys asks for the seeds' data, in order
+    coefficients = []   # each seed's A, drawn as train_seed_toys asks for the seeds' data, in order
 
     def data(generator: torch.Generator) -> tuple[Tensor, Tensor]:
         coefficients.append(random_coefficients(settings.n_features, settings.n_features, settings.coefficient_max,
@@ -111,8 +111,8 @@ def train_tmcs(settings: TMCSExperiment, device: torch.device) -> tuple[list[MLP
                             generator=generator).to(device)
         return x, x @ coefficients[-1].to(device).T
 
-    models, losses, _ = train_toys(settings, lambda: circuit_superposition(settings.n_features, settings.n_hidden,
-                                                                           settings.toy), data, device)
+    models, losses, _ = train_seed_toys(settings, lambda: circuit_superposition(settings.n_features, settings.n_hidden,
+                                                                                settings.variant), data, device)
     return models, losses, coefficients
 
 
@@ -176,7 +176,7 @@ def score_tmcs(settings: TMCSExperiment, run: Run, coefficients: Tensor, toy_los
 
 
 def _aligned(settings: TMCSExperiment, run: Run, A: Tensor) -> dict:
-    """The labelled diagnostic's error, lowest purity and r² after each stage of `aligned_then_paper`."""
+    """The labelled diagnostic's error, lowest impact share and r² after each stage of `aligned_then_paper`."""
     c, samples = settings.l3d, run.source.inputs
     fresh = c.new_decomposition(run.collector.shapes, run.config.seed)
     scores = {}
@@ -185,7 +185,7 @@ def _aligned(settings: TMCSExperiment, run: Run, A: Tensor) -> dict:
                                              seed=run.config.seed):
         evaluation, found, a_hat, _ = _recover(settings, run, aligned)
         scores.update({f"{stage}_reconstruction_error": evaluation["reconstruction_error"],
-                       f"{stage}_min_purity": found.summary()["min_purity"],
+                       f"{stage}_min_impact_share": found.summary()["min_impact_share"],
                        f"{stage}_r2": squared_correlation(a_hat, A)})
     return scores
 
@@ -224,10 +224,10 @@ def describe(row: dict, n_hidden: int) -> str:
             f"(the toy's own paths {row['paper_r_own_paths']:.3f}), r² {row['r2']:.3f} "
             f"(model itself {row['model_r2']:.3f}, any "
             f"{n_hidden}-neuron model ≤ {row['r2_ceiling']:.3f}; against the model's map {row['r2_model_map']:.3f}), "
-            f"min purity {row['min_purity']:.2f}, dead {row['dead']}, MMCS {row['mmcs']:.3f}")
+            f"min impact share {row['min_impact_share']:.2f}, dead {row['dead']}, MMCS {row['mmcs']:.3f}")
     if "aligned_r2" in row:
         text += (f"\n    with the labels: error {row['aligned_reconstruction_error']:.3f}, r² {row['aligned_r2']:.3f}, "
-                 f"min purity {row['aligned_min_purity']:.2f}; then the paper's loss: error "
+                 f"min impact share {row['aligned_min_impact_share']:.2f}; then the paper's loss: error "
                  f"{row['aligned_then_paper_reconstruction_error']:.3f}, r² {row['aligned_then_paper_r2']:.3f}, "
-                 f"min purity {row['aligned_then_paper_min_purity']:.2f}")
+                 f"min impact share {row['aligned_then_paper_min_impact_share']:.2f}")
     return text

@@ -37,7 +37,7 @@ from .toy_experiment import (
     l3d_samples,
     medians,
     parameters_of,
-    train_toys,
+    train_seed_toys,
 )
 from .toys import TMS, sparse_features, tms_feature_match
 
@@ -93,7 +93,7 @@ def train_tms(settings: TMSExperiment, device: torch.device) -> tuple[list[TMS],
                             generator=generator)
         return x, x
 
-    models, losses, _ = train_toys(settings, lambda: TMS(settings.n_features, settings.n_hidden), data, device)
+    models, losses, _ = train_seed_toys(settings, lambda: TMS(settings.n_features, settings.n_hidden), data, device)
     return models, losses
 
 

@@ -5,12 +5,13 @@ A notebook's settings are one `ToyExperiment` subclass built from its papermill 
 (`Settings.from_parameters(globals())`): the toy's training (`toy_*` parameters), the L3D samples, the
 decomposition (`L3DConfig`, parameters under their own names) and what the notebook itself adds.
 
-Notebooks 02-04 build one of two variants of their toy (`VariantExperiment.toy`): "authors", the model the
+Notebooks 02-04 build one of two variants of their toy (`VariantExperiment.variant`): "authors", the model the
 authors' code trained and decomposed for the paper's figures, or "paper_text", the model the paper's text
 describes. Settings whose default depends on the variant (how the toy is trained, which gradient and which
 samples L3D sees) are parameters set to None, "the variant's convention" (`VariantExperiment.CONVENTIONS`);
 `from_parameters` resolves them, so the settings and metrics.json hold the values the run used, and
-`VariantExperiment.conventional` names them.
+`VariantExperiment.conventional` names them. The variant's parameter was once called `toy` (and notebook 04's
+`compare_variant` `compare_toy`): `from_parameters` still reads the old names, with a DeprecationWarning.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from ..decomposition import Decomposition
 from ..pipeline import L3DConfig, Run, decompose, sweep
 from ..runtime.medians import median
 from ..runtime.settings import Settings, bounded
+from ..runtime.validate import renamed_parameters
 from ..train import GradientSource
 from .ground_truth import Recovery, evaluate_and_recover, mmcs
 from .stability import perturbed
@@ -92,10 +94,10 @@ class ToyExperiment(Settings):
 
 @dataclass(frozen=True)
 class VariantExperiment(ToyExperiment):
-    """A toy notebook whose toy comes in the variants `toys.VARIANTS`: toy "authors" (the default: the authors'
-    code made the paper's figures) or "paper_text" (the paper's text).
+    """A toy notebook whose toy comes in the variants `toys.VARIANTS`: variant "authors" (the default: the
+    authors' code made the paper's figures) or "paper_text" (the paper's text).
 
-    Subclasses set KIND ("tmcs", "high_rank", "square") and CONVENTIONS: per variant, parameter name -> value for
+    Subclasses set TOY ("tmcs", "high_rank", "square") and CONVENTIONS: per variant, parameter name -> value for
     the parameters that take the variant's convention when given as None (or not given). The authors' variant
     shares `AUTHORS_CONVENTIONS`: their gradient ("output_times_residual"), references drawn from the same batch
     ("random_or_self", reference_pool "batch"), their decoder scaling (decoder_norm "sum"), L3D samples
@@ -105,30 +107,34 @@ class VariantExperiment(ToyExperiment):
     reference from all samples, the best of 4 toy initializations, weight decay 0.01, batches of 32, and engine
     "dense" too (the gradients "auto" gives, and what a sweep of several toys needs).
     conventional: the parameters that took the variant's convention.
+    RENAMED: old parameter name -> new, still read by `from_parameters` with a DeprecationWarning.
     """
 
-    KIND: ClassVar[str] = ""
+    TOY: ClassVar[str] = ""
     CONVENTIONS: ClassVar[dict[str, dict[str, Any]]] = {}
+    RENAMED: ClassVar[dict[str, str]] = {"toy": "variant"}
 
-    toy: str = bounded("authors", choices=VARIANTS)
+    variant: str = bounded("authors", choices=VARIANTS)
     conventional: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
-    def conventions(cls, toy: str) -> dict[str, Any]:
-        """Parameter name -> value for the parameters whose default is `toy`'s convention."""
-        if toy not in VARIANTS:
-            raise ValueError(f"toy must be one of {list(VARIANTS)}, got {toy!r}")
-        shared = {"authors": authors_parameters(AUTHORS_CONVENTIONS.warm_start_epochs[cls.KIND]),
+    def conventions(cls, variant: str) -> dict[str, Any]:
+        """Parameter name -> value for the parameters whose default is `variant`'s convention."""
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
+        shared = {"authors": authors_parameters(AUTHORS_CONVENTIONS.warm_start_epochs[cls.TOY]),
                   "paper_text": {"toy_weight_decay": 0.01, "toy_batch_size": 32, "toy_restarts": 4, "divergence": "mse",
                                  "reference": "random", "reference_pool": "samples", "engine": "dense",
                                  "decoder_norm": "unit"}}
-        return {**shared[toy], **cls.CONVENTIONS[toy]}
+        return {**shared[variant], **cls.CONVENTIONS[variant]}
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, Any], **fixed: Any):
-        """As `Settings.from_parameters`, with every parameter of the toy's conventions that is None or absent
-        replaced by its convention (`conventions`), and those parameters listed in `conventional`."""
-        convention = cls.conventions(parameters.get("toy", cls.toy))   # refuses an unknown toy, naming the choices
+        """As `Settings.from_parameters`, with every parameter of the variant's conventions that is None or absent
+        replaced by its convention (`conventions`), and those parameters listed in `conventional`. A parameter
+        under its old name (`RENAMED`) is read under the new one, with a DeprecationWarning."""
+        parameters = renamed_parameters(parameters, cls.RENAMED)
+        convention = cls.conventions(parameters.get("variant", cls.variant))   # refuses an unknown one, naming all
         taken = [name for name in convention if parameters.get(name) is None]
         resolved = {**parameters, **{name: convention[name] for name in taken}}
         return super().from_parameters(resolved, conventional=sorted(taken), **fixed)
@@ -140,9 +146,9 @@ class VariantExperiment(ToyExperiment):
         values.pop("conventional")
         return {**values, **{name: None for name in self.conventional}}
 
-    def for_toy(self, toy: str) -> VariantExperiment:
-        """The same settings for the other variant: every conventional parameter takes `toy`'s convention."""
-        return type(self).from_parameters({**self.parameters(), "toy": toy})
+    def for_variant(self, variant: str) -> VariantExperiment:
+        """The same settings for the other variant: every conventional parameter takes `variant`'s convention."""
+        return type(self).from_parameters({**self.parameters(), "variant": variant})
 
 
 def authors_parameters(warm_start_epochs: int) -> dict[str, Any]:
@@ -174,9 +180,9 @@ def _parameters(settings: Settings, prefix: str) -> dict[str, Any]:
             values[f.name if f.metadata.get("unprefixed") else prefix + f.name] = value
     return values
 
-def train_toys(settings: ToyExperiment, build: Callable[[], nn.Module],
-               data: Callable[[torch.Generator], tuple[Tensor, Tensor]],
-               device: torch.device) -> tuple[list[nn.Module], list[list[float]], list[tuple[Tensor, Tensor]]]:
+def train_seed_toys(settings: ToyExperiment, build: Callable[[], nn.Module],
+                    data: Callable[[torch.Generator], tuple[Tensor, Tensor]],
+                    device: torch.device) -> tuple[list[nn.Module], list[list[float]], list[tuple[Tensor, Tensor]]]:
     """One trained toy per seed: data(generator seeded 10,000 + seed) gives its (inputs, targets); the best of
     settings.training.restarts initializations is kept. Returns the models, their epoch losses and the data."""
     data_sets = [tuple(t.to(device) for t in data(torch.Generator().manual_seed(10_000 + s))) for s in settings.seeds]
@@ -224,7 +230,7 @@ def score_toy(decomposition: Decomposition, source: GradientSource, model: nn.Mo
               seed: int, n_probe: int, n_ref: int, low: float = 0.0, high: float = 1.0,
               first_layer: str = "layers.0.weight") -> tuple[dict, Recovery]:
     """One decomposition of a toy against its circuits (feature lists): `evaluate_and_recover` on `source` (error
-    and P_act over one pass; matching, purity, input purity on n_probe inputs per circuit, n_ref references,
+    and P_act over one pass; matching, impact share, input purity on n_probe inputs per circuit, n_ref references,
     features uniform on [low, high]) and the MMCS of the first layer's input columns against the model's own.
     Returns the row for metrics.json (reconstruction_error, p_act, `Recovery.summary()`, mmcs) and the Recovery."""
     weight = dict(model.named_parameters())[first_layer].detach()                      # (hidden, n_features)

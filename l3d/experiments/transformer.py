@@ -34,7 +34,7 @@ from ..runtime.resources import missing_resources, offline
 from ..runtime.settings import bounded
 from .corpus import Corpus, Tokenizer, marked_context, story_corpus
 from .model_experiment import ModelExperiment
-from .subnetworks import affected_outputs, owned_labels, purity
+from .subnetworks import affected_outputs, label_purity, owned_labels
 from .weights import ORIGINS, embedded_model
 
 PAPER_MODEL = "roneneldan/TinyStories-8M"
@@ -336,13 +336,13 @@ def subnetwork_rows(model: nn.Module, decomposition: Decomposition, top: Tensor,
 def pattern_purity(top: Tensor, corpus: Corpus, p_act: Tensor, threshold: float = 0.8) -> dict:
     """Which corpus pattern each live subnetwork serves, for metrics.json.
 
-    The purity of a subnetwork is the share of its top tokens (top: (C, n_top) sample indices into the
-    corpus's targets) whose target belongs to its most common pattern; tokens of no pattern count against it.
-    A pattern is owned when a live subnetwork (p_act > 0) serves it with purity ≥ threshold. Returns
-    mean_purity (over live subnetworks), patterns_owned, n_patterns, owned_patterns, best_purity (pattern ->
-    best purity of a live subnetwork serving it, 0 if none) and purity_threshold.
+    The (label) purity of a subnetwork is the share of its top tokens (top: (C, n_top) sample indices into the
+    corpus's targets) whose target belongs to its most common pattern (`subnetworks.label_purity`); tokens of no
+    pattern count against it. A pattern is owned when a live subnetwork (p_act > 0) serves it with purity ≥
+    threshold. Returns mean_pattern_purity (over live subnetworks), patterns_owned, n_patterns, owned_patterns,
+    best_pattern_purity (pattern -> best purity of a live subnetwork serving it, 0 if none) and purity_threshold.
     """
-    pure, label = purity(top, corpus.tags.flatten(), ignore=0)
+    pure, label = label_purity(top, corpus.tags.flatten(), ignore=0)
     live = p_act > 0
     owned = owned_labels(pure[live], label[live], threshold)
     best = {p: 0.0 for p in corpus.patterns[1:]}
@@ -350,6 +350,6 @@ def pattern_purity(top: Tensor, corpus: Corpus, p_act: Tensor, threshold: float 
         if label[k] >= 0:
             name = corpus.patterns[label[k]]
             best[name] = max(best[name], pure[k].item())
-    return {"mean_purity": pure[live].mean().item(), "patterns_owned": len(owned),
+    return {"mean_pattern_purity": pure[live].mean().item(), "patterns_owned": len(owned),
             "n_patterns": len(corpus.patterns) - 1, "owned_patterns": [corpus.patterns[i] for i in owned],
-            "best_purity": best, "purity_threshold": threshold}
+            "best_pattern_purity": best, "purity_threshold": threshold}

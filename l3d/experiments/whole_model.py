@@ -22,6 +22,8 @@ per layer (`tensor_layer`) or per block (`tensor_block`).
 tensors from them): the impact of each subnetwork on every sample (as `l3d.impact`, references drawn within chunks
 of `chunk_items` items, as training draws them) and each decomposition's residual per tensor (BatchTopK over
 batches of `batch_items` items, as in training), so errors per tensor, block and layer follow.
+`causal_selectivities` measures what each decomposition's subnetworks do (`l3d.experiments.causal`), the per-layer
+ones pooled into one.
 """
 from __future__ import annotations
 
@@ -40,8 +42,10 @@ from ..gradients import GradientCollector
 from ..pipeline import L3DConfig
 from ..runtime.settings import bounded
 from ..runtime.validate import as_int, as_seed
+from .causal import pool
+from .model_experiment import selectivity_metrics
 from .transformer import SETTINGS as BLOCK_SETTINGS
-from .transformer import TransformerExperiment
+from .transformer import TransformerExperiment, logits
 
 # Notebook 08's settings per source: notebook 05's (the single block is 05's run), the whole model's tensors with the
 # dense engine, which on the embedded model's 25k weights costs a third of the factored one per step (0.18 s against
@@ -272,25 +276,45 @@ class WholeModelExperiment(TransformerExperiment):
         return self.l3d.replace(n_subnetworks=self.l3d.n_subnetworks // n_layers)
 
 
+# --- notebook 08: causal selectivity of each decomposition ---------------------------------------------------------
+def causal_selectivities(model: nn.Module, decompositions: Mapping[str, Decomposition], inputs: Tensor,
+                         tops: Mapping[str, Tensor], p_acts: Mapping[str, Tensor], settings: WholeModelExperiment,
+                         layer_names: Sequence[str]) -> dict[str, dict]:
+    """Causal selectivity (`model_experiment.selectivity_metrics`: next-token KL on each live subnetwork's top
+    tokens tops[name] (C, n_top) against the tokens of settings.n_other_texts held-out texts, p_acts[name] (C,)
+    saying which are live) of the "whole", per-layer (`layer_names`) and "block" decompositions on the held-out
+    texts `inputs` (N, length), for metrics.json: {"whole", "per_layer", "block"}. The per-layer results are pooled
+    into one (`causal.pool`): subnetwork k of layer l is numbered o_l + k, o_l the subnetworks of the layers
+    before l, as the per-layer decompositions' union numbers them."""
+    def selectivity(name: str) -> dict:
+        return selectivity_metrics(model, decompositions[name], inputs, tops[name], p_acts[name], settings,
+                                   settings.n_other_texts, forward=logits, sequence=True)
+
+    offsets = [sum(decompositions[k].n_subnetworks for k in layer_names[:i]) for i in range(len(layer_names))]
+    return {"whole": selectivity("whole"), "per_layer": pool([selectivity(k) for k in layer_names], offsets),
+            "block": selectivity("block")}
+
+
 def owned_elsewhere(patterns: Mapping[str, Mapping[str, Any]], whole: str = "whole") -> dict:
     """Which corpus patterns the whole-model decomposition owns that none of the others does, and the reverse, from
     `pattern_purity` dicts by decomposition: {"only_whole": [...], "missed_by_whole": [...]} (pattern order kept)."""
     mine = patterns[whole]["owned_patterns"]
     others = {p for name, v in patterns.items() if name != whole for p in v["owned_patterns"]}
-    order = list(patterns[whole]["best_purity"])
+    order = list(patterns[whole]["best_pattern_purity"])
     return {"only_whole": [p for p in mine if p not in others],
             "missed_by_whole": [p for p in order if p in others and p not in mine]}
 
 
 def comparison_row(method: str, trained: HeldOut, measured: HeldOut, names: Sequence[str], dead: int, n: int,
-                   purity: Mapping[str, Any] | None, causal: Mapping[str, Any]) -> dict:
+                   patterns: Mapping[str, Any] | None, causal: Mapping[str, Any]) -> dict:
     """One row of notebook 08's comparison: the decompositions `names` taken together (one, or one per layer) with
     their training and held-out errors (`HeldOut.union_error`), dead subnetworks (of n), the corpus patterns owned
     (`pattern_purity`'s dict, None for the paper source) and the causal selectivity (`causal_selectivity`'s dict)."""
     row = {"method": method, "subnetworks": n, "training error": f"{trained.union_error(names):.3f}",
            "held-out error": f"{measured.union_error(names):.3f}", "dead": f"{dead / n:.1%}"}
-    if purity is not None:
-        row |= {"patterns owned": purity["patterns_owned"], "mean purity": f"{purity['mean_purity']:.2f}"}
+    if patterns is not None:
+        row |= {"patterns owned": patterns["patterns_owned"],
+                "mean pattern purity": f"{patterns['mean_pattern_purity']:.2f}"}
     return row | {"median ρ": f"{causal['median_ratio']:.3g}",
                   "random twins' median ρ": f"{causal['random_median_ratio']:.3g}",
                   "selective": f"{causal['fraction_selective']:.0%}"}

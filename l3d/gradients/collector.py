@@ -1,24 +1,25 @@
 """Per-sample divergence gradients g_i = ∇_W D(f(x_i; W), y_ref) at W = W0, for any nn.Module.
 
-The model runs in eval mode during every call (`evaluating`: each module's own mode is given back after it).
-The first call checks the gradients against plain autograd on a few samples (`selfcheck`).
+The model runs in eval mode during every call (`evaluating`: each module's own mode is given back after it; `calls`
+holds how the model is called). What the factored engine needs is learned on the first forward of every input shape
+(`discovery`). The first call checks the gradients against plain autograd on a few samples (`selfcheck`).
 """
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, grad, jacrev, vmap
+from torch.func import grad, jacrev, vmap
 
 from ..divergences import DIVERGENCE_RENAMES, DIVERGENCES, REFERENCES, divergence, reference_outputs
 from ..params import select_tensors
 from ..runtime.validate import as_int, renamed
+from .calls import call_with, check_inputs, checked_outputs, default_forward, evaluating, output_tensor
 from .dense import DenseGradients
+from .discovery import discover, plan_modules
 from .factored import DensePart, FactoredGradients, build_parts, capture_input, factorable
 from .selfcheck import (
     PROBE_ITEMS,
@@ -29,61 +30,36 @@ from .selfcheck import (
     probe_references,
     relative_errors,
     tolerance,
-    used_outside,
 )
 
-
-def default_forward(model: nn.Module, x: Tensor) -> Tensor:
-    return model(x)
-
-
-def output_tensor(out: object) -> Tensor:
-    """`out` if it is a tensor; a TypeError saying how to pick the tensor out of a tuple or model output otherwise."""
-    if isinstance(out, Tensor):
-        return out
-    raise TypeError(
-        f"the model (or forward) returned {type(out).__name__}, not a tensor of outputs: pass forward= to pick "
-        f"the tensor, e.g. forward=lambda m, x: m(x)[0] for a tuple, forward=lambda m, x: m(x).logits for a "
-        f"Hugging Face model output"
-    )
-
-
-class _ForwardWith(nn.Module):
-    def __init__(self, model: nn.Module, forward: Callable[[nn.Module, Tensor], Tensor]):
-        super().__init__()
-        self.model = model
-        self.fn = forward
-
-    def forward(self, x: Tensor) -> Tensor:
-        return output_tensor(self.fn(self.model, x))
-
-
-@contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """`model` in eval mode within the block (every module's `training` flag set False, as `model.eval()` does), and
-    every module's own flag restored after it."""
-    training = [m for m in model.modules() if m.training]
-    for m in training:
-        m.training = False
-    try:
-        yield model
-    finally:
-        for m in training:
-            m.training = True
-
-
-def call_with(
-    model: nn.Module,
-    weights: dict[str, Tensor],
-    x: Tensor,
-    forward: Callable[[nn.Module, Tensor], Tensor] = default_forward,
-) -> Tensor:
-    """`forward(model, x)` with the named parameters of `model` replaced by `weights` (functionally)."""
-    wrapper = _ForwardWith(model, forward)
-    return functional_call(wrapper, {f"model.{n}": w for n, w in weights.items()}, (x,), strict=False)
-
-
 ENGINES = ("auto", "dense", "factored")
+
+
+def _checked_settings(divergence: str, reference: str, sequence: bool, engine: str, gradient_chunk_size: int,
+                      chunk_size: int | None) -> tuple[str, int]:
+    """The settings of `GradientCollector` that need no model, checked: a TypeError or ValueError naming the one
+    that is wrong. Returns the divergence by its current name and gradient_chunk_size, also read from its old name
+    chunk_size (with a DeprecationWarning); its value is checked once the tensors are chosen."""
+    if chunk_size is not None:   # the old name of gradient_chunk_size
+        if gradient_chunk_size not in (256, chunk_size):
+            raise TypeError(f"give gradient_chunk_size alone, not also its old name chunk_size (got "
+                            f"{gradient_chunk_size!r} and {chunk_size!r})")
+        warnings.warn("GradientCollector(chunk_size=...) is deprecated, renamed gradient_chunk_size: items per "
+                      "vectorized gradient computation", DeprecationWarning, stacklevel=3)
+        gradient_chunk_size = chunk_size
+    divergence = renamed("divergence", divergence, DIVERGENCE_RENAMES, stacklevel=4)
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"unknown divergence {divergence!r}: use one of {DIVERGENCES}")
+    if reference not in REFERENCES:
+        raise ValueError(f"unknown reference {reference!r}: use one of {REFERENCES}")
+    if reference == "uniform" and divergence != "kl":
+        raise ValueError("reference='uniform' needs divergence='kl' (a uniform distribution over outputs)")
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}: use one of {ENGINES}")
+    if not isinstance(sequence, bool):
+        raise TypeError(f"sequence must be True (outputs (items, positions, out), every position a sample) "
+                        f"or False (outputs (items, out)), got {sequence!r}")
+    return divergence, gradient_chunk_size
 
 
 class GradientCollector:
@@ -129,25 +105,8 @@ class GradientCollector:
         *,
         chunk_size: int | None = None,
     ):
-        if chunk_size is not None:   # the old name of gradient_chunk_size
-            if gradient_chunk_size not in (256, chunk_size):
-                raise TypeError(f"give gradient_chunk_size alone, not also its old name chunk_size (got "
-                                f"{gradient_chunk_size!r} and {chunk_size!r})")
-            warnings.warn("GradientCollector(chunk_size=...) is deprecated, renamed gradient_chunk_size: items per "
-                          "vectorized gradient computation", DeprecationWarning, stacklevel=2)
-            gradient_chunk_size = chunk_size
-        divergence = renamed("divergence", divergence, DIVERGENCE_RENAMES)
-        if divergence not in DIVERGENCES:
-            raise ValueError(f"unknown divergence {divergence!r}: use one of {DIVERGENCES}")
-        if reference not in REFERENCES:
-            raise ValueError(f"unknown reference {reference!r}: use one of {REFERENCES}")
-        if reference == "uniform" and divergence != "kl":
-            raise ValueError("reference='uniform' needs divergence='kl' (a uniform distribution over outputs)")
-        if engine not in ENGINES:
-            raise ValueError(f"unknown engine {engine!r}: use one of {ENGINES}")
-        if not isinstance(sequence, bool):
-            raise TypeError(f"sequence must be True (outputs (items, positions, out), every position a sample) "
-                            f"or False (outputs (items, out)), got {sequence!r}")
+        divergence, gradient_chunk_size = _checked_settings(divergence, reference, sequence, engine,
+                                                            gradient_chunk_size, chunk_size)
         self.model = model
         self.params = select_tensors(model, tensors)
         meta = [n for n, p in self.params.items() if p.is_meta]
@@ -204,18 +163,19 @@ class GradientCollector:
     def work(self, inputs: Tensor) -> int:
         """Per-sample gradient entries of `inputs`: samples (items × positions for sequence models) × decomposed
         parameters. L3D's calls pick their CPU threads by it (l3d.runtime.threads)."""
-        self._check_inputs(inputs)
+        check_inputs(inputs)
         positions = inputs.shape[1] if self.sequence and inputs.dim() > 1 else 1
         return inputs.shape[0] * positions * sum(math.prod(shape) for shape in self.shapes.values())
 
     @torch.no_grad()
     def outputs(self, inputs: Tensor) -> Tensor:
-        """Model outputs with samples along dim 0: (N, out), positions flattened for sequences."""
-        self._check_inputs(inputs)
+        """Model outputs of `inputs` (items, …) with samples along dim 0: (N, out), positions flattened for
+        sequences."""
+        check_inputs(inputs)
         chunks = []
         with evaluating(self.model):
             for x in inputs.split(self.gradient_chunk_size):
-                chunks.append(self._check_outputs(output_tensor(self.forward(self.model, x)), x.shape[0]))
+                chunks.append(checked_outputs(output_tensor(self.forward(self.model, x)), x.shape[0], self.sequence))
         out = torch.cat(chunks)
         return out.flatten(0, 1) if self.sequence else out
 
@@ -226,8 +186,9 @@ class GradientCollector:
     def __call__(
         self, inputs: Tensor, references: Tensor | None = None, generator: torch.Generator | None = None
     ) -> DenseGradients | FactoredGradients:
-        """Per-sample gradients of the divergence to `references` ((samples, out); drawn fresh when not given)."""
-        self._check_inputs(inputs)
+        """Per-sample gradients of the divergence at `inputs` (items, …) to `references` ((samples, out); drawn
+        fresh when not given): (samples, *shape) per chosen tensor, dense or factored."""
+        check_inputs(inputs)
         try:
             with evaluating(self.model):
                 if references is None:
@@ -244,42 +205,6 @@ class GradientCollector:
         return grads
 
     # --- checks ---------------------------------------------------------------------------------------
-    def _check_inputs(self, inputs: Tensor) -> None:
-        if not isinstance(inputs, Tensor):
-            raise TypeError(f"inputs must be a tensor with items along dim 0, got {type(inputs).__name__}")
-        if inputs.dim() == 0 or inputs.shape[0] == 0:
-            raise ValueError(f"inputs must be a tensor with at least one item along dim 0, got shape "
-                             f"{tuple(inputs.shape)}" + (" (a 0-dim tensor: use inputs.unsqueeze(0) for one item)"
-                                                          if inputs.dim() == 0 else ""))
-
-    def _check_outputs(self, out: Tensor, n_items: int) -> Tensor:
-        """`out` if it has the shape `sequence` says, (items, [positions,] out); a ValueError naming the setting
-        or `forward` otherwise."""
-        shape, items = tuple(out.shape), f"{n_items} item{'s' if n_items != 1 else ''}"
-        if self.sequence:
-            if out.dim() == 3 and shape[0] == n_items:
-                return out
-            hint = ("these look like a vector model's outputs (items, out): use sequence=False"
-                    if out.dim() == 2 else "return (items, positions, out) from forward")
-            raise ValueError(f"sequence=True needs model outputs (items, positions, out), got shape {shape} for "
-                             f"{items}: {hint}")
-        if out.dim() == 2 and shape[0] == n_items:
-            return out
-        if out.dim() < 2:
-            raise ValueError(
-                f"the model's outputs have shape {shape} for {items}; L3D needs (items, out), one row of "
-                f"output values per item: pass forward= that returns them, e.g. "
-                f"forward=lambda m, x: m(x).view(-1, 1) for one value per item"
-            )
-        if shape[0] != n_items:
-            raise ValueError(f"the model (or forward) returned outputs of shape {shape} for {items}: "
-                             f"items must run along dim 0")
-        raise ValueError(
-            f"the model's outputs have shape {shape}, not (items, out): pass sequence=True if dim 1 indexes "
-            f"positions (every position a sample), or a forward= that flattens them, e.g. "
-            f"forward=lambda m, x: m(x).flatten(1)"
-        )
-
     def _check_references(self, inputs: Tensor, references: Tensor) -> None:
         out = self._discover(inputs)["out_shape"]          # one item's outputs: ([positions,] out)
         samples = inputs.shape[0] * (out[0] if self.sequence else 1)
@@ -419,47 +344,13 @@ class GradientCollector:
                 "torch.randn and the like stay random)"
             ) from error
 
+    # --- the plan: which tensors are factored --------------------------------------------------------
     def _discover(self, x: Tensor) -> dict:
-        """For one item of `x`'s shape: its outputs' shape ([positions,] out), the shape and dtype of every
-        call's output of the factored modules, the name of the nn.Linear whose output is the model's output
-        (None if there is none, or if the output is not exactly that Linear of its input, e.g. a hook changed
-        it), and the factored tensors used outside their module's forward (name -> the torch operation)."""
+        """`discovery.discover` for one item of `x`'s shape, once per input shape and dtype."""
         key = (tuple(x.shape[1:]), x.dtype)
         if key not in self._call_shapes:
-            modules = list(self.plan_modules())
-            seen: dict[str, list] = {m: [] for m in modules}
-            linear_calls: dict[str, list] = {}
-            handles = [
-                self.model.get_submodule(m).register_forward_hook(
-                    lambda mod, args, out, m=m: seen[m].append((out.shape, out.dtype)), prepend=True)
-                for m in modules
-            ]
-            for name, module in self.model.named_modules():
-                if type(module) is nn.Linear:
-                    handles.append(module.register_forward_hook(
-                        lambda mod, args, out, name=name: linear_calls.setdefault(name, []).append((args[0], out))))
-            tracking = used_outside(self.model, self.plan, self.params) if self.plan else nullcontext({})
-            try:
-                # with gradients on, so that a use of a weight counts only where a gradient could flow
-                with tracking as outside, torch.enable_grad():
-                    out = output_tensor(self.forward(self.model, x[:1]))
-            finally:
-                for h in handles:
-                    h.remove()
-            self._check_outputs(out, 1)
-            head = [n for n, calls in linear_calls.items() if self._is_head(n, calls, out)]
-            self._call_shapes[key] = {"calls": seen, "head": head[0] if head else None, "outside": outside,
-                                      "out_shape": tuple(out.shape[1:])}
+            self._call_shapes[key] = discover(self.model, self.forward, self.plan, self.params, self.sequence, x)
         return self._call_shapes[key]
-
-    @torch.no_grad()
-    def _is_head(self, name: str, calls: list[tuple[Tensor, Tensor]], out: Tensor) -> bool:
-        """Whether the nn.Linear `name`, called as `calls` ((input, output) per call), made the model's output
-        `out` as F.linear of its input: called once, its output returned as is, its forward and output unchanged."""
-        if len(calls) != 1 or calls[0][1] is not out:
-            return False
-        module = self.model.get_submodule(name)
-        return "forward" not in vars(module) and torch.allclose(F.linear(calls[0][0], module.weight, module.bias), out)
 
     def _head(self, x: Tensor) -> nn.Module | None:
         """The position-wise output head to backpropagate through once, unless a chosen tensor is in it."""
@@ -472,10 +363,7 @@ class GradientCollector:
 
     def plan_modules(self) -> dict[str, list[str]]:
         """Module name -> attributes ("weight", "bias") of its chosen tensors, for the factored ones."""
-        by_module: dict[str, list[str]] = {}
-        for m, attr in self.plan.values():
-            by_module.setdefault(m, []).append(attr)
-        return by_module
+        return plan_modules(self.plan)
 
     def _prune(self, found: dict) -> None:
         """Take out of the plan what `_discover` found the engine cannot factor: modules never called (their

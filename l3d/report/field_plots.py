@@ -1,4 +1,4 @@
-"""Figures of notebook 07: L3D's per-seed MMCS and ML2R beside the peers' published numbers, and where a
+"""Figures of notebook 07: L3D's per-seed MMCS and ML2R beside APD's and SPD's published numbers, and where a
 decomposition's subnetworks put their weight."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch import Tensor
 
 
 def seed_scores(rows: Sequence[dict], published: dict[str, dict], settings: Sequence[str]) -> plt.Figure:
-    """Per setting, every seed's MMCS (left) and ML2R (right) as dots, the peers' published values as markers.
+    """Per setting, every seed's MMCS (left) and ML2R (right) as dots, APD's and SPD's published values as markers.
 
     rows: metrics rows with setting, mmcs, ml2r; published: setting -> {"APD"/"SPD": {"mmcs", "ml2r"}}."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
@@ -23,10 +23,10 @@ def seed_scores(rows: Sequence[dict], published: dict[str, dict], settings: Sequ
             ax.scatter([x + 0.08 * (i - (len(values) - 1) / 2) for i in range(len(values))], values, s=22,
                        color=colour, zorder=3, label=None if kind in labelled else legend)
             labelled.add(kind)
-            for peer, marker, colour in (("SPD", "_", "C3"), ("APD", "_", "C2")):
-                if peer in published.get(setting, {}):
-                    ax.scatter([x], [published[setting][peer][key]], marker=marker, s=500, color=colour, zorder=2,
-                               label=f"{peer} (published)" if setting == "5-2" else None)
+            for method, marker, colour in (("SPD", "_", "C3"), ("APD", "_", "C2")):
+                if method in published.get(setting, {}):
+                    ax.scatter([x], [published[setting][method][key]], marker=marker, s=500, color=colour, zorder=2,
+                               label=f"{method} (published)" if setting == "5-2" else None)
         ax.set_xticks(range(len(settings)), settings, rotation=30, ha="right", rotation_mode="anchor")
         ax.set_ylabel(label)
         ax.axhline(1.0, color="black", lw=0.5, ls=":")

@@ -1,24 +1,27 @@
-"""Figures of the model notebooks beyond plots.py: causal selectivity against random directions (05, 06, 08), where a
-whole-model decomposition's subnetworks live (08), and two trainings side by side (06: the paper's loss and
-resampling)."""
+"""Figures of the model notebooks: causal selectivity against random directions (05, 06, 08), where a whole-model
+decomposition's subnetworks live (08), two trainings side by side (the paper's loss and resampling), the label purity
+of the subnetworks' top samples (05, 06) and the top images themselves (06). Every function takes plain numbers or
+tensors and returns a matplotlib Figure (save it with `l3d.report.results.save_figure`)."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..history import History
+from ..runtime.medians import lower_median
 
 
 def selectivity_histogram(ratio: Sequence[float], random_ratio: Sequence[float], threshold: float,
                           title: str = "") -> plt.Figure:
     """Histograms of the causal selectivity ρ (`l3d.experiments.causal`) of the decomposition's subnetworks and of
     random directions of the same form (paired: ratio[k] and random_ratio[k] are subnetwork k and its random twin),
-    on a log scale, with both medians marked. The threshold applies to each pair, ρ_k / its twin's (not to ρ
-    itself), so it is not a line on this axis: the legend gives the share of pairs at or above it."""
+    on a log scale, with both medians marked: the lower median for an even count (`lower_median`), as metrics.json's
+    median_ratio and random_median_ratio (`l3d.experiments.causal.summarize`). The threshold applies to each pair,
+    ρ_k / its twin's (not to ρ itself), so it is not a line on this axis: the legend gives the share of pairs at or
+    above it. ratio, random_ratio: (C,) each."""
     ours, rand = np.asarray(ratio, dtype=float), np.asarray(random_ratio, dtype=float)
     both = np.concatenate([ours, rand])
     both = both[both > 0]
@@ -26,8 +29,9 @@ def selectivity_histogram(ratio: Sequence[float], random_ratio: Sequence[float],
     fig, ax = plt.subplots(figsize=(7, 3.2))
     for values, colour, label in ((rand, "0.6", "random directions (same ranks, norm)"),
                                   (ours, "C0", "L3D subnetworks")):
-        ax.hist(values, bins=bins, color=colour, alpha=0.75, label=f"{label}: median {np.median(values):.3g}")
-        ax.axvline(np.median(values), color=colour, lw=1.5)
+        median = lower_median(torch.as_tensor(values)).item()
+        ax.hist(values, bins=bins, color=colour, alpha=0.75, label=f"{label}: median {median:.3g}")
+        ax.axvline(median, color=colour, lw=1.5)
     selective = float(np.mean(ours >= threshold * rand)) if len(ours) else 0.0
     ax.plot([], [], " ", label=f"selective (ρ ≥ {threshold:g} × its twin's): {selective:.0%}")
     ax.set_xscale("log")
@@ -71,27 +75,51 @@ def layer_shares(block_shares: Tensor, blocks: Sequence[str], layer_shares: Tens
     return fig
 
 
-def trainings_side_by_side(histories: Mapping[str, History], title: str = "") -> plt.Figure:
-    """Two or more trainings of the same decomposition: reconstruction error (left) and dead subnetworks (right)
-    per epoch, one line each; resamplings that replaced a subnetwork marked on the dead count."""
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.4))
-    for i, (label, history) in enumerate(histories.items()):
-        epochs = np.arange(1, len(history.reconstruction_error) + 1)
-        ax.plot(epochs, history.reconstruction_error, color=f"C{i}", label=label)
-        dead = [sum(p == 0 for p in epoch) for epoch in history.p_act]
-        bx.plot(epochs, dead, color=f"C{i}", label=label)
-        replaced = [r["epoch"] for r in history.resampled if r["replaced"]]
-        if replaced:
-            # re-seeded at the start of 0-based epoch e: the record of that epoch is plotted at e + 1
-            bx.scatter([e + 1 for e in replaced], [dead[e] for e in replaced], color=f"C{i}", marker="|", s=60,
-                       label=f"{label}: a subnetwork re-seeded at the epoch's start")
-    ax.set(xlabel="epoch", ylabel="reconstruction error (training)")
-    bx.set(xlabel="epoch", ylabel="dead subnetworks (P_act = 0)")
-    for a in (ax, bx):
-        a.legend(fontsize=8)
-        a.grid(alpha=0.3)
-        a.spines[["top", "right"]].set_visible(False)
-    if title:
-        fig.suptitle(title, fontsize=10)
+def pattern_purity_bars(best_purity: dict[str, float], threshold: float = 0.8) -> plt.Figure:
+    """The best purity of a subnetwork serving each pattern as bars, those at or above `threshold` (owned) green."""
+    values = list(best_purity.values())
+    owned = sum(v >= threshold for v in values)
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    ax.bar(list(best_purity), values, color=["C2" if v >= threshold else "C0" for v in values])
+    ax.axhline(threshold, color="k", ls="--", lw=1)
+    ax.set(ylabel="best purity", ylim=(0, 1.05),
+           title=f"Best subnetwork purity per pattern: {owned} of {len(values)} patterns owned")
+    ax.tick_params(axis="x", rotation=60)
+    fig.tight_layout()
+    return fig
+
+
+def purity_histogram(purity: Sequence[float] | Tensor, title: str = "",
+                     xlabel: str = "class purity of the top images") -> plt.Figure:
+    """Histogram of the subnetworks' purities in ten bins over [0, 1]. purity: (C,)."""
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.hist(torch.as_tensor(purity, dtype=torch.float32).cpu().numpy(), bins=torch.linspace(0, 1, 11).numpy())
+    ax.set(xlabel=xlabel, ylabel="subnetworks", title=title)
+    ax.title.set_fontsize(9)
+    fig.tight_layout()
+    return fig
+
+
+def top_images(images: Tensor, top: Tensor, subnetworks: Sequence[int], labels: Tensor, class_names: Sequence[str],
+               titles: Sequence[str] | None = None, title: str = "Each subnetwork's top images by impact",
+               note_label: str = "top affected logits") -> plt.Figure:
+    """Each listed subnetwork's top images as a row, left to right by impact I(x, v_k) (`l3d.impact`,
+    `l3d.top_samples`), its true class under each image, "subnetwork k" at the left and
+    "{note_label}: {titles[r]}" over the row. images: (N, channels, height, width) in [0, 1] (one channel: drawn
+    grey); top: (C, n) indices into images, best first; labels: (N,) class of each image."""
+    n = top.shape[1]
+    fig, axes = plt.subplots(len(subnetworks), n, figsize=(1.3 * n, 1.55 * len(subnetworks)), squeeze=False)
+    for r, k in enumerate(subnetworks):
+        for c, i in enumerate(top[k].tolist()):
+            ax, image = axes[r, c], images[i].detach().cpu()
+            grey = image.shape[0] == 1
+            ax.imshow(image[0] if grey else image.permute(1, 2, 0), cmap="gray_r" if grey else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(class_names[int(labels[i])], fontsize=7, labelpad=1)
+        axes[r, 0].set_ylabel(f"subnetwork {k}", fontsize=8)
+        if titles is not None:
+            axes[r, n // 2].set_title(f"{note_label}: {titles[r]}", fontsize=7)
+    fig.suptitle(f"{title}\nrows: subnetworks; images left to right by impact, true class under each", fontsize=9)
     fig.tight_layout()
     return fig

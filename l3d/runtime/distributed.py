@@ -8,6 +8,7 @@ process would take on the whole batch.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -25,8 +26,15 @@ class Shard:
     world_size: int = 1
 
     @property
-    def active(self) -> bool:
+    def distributed(self) -> bool:
+        """Whether this is one of several processes (a torchrun run with world_size > 1)."""
         return self.world_size > 1
+
+    @property
+    def active(self) -> bool:
+        """Deprecated: `distributed`."""
+        warnings.warn("Shard.active is deprecated, renamed distributed", DeprecationWarning, stacklevel=2)
+        return self.distributed
 
     @property
     def is_main(self) -> bool:
@@ -72,7 +80,7 @@ def teardown() -> None:
 
 def all_sum_(t: Tensor) -> Tensor:
     """Sum `t` over all processes, in place; returns it."""
-    if current().active:
+    if current().distributed:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
@@ -80,7 +88,7 @@ def all_sum_(t: Tensor) -> Tensor:
 def gather_rows(x: Tensor) -> tuple[Tensor, slice]:
     """Concatenate every process's rows of x (equal row counts) in rank order, and where ours lie."""
     shard = current()
-    if not shard.active:
+    if not shard.distributed:
         return x, slice(0, x.shape[0])
     parts = [torch.empty_like(x) for _ in range(shard.world_size)]
     dist.all_gather(parts, x.contiguous())
@@ -90,7 +98,7 @@ def gather_rows(x: Tensor) -> tuple[Tensor, slice]:
 
 def sum_gradients_(parameters) -> None:
     """Sum the .grad of `parameters` over all processes with one all_reduce."""
-    if not current().active:
+    if not current().distributed:
         return
     grads = [p.grad for p in parameters if p.grad is not None]
     flat = torch.cat([g.flatten() for g in grads])
@@ -101,7 +109,7 @@ def sum_gradients_(parameters) -> None:
 
 def broadcast_parameters_(module: torch.nn.Module) -> None:
     """Make every process hold rank 0's parameters."""
-    if not current().active:
+    if not current().distributed:
         return
     with torch.no_grad():
         for p in module.parameters():
@@ -109,5 +117,5 @@ def broadcast_parameters_(module: torch.nn.Module) -> None:
 
 
 def barrier() -> None:
-    if current().active:
+    if current().distributed:
         dist.barrier()

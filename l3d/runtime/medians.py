@@ -6,8 +6,9 @@ the field benchmarks' summaries, the docs' check of them).
 
 `lower_median`: the lower of the two middle values for an even count, no mean (torch's `Tensor.median`). The causal
 selectivity's medians over subnetworks (`l3d.experiments.causal.summarize`) and the median line of
-`l3d.report.plots.error_against` have always been this one; they keep it, so that no published number moves.
-For an odd count the two agree.
+`l3d.report.training_plots.error_against` have always been this one; they keep it, so that no published number
+moves. The causal-selectivity histogram (`l3d.report.model_plots.selectivity_histogram`) labels its medians with it
+too, so the figure shows the numbers metrics.json holds. For an odd count the two agree.
 """
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
 """Checking user settings (e.g. a notebook's papermill parameters) before any work starts."""
 from __future__ import annotations
 
+import functools
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -55,3 +57,44 @@ def renamed(name: str, value: object, renames: Mapping[str, str], stacklevel: in
                       DeprecationWarning, stacklevel=stacklevel)
         return renames[value]
     return value
+
+
+def renamed_parameters(parameters: Mapping[str, Any], renames: Mapping[str, str],
+                       stacklevel: int = 3) -> dict[str, Any]:
+    """`parameters` with every parameter under an old name (`renames`: old -> new) under its new one, with a
+    DeprecationWarning naming both. The old name wins over the new: a notebook's parameters cell sets only the new
+    name, so an old one there was given on purpose (papermill's `-p toy paper_text`).
+
+    Only an old name that holds a plain value (a str, number or bool, as the old parameters held: `toy` a variant's
+    name, `compare_toy` a bool) is renamed: the same name holding anything else is another thing and is left alone,
+    e.g. notebook 07's nested `toy` settings (a dict in its saved settings) or notebook 04's loop variable `toy`
+    (a model) in the globals that `from_parameters(globals())` reads."""
+    parameters = dict(parameters)
+    for old, new in renames.items():
+        if isinstance(parameters.get(old), (str, int, float)):   # bool is an int
+            warnings.warn(f"parameter {old!r} is deprecated, renamed {new!r}: read as {new}={parameters[old]!r}",
+                          DeprecationWarning, stacklevel=stacklevel)
+            parameters[new] = parameters.pop(old)
+    return parameters
+
+
+def renamed_keywords(**renames: str) -> Callable[[Callable], Callable]:
+    """A decorator: the function also takes the old name of each renamed keyword argument (`renames`: old=new),
+    with a DeprecationWarning naming the new one, and receives the value under the new name. Both names at once
+    are refused (TypeError)."""
+    def decorate(function: Callable) -> Callable:
+        where = function.__qualname__.removesuffix(".__init__")
+
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            for old, new in renames.items():
+                if old not in kwargs:
+                    continue
+                if new in kwargs:
+                    raise TypeError(f"{where}() got {old}= and {new}=: {old} is the old name of {new}, give {new} only")
+                warnings.warn(f"{where}({old}=...) is deprecated, renamed {new}=: read as {new}", DeprecationWarning,
+                              stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+            return function(*args, **kwargs)
+        return wrapper
+    return decorate

@@ -10,8 +10,8 @@ from l3d.experiments.ground_truth import decoder_paths, paper_coefficients, pape
 
 def test_build_gives_each_variant():
     torch.manual_seed(0)
-    shapes = {(kind, variant): {n: tuple(p.shape) for n, p in toys.build(kind, variant).named_parameters()}
-              for kind in toys.TOYS for variant in toys.VARIANTS}
+    shapes = {(toy, variant): {n: tuple(p.shape) for n, p in toys.build(toy, variant).named_parameters()}
+              for toy in toys.TOYS for variant in toys.VARIANTS}
     assert shapes["tmcs", "authors"] == {"layers.0.weight": (5, 10), "layers.1.weight": (10, 5), "layers.1.bias": (10,)}
     assert shapes["tmcs", "paper_text"] == {"layers.0.weight": (5, 10), "layers.0.bias": (5,),
                                             "layers.1.weight": (10, 5), "layers.1.bias": (10,)}

@@ -121,7 +121,7 @@ from l3d.experiments.cnn import (  # noqa: E402
     subnetwork_rows,
 )
 from l3d.experiments.model_experiment import fit_metrics  # noqa: E402
-from l3d.experiments.subnetworks import affected_outputs, owned_labels, purity  # noqa: E402
+from l3d.experiments.subnetworks import affected_outputs, label_purity, owned_labels  # noqa: E402
 from l3d.initialize import init_from_inputs_  # noqa: E402
 
 NOTEBOOK_06 = dict(source="embedded", seed=0, model_epochs=60, n_images=10_000, n_test_images=2_000, n_subnetworks=None,
@@ -193,7 +193,7 @@ def test_class_purity_shown_subnetworks_and_rows_are_what_the_notebook_computed(
     top[3] = torch.nonzero(labels == labels[0]).flatten()[:1].repeat(4)        # a pure one
     p_act = torch.tensor([0.2, 0.0, 0.1, 0.3, 0.2])
     pure, label, metrics = class_purity(top, labels, p_act, 10)
-    expected_pure, expected_label = purity(top, labels)
+    expected_pure, expected_label = label_purity(top, labels)
     live = torch.nonzero(p_act > 0).flatten()
     assert torch.equal(pure, expected_pure) and torch.equal(label, expected_label)
     assert metrics == {"mean_class_purity": expected_pure[live].mean().item(),

@@ -3,7 +3,7 @@ import random
 import torch
 
 from l3d.experiments.corpus import NONE, WORDS, Tokenizer, patterns, story, story_corpus
-from l3d.experiments.subnetworks import owned_labels, purity
+from l3d.experiments.subnetworks import label_purity, owned_labels
 
 
 def test_story_corpus_is_deterministic_and_shaped():
@@ -72,14 +72,14 @@ def test_context_marks_the_target():
     assert text.split()[:3] == [vocab[i] for i in corpus.tokens[2, 2:5]]
 
 
-def test_purity_counts_the_dominant_label():
+def test_label_purity_counts_the_dominant_label():
     labels = torch.tensor([0, 1, 1, 2, 2, 2, 0, 0])
     top = torch.tensor([[1, 2, 3, 6], [3, 4, 5, 1], [0, 6, 7, 0]])  # (C=3, n=4)
-    p, label = purity(top, labels, ignore=0)
+    p, label = label_purity(top, labels, ignore=0)
     torch.testing.assert_close(p, torch.tensor([0.5, 0.75, 0.0]))
     assert label.tolist() == [1, 2, -1]
     assert owned_labels(p, label, threshold=0.7) == [2]
-    p_all, label_all = purity(top, labels)
+    p_all, label_all = label_purity(top, labels)
     assert label_all[2] == 0 and p_all[2] == 1.0
     assert patterns()[0] == NONE
 

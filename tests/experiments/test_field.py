@@ -1,4 +1,4 @@
-"""Notebook 07: the peers' toys, their training, the field's metrics, and L3D recovering a TMS 5-2."""
+"""Notebook 07: the field benchmarks' toys, their training, the field's metrics, and L3D recovering a TMS 5-2."""
 import math
 
 import pytest
@@ -7,6 +7,12 @@ from torch import nn
 
 import l3d
 from l3d.experiments import field
+from l3d.experiments.toys import TMS
+
+
+def linear_tms(weight: torch.Tensor, bias: torch.Tensor) -> TMS:
+    """The field's TMS (SPD's nn.Linear layout) with linear1 = weight, linear2 = weightᵀ and bias."""
+    return TMS.from_weights(weight, bias, layout="linear")
 
 
 def pentagon(norm: float = 1.0) -> torch.Tensor:
@@ -15,11 +21,11 @@ def pentagon(norm: float = 1.0) -> torch.Tensor:
     return norm * torch.stack([angles.cos(), angles.sin()])
 
 
-def test_peer_tms_forward_is_relu_of_the_materialized_product():
+def test_benchmark_tms_forward_is_relu_of_the_materialized_product():
     torch.manual_seed(0)
     W, b = torch.randn(2, 5), torch.randn(5)
     x = torch.rand(7, 5)
-    model = field.PeerTMS.tied(W, b)
+    model = linear_tms(W, b)
     torch.testing.assert_close(model(x), torch.relu(x @ W.T @ W + b))
     with_identity = model.with_identity()
     assert [n for n, _ in with_identity.named_parameters()] == [
@@ -30,7 +36,7 @@ def test_peer_tms_forward_is_relu_of_the_materialized_product():
 
 def test_training_applies_both_tied_parameters_adamw_updates_as_spds_view_tie_does():
     steps, batch = 3, 16
-    toys, _ = field.train_peer_tms(5, 2, [3], steps=steps, batch_size=batch, lr=0.05, progress=False)
+    toys, _ = field.train_benchmark_tms(5, 2, [3], steps=steps, batch_size=batch, lr=0.05, progress=False)
     # SPD's way (spd/experiments/tms/models.py:43-44, train_tms.py:37-51): linear2.weight's data is a view of
     # linear1.weight's, both handed to AdamW.
     torch.manual_seed(3)
@@ -39,7 +45,7 @@ def test_training_applies_both_tied_parameters_adamw_updates_as_spds_view_tie_do
     optimizer = torch.optim.AdamW([*linear1.parameters(), *linear2.parameters()], lr=0.05, foreach=False)
     generator = torch.Generator().manual_seed(30_003)
     for _ in range(steps):
-        x = field.peer_features(batch, 5, 0.05, generator=generator)
+        x = field.benchmark_features(batch, 5, 0.05, generator=generator)
         loss = (x.abs() - torch.relu(linear2(linear1(x)))).pow(2).mean()
         optimizer.zero_grad()
         loss.backward()
@@ -49,7 +55,7 @@ def test_training_applies_both_tied_parameters_adamw_updates_as_spds_view_tie_do
     assert not torch.allclose(linear1.weight, field.random_tms(5, 2, 3).linear1.weight)   # it did train
 
 
-def test_restarts_keep_the_first_initialization_as_the_peers_own():
+def test_restarts_keep_the_first_initialization_as_spds_own():
     toy = field.random_tms(5, 2, seed=4)
     torch.manual_seed(4)
     expected = nn.Linear(5, 2, bias=False).weight.detach()
@@ -62,7 +68,7 @@ def test_directions_equal_to_the_columns_score_mmcs_and_ml2r_one():
     directions = torch.zeros(5, 2, 5)
     for j in range(5):
         directions[j, :, j] = W[:, j] / W[:, j].norm()
-    scores = field.tms_scores(field.PeerTMS.tied(W, torch.zeros(5)), {"linear1.weight": directions})
+    scores = field.tms_scores(linear_tms(W, torch.zeros(5)), {"linear1.weight": directions})
     assert scores["mmcs"] == pytest.approx(1.0, abs=1e-6) and scores["ml2r"] == pytest.approx(1.0, abs=1e-5)
     assert (scores["recovered"] == 5 and scores["all_recovered"]
             and sorted(scores["pairs"]) == [(j, j) for j in range(5)])
@@ -74,7 +80,7 @@ def test_permuted_sign_flipped_scaled_directions_score_the_same_and_match_the_pe
     directions = torch.zeros(5, 2, 5)
     for k, j in enumerate(permutation):
         directions[k, :, j] = (-1) ** k * W[:, j] / W[:, j].norm()
-    scores = field.tms_scores(field.PeerTMS.tied(W, torch.zeros(5)), {"linear1.weight": directions})
+    scores = field.tms_scores(linear_tms(W, torch.zeros(5)), {"linear1.weight": directions})
     assert scores["mmcs"] == pytest.approx(1.0, abs=1e-6) and scores["ml2r"] == pytest.approx(1.0, abs=1e-5)
     assert dict(scores["pairs"]) == {j: k for k, j in enumerate(permutation)}
 
@@ -135,7 +141,7 @@ def test_settings_name_every_bad_parameter():
     with pytest.raises(ValueError, match="batch_size"):
         field.FieldExperiment.from_parameters({"n_samples": 16, "batch_size": 32})
     with pytest.raises(ValueError, match="restarts"):
-        field.train_peer_tms(5, 2, [0], restarts=0)
+        field.train_benchmark_tms(5, 2, [0], restarts=0)
 
 
 def parse_ok(settings: field.FieldExperiment) -> bool:
@@ -143,7 +149,7 @@ def parse_ok(settings: field.FieldExperiment) -> bool:
 
 
 def test_l3d_recovers_every_feature_of_a_tms_5_2():
-    toy = field.PeerTMS.tied(pentagon(1.1), torch.full((5,), -0.3))
+    toy = linear_tms(pentagon(1.1), torch.full((5,), -0.3))
     settings = field.FieldExperiment.from_parameters({"seeds": [0], "n_samples": 640, "epochs": 30, "lr_decay_every": 5,
                                                       "init": "gradients", "restarts": 2, "restart_epochs": 5,
                                                       "engine": "dense", "tms_settings": ["5-2"], "resample_every": 10})
@@ -203,7 +209,7 @@ def small_field(**changes) -> field.FieldExperiment:
 
 def test_every_seed_and_its_perturbed_reruns_are_one_sweep_equal_to_each_alone():
     settings = small_field(perturbations=2, perturbation=1e-6)
-    toys = [field.PeerTMS.tied(pentagon(1.0 + 0.1 * s), torch.full((5,), -0.2)) for s in settings.seeds]
+    toys = [linear_tms(pentagon(1.0 + 0.1 * s), torch.full((5,), -0.2)) for s in settings.seeds]
     rows, runs, reruns = field.decompose_tms(settings, "5-2-id", toys, torch.device("cpu"), progress=False,
                                              perturbations=2)
     assert [r["seed"] for r in rows] == [0, 1] and list(runs) == [0, 1]
@@ -225,7 +231,7 @@ def test_every_seed_and_its_perturbed_reruns_are_one_sweep_equal_to_each_alone()
 
 def test_the_reruns_perturb_the_toy_and_the_start(monkeypatch):
     settings = small_field(perturbation=1e-5)
-    toy = field.PeerTMS.tied(pentagon(), torch.full((5,), -0.2))
+    toy = linear_tms(pentagon(), torch.full((5,), -0.2))
     seen = {}
 
     def fake_sweep(models, inputs, params, configs, progress):
@@ -248,8 +254,8 @@ def test_the_reruns_perturb_the_toy_and_the_start(monkeypatch):
 @pytest.mark.filterwarnings("ignore:GradientCollector")   # the zero gradients it warns about are the point
 def test_a_toy_without_gradients_is_skipped_and_the_others_decomposed():
     settings = small_field()
-    dead = field.PeerTMS.tied(pentagon(), torch.full((5,), -10.0))        # ReLU(x Wᵀ W + b) = 0 for x in [0, 1]^5
-    live = field.PeerTMS.tied(pentagon(), torch.full((5,), -0.2))
+    dead = linear_tms(pentagon(), torch.full((5,), -10.0))        # ReLU(x Wᵀ W + b) = 0 for x in [0, 1]^5
+    live = linear_tms(pentagon(), torch.full((5,), -0.2))
     x = field.l3d_samples(settings, 5, 0)
     assert dead(x).abs().max() == 0
     config = settings.l3d_config(5, 96, 0)

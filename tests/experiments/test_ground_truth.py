@@ -27,7 +27,7 @@ def _diagonal_model(n):
     return model
 
 
-def test_exact_decomposition_is_matched_with_full_purity():
+def test_exact_decomposition_is_matched_with_full_impact_share():
     n, perm = 4, [2, 0, 3, 1]   # subnetwork perm[j] serves feature j; subnetwork 4 is dead
     model = _diagonal_model(n)
     collector = l3d.GradientCollector(model, "weight")
@@ -44,15 +44,15 @@ def test_exact_decomposition_is_matched_with_full_purity():
         R.recover(dec, collector, [[j] for j in range(n)], n, p_act=[0.1] * 5, first_layer="bias")
     assert "input_purity" not in R.recover(dec, collector, [[0]], n, p_act=[0.1] * 5, n_samples=5).summary()
     assert rec.subnetwork_of == {j: k for j, k in enumerate(perm)}
-    assert rec.purity == pytest.approx([1.0] * n, abs=1e-6)
+    assert rec.impact_share == pytest.approx([1.0] * n, abs=1e-6)
     assert rec.dead == [4] and rec.live == [0, 1, 2, 3]
     assert rec.all_matched and rec.one_per_circuit
-    assert rec.summary()["min_purity"] == pytest.approx(1.0, abs=1e-6)
+    assert rec.summary()["min_impact_share"] == pytest.approx(1.0, abs=1e-6)
     weights = dec.decoder_directions()["weight"]
     assert R.input_purity(weights, [[j] for j in range(n)], rec.matches) == pytest.approx([1.0] * n, abs=1e-6)
 
 
-def test_scrambled_decomposition_has_low_purity():
+def test_scrambled_decomposition_has_low_impact_share():
     n = 4
     model = _diagonal_model(n)
     with torch.no_grad():
@@ -62,7 +62,7 @@ def test_scrambled_decomposition_has_low_purity():
     mixed = (torch.eye(n) + torch.eye(n).roll(1, dims=0)) / 2 ** 0.5   # each subnetwork spans two features
     _set_rank1(dec, "weight", mixed, mixed.clone())
     rec = R.recover(dec, collector, [[j] for j in range(n)], n, p_act=[0.1] * n, n_samples=200)
-    assert all(0.3 < p < 0.7 for p in rec.purity)
+    assert all(0.3 < p < 0.7 for p in rec.impact_share)
     # the share of every subnetwork is split between exactly its two features
     assert torch.allclose(rec.share.sum(0), torch.ones(n, dtype=torch.float64))
     assert ((rec.share > 0.2).sum(0) == 2).all()
@@ -77,7 +77,7 @@ def test_groups_and_dead_subnetworks_are_counted():
     rec = R.recovery_from_impact(impact, p_act=[0.2, 0.3, 0.1, 0.0])
     assert rec.dead == [3] and rec.per_circuit == [2, 1]
     assert rec.all_matched and not rec.one_per_circuit
-    assert rec.purity[1] == pytest.approx(3.0 / 3.1)
+    assert rec.impact_share[1] == pytest.approx(3.0 / 3.1)
     with pytest.raises(ValueError, match="one value per subnetwork"):
         R.recovery_from_impact(impact, p_act=[0.1, 0.1])
 
@@ -169,10 +169,11 @@ def test_own_outputs_marks_each_groups_outputs():
 def test_circuit_aligned_error_is_zero_when_each_circuit_has_one_direction():
     torch.manual_seed(0)
     directions = torch.linalg.qr(torch.randn(6, 3)).Q.T              # 3 orthonormal directions in R^6
-    active = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 0, 0]], dtype=torch.bool).repeat(4, 1)
-    scale = torch.rand(active.shape[0], 3) + 0.5
-    grads = (scale * active) @ directions
-    error, found = R.circuit_aligned_error(grads, active)
+    active_circuits = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 0, 0]],
+                                   dtype=torch.bool).repeat(4, 1)
+    scale = torch.rand(active_circuits.shape[0], 3) + 0.5
+    grads = (scale * active_circuits) @ directions
+    error, found = R.circuit_aligned_error(grads, active_circuits)
     assert error < 1e-10
     assert torch.allclose((found @ directions.T).abs(), torch.eye(3), atol=1e-5)
 
@@ -181,8 +182,8 @@ def test_circuit_aligned_error_counts_what_one_direction_per_circuit_misses():
     # circuit 0's samples spread over two orthogonal directions equally: one direction explains half
     e = torch.eye(4)
     grads = torch.stack([e[0], e[1], e[0], e[1], e[2], 2 * e[2]])
-    active = torch.tensor([[1, 0]] * 4 + [[0, 1]] * 2, dtype=torch.bool)
-    error, _ = R.circuit_aligned_error(grads, active)
+    active_circuits = torch.tensor([[1, 0]] * 4 + [[0, 1]] * 2, dtype=torch.bool)
+    error, _ = R.circuit_aligned_error(grads, active_circuits)
     assert abs(error - 2 / (4 + 5)) < 1e-6
     with pytest.raises(ValueError, match="only it is on"):
         R.circuit_aligned_error(grads, torch.tensor([[1, 1]] * 6, dtype=torch.bool))
@@ -192,8 +193,8 @@ def test_circuit_aligned_error_explains_a_sample_with_no_circuit_on_by_its_best_
     # directions e0 (circuit 0) and e2 (circuit 1); the unlabelled sample 3 e0 + 2 e2 + 4 e3 keeps 4 + 16 of 29
     e = torch.eye(4)
     grads = torch.stack([e[0], e[2], 3 * e[0] + 2 * e[2] + 4 * e[3]])
-    active = torch.tensor([[1, 0], [0, 1], [0, 0]], dtype=torch.bool)
-    error, _ = R.circuit_aligned_error(grads, active)
+    active_circuits = torch.tensor([[1, 0], [0, 1], [0, 0]], dtype=torch.bool)
+    error, _ = R.circuit_aligned_error(grads, active_circuits)
     assert abs(error - 20 / (1 + 1 + 29)) < 1e-6
 
 
@@ -212,16 +213,40 @@ def test_fit_circuit_aligned_gives_every_circuit_its_own_subnetwork():
     assert len(errors) == 40 and errors[-1] < 0.75 * errors[0]
     rec = R.recover(dec, collector, [[j] for j in range(n)], n, p_act=[0.1] * n, n_samples=100)
     assert rec.subnetwork_of == {j: j for j in range(n)}
-    assert min(rec.purity) > 0.95
+    assert min(rec.impact_share) > 0.95
     # the decoders also hold the reference's side of each gradient (row r of column j), so not all is on column j
     weights = dec.decoder_directions()["weight"]
     assert min(R.input_purity(weights, [[j] for j in range(n)], rec.matches)) > 0.7
-    with pytest.raises(ValueError, match=r"active must be \(n_inputs, n_subnetworks\) = \(400, 4\)"):
+    with pytest.raises(ValueError, match=r"active_circuits must be \(n_inputs, n_subnetworks\) = \(400, 4\)"):
         R.fit_circuit_aligned(dec, collector, inputs, (inputs != 0)[:, :3], epochs=1)
     with pytest.raises(ValueError, match="batch_size must lie in 2..400"):
         R.fit_circuit_aligned(dec, collector, inputs, inputs != 0, epochs=1, batch_size=1000)
     with pytest.raises(ValueError, match="epochs must be >= 1"):
         R.fit_circuit_aligned(dec, collector, inputs, inputs != 0, epochs=0)
+
+
+def test_fit_circuit_aligned_reads_the_old_keyword_active_with_a_warning_naming_the_new_one():
+    collector = l3d.GradientCollector(_diagonal_model(3), "weight", divergence="mse")
+    inputs = l3d.experiments.toys.sparse_features(64, 3, 0.3, generator=torch.Generator().manual_seed(0),
+                                                  drop_zero=True)
+    new, old = (l3d.Decomposition(collector.shapes, n_subnetworks=3, rank=1, top_k=0.3, seed=0) for _ in range(2))
+    R.fit_circuit_aligned(new, collector, inputs, active_circuits=inputs != 0, epochs=2, batch_size=16)
+    with pytest.warns(DeprecationWarning, match=r"fit_circuit_aligned\(active=...\) is deprecated, renamed "
+                                                 r"active_circuits="):
+        R.fit_circuit_aligned(old, collector, inputs, active=inputs != 0, epochs=2, batch_size=16)
+    assert all(torch.equal(a, b) for a, b in zip(new.parameters(), old.parameters()))
+    with pytest.raises(TypeError, match="active is the old name of active_circuits, give active_circuits only"):
+        R.fit_circuit_aligned(old, collector, inputs, active=inputs != 0, active_circuits=inputs != 0, epochs=1)
+
+
+def test_circuit_aligned_error_reads_the_old_keyword_active_with_a_warning():
+    grads = torch.randn(40, 6, generator=torch.Generator().manual_seed(0))
+    on = torch.zeros(40, 2, dtype=torch.bool)
+    on[:20, 0], on[20:, 1] = True, True
+    error, _ = R.circuit_aligned_error(grads, active_circuits=on)
+    with pytest.warns(DeprecationWarning, match=r"circuit_aligned_error\(active=...\) is deprecated"):
+        old, _ = R.circuit_aligned_error(grads, active=on)
+    assert old == error
 
 
 def test_evaluate_and_recover_is_evaluate_then_recover_with_its_p_act():
@@ -243,18 +268,18 @@ def test_aligned_then_paper_is_fit_circuit_aligned_then_fit_on_one_decomposition
     collector = l3d.GradientCollector(model, "weight", divergence="mse")
     inputs = l3d.experiments.toys.sparse_features(64, 3, 0.3, generator=torch.Generator().manual_seed(0),
                                                   drop_zero=True)
-    active = inputs != 0
+    active_circuits = inputs != 0
 
     def run(stepwise):
         source = l3d.GradientSource(collector, inputs, 16, chunk_size=64, seed=0)
         dec = l3d.Decomposition(collector.shapes, n_subnetworks=3, rank=1, top_k=0.3, seed=0)
         if stepwise:
-            R.fit_circuit_aligned(dec, collector, inputs, active, 4, lr_decay_every=2, batch_size=16, seed=1)
+            R.fit_circuit_aligned(dec, collector, inputs, active_circuits, 4, lr_decay_every=2, batch_size=16, seed=1)
             first = dec.decoder_directions()["weight"].clone()
             l3d.fit(dec, source, 4, lr_decay_every=2, progress=False)
             return first, dec
         stages = []
-        for stage, d in R.aligned_then_paper(dec, source, active, 4, lr_decay_every=2, batch_size=16, seed=1):
+        for stage, d in R.aligned_then_paper(dec, source, active_circuits, 4, lr_decay_every=2, batch_size=16, seed=1):
             assert d is dec
             stages.append(stage)
             if stage == "aligned":

@@ -12,9 +12,9 @@ from l3d.experiments.high_rank import HighRank
 from l3d.experiments.stability import perturbed
 from l3d.experiments.toys import feature_groups, group_features, high_rank_circuits, random_coefficients, train_toys
 
-TINY = {"toy": "paper_text", "seeds": [0, 1], "seed": 1, "n_groups": 2, "group_size": 2, "n_hidden": 3, "n_train": 64,
-        "toy_epochs": 2, "toy_restarts": 1, "toy_compile": False, "ranks": [1, 2], "show_rank": 2, "n_samples": 40,
-        "drop_zero_inputs": True,
+TINY = {"variant": "paper_text", "seeds": [0, 1], "seed": 1, "n_groups": 2, "group_size": 2, "n_hidden": 3,
+        "n_train": 64, "toy_epochs": 2, "toy_restarts": 1, "toy_compile": False, "ranks": [1, 2], "show_rank": 2,
+        "n_samples": 40, "drop_zero_inputs": True,
         "n_subnetworks": 3, "epochs": 3, "batch_size": 8, "lr_decay_every": 2, "restarts": 2, "restart_epochs": 1,
         "silence": 1.0, "silence_from": 2, "paper_loss_ranks": [2], "stability_ranks": [2], "n_probe": 6, "n_ref": 2}
 
@@ -46,7 +46,7 @@ def test_toys_are_trained_as_the_notebook_trained_them():
         A = random_coefficients(4, 4, 3.0, generator)
         sets.append(group_features(64, 2, 2, 0.05, generator=generator))
         targets.append(sets[-1] @ A.T)
-        before.append(high_rank_circuits(4, 3))
+        before.append(high_rank_circuits(4, 3, "paper_text"))
     old_losses = train_toys(before, sets, targets, 2, 32, 1e-3, seeds=s.seeds, compile=False, progress=False)
     assert losses == old_losses
     for new, old in zip(models, before):
@@ -95,7 +95,7 @@ def test_decompose_ranks_scores_each_run_as_the_notebook_did(tmp_path):
     assert row["final_training_error"] == run.history.reconstruction_error[-1] and row["toy_loss"] == losses[1][-1]
     assert row["start_errors"] == run.start_errors and len(row["start_errors"]) == 2
     assert {k: row[k] for k in found.summary()} == found.summary()
-    assert row["clean_groups"] == sum(p >= high_rank.CLEAN for p in found.purity)
+    assert row["clean_groups"] == sum(p >= high_rank.CLEAN for p in found.impact_share)
     assert row["first_layer_share"] == share
     assert row["min_first_layer_share_matched"] == min((share[k] for k in found.subnetwork_of.values()), default=0.0)
     assert row["max_first_layer_share_extra"] == max((share[k] for k in extra), default=0.0)
@@ -121,7 +121,8 @@ def test_decompose_ranks_checks_each_rank_and_loss_on_perturbed_reruns(tmp_path)
             run = explicit[2 * p + seed]
             _, found = evaluate_and_recover(run.decomposition, run.source, feature_groups(2, 2), 4, n_samples=6,
                                             n_ref=2, seed=seed, first_layer="layers.0.weight")
-            outcomes.append([sum(q >= high_rank.CLEAN for q in found.purity), len(found.live), found.one_per_circuit])
+            outcomes.append([sum(q >= high_rank.CLEAN for q in found.impact_share), len(found.live),
+                             found.one_per_circuit])
         assert row["outcome"] == outcomes[0] and row["perturbed"] == outcomes[1:]
         assert row["changed"] == any(o != outcomes[0] for o in outcomes[1:])
         unperturbed = next(r for r in result.per_seed if (r["seed"], r["rank"], r["loss"]) == (seed, 2, "paper"))
@@ -176,7 +177,7 @@ def test_medians_by_rank_and_errors_by_seed_match_the_notebooks_aggregation():
     assert list(spread) == [2] and spread[2]["reconstruction_error"] == [
         min(r["reconstruction_error"] for r in rows if (r["rank"], r["loss"]) == (2, "paper")),
         max(r["reconstruction_error"] for r in rows if (r["rank"], r["loss"]) == (2, "paper"))]
-    assert set(spread[2]) == {"n_live", "min_purity", "reconstruction_error"}
+    assert set(spread[2]) == {"n_live", "min_impact_share", "reconstruction_error"}
     assert high_rank.errors_by_seed(s, rows) == [[10.0 * seed + rank for rank in s.ranks] for seed in s.seeds]
 
 
@@ -189,12 +190,12 @@ def test_paper_loss_ranks_are_checked_and_skipped_without_the_penalty():
 
 def test_headline_states_k_of_n_seeds_with_median_and_range_from_the_rows():
     rows = [{"seed": seed, "rank": 3, "loss": "silence", "one_per_circuit": seed != 1, "clean_groups": 2 if seed else 1,
-             "purity": [0.9, 0.95], "n_live": 2 + seed, "min_purity": 0.5 + seed / 10,
+             "impact_share": [0.9, 0.95], "n_live": 2 + seed, "min_impact_share": 0.5 + seed / 10,
              "reconstruction_error": 0.2 + seed / 100} for seed in range(3)]
     rows.append({**rows[0], "loss": "paper", "one_per_circuit": False})   # another loss: not counted
     assert high_rank.headline(rows, "silence") == [
         ("rank 3: one live subnetwork per group in 2 of 3 seeds, every group clean in 2 of 3; live 3 (2-4), "
-         "lowest purity 0.600 (0.500-0.700), error 0.210 (0.200-0.220)")]
+         "lowest impact share 0.600 (0.500-0.700), error 0.210 (0.200-0.220)")]
     assert high_rank.headline(rows, "paper")[0].startswith("rank 3: one live subnetwork per group in 0 of 1 seeds")
     assert high_rank.spread([0.3, 0.1, 0.2, 0.4]) == "0.250 (0.100-0.400)"
 

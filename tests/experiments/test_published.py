@@ -68,13 +68,13 @@ def test_tms_at_eight_features_is_not_compared_with_the_five_feature_numbers():
 
 def test_high_rank_compares_with_the_figure_or_the_text_whichever_its_toy_is():
     authors = notebook_settings("03_high_rank_circuits")
-    text = notebook_settings("03_high_rank_circuits", toy="paper_text")
+    text = notebook_settings("03_high_rank_circuits", variant="paper_text")
     assert published.comparable("03_high_rank_circuits", authors)["paper"] == {"figure_s6_n_live": 7,
                                                                                "one_live_subnetwork_per_group": True}
     assert published.comparable("03_high_rank_circuits", text) == {"paper": {"n_live": 5,
                                                                              "one_live_subnetwork_per_group": True}}
     assert published.caveat("03_high_rank_circuits", text) == (
-        "Not compared with the authors' code: this run's setting differs from theirs (the authors' code: toy: "
+        "Not compared with the authors' code: this run's setting differs from theirs (the authors' code: variant: "
         "'paper_text' here, 'authors' published, n_groups: 5 here, 6 published).")
 
 

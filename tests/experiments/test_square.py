@@ -22,7 +22,7 @@ from l3d.experiments.ground_truth import (
 from l3d.experiments.square import Square
 from l3d.experiments.toys import sparse_features, square_mlp, train_toys_best_of
 
-TINY = {"toy": "paper_text", "seeds": [0, 1], "seed": 0, "p_active": 0.3, "n_features": 3, "width": 3, "depth": 2,
+TINY = {"variant": "paper_text", "seeds": [0, 1], "seed": 0, "p_active": 0.3, "n_features": 3, "width": 3, "depth": 2,
         "n_train": 64, "toy_epochs": 2,
         "toy_restarts": 2, "toy_compile": False, "n_subnetworks": 3, "rank": 2, "sweep_subnetworks": [2, 3],
         "n_samples": 60, "epochs": 3, "batch_size": 8, "lr_decay_every": 2, "warm_start_epochs": 1, "n_probe": 6,
@@ -65,8 +65,8 @@ def test_toys_are_trained_as_the_notebook_trained_them(experiment):
     s, models, losses, mse = experiment[:4]
     sets = [sparse_features(64, 3, 0.3, low=-1.0, high=1.0, generator=torch.Generator().manual_seed(10_000 + seed))
             for seed in s.seeds]
-    old_models, old_losses = train_toys_best_of(lambda: square_mlp(3, 3, 2), [(x, x ** 2) for x in sets], s.seeds, 2,
-                                                epochs=2, batch_size=32, lr=1e-3, compile=False)
+    old_models, old_losses = train_toys_best_of(lambda: square_mlp(3, 3, 2, "paper_text"), [(x, x ** 2) for x in sets],
+                                                s.seeds, 2, epochs=2, batch_size=32, lr=1e-3, compile=False)
     assert losses == old_losses
     with torch.no_grad():
         assert mse == [(toy(x) - x ** 2).pow(2).mean(0).tolist() for toy, x in zip(old_models, sets)]
@@ -93,7 +93,8 @@ def test_decompose_grid_scores_each_run_as_the_notebook_did(experiment):
     assert row["final_training_error"] == pytest.approx(run.history.reconstruction_error[-1], rel=1e-5)
     assert row["toy_loss"] == losses[1][-1] and row["toy_output_mse"] == mse[1] and row["start_errors"] == []
     summary = found.summary()
-    assert row["matches"] == summary["matches"] and row["purity"] == pytest.approx(summary["purity"], abs=1e-5)
+    assert row["matches"] == summary["matches"]
+    assert row["impact_share"] == pytest.approx(summary["impact_share"], abs=1e-5)
     assert torch.equal(runs[1, 2, 1][0].source.inputs, inputs) and runs[1, 2, 1][0].collector.model is toy
 
 
@@ -102,7 +103,8 @@ def test_the_main_setting_carries_the_stability_checks_reruns_scored_like_the_ru
     main = [square.main_row(s, per_seed, seed) for seed in s.seeds]
     assert len(rerun_rows) == s.perturbations == 1 and [r["seed"] for r in rerun_rows[0]] == s.seeds
     for row, moved in zip(main, rerun_rows[0]):
-        assert set(moved) == {k for k in row if k not in ("toy", "n_subnetworks", "rank", "toy_loss", "toy_output_mse")}
+        own = ("variant", "n_subnetworks", "rank", "toy_loss", "toy_output_mse")   # the run's, not its score's
+        assert set(moved) == {k for k in row if k not in own}
         # a relative 1e-6 on the toy and the start moves three epochs' error by far less than 1e-3, but moves it
         assert moved["final_training_error"] != row["final_training_error"]
         assert moved["final_training_error"] == pytest.approx(row["final_training_error"], rel=1e-3)
@@ -115,18 +117,19 @@ def test_the_main_setting_carries_the_stability_checks_reruns_scored_like_the_ru
     assert none == [] and len(rows) == 2                      # only the main (C, R) is checked; out_dir None: not saved
 
 
-def test_the_other_toy_is_one_sweep_with_its_own_conventions(tmp_path):
-    s = Square.from_parameters({**TINY, "toy": "authors", "width": 3, "seeds": [0, 1]})
-    rows = square.other_toy(s, CPU, tmp_path)
-    assert ([(r["seed"], r["toy"], (r["n_subnetworks"], r["rank"])) for r in rows]
+def test_the_other_variant_is_one_sweep_with_its_own_conventions(tmp_path):
+    s = Square.from_parameters({**TINY, "variant": "authors", "width": 3, "seeds": [0, 1]})
+    rows = square.other_variant(s, CPU, tmp_path)
+    assert ([(r["seed"], r["variant"], (r["n_subnetworks"], r["rank"])) for r in rows]
             == [(0, "paper_text", s.main), (1, "paper_text", s.main)])
-    config = json.loads((tmp_path / f"other_toy_seed1_C{s.main[0]}_rank{s.main[1]}" / "run.json").read_text())["config"]
+    folder = tmp_path / f"other_variant_seed1_C{s.main[0]}_rank{s.main[1]}"
+    config = json.loads((folder / "run.json").read_text())["config"]
     assert (config["divergence"], config["engine"]) == ("mse", "dense")   # the paper-text convention, swept dense
 
 
-def _row(seed, one_per_circuit, n_dead, error, purity=0.8):
+def _row(seed, one_per_circuit, n_dead, error, impact_share=0.8):
     return {"seed": seed, "all_matched": True, "one_per_circuit": one_per_circuit, "n_dead": n_dead,
-            "reconstruction_error": error, "min_purity": purity, "mmcs": 0.7}
+            "reconstruction_error": error, "min_impact_share": impact_share, "mmcs": 0.7}
 
 
 def test_headline_states_k_of_n_and_median_with_range():
@@ -135,11 +138,11 @@ def test_headline_states_k_of_n_and_median_with_range():
     assert ("one subnetwork per input: 2 of 3 seeds; every input matched to a distinct live subnetwork: 3 of 3; "
             "no dead subnetwork: 2 of 3") in text
     assert ("reconstruction_error: median 0.330 (0.310-0.350)" in text
-            and "min_purity: median 0.800 (0.400-0.800)" in text)
+            and "min_impact_share: median 0.800 (0.400-0.800)" in text)
     moved = [dict(r) for r in rows]
     moved[2].update(n_dead=1)
     check = square.stability(rows, [moved])
-    assert check.changed == [2] and check.median_shift == {"reconstruction_error": 0, "min_purity": 0, "mmcs": 0}
+    assert check.changed == [2] and check.median_shift == {"reconstruction_error": 0, "min_impact_share": 0, "mmcs": 0}
 
 
 def test_intervention_groups_and_own_outputs_as_the_notebook_built_them():
@@ -183,7 +186,7 @@ def test_label_diagnostic_is_the_notebooks_aligned_then_paper(experiment):
         evaluation, found = evaluate_and_recover(decomposition, reference, s.features, 3, low=-1.0, high=1.0,
                                                  n_samples=6, n_ref=2, seed=1, first_layer="layers.0.weight")
         assert additions[f"{stage}_reconstruction_error"] == evaluation["reconstruction_error"]
-        assert additions[f"{stage}_purity"] == found.purity and stages[stage][1].matches == found.matches
+        assert additions[f"{stage}_impact_share"] == found.impact_share and stages[stage][1].matches == found.matches
         assert additions[f"{stage}_min_input_purity"] == found.summary()["min_input_purity"]
     assert list(stages) == ["aligned", "aligned_then_paper"]
 
@@ -215,7 +218,7 @@ def test_medians_by_setting_match_the_notebooks_aggregation():
     for r in rows:     # with the label diagnostic, its medians join the main setting's
         if (r["n_subnetworks"], r["rank"]) == s.main:
             r.update({f"{stage}_{key}": float(r["seed"]) for stage in square.STAGES
-                      for key in ("reconstruction_error", "min_purity", "min_input_purity")})
+                      for key in ("reconstruction_error", "min_impact_share", "min_input_purity")})
             r.update(circuit_aligned_error=1.0, circuit_aligned_error_by_sign=math.pi)
     main = square.medians_by_setting(s, rows)["3x2"]["paper_text"]
     assert main["aligned_then_paper_min_input_purity"] == 1.0 and main["circuit_aligned_error_by_sign"] == math.pi

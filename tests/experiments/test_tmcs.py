@@ -25,7 +25,7 @@ from l3d.experiments.ground_truth import (
 from l3d.experiments.toy_experiment import l3d_samples
 from l3d.experiments.toys import circuit_superposition, random_coefficients, sparse_features, train_toys_best_of
 
-SMALL = {"toy": "paper_text", "seeds": [0, 1], "seed": 0, "device": "cpu", "n_features": 3, "n_hidden": 2,
+SMALL = {"variant": "paper_text", "seeds": [0, 1], "seed": 0, "device": "cpu", "n_features": 3, "n_hidden": 2,
          "coefficient_max": 3.0,
          "p_active": 0.3, "n_train": 64, "toy_epochs": 2, "toy_batch_size": 16, "toy_restarts": 2, "toy_compile": False,
          "n_samples": 60, "n_subnetworks": 3, "rank": 1, "top_k": 0.2, "epochs": 3, "batch_size": 10, "lr": 0.01,
@@ -57,7 +57,7 @@ def test_train_tmcs_is_the_notebooks_training(small):
         generator = torch.Generator().manual_seed(10_000 + s)
         expected_A.append(random_coefficients(3, 3, 3.0, generator))
         train_sets.append(sparse_features(64, 3, 0.3, generator=generator))
-    expected, expected_losses = train_toys_best_of(lambda: circuit_superposition(3, 2),
+    expected, expected_losses = train_toys_best_of(lambda: circuit_superposition(3, 2, "paper_text"),
                                                    [(x, x @ A.T) for x, A in zip(train_sets, expected_A)], [0, 1], 2,
                                                    epochs=2, batch_size=16, lr=1e-3, compile=False, progress=False)
     assert losses == expected_losses
@@ -126,7 +126,7 @@ def _notebook_score(toy, run, A, toy_loss):
     for stage, aligned in aligned_then_paper(fresh, run.source, samples > 0, 2, 0.01, 0.8, 1, 10, seed=s):
         evaluation, found_aligned, a_aligned, _ = score(aligned)
         row.update({f"{stage}_reconstruction_error": evaluation["reconstruction_error"],
-                    f"{stage}_min_purity": found_aligned.summary()["min_purity"],
+                    f"{stage}_min_impact_share": found_aligned.summary()["min_impact_share"],
                     f"{stage}_r2": squared_correlation(a_aligned, A)})
     return row, found, a_hat
 
@@ -150,7 +150,7 @@ def test_decompose_and_score_equal_the_notebooks_loop(small):
         torch.testing.assert_close(score.a_hat, a_hat, rtol=0, atol=0)
         rows.append(score.metrics)
     median = tmcs.summarize(rows)
-    for key in tmcs.MEDIAN_KEYS + ["aligned_r2", "aligned_then_paper_min_purity"]:
+    for key in tmcs.MEDIAN_KEYS + ["aligned_r2", "aligned_then_paper_min_impact_share"]:
         assert _nan_as_text(median[key]) == _nan_as_text(statistics.median(float(r[key]) for r in rows))
     assert median["all_matched_seeds"] == sum(r["all_matched"] for r in rows)
     assert median["one_per_circuit_seeds"] == sum(r["one_per_circuit"] for r in rows) and median["n_seeds"] == 2
@@ -197,7 +197,7 @@ def test_reruns_are_scored_without_the_labelled_diagnostics_and_otherwise_alike(
 
 def _row(seed, one_per_circuit, paper_r, error=0.06):
     return {"seed": seed, "all_matched": True, "one_per_circuit": one_per_circuit, "n_live": 10,
-            "reconstruction_error": error, "paper_r": paper_r, "r2": 0.6, "mmcs": 0.8, "min_purity": 0.8}
+            "reconstruction_error": error, "paper_r": paper_r, "r2": 0.6, "mmcs": 0.8, "min_impact_share": 0.8}
 
 
 def test_headline_states_k_of_n_and_median_with_range_and_the_stability_check_counts_flips():

@@ -1,14 +1,18 @@
 """The toy notebooks' shared settings: the toy variant and the conventions it brings, and both variants end to end."""
+import warnings
+
 import pytest
 import torch
 
-from l3d.experiments import high_rank, square, tmcs
+from l3d.experiments import high_rank, published, square, tmcs
 from l3d.experiments.ground_truth import decoder_paths, paper_r
 from l3d.experiments.high_rank import HighRank
 from l3d.experiments.square import Square
 from l3d.experiments.tmcs import TMCSExperiment
 from l3d.experiments.tms import TMSExperiment
+from l3d.experiments.toy_experiment import VariantExperiment
 from l3d.experiments.toys import AUTHORS_CONVENTIONS
+from l3d.runtime.validate import renamed_parameters
 
 CPU = torch.device("cpu")
 TINY_TRAINING = {"seeds": [0], "seed": 0, "n_train": 64, "toy_epochs": 2, "toy_compile": False, "n_samples": 64,
@@ -18,11 +22,11 @@ TINY_TRAINING = {"seeds": [0], "seed": 0, "n_train": 64, "toy_epochs": 2, "toy_c
 @pytest.mark.parametrize("cls, warm", [(TMCSExperiment, 2), (HighRank, 1), (Square, 11)])
 def test_authors_toy_takes_the_authors_conventions(cls, warm):
     s = cls.from_parameters({})
-    assert s.toy == "authors"
+    assert s.variant == "authors"
     assert (s.training.weight_decay, s.training.batch_size, s.training.restarts) == (1e-3, 128, 1)
     assert (s.l3d.divergence, s.l3d.reference, s.l3d.engine) == ("output_times_residual", "random_or_self", "dense")
-    assert s.l3d.decoder_norm == "sum" and cls.from_parameters({"toy": "paper_text"}).l3d.decoder_norm == "unit"
-    assert s.l3d.warm_start_epochs == warm == AUTHORS_CONVENTIONS.warm_start_epochs[cls.KIND]
+    assert s.l3d.decoder_norm == "sum" and cls.from_parameters({"variant": "paper_text"}).l3d.decoder_norm == "unit"
+    assert s.l3d.warm_start_epochs == warm == AUTHORS_CONVENTIONS.warm_start_epochs[cls.TOY]
     assert s.drop_zero_inputs is True and s.reference_pool == "batch"
     config = s.l3d_config(seed=0)        # references from the batch, all samples in one gradient pass
     assert config.batch_references and config.chunk_size == s.n_samples // s.l3d.batch_size * s.l3d.batch_size
@@ -32,17 +36,17 @@ def test_authors_toy_takes_the_authors_conventions(cls, warm):
 
 
 def test_paper_text_toy_takes_the_earlier_defaults():
-    s = TMCSExperiment.from_parameters({"toy": "paper_text"})
+    s = TMCSExperiment.from_parameters({"variant": "paper_text"})
     assert (s.training.weight_decay, s.training.batch_size, s.training.restarts) == (0.01, 32, 4)
     assert (s.l3d.divergence, s.l3d.reference, s.l3d.engine, s.l3d.warm_start_epochs) == ("mse", "random", "dense", 10)
     assert s.drop_zero_inputs is False and s.l3d_config(seed=0).chunk_size == 992   # all samples in one pass
     assert not s.l3d_config(seed=0).batch_references
-    h = HighRank.from_parameters({"toy": "paper_text"})
+    h = HighRank.from_parameters({"variant": "paper_text"})
     assert ((h.n_groups, h.l3d.restarts, h.training.restarts, h.drop_zero_inputs, h.l3d.warm_start_epochs)
             == (5, 6, 1, True, 0))
     assert HighRank.from_parameters({}).n_groups == 6 and HighRank.from_parameters({}).l3d.restarts == 4
     assert HighRank.from_parameters({}).l3d.restart_epochs is None and h.l3d.restart_epochs == 30
-    q = Square.from_parameters({"toy": "paper_text"})
+    q = Square.from_parameters({"variant": "paper_text"})
     assert (q.width, q.bias_rank, q.drop_zero_inputs, q.l3d.warm_start_epochs) == (5, None, False, 10)
     a = Square.from_parameters({})
     assert (a.width, a.bias_rank) == (10, 1)
@@ -56,35 +60,60 @@ def test_a_parameter_given_overrides_the_convention_and_none_takes_it():
     assert "reference" in s.conventional
 
 
-def test_for_toy_gives_the_other_variant_with_the_same_own_choices():
-    s = Square.from_parameters({"toy": "authors", "epochs": 7, "toy_batch_size": 64})
-    other = s.for_toy("paper_text")
-    assert other.toy == "paper_text" and other.l3d.epochs == 7 and other.training.batch_size == 64
-    assert other.width == 5 and other.l3d.divergence == "mse" and other.other_toy == "authors"
-    assert other.for_toy("authors") == s
+def test_for_variant_gives_the_other_variant_with_the_same_own_choices():
+    s = Square.from_parameters({"variant": "authors", "epochs": 7, "toy_batch_size": 64})
+    other = s.for_variant("paper_text")
+    assert other.variant == "paper_text" and other.l3d.epochs == 7 and other.training.batch_size == 64
+    assert other.width == 5 and other.l3d.divergence == "mse" and other.other_variant == "authors"
+    assert other.for_variant("authors") == s
 
 
-def test_bad_toy_names_the_choices():
+def test_bad_variant_names_the_choices():
     for cls in (TMCSExperiment, HighRank, Square):
-        with pytest.raises(ValueError, match=r"toy must be one of \['authors', 'paper_text'\], got 'author'"):
-            cls.from_parameters({"toy": "author"})
+        with pytest.raises(ValueError, match=r"variant must be one of \['authors', 'paper_text'\], got 'author'"):
+            cls.from_parameters({"variant": "author"})
+
+
+def test_the_old_names_toy_and_compare_toy_are_read_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match=r"parameter 'toy' is deprecated, renamed 'variant'"):
+        s = TMCSExperiment.from_parameters({"toy": "paper_text"})
+    assert s == TMCSExperiment.from_parameters({"variant": "paper_text"})
+    with pytest.warns(DeprecationWarning, match=r"parameter 'compare_toy' is deprecated, renamed 'compare_variant'"):
+        q = Square.from_parameters({"compare_toy": False, "variant": "authors"})
+    assert q.compare_variant is False and q.variant == "authors"
+    with pytest.warns(DeprecationWarning):   # papermill's -p toy ... beside the notebook's own `variant`
+        assert HighRank.from_parameters({"variant": "authors", "toy": "paper_text"}).variant == "paper_text"
+    with pytest.warns(DeprecationWarning):   # a run saved before the rename still compares with the published numbers
+        assert published._flat({"toy": "authors", "l3d": {"rank": 1}}) == {"variant": "authors", "l3d.rank": 1}
+
+
+def test_only_an_old_name_holding_a_plain_value_is_renamed():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")       # no DeprecationWarning: notebook 07's nested toy settings, not a variant
+        assert published._flat({"toy": {"steps": 3}}) == {"toy.steps": 3}
+        model = torch.nn.Linear(2, 2)        # notebook 04's loop variable `toy` in the globals it reads
+        assert renamed_parameters({"toy": model}, VariantExperiment.RENAMED) == {"toy": model}
+        assert HighRank.from_parameters({"toy": model}).variant == "authors"
+    with pytest.warns(DeprecationWarning, match=r"parameter 'toy' is deprecated, renamed 'variant'"):
+        assert renamed_parameters({"toy": "paper_text"}, VariantExperiment.RENAMED) == {"variant": "paper_text"}
+    assert published.RENAMED == VariantExperiment.RENAMED   # the published table's copy, kept out of its imports
 
 
 def test_notebook_01_has_no_variant_and_keeps_its_training():
     s = TMSExperiment.from_parameters({})
-    assert not hasattr(s, "toy") and s.training.weight_decay == 0.01 and s.training.batch_size == 32
+    assert not hasattr(s, "variant") and s.training.weight_decay == 0.01 and s.training.batch_size == 32
     assert s.reference_pool == "samples" and s.l3d.divergence == "mse"
 
 
-@pytest.mark.parametrize("toy", ["authors", "paper_text"])
-def test_tmcs_runs_end_to_end_for_both_toys(toy):
-    s = TMCSExperiment.from_parameters({**TINY_TRAINING, "toy": toy, "n_features": 4, "n_hidden": 2,
+@pytest.mark.parametrize("variant", ["authors", "paper_text"])
+def test_tmcs_runs_end_to_end_for_both_variants(variant):
+    s = TMCSExperiment.from_parameters({**TINY_TRAINING, "variant": variant, "n_features": 4, "n_hidden": 2,
                                         "n_subnetworks": 4, "p_active": 0.3, "aligned_epochs": 1})
     models, losses, coefficients = tmcs.train_tmcs(s, CPU)
     hidden_bias = models[0].layers[0].bias is not None
-    assert hidden_bias == (toy == "paper_text")   # the authors' hidden layer is linear without bias
+    assert hidden_bias == (variant == "paper_text")   # the authors' hidden layer is linear without bias
     run = tmcs.decompose_tmcs(s, models[:1], CPU, stability=False, progress=False)[0][0]
-    assert run.config.divergence == ("output_times_residual" if toy == "authors" else "mse")
+    assert run.config.divergence == ("output_times_residual" if variant == "authors" else "mse")
     row = tmcs.score_tmcs(s, run, coefficients[0], losses[0][-1]).metrics
     assert row["paper_r"] == paper_r(decoder_paths(run.decomposition), coefficients[0])
     assert row["paper_r2"] == pytest.approx(row["paper_r"] ** 2) and -1 <= row["r2"] <= 1
@@ -115,9 +144,9 @@ def test_square_runs_both_toys_at_the_main_setting(tmp_path):
     assert models[0].layers[0].weight.shape == (10, 3)           # the authors' width
     runs, rows, _ = square.decompose_grid(s, models, losses, mse, CPU, tmp_path)
     assert runs[0, 3, 2][0].config.rank["layers.0.bias"] == 1 and runs[0, 3, 2][0].config.rank["layers.0.weight"] == 2
-    other = square.other_toy(s, CPU, tmp_path)
-    assert [(r["toy"], r["n_subnetworks"], r["rank"]) for r in other] == [("paper_text", 3, 2)]
-    assert (tmp_path / "other_toy_seed0_C3_rank2" / "run.json").exists()
+    other = square.other_variant(s, CPU, tmp_path)
+    assert [(r["variant"], r["n_subnetworks"], r["rank"]) for r in other] == [("paper_text", 3, 2)]
+    assert (tmp_path / "other_variant_seed0_C3_rank2" / "run.json").exists()
     median = square.medians_by_setting(s, rows, other)
     assert set(median["3x2"]) == {"authors", "paper_text"}
     assert median["3x2"]["paper_text"]["reconstruction_error"] == other[0]["reconstruction_error"]
@@ -126,8 +155,8 @@ def test_square_runs_both_toys_at_the_main_setting(tmp_path):
 
 @pytest.mark.parametrize("cls", [TMCSExperiment, HighRank, Square])
 def test_both_variants_set_the_same_parameters(cls):
-    """A parameter left None must resolve for either toy, so both conventions name the same parameters."""
+    """A parameter left None must resolve for either variant, so both conventions name the same parameters."""
     assert set(cls.conventions("authors")) == set(cls.conventions("paper_text"))
     none = {name: None for name in cls.conventions("authors")}
-    for toy in ("authors", "paper_text"):
-        assert cls.from_parameters({**none, "toy": toy}).conventional == sorted(none)
+    for variant in ("authors", "paper_text"):
+        assert cls.from_parameters({**none, "variant": variant}).conventional == sorted(none)

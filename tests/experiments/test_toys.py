@@ -31,6 +31,39 @@ def test_untied_tms_computes_the_same_function():
     torch.testing.assert_close(untied(x), tied(x))
 
 
+@pytest.mark.parametrize("layout", toys.LAYOUTS)
+def test_both_layouts_compute_relu_of_the_product_with_identity_hidden_layers(layout):
+    torch.manual_seed(0)
+    W, b, x = torch.randn(2, 5), torch.randn(5), torch.rand(7, 5)
+    model = TMS.from_weights(W, b, layout=layout)
+    torch.testing.assert_close(model(x), torch.relu(x @ W.T @ W + b))
+    torch.testing.assert_close(model.weight_in(), W)
+    torch.testing.assert_close(model.weight_out(), W.T)
+    torch.testing.assert_close(model.bias(), b)
+    deeper = model.with_identity().with_identity()
+    assert len(deeper.hidden_weights()) == 2 and all(torch.equal(h, torch.eye(2)) for h in deeper.hidden_weights())
+    torch.testing.assert_close(deeper(x), model(x))
+    with torch.no_grad():
+        deeper.hidden_weights()[0].mul_(2.0)   # a hidden layer counts: H_2 H_1 between W_in and W_out
+    torch.testing.assert_close(deeper(x), torch.relu(2 * x @ W.T @ W + b))
+    torch.testing.assert_close(deeper.untied()(x), deeper(x))
+
+
+def test_the_layouts_name_the_tensors_as_notebooks_01_and_07_do():
+    matrices = TMS(5, 2, tied=False, n_hidden_layers=1)
+    linear = TMS(5, 2, tied=False, n_hidden_layers=1, layout="linear")
+    assert [n for n, _ in matrices.named_parameters()] == ["W_in", "W_out", "b", "hidden.0"]
+    assert [n for n, _ in linear.named_parameters()] == ["linear1.weight", "hidden_layers.0.weight",
+                                                         "linear2.weight", "linear2.bias"]
+    assert [n for n, _ in TMS(5, 2).named_parameters()] == ["W_in", "b"]   # tied: W_out is W_inᵀ
+    tied = TMS(5, 2, n_hidden_layers=1).with_identity()
+    assert tied.tied and [n for n, _ in tied.named_parameters()] == ["W_in", "b", "hidden.0", "hidden.1"]
+    with pytest.raises(ValueError, match="layout='linear' holds W_out in linear2"):
+        TMS(5, 2, layout="linear")
+    with pytest.raises(ValueError, match="unknown TMS layout 'spd'"):
+        TMS(5, 2, layout="spd")
+
+
 def reference_training(model, x, epochs, batch_size, lr, seed):
     """The plain loop: one model, AdamW, shuffled batches, MSE summed over outputs and averaged over the batch."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
@@ -143,11 +176,11 @@ def test_group_features_can_keep_all_zero_samples():
 
 
 def test_models_have_the_papers_shapes():
-    tmcs = toys.circuit_superposition()
+    tmcs = toys.circuit_superposition(variant="paper_text")
     assert [tuple(p.shape) for p in tmcs.parameters()] == [(5, 10), (5,), (10, 5), (10,)]
-    square = toys.square_mlp()
+    square = toys.square_mlp(variant="paper_text")
     assert len(square.layers) == 5 and all(layer.weight.shape == (5, 5) for layer in square.layers)
-    assert toys.high_rank_circuits()(torch.zeros(3, 25)).shape == (3, 25)
+    assert toys.high_rank_circuits(variant="paper_text")(torch.zeros(3, 25)).shape == (3, 25)
     with pytest.raises(ValueError, match="activation"):
         toys.MLP([2, 2], "tanh")
 
@@ -156,6 +189,6 @@ def test_train_toy_fits_square_targets():
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     x = toys.sparse_features(512, 5, p_active=0.2, low=-1, high=1, generator=g)
-    model = toys.square_mlp()
+    model = toys.square_mlp(variant="paper_text")
     losses = toys.train_toy(model, x, x ** 2, epochs=30, batch_size=64, lr=1e-2, progress=False)
     assert losses[-1] < 0.5 * losses[0]

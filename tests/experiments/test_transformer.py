@@ -103,7 +103,7 @@ def test_paper_texts_offline_says_what_to_download(offline_empty_cache):
 import l3d  # noqa: E402
 from l3d.experiments.corpus import marked_context  # noqa: E402
 from l3d.experiments.model_experiment import fit_metrics, held_out_top  # noqa: E402
-from l3d.experiments.subnetworks import affected_outputs, owned_labels, purity  # noqa: E402
+from l3d.experiments.subnetworks import affected_outputs, label_purity, owned_labels  # noqa: E402
 from l3d.experiments.transformer import (  # noqa: E402
     SETTINGS,
     TransformerExperiment,
@@ -202,16 +202,16 @@ def test_subnetwork_rows_and_pattern_purity_are_what_the_notebook_computed():
         assert row["top logits"] == ", ".join(f"{decode([int(i)]).strip()} ({v:+.2f})"
                                               for v, i in zip(values.tolist(), index.tolist()))
     result = pattern_purity(top, corpus, p_act, 0.8)
-    pure, label = purity(top, corpus.tags.flatten(), ignore=0)
+    pure, label = label_purity(top, corpus.tags.flatten(), ignore=0)
     live = p_act > 0
     best = {p: 0.0 for p in corpus.patterns[1:]}
     for k in torch.nonzero(live).flatten().tolist():
         if label[k] >= 0:
             best[corpus.patterns[label[k]]] = max(best[corpus.patterns[label[k]]], pure[k].item())
     owned = owned_labels(pure[live], label[live], 0.8)
-    assert result == {"mean_purity": pure[live].mean().item(), "patterns_owned": len(owned),
+    assert result == {"mean_pattern_purity": pure[live].mean().item(), "patterns_owned": len(owned),
                       "n_patterns": len(corpus.patterns) - 1, "owned_patterns": [corpus.patterns[i] for i in owned],
-                      "best_purity": best, "purity_threshold": 0.8}
+                      "best_pattern_purity": best, "purity_threshold": 0.8}
     assert result["patterns_owned"] == sum(v >= 0.8 for v in best.values()) >= 1
 
 

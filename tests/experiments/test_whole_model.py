@@ -7,10 +7,12 @@ from transformers import GPTNeoForCausalLM
 import l3d
 from l3d.divergences import reference_outputs
 from l3d.experiments.corpus import Tokenizer
+from l3d.experiments.model_experiment import selectivity_metrics
 from l3d.experiments.transformer import attention_tensors, logits, story_config
 from l3d.experiments.whole_model import (
     HeldOut,
     WholeModelExperiment,
+    causal_selectivities,
     decoder_shares,
     group_shares,
     held_out,
@@ -142,6 +144,26 @@ def test_errors_of_a_union_of_per_layer_decompositions_and_per_group():
     assert measured.error("layer 0") == pytest.approx(0.4)
     assert measured.error("whole", ["h.1.a"]) == pytest.approx(0.1)
     assert measured.group_errors("whole", tensor_layer) == pytest.approx({"layer 0": 0.3, "layer 1": 0.1})
+
+
+def test_causal_selectivities_pool_the_per_layer_decompositions_numbered_as_their_union(tiny):
+    model, texts = tiny
+    settings = WholeModelExperiment.from_parameters({"n_other_texts": 3, "deltas": [-0.1, 0.1]})
+    tensors = {"whole": whole_model_tensors(model), "layer 0": layer_tensors(model, 0),
+               "layer 1": layer_tensors(model, 1), "block": attention_tensors(model, 1)}
+    decompositions, tops, p_acts = {}, {}, {}
+    for seed, (name, names) in enumerate(tensors.items()):
+        shapes = l3d.GradientCollector(model, names, divergence="kl", sequence=True, forward=logits).shapes
+        C = 2 if name.startswith("layer") else 4
+        decompositions[name] = l3d.Decomposition(shapes, C, rank=1, top_k=0.5, seed=seed).double()
+        tops[name] = torch.randint(0, texts.numel(), (C, 3), generator=torch.Generator().manual_seed(seed))
+        p_acts[name] = torch.tensor([1.0] * (C - 1) + [0.0])                     # the last subnetwork dead
+    found = causal_selectivities(model, decompositions, texts, tops, p_acts, settings, ["layer 0", "layer 1"])
+    for name in ("whole", "block"):
+        assert found[name] == selectivity_metrics(model, decompositions[name], texts, tops[name], p_acts[name],
+                                                  settings, 3, forward=logits, sequence=True)
+    assert found["per_layer"]["subnetworks"] == [0, 2]   # layer 1's subnetwork 0 after layer 0's two
+    assert found["per_layer"]["n_live"] == 2
 
 
 def test_settings_are_05s_with_the_dense_engine_and_name_bad_ones():

@@ -107,7 +107,7 @@ def test_the_self_check_finds_a_tied_decoder_without_the_up_front_detection(monk
     def sees_nothing(model, plan, params):
         yield {}
 
-    monkeypatch.setattr(l3d.gradients.collector, "used_outside", sees_nothing)
+    monkeypatch.setattr(l3d.gradients.discovery, "used_outside", sees_nothing)
     torch.manual_seed(1)
     col = l3d.GradientCollector(TiedAutoencoder(), "*")
     with pytest.warns(UserWarning, match=r"'enc\.weight' is computed densely .* differ from autograd's by 0\.\d+ "
@@ -174,7 +174,7 @@ def test_the_self_check_turns_off_a_wrong_head_shortcut(monkeypatch):
     """With the up-front head test fooled (any Linear whose output is returned counts), the self-check finds the
     tensors' disagreement and backpropagates through the head at every position instead (the embedding, factored
     with "auto", stays factored)."""
-    monkeypatch.setattr(l3d.GradientCollector, "_is_head", lambda self, name, calls, out: calls[-1][1] is out)
+    monkeypatch.setattr(l3d.gradients.discovery, "is_head", lambda model, name, calls, out: calls[-1][1] is out)
     for engine in ("dense", "auto"):
         col = l3d.GradientCollector(doubled_head(), "emb.weight", divergence="kl", sequence=True, engine=engine)
         planned = dict(col.plan)

@@ -25,7 +25,7 @@ from transformers import GPTNeoConfig, GPTNeoForCausalLM
 import l3d
 from l3d.experiments.cnn import DIGITS_BLOCK, DigitsCNN, digits
 from l3d.experiments.corpus import story_corpus
-from l3d.experiments.subnetworks import affected_outputs, purity
+from l3d.experiments.subnetworks import affected_outputs, label_purity
 from l3d.experiments.toys import TMS, sparse_features, train_toy
 from l3d.experiments.transformer import attention_tensors, logits
 from l3d.report import dashboard
@@ -170,9 +170,9 @@ def test_text_dashboard_shades_every_token_and_names_the_targets(texts):
     corpus, decomposition, collector = texts["corpus"], texts["decomposition"], texts["collector"]
     impact = l3d.impact(decomposition, collector, corpus.inputs, n_ref=N_REF, seed=3)
     top = l3d.top_samples(impact, 6)
-    pure, label = purity(top, corpus.tags.flatten(), ignore=0)
+    pure, label = label_purity(top, corpus.tags.flatten(), ignore=0)
     assert [row["label"] for row in data["subnetworks"]] == label.tolist()
-    assert [row["purity"] for row in data["subnetworks"]] == pytest.approx(pure.tolist(), abs=1e-3)
+    assert [row["label_purity"] for row in data["subnetworks"]] == pytest.approx(pure.tolist(), abs=1e-3)
     assert data["kind"] == "texts" and len(data["subnetworks"]) == 12 and data["length"] == 8
     for k, row in enumerate(data["subnetworks"]):
         assert row["top"] == top[k].tolist()
@@ -230,6 +230,14 @@ def rendered_again(name: str, tmp_path: Path) -> tuple[str, str]:
 def test_the_page_is_the_one_rendered_before_it_moved_into_package_files(tmp_path):
     page, before = rendered_again("toy", tmp_path)
     assert page == before                                             # byte for byte
+
+
+def test_a_data_file_from_before_issue_29_reads_its_purity_as_label_purity(tmp_path):
+    folder = shutil.copytree(REFERENCE / "images", tmp_path / "images", ignore=shutil.ignore_patterns(INDEX))
+    old = (folder / DATA).read_text(encoding="utf-8").replace('"label_purity":', '"purity":')
+    (folder / DATA).write_text(old, encoding="utf-8")
+    rows = load(folder)["subnetworks"]
+    assert [r["label_purity"] for r in rows] == [0.5, 0.5, 0.5, 0.25, 0.25] and not any("purity" in r for r in rows)
 
 
 def test_image_pages_differ_from_before_only_in_png_bytes_never_in_pixels(tmp_path):

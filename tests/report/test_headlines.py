@@ -7,17 +7,14 @@ import pytest
 
 from l3d.report import headlines
 from l3d.report.headlines import (
-    TOLERANCES,
-    Tolerance,
     check_headlines,
     check_reference,
     comparison_rows,
-    exact,
     flatten,
     headline_numbers,
-    recorded,
     tolerance_for,
 )
+from l3d.report.tolerances import TOLERANCES, Tolerance, exact, recorded
 
 ROOT = Path(__file__).resolve().parents[2]
 TOL = {
@@ -92,6 +89,20 @@ def test_comparison_rows_say_within_or_not_per_number():
     assert rows["summary/5-2/ml2r"]["missing"] == "reference" and rows["count"]["tolerance"] == "exact"
 
 
+def test_a_metrics_file_from_before_a_key_was_renamed_is_read_under_the_new_name():
+    old = {"median": {"min_purity": 0.8, "mmcs": 0.9}, "per_seed": [{"purity": [0.7, 0.9], "min_input_purity": 1.0}]}
+    new = headlines.current_keys(old, "02_circuit_superposition")
+    assert new == {"median": {"min_impact_share": 0.8, "mmcs": 0.9},
+                   "per_seed": [{"impact_share": [0.7, 0.9], "min_input_purity": 1.0}]}
+    assert headlines.current_keys({"mean_purity": 0.5, "best_purity": {"animal": 1.0}}, "05_transformer") == {
+        "mean_pattern_purity": 0.5, "best_pattern_purity": {"animal": 1.0}}
+    assert headlines.current_keys(old, "01_toy_model_of_superposition") == old
+    rows = comparison_rows(new, {"median": {"min_impact_share": 0.81}},
+                           {"median/min_impact_share": Tolerance(abs=0.02, reason="noise")})
+    assert [(r["number"], r["reference"], r["now"], r["within"]) for r in rows] == [
+        ("median/min_impact_share", 0.8, 0.81, True)]
+
+
 def test_check_headlines_reads_the_reference_file_and_says_when_it_is_missing(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(TOLERANCES, "99_test", {"test": TOL, "paper": {}})
     file = tmp_path / "99_test.json"
@@ -118,7 +129,7 @@ def test_every_tolerance_has_a_reason_and_every_pattern_names_a_number_of_its_no
             assert tolerances, (name, scale)
             source = (ROOT / "figures" / name / "metrics.json" if scale == "paper"
                       else ROOT / "tests" / "notebooks" / f"{name}.json")
-            numbers = flatten(json.loads(source.read_text()))
+            numbers = flatten(headlines.current_keys(json.loads(source.read_text()), name))
             for pattern, tolerance in tolerances.items():
                 assert len(tolerance.reason) > 20, (name, scale, pattern)
                 assert tolerance.abs >= 0 and tolerance.rel >= 0

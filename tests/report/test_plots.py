@@ -209,9 +209,9 @@ def test_matched_subnetworks_orders_rows_by_circuit():
 
 
 def test_label_diagnostic_draws_three_stages_per_seed_and_an_arrow():
-    rows = [{"seed": s, "reconstruction_error": 0.2 + s, "min_purity": 0.5, "aligned_reconstruction_error": 0.3,
-             "aligned_min_purity": 0.9, "aligned_then_paper_reconstruction_error": 0.1,
-             "aligned_then_paper_min_purity": 0.4}
+    rows = [{"seed": s, "reconstruction_error": 0.2 + s, "min_impact_share": 0.5, "aligned_reconstruction_error": 0.3,
+             "aligned_min_impact_share": 0.9, "aligned_then_paper_reconstruction_error": 0.1,
+             "aligned_then_paper_min_impact_share": 0.4}
             for s in (0, 1)]
     fig = plots.label_diagnostic(rows)
     ax = fig.axes[0]

@@ -139,3 +139,9 @@ def test_shards_of_a_batch_are_the_single_process_batch(sequence):
         torch.testing.assert_close(torch.cat([g0.sq_norms(), g1.sq_norms()]), g.sq_norms(), rtol=1e-12, atol=1e-14)
         batches += 1
     assert batches == 3
+
+
+def test_shard_active_is_the_deprecated_name_of_distributed():
+    for shard in (Shard(0, 1), Shard(1, 4)):
+        with pytest.warns(DeprecationWarning, match="Shard.active is deprecated, renamed distributed"):
+            assert shard.active is shard.distributed

@@ -9,7 +9,8 @@ from torch import Tensor
 
 from ...runtime.medians import median
 from ..ground_truth import match, mmcs
-from .models import PeerTMS, ResidMLP
+from ..toy_models import TMS
+from .models import ResidMLP
 
 RECOVERED = 0.95   # a feature is recovered when its one-to-one matched subnetwork's |cos| reaches this
 
@@ -49,10 +50,10 @@ def column_scores(columns: Tensor, slices: Tensor, coefficients: Tensor) -> dict
             "recovered": recovered, "all_recovered": recovered == columns.shape[0]}
 
 
-def tms_scores(model: PeerTMS, directions: dict[str, Tensor]) -> dict:
+def tms_scores(model: TMS, directions: dict[str, Tensor]) -> dict:
     """`column_scores` of a TMS decomposition on linear1 (as SPD scores W): columns linear1.weight[:, j], slices
     the subnetworks' linear1 columns, sizes from least squares on linear1."""
-    weight = model.linear1.weight.detach()
+    weight = model.weight_in().detach()                 # linear1.weight: a TMS of layout "linear"
     coefficients = least_squares_components({"linear1.weight": weight}, directions)
     return column_scores(weight.T, directions["linear1.weight"].transpose(1, 2), coefficients)
 

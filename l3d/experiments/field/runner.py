@@ -18,10 +18,11 @@ from ...refit import Refit, refit_
 from ...runtime.medians import median
 from ...train import GradientSource
 from ..stability import Stability, compare, perturbed
+from ..toy_models import TMS
 from .metrics import median_min_success, resid_scores, tms_scores
-from .models import PeerTMS, ResidMLP, peer_features
+from .models import ResidMLP, benchmark_features
 from .settings import TMS_SIZES, BenchmarkSetting, FieldExperiment
-from .training import random_tms, train_peer_tms, train_resid_mlp
+from .training import random_tms, train_benchmark_tms, train_resid_mlp
 
 OUTCOME_KEYS = ("recovered", "all_recovered", "dead")   # a decomposition's outcome (the count of dead subnetworks)
 MEDIAN_KEYS = ("mmcs", "ml2r", "reconstruction_error")  # a setting's medians over seeds
@@ -29,12 +30,12 @@ MEDIAN_KEYS = ("mmcs", "ml2r", "reconstruction_error")  # a setting's medians ov
 
 def l3d_samples(settings: FieldExperiment, n_features: int, seed: int, p_active: float | None = None,
                 n_samples: int | None = None, low: float = 0.0) -> Tensor:
-    """The L3D samples of `seed` (generator seeded 20,000 + seed): the peers' data, features on with probability
+    """The L3D samples of `seed` (generator seeded 20,000 + seed): the benchmarks' data, features on with probability
     l3d_p_active (or the given p_active), all-zero samples kept; n_samples of them (None: settings.n_samples, the
     5-2 settings' count; `decompose_tms` passes each setting's own, `BenchmarkSetting.n_samples`)."""
     p = p_active if p_active is not None else settings.l3d_p_active or settings.toy.p_active
-    return peer_features(n_samples or settings.n_samples, n_features, p, low=low,
-                         generator=torch.Generator().manual_seed(20_000 + seed))
+    return benchmark_features(n_samples or settings.n_samples, n_features, p, low=low,
+                              generator=torch.Generator().manual_seed(20_000 + seed))
 
 
 def score_row(run: Run, scores: dict, setting: str, seed: int, seconds: float) -> dict:
@@ -63,7 +64,7 @@ def without_gradients(model: nn.Module, inputs: Tensor, config: L3DConfig) -> st
     return f"every per-sample gradient of its {inputs.shape[0]} samples is zero (the sum of ||g||^2 is 0)"
 
 
-def decompose_tms(settings: FieldExperiment, setting: str | BenchmarkSetting, toys: Sequence[PeerTMS],
+def decompose_tms(settings: FieldExperiment, setting: str | BenchmarkSetting, toys: Sequence[TMS],
                   device: torch.device,
                   label: str | None = None, progress: bool = True, skipped: list[dict] | None = None,
                   perturbations: int = 0) -> tuple[list[dict], dict[int, Run], list[dict]]:
@@ -108,7 +109,7 @@ def decompose_tms(settings: FieldExperiment, setting: str | BenchmarkSetting, to
             [r for r in every if "perturbation" in r])
 
 
-def _scored(settings: FieldExperiment, run: Run, model: PeerTMS, inputs: Tensor, label: str, seed: int,
+def _scored(settings: FieldExperiment, run: Run, model: TMS, inputs: Tensor, label: str, seed: int,
             seconds: float, extra: dict) -> list[dict]:
     """A decomposition's row (`score_row` of `tms_scores`, with `extra`), and with refit_min_share the row of its
     refitted copy, labelled "<label> refit" (seconds: the decomposition's and the refit's)."""
@@ -159,7 +160,7 @@ def refit_decomposition(run: Run, inputs: Tensor, min_share: float) -> tuple[Run
     return dataclasses.replace(run, decomposition=decomposition), done
 
 
-def decompose_sparse(settings: FieldExperiment, setting: str, toys: Sequence[PeerTMS], device: torch.device,
+def decompose_sparse(settings: FieldExperiment, setting: str, toys: Sequence[TMS], device: torch.device,
                      progress: bool = True) -> tuple[list[dict], dict[int, Run]]:
     """The sparser-samples variant of one 40-feature setting (`SparseSamples`): `decompose_tms` on its samples,
     rows labelled "<setting> sparse"."""
@@ -170,20 +171,21 @@ def decompose_sparse(settings: FieldExperiment, setting: str, toys: Sequence[Pee
     return rows, runs
 
 
-def train_all_tms(settings: FieldExperiment, progress: bool = True) -> dict[str, tuple[list[PeerTMS], list[float]]]:
+def train_all_tms(settings: FieldExperiment, progress: bool = True) -> dict[str, tuple[list[TMS], list[float]]]:
     """The trained toys of every size the settings use, one per seed: size ("5-2", "40-10") -> (toys, losses)."""
     sizes = sorted({s.removesuffix("-id") for s in settings.tms_settings}, key=lambda s: TMS_SIZES[s])
     toys = {}
     for size in sizes:
         b, t = settings.benchmark(size), settings.toy
-        toys[size] = train_peer_tms(b.n_features, b.n_hidden, settings.seeds, t.steps, b.toy_batch_size, t.lr,
-                                    t.p_active, zero_bias=b.zero_bias, restarts=b.toy_restarts, progress=progress)
+        toys[size] = train_benchmark_tms(b.n_features, b.n_hidden, settings.seeds, t.steps, b.toy_batch_size, t.lr,
+                                         t.p_active, zero_bias=b.zero_bias, restarts=b.toy_restarts,
+                                         progress=progress)
     return toys
 
 
 def decompose_controls(settings: FieldExperiment, size: str, device: torch.device,
                        progress: bool = True) -> tuple[list[dict], dict[int, Run], list[dict]]:
-    """The control: `decompose_tms` of the untrained toy of `size` (the peers' initialization) of each of
+    """The control: `decompose_tms` of the untrained toy of `size` (SPD's initialization) of each of
     control_seeds, rows labelled "<size> random". Returns the rows, the runs and the seeds skipped because their
     untrained toy gives no gradient at all (its ReLU outputs are zero on every sample: nothing to decompose)."""
     b = settings.benchmark(size)

@@ -1,4 +1,4 @@
-"""Notebook 07's settings: the TMS settings by name, how the toys are trained (`PeerTraining`), the residual MLP
+"""Notebook 07's settings: the TMS settings by name, how the toys are trained (`TMSTraining`), the residual MLP
 (`ResidSettings`), the sparser-samples variant (`SparseSamples`), the whole experiment (`FieldExperiment`) and
 each TMS setting's own values as one object (`BenchmarkSetting`, from `FieldExperiment.benchmark`)."""
 from __future__ import annotations
@@ -22,7 +22,7 @@ def parse_tms(setting: str) -> tuple[int, int, bool]:
 
 
 @dataclass(frozen=True)
-class PeerTraining(Settings):
+class TMSTraining(Settings):
     """How the TMS toys are trained (SPD's train_tms.py: 10,000 steps, lr 5e-3, batch 1024 for 5-2 and 8192 for
     40-10, features on with probability 0.05). restarts (restarts_40_10 for 40-10): initializations per seed, the
     lowest final loss kept (SPD: 1, one hand-picked run per toy)."""
@@ -126,7 +126,7 @@ class FieldExperiment(Settings):
     l3d_p_active: float | None = bounded(None, low=0, high=1, open_low=True)
     refit_min_share: float | None = bounded(0.8, low=0, high=1, open_low=True)
     subnetworks_per_feature: int = bounded(1, low=1)
-    toy: PeerTraining = dataclasses.field(default_factory=PeerTraining, metadata={"prefix": "toy_"})
+    toy: TMSTraining = dataclasses.field(default_factory=TMSTraining, metadata={"prefix": "toy_"})
     l3d: L3DConfig = dataclasses.field(default_factory=L3DConfig)
     resid: ResidSettings = dataclasses.field(default_factory=ResidSettings, metadata={"prefix": "resid_"})
     run_resid: bool = True

@@ -1,4 +1,4 @@
-"""Notebook 07's tables: the headline (the peers' published numbers beside L3D's), per seed, the refit and the
+"""Notebook 07's tables: the headline (APD's and SPD's published numbers beside L3D's), per seed, the refit and the
 stability check."""
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from .. import published
 from ..stability import Stability
 
-# the peers' published numbers per setting (l3d.experiments.published; SPD: spd_paper.md:169-174, APD:
+# APD's and SPD's published numbers per setting (l3d.experiments.published; SPD: spd_paper.md:169-174, APD:
 # apd_paper.md:156-159)
-PUBLISHED = published.peers()
+PUBLISHED = published.benchmark_numbers()
 
 
 def stability_table(stability: dict[str, Stability]) -> list[dict]:
@@ -24,15 +24,15 @@ def stability_table(stability: dict[str, Stability]) -> list[dict]:
 
 
 def headline_table(summary: dict[str, dict], minutes: bool = True) -> list[dict]:
-    """One row per setting: the peers' published MMCS / ML2R beside L3D's median, min and success over seeds, and
+    """One row per setting: APD's and SPD's published MMCS / ML2R beside L3D's median, min and success over seeds, and
     (minutes) the decompositions' CPU minutes."""
     rows = []
     for setting, s in summary.items():
-        peers = PUBLISHED.get(setting, {})
+        theirs = PUBLISHED.get(setting, {})
         rows.append({
             "setting": setting,
-            "APD MMCS / ML2R": "{mmcs:.3f} / {ml2r:.3f}".format(**peers["APD"]) if "APD" in peers else "-",
-            "SPD MMCS / ML2R": "{mmcs:.3f} / {ml2r:.3f}".format(**peers["SPD"]) if "SPD" in peers else "-",
+            "APD MMCS / ML2R": "{mmcs:.3f} / {ml2r:.3f}".format(**theirs["APD"]) if "APD" in theirs else "-",
+            "SPD MMCS / ML2R": "{mmcs:.3f} / {ml2r:.3f}".format(**theirs["SPD"]) if "SPD" in theirs else "-",
             "L3D MMCS median (min)": f"{s['median']:.4f} ({s['min']:.4f})",
             "L3D ML2R median (range)": f"{s['ml2r_median']:.3f} ({s['ml2r_min']:.3f}-{s['ml2r_max']:.3f})",
             "all features recovered": f"{s['success']} of {s['seeds']} "

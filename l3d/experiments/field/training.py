@@ -1,5 +1,5 @@
 """Training the field benchmarks' toys as SPD does: the tied TMS with SPD's two AdamW updates of one shared matrix
-(`train_peer_tms`), its untrained control (`random_tms`), and the residual MLP (`train_resid_mlp`)."""
+(`train_benchmark_tms`), its untrained control (`random_tms`), and the residual MLP (`train_resid_mlp`)."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from ...runtime.progress import tqdm
-from .models import PeerTMS, ResidMLP, peer_features
+from ..toy_models import TMS
+from .models import ResidMLP, benchmark_features
 
 
 def _tms_init(n_features: int, n_hidden: int, zero_bias: bool) -> tuple[Tensor, Tensor]:
@@ -18,14 +19,15 @@ def _tms_init(n_features: int, n_hidden: int, zero_bias: bool) -> tuple[Tensor, 
     return linear1.weight.detach(), torch.zeros(n_features) if zero_bias else linear2.bias.detach()
 
 
-def train_peer_tms(n_features: int, n_hidden: int, seeds: Sequence[int], steps: int = 10_000, batch_size: int = 1024,
-                   lr: float = 5e-3, p_active: float = 0.05, zero_bias: bool = False, restarts: int = 1,
-                   weight_decay: float = 0.01, progress: bool = True) -> tuple[list[PeerTMS], list[float]]:
+def train_benchmark_tms(n_features: int, n_hidden: int, seeds: Sequence[int], steps: int = 10_000,
+                        batch_size: int = 1024, lr: float = 5e-3, p_active: float = 0.05, zero_bias: bool = False,
+                        restarts: int = 1, weight_decay: float = 0.01,
+                        progress: bool = True) -> tuple[list[TMS], list[float]]:
     """One tied TMS per seed trained as SPD's train_tms.py does, the best of `restarts` initializations by final
     loss (the mean over the last 100 steps); returns the models and their final losses.
 
     Initializations: torch.manual_seed(seed), then nn.Linear's default for linear1 and linear2 `restarts` times
-    (the first is the peers' model of that seed; bias zeroed when zero_bias). SPD ties linear2.weight to a view of
+    (the first is SPD's model of that seed; bias zeroed when zero_bias). SPD ties linear2.weight to a view of
     linear1.weight and hands both to AdamW, so each step applies both parameters' AdamW updates (each with its
     own moments and decay) to the one shared matrix; this does the same, for all models at once, each on its own
     fresh batch every step (one generator seeded 30,000 + seeds[0] draws them all).
@@ -46,8 +48,8 @@ def train_peer_tms(n_features: int, n_hidden: int, seeds: Sequence[int], steps: 
     recent = torch.zeros(len(inits))
     bar = tqdm(range(steps), desc=f"train {len(inits)} TMS {n_features}-{n_hidden}", disable=not progress)
     for step in bar:
-        x = peer_features(len(inits) * batch_size, n_features, p_active,
-                          generator=generator).view(len(inits), batch_size, -1)
+        x = benchmark_features(len(inits) * batch_size, n_features, p_active,
+                               generator=generator).view(len(inits), batch_size, -1)
         out = torch.relu(torch.baddbmm(b[:, None], torch.bmm(x, w1.transpose(1, 2)), w2.transpose(1, 2)))
         losses = (x - out).pow(2).mean(dim=(1, 2))
         before = w1.detach().clone()
@@ -62,17 +64,18 @@ def train_peer_tms(n_features: int, n_hidden: int, seeds: Sequence[int], steps: 
             recent += losses.detach()
     final = recent / min(100, steps)
     best = [min(range(i * restarts, (i + 1) * restarts), key=lambda m: final[m].item()) for i in range(len(seeds))]
-    return [PeerTMS.tied(w1[m].detach(), b[m].detach()) for m in best], [final[m].item() for m in best]
+    return ([TMS.from_weights(w1[m].detach(), b[m].detach(), layout="linear") for m in best],
+            [final[m].item() for m in best])
 
 
-def random_tms(n_features: int, n_hidden: int, seed: int, zero_bias: bool = False) -> PeerTMS:
-    """The untrained toy of `seed`: the initialization `train_peer_tms` starts from (the control)."""
+def random_tms(n_features: int, n_hidden: int, seed: int, zero_bias: bool = False) -> TMS:
+    """The untrained toy of `seed`: the initialization `train_benchmark_tms` starts from (the control)."""
     torch.manual_seed(seed)
-    return PeerTMS.tied(*_tms_init(n_features, n_hidden, zero_bias))
+    return TMS.from_weights(*_tms_init(n_features, n_hidden, zero_bias), layout="linear")
 
 
 def resid_labels(x: Tensor) -> Tensor:
-    """The peers' act_plus_resid target with trivial coefficients: ReLU(x) + x."""
+    """SPD's act_plus_resid target with trivial coefficients: ReLU(x) + x."""
     return torch.relu(x) + x
 
 
@@ -90,7 +93,7 @@ def train_resid_mlp(seed: int, n_features: int = 100, d_embed: int = 1000, d_mlp
     generator = torch.Generator().manual_seed(40_000 + seed)
     losses = []
     for _ in tqdm(range(steps), desc=f"train residual MLP, seed {seed}", disable=not progress):
-        x = peer_features(batch_size, n_features, p_active, low=-1.0, high=1.0, generator=generator)
+        x = benchmark_features(batch_size, n_features, p_active, low=-1.0, high=1.0, generator=generator)
         loss = (model(x) - resid_labels(x)).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

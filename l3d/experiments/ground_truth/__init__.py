@@ -8,7 +8,7 @@ say what one subnetwork per circuit would reach: `circuit_aligned_error` (one be
 and `fit_circuit_aligned` (a decomposition trained to serve each circuit with its own subnetwork;
 `aligned_then_paper` also trains it on with the paper's loss).
 
-Modules: recovery (matching circuits to subnetworks, purity, MMCS), labelled (the diagnostics trained or fitted
+Modules: recovery (matching circuits to subnetworks, impact share, MMCS), labelled (the diagnostics trained or fitted
 with the labels), selectivity (interventions), paths (the coefficients a decomposition implies), correlation
 (r, r² and the low-rank bound).
 """

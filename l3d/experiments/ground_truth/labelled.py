@@ -10,13 +10,15 @@ from torch import Tensor
 
 from ...decomposition import Decomposition
 from ...gradients import GradientCollector
+from ...runtime.validate import renamed_keywords
 from ...train import GradientSource, History, fit
 
 
-def circuit_aligned_error(grads: Tensor, active: Tensor) -> tuple[float, Tensor]:
+@renamed_keywords(active="active_circuits")
+def circuit_aligned_error(grads: Tensor, active_circuits: Tensor) -> tuple[float, Tensor]:
     """The reconstruction error of a decomposition that gives every circuit exactly one direction of its own.
 
-    grads: (N, n_w) per-sample gradients; active: (N, n_circuits) bool, which circuits each sample has on.
+    grads: (N, n_w) per-sample gradients; active_circuits: (N, n_circuits) bool, which circuits each sample has on.
     Circuit c's direction is the top right singular vector of the gradients of the samples where only c is
     on (the best single direction for them). Each sample is reconstructed by least squares on the
     directions of its active circuits; a sample with none on, by the one direction that explains most of it.
@@ -24,32 +26,34 @@ def circuit_aligned_error(grads: Tensor, active: Tensor) -> tuple[float, Tensor]
     *can* be told apart by single directions, never a way to choose a decomposition.
     Returns Σ‖g − ĝ‖² / Σ‖g‖² and the (n_circuits, n_w) unit directions.
     """
-    if grads.dim() != 2 or active.shape != (grads.shape[0], active.shape[-1]) or active.dim() != 2:
-        raise ValueError(f"grads must be (N, n_w) and active (N, n_circuits), "
-                         f"got {tuple(grads.shape)} and {tuple(active.shape)}")
-    g, active = grads.detach().double().cpu(), active.bool().cpu()
-    only = active.sum(1) == 1
-    if not all((only & active[:, c]).any() for c in range(active.shape[1])):
+    if (grads.dim() != 2 or active_circuits.shape != (grads.shape[0], active_circuits.shape[-1])
+            or active_circuits.dim() != 2):
+        raise ValueError(f"grads must be (N, n_w) and active_circuits (N, n_circuits), "
+                         f"got {tuple(grads.shape)} and {tuple(active_circuits.shape)}")
+    g, on = grads.detach().double().cpu(), active_circuits.bool().cpu()
+    only = on.sum(1) == 1
+    if not all((only & on[:, c]).any() for c in range(on.shape[1])):
         raise ValueError("every circuit needs at least one sample where only it is on")
-    directions = torch.stack([torch.linalg.svd(g[only & active[:, c]], full_matrices=False).Vh[0]
-                              for c in range(active.shape[1])])
+    directions = torch.stack([torch.linalg.svd(g[only & on[:, c]], full_matrices=False).Vh[0]
+                              for c in range(on.shape[1])])
     residual = 0.0
-    patterns, which = torch.unique(active, dim=0, return_inverse=True)
-    for p, on in enumerate(patterns):                             # samples with the same circuits on share a basis
+    patterns, which = torch.unique(on, dim=0, return_inverse=True)
+    for p, pattern in enumerate(patterns):                        # samples with the same circuits on share a basis
         x = g[which == p]                                         # (m, n_w)
-        if on.any():
-            basis = directions[on].T                              # (n_w, a)
+        if pattern.any():
+            basis = directions[pattern].T                         # (n_w, a)
             residual += (x.T - basis @ torch.linalg.lstsq(basis, x.T).solution).pow(2).sum().item()
         else:
             residual += (x.pow(2).sum(1) - (x @ directions.T).pow(2).max(1).values).sum().item()
     return residual / g.pow(2).sum().item(), directions.float()
 
 
+@renamed_keywords(active="active_circuits")
 def fit_circuit_aligned(
     decomposition: Decomposition,
     collector: GradientCollector,
     inputs: Tensor,
-    active: Tensor,
+    active_circuits: Tensor,
     epochs: int,
     lr: float = 0.01,
     lr_decay: float = 0.8,
@@ -60,31 +64,33 @@ def fit_circuit_aligned(
     progress: bool = False,
 ) -> History:
     """Train `decomposition` with the labels: subnetwork c serves a sample only where circuit c is on, in the
-    sample or in its reference. This is `l3d.fit` on a source with labels (`GradientSource(active=...)`): the
+    sample or in its reference. This is `l3d.fit` on a source with labels (`GradientSource(active_circuits=...)`): the
     L3D loss with BatchTopK's choice replaced by that mask, plus the silence penalty, `silence` times the energy
     of the coefficients the mask drops (so the encoders stay silent elsewhere), all inputs in one gradient pass per
     epoch with a random other sample as every sample's reference.
 
-    inputs: (N, n_in); active: (N, C) bool, which circuits each input has on (one circuit per subnetwork).
+    inputs: (N, n_in); active_circuits: (N, C) bool, which circuits each input has on (one circuit per
+    subnetwork; the old keyword `active=` is read with a DeprecationWarning).
     Uses the labels: a diagnostic of what a decomposition with one subnetwork per circuit can reach (its error,
-    its purity, whether the paper's loss keeps it; notebook 04), never a way to choose a decomposition.
+    its impact share, whether the paper's loss keeps it; notebook 04), never a way to choose a decomposition.
     Returns the training history.
     """
     n = inputs.shape[0]
-    if active.shape != (n, decomposition.n_subnetworks):
-        raise ValueError(f"active must be (n_inputs, n_subnetworks) = ({n}, {decomposition.n_subnetworks}), "
-                         f"got {tuple(active.shape)}")
+    if active_circuits.shape != (n, decomposition.n_subnetworks):
+        raise ValueError(f"active_circuits must be (n_inputs, n_subnetworks) = ({n}, {decomposition.n_subnetworks}), "
+                         f"got {tuple(active_circuits.shape)}")
     if not 2 <= batch_size <= n:
         raise ValueError(f"batch_size must lie in 2..{n} (the number of inputs), got {batch_size}")
     source = GradientSource(collector, inputs, batch_size, chunk_size=n // batch_size * batch_size, seed=seed,
-                            active=active)
+                            active_circuits=active_circuits)
     return fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, progress=progress, silence=silence)
 
 
+@renamed_keywords(active="active_circuits")
 def aligned_then_paper(
     decomposition: Decomposition,
     source: GradientSource,
-    active: Tensor,
+    active_circuits: Tensor,
     epochs: int,
     lr: float = 0.01,
     lr_decay: float = 0.8,
@@ -93,12 +99,13 @@ def aligned_then_paper(
     seed: int = 0,
 ) -> Iterator[tuple[str, Decomposition]]:
     """Does the paper's loss keep one subnetwork per circuit? Trains `decomposition` with the labels
-    (`fit_circuit_aligned` on the source's collector and inputs) and yields ("aligned", decomposition), then
-    trains it on for as many epochs with the paper's loss (`l3d.fit`) and yields ("aligned_then_paper",
-    decomposition). The same object is trained in place: score (or copy) each stage as it is yielded.
+    (`fit_circuit_aligned` on the source's collector and inputs; active_circuits: (N, C) bool, which circuits each
+    input has on) and yields ("aligned", decomposition), then trains it on for as many epochs with the paper's loss
+    (`l3d.fit`) and yields ("aligned_then_paper", decomposition). The same object is trained in place: score (or
+    copy) each stage as it is yielded.
     """
-    fit_circuit_aligned(decomposition, source.collector, source.inputs, active, epochs, lr, lr_decay, lr_decay_every,
-                        batch_size, seed=seed)
+    fit_circuit_aligned(decomposition, source.collector, source.inputs, active_circuits, epochs, lr, lr_decay,
+                        lr_decay_every, batch_size, seed=seed)
     yield "aligned", decomposition
     fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, progress=False)
     yield "aligned_then_paper", decomposition

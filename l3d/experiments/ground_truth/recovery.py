@@ -1,6 +1,7 @@
 """Which subnetwork serves which circuit, and how purely: circuits probed one at a time (`circuit_inputs`,
-`circuit_impact`), matched one to one to live subnetworks (`match`, `recover`: a `Recovery`), the purity of the
-matched subnetworks' first-layer weights (`input_purity`), and MMCS against the model's own weights (`mmcs`)."""
+`circuit_impact`), matched one to one to live subnetworks (`match`, `recover`: a `Recovery`, with each match's
+impact share), the purity of the matched subnetworks' first-layer weights (`input_purity`), and MMCS against the
+model's own weights (`mmcs`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -13,7 +14,8 @@ from torch import Tensor
 from ...decomposition import Decomposition
 from ...gradients import GradientCollector
 from ...impacts import impact
-from ...train import GradientSource, evaluate
+from ...passes import evaluate
+from ...source import GradientSource
 
 
 def match(score: Tensor) -> list[tuple[int, int]]:
@@ -77,7 +79,7 @@ class Recovery:
     share: (n_circuits, C) each subnetwork's impact as a fraction of its total over circuits (columns sum to 1).
     live: subnetworks with P_act > 0; dead: the others.
     matches: one-to-one (circuit, subnetwork) pairs over live subnetworks, maximizing the total share.
-    purity: per circuit, the share of its matched subnetwork's impact that falls on it (0 if unmatched).
+    impact_share: per circuit, the share of its matched subnetwork's impact that falls on it (0 if unmatched).
     per_circuit: per circuit, how many live subnetworks put most of their impact on it.
     input_purity: per circuit, the share of its matched subnetwork's first-layer decoder weight on the
         circuit's inputs (`input_purity`; from `recover(first_layer=...)`, else None).
@@ -88,7 +90,7 @@ class Recovery:
     live: list[int]
     dead: list[int]
     matches: list[tuple[int, int]]
-    purity: list[float]
+    impact_share: list[float]
     per_circuit: list[int]
     input_purity: list[float] | None = None
 
@@ -116,9 +118,9 @@ class Recovery:
         """JSON-ready numbers for metrics.json."""
         return {
             "matches": self.matches,
-            "purity": self.purity,
-            "min_purity": min(self.purity),
-            "mean_purity": sum(self.purity) / len(self.purity),
+            "impact_share": self.impact_share,
+            "min_impact_share": min(self.impact_share),
+            "mean_impact_share": sum(self.impact_share) / len(self.impact_share),
             "n_live": len(self.live),
             "n_dead": len(self.dead),
             "dead": self.dead,
@@ -131,7 +133,7 @@ class Recovery:
 
 
 def recovery_from_impact(circuit_impact: Tensor, p_act: Sequence[float] | Tensor) -> Recovery:
-    """Match circuits to live subnetworks one to one and measure purity, from (n_circuits, C) impacts
+    """Match circuits to live subnetworks one to one and measure their impact shares, from (n_circuits, C) impacts
     and each subnetwork's P_act (from `l3d.evaluate` or the last epoch of the training history)."""
     p_act = torch.as_tensor(p_act, dtype=torch.float64)
     n_circuits, n_subnetworks = circuit_impact.shape
@@ -143,10 +145,10 @@ def recovery_from_impact(circuit_impact: Tensor, p_act: Sequence[float] | Tensor
     dead = [k for k in range(n_subnetworks) if p_act[k] == 0]
     matches = [(c, live[j]) for c, j in match(share[:, live])] if live else []
     matched = dict(matches)
-    purity = [share[c, matched[c]].item() if c in matched else 0.0 for c in range(n_circuits)]
+    impact_share = [share[c, matched[c]].item() if c in matched else 0.0 for c in range(n_circuits)]
     best = share[:, live].argmax(0).tolist() if live else []
     per_circuit = [best.count(c) for c in range(n_circuits)]
-    return Recovery(impact_, share, live, dead, matches, purity, per_circuit)
+    return Recovery(impact_, share, live, dead, matches, impact_share, per_circuit)
 
 
 def recover(
@@ -193,7 +195,7 @@ def input_purity(first_layer: Tensor, circuits: Sequence[Sequence[int]],
     """Per circuit, the share of its matched subnetwork's first-layer weights that reads the circuit's inputs.
 
     first_layer: (C, hidden, n_in) a direction of every subnetwork for the first weight matrix (decoder
-    directions: what the subnetwork *is*; `purity` measures when its encoder fires). The share is the
+    directions: what the subnetwork *is*; `impact_share` measures when its encoder fires). The share is the
     squared norm of the circuit's input columns over the squared norm of all columns; 0 for an unmatched circuit.
     """
     if first_layer.dim() != 3:

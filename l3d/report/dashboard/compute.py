@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ...decomposition import Decomposition, batch_top_k
-from ...experiments.subnetworks import purity
+from ...experiments.subnetworks import label_purity
 from ...gradients import GradientCollector
 from ...impacts import impact as sample_impact
 from ...impacts import top_samples
@@ -42,7 +42,7 @@ class _Measured:
     p_here: Tensor                          # (C,) share of the samples on which each is active (BatchTopK)
     together: Tensor                        # (C, C) samples on which both are active
     labels: Tensor | None                   # (N,) a label per sample
-    purity: tuple[Tensor, Tensor] | None    # (share (C,), label (C,)) of the top samples' most common label
+    label_purity: tuple[Tensor, Tensor] | None  # (share (C,), label (C,)) of the top samples' most common label
     cosines: Tensor | None                  # (C, circuits) |cos| of d_k to each ground-truth circuit
 
 
@@ -96,8 +96,8 @@ def collect(
         decode: maps a list of ids to text (e.g. a tokenizer's decode); needed for sequences.
     labels: a known label per sample ((N,), or (N, L) for sequences, e.g. the corpus's pattern tags or the
         images' classes) with `label_names`; the page shows each subnetwork's most common label among its top
-        samples and its share (`l3d.experiments.subnetworks.purity`; a subnetwork whose top samples all carry
-        `ignore_label`, e.g. the corpus's `none`, gets no label).
+        samples and its share, the label purity (`l3d.experiments.subnetworks.label_purity`; a subnetwork whose
+        top samples all carry `ignore_label`, e.g. the corpus's `none`, gets no label).
     output_names: a name per model output (class names, vocabulary); sequences default to decoded tokens.
     feature_names: a name per input feature, for vector inputs.
     circuits: toys, ground-truth circuit directions, name -> (M, *shape) over some decomposed tensors (e.g.
@@ -156,7 +156,7 @@ def _measure(kind: InputKind, decomposition: Decomposition, impact: Tensor, n_to
     return _Measured(
         impact=impact, top=top, p_act=torch.tensor(history.p_act[-1]) if history is not None else p_here,
         p_here=p_here, together=active.T @ active, labels=labels,
-        purity=purity(top, labels, ignore_label) if labels is not None else None,
+        label_purity=label_purity(top, labels, ignore_label) if labels is not None else None,
         cosines=circuit_cosines(decomposition, circuits) if circuits else None)
 
 
@@ -180,9 +180,9 @@ def _subnetwork(k: int, kind: InputKind, measured: _Measured, probe: _Probe) -> 
                      for other, p, lift in coactive(measured.together, measured.p_here, k, N_COACTIVE)],
         **kind.row(measured.impact, k, top),
     }
-    if measured.purity is not None:
-        share, label = measured.purity
-        row["label"], row["purity"] = int(label[k]), round_value(share[k], 3)
+    if measured.label_purity is not None:
+        share, label = measured.label_purity
+        row["label"], row["label_purity"] = int(label[k]), round_value(share[k], 3)
     if measured.cosines is not None:
         row["circuits"] = round_values(measured.cosines[k], 4)
     return row

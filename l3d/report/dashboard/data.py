@@ -64,4 +64,7 @@ def load(folder: str | os.PathLike) -> dict:
     missing = [k for k in KEYS if k not in data]
     if missing:
         raise ValueError(f"{path} is damaged: it lacks {', '.join(missing)}; run collect again")
+    for row in data["subnetworks"] if isinstance(data["subnetworks"], list) else []:
+        if isinstance(row, dict) and "purity" in row:   # data.json from before issue 29 calls label_purity "purity"
+            row["label_purity"] = row.pop("purity")
     return data

@@ -86,8 +86,8 @@ const columns = [
   {key: "status", label: "status", num: false, get: k => S[k].dead ? "dead" : "live", cell: k => S[k].dead ? '<span class="badge dead">dead</span>' : '<span class="badge live">live</span>'},
 ];
 const labelOf = k => S[k].label >= 0 ? D.label_names[S[k].label] : "–";
-if (D.label_names) columns.push({key: "purity", label: "top label", num: true, left: true, get: k => S[k].purity,
-  cell: k => `${esc(labelOf(k))} <span class="muted">${pct(S[k].purity)}</span>`, title: "most common label of the top samples, and its share (sorts by the share)"});
+if (D.label_names) columns.push({key: "label_purity", label: "top label", num: true, left: true, get: k => S[k].label_purity,
+  cell: k => `${esc(labelOf(k))} <span class="muted">${pct(S[k].label_purity)}</span>`, title: "most common label of the top samples, and its share (sorts by the share)"});
 if (D.circuit_names) columns.push({key: "circuit", label: "best circuit |cos|", num: true, get: k => Math.max(...S[k].circuits),
   cell: k => { const c = S[k].circuits, b = c.indexOf(Math.max(...c)); return `${fmt(c[b])} <span class="muted">${esc(D.circuit_names[b])}</span>`; }});
 columns.push({key: "summary", label: "summary", num: false, get: k => S[k].summary, cell: k => esc(S[k].summary), cls: "summary",
@@ -241,7 +241,7 @@ function subnetworkPage(k) {
   app.innerHTML = `<nav><a href="#">← all subnetworks</a>${prev}${next}</nav>
   <h1>Subnetwork ${k} <span class="badge ${s.dead ? "dead" : "live"}">${s.dead ? "dead" : "live"}</span></h1>
   <div class="stats"><span>P_act <b>${fmt(s.p_act)}</b></span><span>active on shown samples <b>${fmt(s.active_here)}</b></span><span>mean impact <b>${fmt(s.mean_impact)}</b></span>
-  <span>max impact <b>${fmt(s.max_impact)}</b></span>${D.label_names ? `<span>top label <b>${esc(labelOf(k))}</b> (${pct(s.purity)} of top samples)</span>` : ""}<span class="muted">${esc(s.summary)}</span></div>
+  <span>max impact <b>${fmt(s.max_impact)}</b></span>${D.label_names ? `<span>top label <b>${esc(labelOf(k))}</b> (${pct(s.label_purity)} of top samples)</span>` : ""}<span class="muted">${esc(s.summary)}</span></div>
   <div class="cards">${cards.join("")}</div>
   <h2>Top ${s.top.length} samples by impact</h2><div class="muted" style="margin-bottom:4px">${note}</div><div id="samples">${samples}</div>`;
 }
