@@ -32,7 +32,7 @@ from .history import History
 from .initialize import init_from_gradients_
 from .passes import evaluate
 from .runtime.atomic import sha256_file, write_file
-from .runtime.settings import Settings, bounded
+from .runtime.settings import Settings, bounded, same_as
 from .runtime.validate import SEED_MAX
 from .source import GradientSource
 from .train import Schedule, fit
@@ -80,18 +80,18 @@ class L3DConfig(Settings):
     divergence: str = bounded("mse", choices=DIVERGENCES, renamed=DIVERGENCE_RENAMES)
     reference: str = bounded("random", choices=REFERENCES)
     engine: str = bounded("auto", choices=ENGINES)
-    epochs: int = bounded(1000, low=1)
+    epochs: int = same_as(Schedule, "epochs")
     batch_size: int = bounded(32, low=1)
     chunk_size: int | None = bounded(None, low=1)
     batch_references: bool = False
     gradient_chunk_size: int | None = bounded(None, low=1)
-    lr: float = bounded(0.01, low=0, open_low=True)
-    lr_decay: float = bounded(0.8, low=0, high=1, open_low=True)
-    lr_decay_every: int = bounded(100, low=1)
-    warm_start_epochs: int = bounded(0, low=0)
-    silence: float = bounded(0.0, low=0)
-    silence_from: int = bounded(0, low=0)
-    resample_every: int = bounded(0, low=0)
+    lr: float = same_as(Schedule, "lr")
+    lr_decay: float = same_as(Schedule, "lr_decay")
+    lr_decay_every: int = same_as(Schedule, "lr_decay_every")
+    warm_start_epochs: int = same_as(Schedule, "warm_start_epochs")
+    silence: float = same_as(Schedule, "silence")
+    silence_from: int = same_as(Schedule, "silence_from")
+    resample_every: int = same_as(Schedule, "resample_every")
     init: str = bounded("random", choices=("random", "gradients"))
     init_samples: int | None = bounded(None, low=1)
     restarts: int = bounded(1, low=1)
@@ -102,8 +102,7 @@ class L3DConfig(Settings):
 
     def schedule(self) -> Schedule:
         """How `fit` trains with these settings."""
-        return Schedule(self.epochs, self.lr, self.lr_decay, self.lr_decay_every, self.warm_start_epochs,
-                        self.silence, self.silence_from, self.resample_every)
+        return Schedule(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Schedule)})
 
     def new_decomposition(self, shapes: dict[str, tuple[int, ...]], seed: int | None) -> Decomposition:
         """An untrained decomposition of `shapes` (name -> shape) with these subnetworks, ranks, top_k and decoder

@@ -315,3 +315,18 @@ def test_resume_refuses_another_setting_model_or_inputs_naming_each(tmp_path):
         assert torch.equal(a, b)
     assert decompose(config=config.replace(epochs=3), resume=True).history.reconstruction_error[:2] == \
         uninterrupted.history.reconstruction_error   # more epochs: allowed
+
+
+def test_l3d_config_reads_its_training_settings_from_fits_schedule():
+    """L3DConfig's training settings are declared once, in Schedule: the same defaults and the same checks."""
+    import dataclasses
+
+    from l3d.train import Schedule
+
+    ours = {f.name: f for f in dataclasses.fields(l3d.L3DConfig)}
+    for f in dataclasses.fields(Schedule):
+        assert (ours[f.name].default, dict(ours[f.name].metadata)) == (f.default, dict(f.metadata)), f.name
+    config = l3d.L3DConfig(epochs=7, lr=0.5, silence=0.1, silence_from=3, resample_every=2)
+    assert config.schedule() == Schedule(epochs=7, lr=0.5, silence=0.1, silence_from=3, resample_every=2)
+    with pytest.raises(ValueError, match="lr_decay"):
+        l3d.L3DConfig(lr_decay=1.5)

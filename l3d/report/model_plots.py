@@ -1,7 +1,7 @@
 """Figures of the model notebooks: causal selectivity against random directions (05, 06, 08), where a whole-model
-decomposition's subnetworks live (08), two trainings side by side (the paper's loss and resampling), the label purity
-of the subnetworks' top samples (05, 06) and the top images themselves (06). Every function takes plain numbers or
-tensors and returns a matplotlib Figure (save it with `l3d.report.results.save_figure`)."""
+decomposition's subnetworks live (08), the label purity of the subnetworks' top samples (05, 06) and the top images
+themselves (06). Every function takes plain numbers or tensors and returns a matplotlib Figure (save it with
+`l3d.report.results.save_figure`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from ..runtime.medians import lower_median
@@ -35,6 +36,8 @@ def selectivity_histogram(ratio: Sequence[float], random_ratio: Sequence[float],
     selective = float(np.mean(ours >= threshold * rand)) if len(ours) else 0.0
     ax.plot([], [], " ", label=f"selective (ρ ≥ {threshold:g} × its twin's): {selective:.0%}")
     ax.set_xscale("log")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))   # counts of subnetworks
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.4)                  # room for the legend above the bars
     ax.set(xlabel="ρ = divergence on top samples / on other samples", ylabel="subnetworks")
     ax.set_title(title or "Causal selectivity of moving the weights along each direction", fontsize=9)
     ax.legend(fontsize=8)

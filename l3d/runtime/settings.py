@@ -38,6 +38,13 @@ def bounded(default: Any, low: float | None = None, high: float | None = None, c
                                                         "renamed": renamed})
 
 
+def same_as(settings: type, name: str) -> Any:
+    """A dataclass field with the default and the checks of field `name` of the settings class `settings`: one
+    setting declared in one place, read by two classes (`L3DConfig`'s training settings are `fit`'s `Schedule`)."""
+    field = {f.name: f for f in dataclasses.fields(settings)}[name]
+    return dataclasses.field(default=field.default, metadata=field.metadata)
+
+
 class Settings:
     """Base of the settings dataclasses: checks every field on construction (see the module docstring)."""
 
