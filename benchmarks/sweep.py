@@ -5,10 +5,12 @@
 
 Each toy as its notebook decomposes it at paper scale (1000 samples, batch 32, every tensor, its subnetworks and
 rank; dense gradients): S decompositions, each with a toy and samples of its own (`l3d.sweep`, as the notebooks'
-seeds), trained for a few epochs after one warm-up epoch. "starts" mode: the S members share one toy and one
-source (`restarts`, the stability reruns of one seed), so one gradient pass serves them all. Reported per (toy,
-mode, S, threads): CPU seconds of the process per epoch (robust to other work on the machine), decomposition-epochs
-per second and the speed-up over S = 1.
+seeds). "starts" mode: the S members share one toy and one source (`restarts`, the stability reruns of one seed),
+so one gradient pass serves them all. Each configuration is timed twice after a warm-up, for `short` and for
+`short + epochs` epochs, in CPU seconds of the process (robust to other work on the machine): the difference over
+`epochs` is the time per epoch of the training itself, the rest the setup (collectors, starts, stacking). Reported
+per (toy, mode, S, threads): seconds per epoch, setup seconds, decompositions per second at the notebooks' 1000
+epochs (S / (setup + 1000 epochs)), and the time of S against S = 1 (per epoch and per 1000-epoch decomposition).
 Results: printed, and written to benchmarks/results/sweep_cpu.json.
 """
 from __future__ import annotations
@@ -50,7 +52,7 @@ def toy(name: str, seed: int) -> tuple[torch.nn.Module, list[str], torch.Tensor,
 
 
 def time_sweep(name: str, members: int, mode: str, epochs: int) -> float:
-    """Seconds per epoch of `members` decompositions of `name` trained as one program (after a warm-up)."""
+    """CPU seconds of `members` decompositions of `name` trained `epochs` epochs as one program (after a warm-up)."""
     jobs = [toy(name, 0 if mode == "starts" else s) for s in range(members)]
     model, tensors, x, config = jobs[0]
     if mode == "starts":
@@ -63,7 +65,18 @@ def time_sweep(name: str, members: int, mode: str, epochs: int) -> float:
     l3d.sweep(models, inputs, tensors, [c.replace(epochs=1) for c in configs], progress=False)   # warm-up
     started = time.process_time()   # CPU seconds of this process: a busy machine's other work does not count
     l3d.sweep(models, inputs, tensors, configs, progress=False)
-    return (time.process_time() - started) / epochs
+    return time.process_time() - started
+
+
+def time_members(name: str, members: int, mode: str, short: int, epochs: int, repeats: int) -> tuple[float, float]:
+    """Seconds per epoch and setup seconds of `members` decompositions (medians over `repeats`): from runs of
+    `short` and `short + epochs` epochs."""
+    per_epoch, setup = [], []
+    for _ in range(repeats):
+        brief, long = time_sweep(name, members, mode, short), time_sweep(name, members, mode, short + epochs)
+        per_epoch.append((long - brief) / epochs)
+        setup.append(max(brief - short * per_epoch[-1], 0.0))
+    return statistics.median(per_epoch), statistics.median(setup)
 
 
 def main() -> None:
@@ -72,7 +85,11 @@ def main() -> None:
     parser.add_argument("--members", nargs="+", type=int, default=[1, 4, 16, 64])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--modes", nargs="+", default=["seeds", "starts"], choices=["seeds", "starts"])
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--short", type=int, default=2,
+                        help="epochs of the shorter run (its time less its epochs: setup)")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs the longer run adds (per-epoch time from them)")
+    parser.add_argument("--notebook-epochs", type=int, default=1000,
+                        help="epochs of a whole decomposition (the notebooks')")
     parser.add_argument("--repeats", type=int, default=3, help="timings per configuration; the median is reported")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sweep_cpu.json"))
     args = parser.parse_args()
@@ -83,16 +100,18 @@ def main() -> None:
             for mode in args.modes:
                 single = None
                 for members in args.members:
-                    seconds = statistics.median(time_sweep(name, members, mode, args.epochs)
-                                                for _ in range(args.repeats))
-                    single = seconds if members == 1 else single
+                    seconds, setup = time_members(name, members, mode, args.short, args.epochs, args.repeats)
+                    whole = setup + args.notebook_epochs * seconds      # S decompositions of the notebooks' length
+                    single = (seconds, whole) if members == 1 else single
                     row = {"toy": name, "mode": mode, "members": members, "threads": threads,
-                           "seconds_per_epoch": seconds, "decomposition_epochs_per_second": members / seconds,
-                           "time_vs_one": seconds / single if single else None}
+                           "seconds_per_epoch": seconds, "setup_seconds": setup,
+                           "decompositions_per_second": members / whole,
+                           "epoch_time_vs_one": seconds / single[0] if single else None,
+                           "time_vs_one": whole / single[1] if single else None}
                     rows.append(row)
                     print(f"{name:6s} {mode:6s} S={members:3d} threads={threads}: {seconds * 1000:7.1f} ms/epoch, "
-                          f"{members / seconds:7.1f} decomposition-epochs/s"
-                          + (f", {seconds / single:.2f}x the time of one" if single else ""), flush=True)
+                          f"setup {setup:5.2f} s, {members / whole:.4f} decompositions/s"
+                          + (f", {whole / single[1]:.2f}x the time of one" if single else ""), flush=True)
     record = {"rows": rows, "settings": vars(args), "environment": environment("cpu", ROOT),
               "machine": platform.processor() or platform.machine()}
     Path(args.out).write_text(json.dumps(record, indent=1))

@@ -132,6 +132,8 @@ MEANING = {
     "silence_from": "the epoch from which --silence applies",
     "resample_every": "every this many epochs the subnetwork the error needs least may be re-seeded where the "
                       "residuals point (0: never, the paper)",
+    "revive": "weight of the revival term, which trains the subnetworks dead in the epoch before on the residuals "
+              "(0: none, the paper)",
     "init": "starting directions: random (the paper) or gradients (per-sample gradients picked k-means++ style)",
     "init_samples": "with --init gradients: the starts come from the first this many inputs",
     "restarts": "starts screened; the one with the lowest reconstruction error goes on (1: a single start)",

@@ -11,6 +11,13 @@ Beside it, the dropped energy, the energy of the coefficients BatchTopK drops, S
 the paper; `l3d.fit(silence=...)` adds the silence penalty silence · S to the loss, so that an encoder stays silent
 where its subnetwork is not used).
 
+And the revival term (not in the paper; `l3d.fit(revive=...)`, for subnetworks BatchTopK no longer selects):
+with the residuals r_i = g_i − ĝ_i held fixed and a set of dead subnetworks, a_ik = m'_ik c_ik their coefficients
+with m' BatchTopK's choice among them alone, and r̂_i = Σ_k a_ik d_k,
+    R = Σ_i ||r_i − r̂_i||² − ||r_i||² = Σ_i a_iᵀ G a_i − 2 Σ_ik a_ik <d_k, r_i>,
+which trains only the dead subnetworks, towards what the others leave unexplained (the auxiliary loss of TopK
+sparse autoencoders, AuxK: Gao et al. 2024, "Scaling and evaluating sparse autoencoders").
+
 A stack (`Decomposition.stack`) holds M independent decompositions ("members": starts, seeds) of the same
 shapes as one module of M·C subnetworks, member m owning subnetworks m·C … (m+1)·C − 1. Its loss is the sum of
 the members' losses, each with its own BatchTopK, Gram matrix and error, so one optimizer step trains all M
@@ -30,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from .decomposition_files import load_decomposition, save_decomposition
-from .dense_loss import DenseLoss, as_divisor, flat_tucker
+from .dense_loss import DenseLoss, StackDenseLoss, as_divisor, flat_tucker
 from .gradients import DenseGradients
 from .ranks import Rank, as_rank, check_rank
 from .runtime.distributed import gather_rows
@@ -318,6 +325,31 @@ class Decomposition(nn.Module):
         return LossParts(loss=error / as_divisor(total), error=error, total=total, mask=mask,
                          dropped_energy=(c - ct).pow(2).sum() if dropped_energy else None)
 
+    def revival(self, grads, mask: Tensor, dead: Tensor, top_k: float | None = None,
+                distributed: bool = False) -> Tensor:
+        """The revival term R of a batch (module docstring), a scalar whose gradient reaches only the dead
+        subnetworks: mask (N, C), the coefficients the loss kept (`LossParts.mask`); dead (C,) bool; BatchTopK
+        among the dead keeps as many coefficients as the loss keeps (top_k; None: the decomposition's), at most
+        all of theirs. distributed: as `loss`. One decomposition (not a stack)."""
+        if self.members > 1:
+            raise ValueError("revival trains one decomposition, not a stack (restarts = 1, one decomposition per fit)")
+        if dead.shape != (self.n_subnetworks,) or dead.dtype != torch.bool:
+            raise ValueError(f"dead must be a bool tensor of shape (n_subnetworks,) = ({self.n_subnetworks},), got "
+                             f"{dead.dtype} {tuple(dead.shape)}")
+        top_k = self.top_k if top_k is None else top_k
+        n_dead = int(dead.sum())
+        if n_dead == 0:
+            return self.decoder[0].core.new_zeros(())
+        c = self.encode(grads)                                        # (N, C)
+        p = grads.project(self.decoder)                               # (N, C)  <d_k, g_i>
+        mixed = sum(t.inner(t, detach_other=True) for t in self.decoder)   # <d_k, d_l> with d_l held fixed: (C, C)
+        kept = (c * mask).detach()                                    # c̃
+        residual = p - kept @ mixed.T                                 # <d_k, r_i>, r_i held fixed: (N, C)
+        candidates = c * dead                                         # the dead subnetworks' coefficients
+        a = candidates * batch_top_k(candidates, min(top_k, n_dead / self.n_subnetworks), distributed)
+        gram = 2 * mixed - mixed.detach()                             # G, its gradient reaching both of its sides
+        return (a * (a @ gram - 2 * residual)).sum()
+
     def _stack_loss(self, grads, top_k: float, dropped_energy: bool) -> LossParts:
         """The loss of every member of a stack (module docstring): error, total and dropped energy per member (M,),
         the mask (N, M·C). `grads` is one batch shared by all members, or a sequence of G batches of the same size,
@@ -331,7 +363,16 @@ class Decomposition(nn.Module):
         if any(g.n_samples != N for g in groups):
             raise ValueError("the batches of a stack's members must have the same size, "
                              f"got {[g.n_samples for g in groups]}")
-        if all(isinstance(g, DenseGradients) for g in groups):
+        dense = all(isinstance(g, DenseGradients) for g in groups)
+        totals = torch.stack([g.sq_norms().sum() for g in groups])                     # (G,)
+        n_keep = max(1, round(top_k * N * C))
+        if dense and max(self._n_modes) <= 2:     # small models: the written-out backward (l3d.dense_loss)
+            params = [p for t in (*self.encoder, *self.decoder) for p in t.core_and_factors()]
+            loss, error, total, mask, *s = StackDenseLoss.apply(torch.stack([g.flat() for g in groups]), totals, M,
+                                                                n_keep, self._n_modes, dropped_energy, *params)
+            return LossParts(loss=loss, error=error, total=total, mask=mask,
+                             dropped_energy=s[0] if dropped_energy else None)
+        if dense:
             flat = torch.stack([g.flat() for g in groups])                          # (G, N, n_w)
             E, D = self.flat_directions("encoder"), self.flat_directions("decoder")  # (M·C, n_w) each
             c = torch.bmm(flat, E.view(G, -1, E.shape[1]).transpose(1, 2))          # (G, N, M/G·C)
@@ -346,9 +387,8 @@ class Decomposition(nn.Module):
         else:
             raise ValueError("a stack reads factored gradients from one shared batch only; use engine='dense' "
                              "for members with batches of their own")
-        totals = torch.stack([g.sq_norms().sum() for g in groups]).repeat_interleave(M // G)   # (M,)
+        totals = totals.repeat_interleave(M // G)                                     # (M,)
         cm = c.view(N, M, C).transpose(0, 1).reshape(M, N * C)                       # each member's coefficients
-        n_keep = max(1, round(top_k * N * C))
         if n_keep == N * C:
             keep = torch.ones_like(cm, dtype=torch.bool)
         else:

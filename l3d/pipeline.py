@@ -61,6 +61,8 @@ class L3DConfig(Settings):
     starts (`fit`; silence 0 is the paper's loss).
     resample_every: every that many epochs the subnetwork the error needs least may be re-seeded where the
     residuals point (`fit`, `l3d.resample`; 0, the paper: never).
+    revive: the weight of the revival term, which trains the subnetworks dead in the epoch before on what the
+    others leave unexplained (`fit`, `Decomposition.revival`; 0, the paper: none); with restarts = 1.
     init: "random" (the paper) or "gradients" (`init_from_gradients_` on the gradients of the first
     init_samples inputs; None: all). restarts > 1: that many starts (seeds 1000·seed + r), trained together as one
     stack (`Decomposition.stack`): for restart_epochs epochs at constant lr, then the lowest-error one goes on
@@ -92,6 +94,7 @@ class L3DConfig(Settings):
     silence: float = same_as(Schedule, "silence")
     silence_from: int = same_as(Schedule, "silence_from")
     resample_every: int = same_as(Schedule, "resample_every")
+    revive: float = same_as(Schedule, "revive")
     init: str = bounded("random", choices=("random", "gradients"))
     init_samples: int | None = bounded(None, low=1)
     restarts: int = bounded(1, low=1)
@@ -118,6 +121,9 @@ class L3DConfig(Settings):
             problems.append(f"chunk_size {self.chunk_size} must be a multiple of batch_size {self.batch_size}")
         if self.init_samples is not None and self.init != "gradients":
             problems.append(f"init_samples {self.init_samples} needs init='gradients', got init={self.init!r}")
+        if self.revive and self.restarts > 1:
+            problems.append(f"revive {self.revive} trains one decomposition: it needs restarts = 1, "
+                            f"got {self.restarts}")
         derived = max(self.seed + 1, 1000 * self.seed + self.restarts - 1 if self.restarts > 1 else 0)
         if self.seed <= SEED_MAX and derived > SEED_MAX:
             problems.append(f"seed {self.seed} is too large: the seeds derived from it (seed + 1 for held-out "

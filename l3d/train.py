@@ -53,7 +53,8 @@ class Schedule(Settings):
     epochs; Adam's lr, times lr_decay every lr_decay_every epochs; the first warm_start_epochs keep every
     coefficient; from epoch silence_from the loss adds the silence penalty, silence · S with S the dropped energy
     (of the coefficients BatchTopK drops), 0 the paper's loss; every resample_every epochs (0: never) the
-    subnetwork the error needs least may be re-seeded.
+    subnetwork the error needs least may be re-seeded; revive weighs the revival term of the subnetworks dead in
+    the epoch before (0: none).
     """
 
     epochs: int = bounded(1000, low=1)
@@ -64,6 +65,7 @@ class Schedule(Settings):
     silence: float = bounded(0.0, low=0)
     silence_from: int = bounded(0, low=0)
     resample_every: int = bounded(0, low=0)
+    revive: float = bounded(0.0, low=0)
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ def fit(
     silence: float = 0.0,
     silence_from: int = 0,
     resample_every: int = 0,
+    revive: float = 0.0,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
@@ -128,6 +131,12 @@ def fit(
         the residuals share most when that explains more; its Adam state starts afresh. Our addition, for seeds
         where two subnetworks share a circuit and another has none (notebook 07); `History.resampled` records each.
         Refused with labels (`source.active_circuits`); under torchrun every process re-seeds the same way.
+    revive: the loss adds revive · R, R the revival term (`Decomposition.revival`) of the subnetworks that were
+        dead in the epoch before (P_act = 0 in the History): with the others' residuals held fixed, the dead ones
+        are trained to reconstruct them, so that they come back into BatchTopK's choice (our addition, the AuxK
+        loss of TopK sparse autoencoders; measured in notebook 06). Only the dead subnetworks' parameters get its
+        gradient; it costs a second projection of the batch on the steps where some are dead. 0: none. One
+        decomposition, not a stack.
 
     checkpoint_dir: write a checkpoint there every `checkpoint_every` steps and at the end (the
         `keep_checkpoints` >= 1 newest are kept). With resume=True an existing checkpoint there is continued
@@ -151,7 +160,7 @@ def fit(
     """
     problems = []
     for make in (lambda: Schedule(epochs, lr, lr_decay, lr_decay_every, warm_start_epochs, silence, silence_from,
-                                  resample_every),
+                                  resample_every, revive),
                  lambda: Checkpointing(None if checkpoint_dir is None else str(checkpoint_dir), checkpoint_every,
                                        keep_checkpoints, resume)):
         try:
@@ -166,6 +175,12 @@ def fit(
         raise TypeError(f"config must be a dict of the run's settings (e.g. L3DConfig.to_dict()) or None, got "
                         f"{type(config).__name__}")
     sources = check_sources(decomposition, source, schedule.resample_every)
+    if schedule.revive and (decomposition.members > 1 or sources[0].active_circuits is not None):
+        raise ValueError(f"revive={schedule.revive} trains one decomposition on a source without labels "
+                         f"(active_circuits), got a stack of {decomposition.members} members"
+                         if decomposition.members > 1 else
+                         f"revive={schedule.revive} needs a source without labels (active_circuits): the labels fix "
+                         f"which subnetwork serves which circuit; set revive=0 with labels")
     with threads_for(sum(s.work for s in sources), threads), contextlib.ExitStack() as held:
         training = _Training(decomposition, sources, schedule, checkpointing, callback, config)
         training.start(held)
@@ -202,6 +217,7 @@ class _Training:
             "batch_size": source.batch_size, "chunk_size": source.chunk_size, "n_inputs": source.inputs.shape[0],
             **({"batch_references": True} if source.batch_references else {}),
             **({"resample_every": s.resample_every} if s.resample_every else {}),
+            **({"revive": s.revive} if s.revive else {}),
             **({"shuffle": False} if not source.shuffle else {}),
             **({"drop_last": False} if not source.drop_last else {}),
             "decomposition": self.decomposition.config,
@@ -306,6 +322,10 @@ class _Training:
                                         dropped_energy=self.schedule.silence > 0, mask=self.sources[0].mask)
         summary = batch_summary(parts)                 # the whole batch's error, Σ||g||², active counts, [S]
         objective = parts.error + silence * parts.dropped_energy if silence else parts.error
+        dead = self._dead() if top_k is None else None
+        if dead is not None:      # the revival term of the subnetworks dead in the epoch before
+            objective = objective + self.schedule.revive * self.decomposition.revival(
+                grads, parts.mask, dead, distributed=self.shard.distributed)
         if M == 1:
             loss = objective / as_divisor(summary[1].to(parts.error.dtype))   # this process's part of the global loss
         else:    # the members' losses, each over its own Σ||g||²
@@ -321,6 +341,14 @@ class _Training:
         self.decomposition.normalize_decoder_()
         self.sums.add(summary, parts.mask.shape[0] * self.shard.world_size)
         return parts
+
+    def _dead(self) -> Tensor | None:
+        """With revive > 0, the subnetworks no sample selected in the epoch before, (C,) bool; None when there are
+        none (or revive is 0, or no epoch is done)."""
+        if not self.schedule.revive or not self.histories[0].p_act:
+            return None
+        dead = torch.tensor(self.histories[0].p_act[-1], device=self.device) == 0
+        return dead if dead.any() else None
 
     def _end_epoch(self) -> None:
         """The epoch's record in every history, the learning rate's decay, and a checkpoint when one is due."""

@@ -22,9 +22,10 @@ KEEP_FOR_BACKWARD = 1 << 26
 ALWAYS_KEEP = 1 << 20
 
 
-def _full_inner(a: Tucker, b: Tucker) -> Tensor:
+def _full_inner(a: Tucker, b: Tucker, detach_other: bool = False) -> Tensor:
     mine = a.full().flatten(1)
-    return mine @ (mine if b is a else b.full().flatten(1)).T
+    other = mine if b is a else b.full().flatten(1)
+    return mine @ (other.detach() if detach_other else other).T
 
 
 def tucker_ranks(shape: tuple[int, ...], rank: int | tuple[int, ...]) -> tuple[int, ...]:
@@ -118,26 +119,30 @@ class Tucker(nn.Module):
         )
         return via_full <= via_factors and size <= 1 << 26
 
-    def inner(self, other: Tucker, recompute: bool = False) -> Tensor:
+    def inner(self, other: Tucker, recompute: bool = False, detach_other: bool = False) -> Tensor:
         """Inner products <self_k, other_l> for every pair: (C, C'), from the factors alone.
 
         Where it costs fewer operations the full tensors are built instead; with `recompute` they are
-        not kept for backward but built again there.
+        not kept for backward but built again there. detach_other: no gradient flows to `other` (to self only,
+        even when other is self).
         """
         if other.shape != self.shape:
             raise ValueError(f"inner product of Tucker tensors of shapes {self.shape} and {other.shape}")
         n = len(self.shape)
         if self.full_is_cheaper(other.n_components):
             if recompute and torch.is_grad_enabled() and self.full_size > ALWAYS_KEEP:
-                return checkpoint(_full_inner, self, other, use_reentrant=False)
-            return _full_inner(self, other)
+                return checkpoint(_full_inner, self, other, detach_other, use_reentrant=False)
+            return _full_inner(self, other, detach_other)
+        theirs = [other.core, *other.factors]
+        if detach_other:
+            theirs = [t.detach() for t in theirs]
         # contract core_k with the factor Grams (C, C', R_m, R'_m) one mode at a time, then with core'_l
         x = self.core.unsqueeze(1)                                   # (C, 1, R_1, …, R_N)
-        for m, (u, v) in enumerate(zip(self.factors, other.factors)):
+        for m, (u, v) in enumerate(zip(self.factors, theirs[1:])):
             gram = torch.einsum("kar,las->klrs", u, v)
             left, right = _RANKS[:m], _RANKS[m + 1:n]
             x = torch.einsum(f"kl{left}a{right},klab->kl{left}b{right}", x, gram)
-        return (x * other.core.unsqueeze(0)).flatten(2).sum(2)
+        return (x * theirs[0].unsqueeze(0)).flatten(2).sum(2)
 
     def sq_norms(self) -> Tensor:
         """||T_k||² for each component: (C,)."""

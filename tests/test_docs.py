@@ -115,6 +115,26 @@ def test_a_missing_metrics_json_or_key_gives_a_dash_and_a_message_not_a_crash(tm
     assert "| reconstruction error | `reconstruction_error` | — | ±0.005 |" in section05
 
 
+def test_the_readme_states_make_figures_time_from_its_benchmark_record(tmp_path, capsys):
+    """`benchmark FILE PATH` regions: README.md's make figures time and load come from
+    benchmarks/results/make_figures_cpu.json; a missing key is a dash and a message."""
+    root = copy_checkout(tmp_path)
+    path = root / "benchmarks" / "results" / "make_figures_cpu.json"
+    record = json.loads(path.read_text())
+    record["wall_minutes"], record["load_average_during"] = 12.3, "9.9-9.9"
+    path.write_text(json.dumps(record))
+    assert docs.main(["--root", str(root)]) == 0
+    readme = (root / "README.md").read_text()
+    assert "<!-- generated: benchmark make_figures_cpu wall_minutes -->12.3<!-- end -->" in readme
+    assert "<!-- generated: benchmark make_figures_cpu load_average_during -->9.9-9.9<!-- end -->" in readme
+    del record["wall_minutes"]
+    path.write_text(json.dumps(record))
+    capsys.readouterr()
+    assert docs.main(["--root", str(root)]) == 0
+    assert "benchmarks/results/make_figures_cpu.json has no wall_minutes (shown as —)" in capsys.readouterr().err
+    assert "<!-- generated: benchmark make_figures_cpu wall_minutes -->—<!-- end -->" in (root / "README.md").read_text()
+
+
 def test_an_unknown_generated_region_stops_the_tool_before_anything_is_written(tmp_path, capsys):
     root = copy_checkout(tmp_path)
     marker = "<!-- generated: spred 02_circuit_superposition median/paper_r -->"   # a misspelled kind

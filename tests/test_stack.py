@@ -53,6 +53,35 @@ def test_a_stacks_loss_is_every_members_loss():
         torch.testing.assert_close(parts.loss, (parts.error / totals).sum())
 
 
+@pytest.mark.parametrize("batches", ["two", "shared", "factored"])
+def test_a_stacks_gradient_is_every_members_gradient(batches):
+    """The stack's loss differentiated gives each member the gradient of its own loss alone (BatchTopK, the dropped
+    energy in the objective): dense gradients through the written-out backward of l3d.dense_loss, from two batches
+    (two members each) or one shared by all; factored gradients (nn.Linear weights, engine "auto") through autograd."""
+    if batches == "factored":
+        torch.manual_seed(0)
+        model = TMS(tied=False, layout="linear")
+        col, dense = l3d.GradientCollector(model, "*", engine="auto"), l3d.GradientCollector(model, "*")
+        x = inputs(1)
+        references = col.references(x, torch.Generator().manual_seed(2))
+        given, own = col(x, references), [dense(x, references)] * 4
+        assert isinstance(given, l3d.gradients.FactoredGradients)
+    else:
+        col = collector()
+        own = [col(inputs(s), generator=torch.Generator().manual_seed(s + 1)) for s in (1, 3)]
+        own = [own[0]] * 4 if batches == "shared" else [own[m // 2] for m in range(4)]
+        given = own[0] if batches == "shared" else [own[0], own[2]]
+    members = starts(col.shapes, range(4))
+    stack = l3d.Decomposition.stack(members)
+    parts = stack.loss(given, top_k=0.3, dropped_energy=True)
+    (parts.loss + 0.1 * parts.dropped_energy.sum() + 0.01 * parts.error.sum()).backward()
+    for m, member in enumerate(members):
+        alone = member.loss(own[m], top_k=0.3, dropped_energy=True)
+        (alone.loss + 0.1 * alone.dropped_energy + 0.01 * alone.error).backward()
+        for (name, a), b in zip(stack.named_parameters(), member.parameters()):
+            torch.testing.assert_close(a.grad[3 * m:3 * m + 3], b.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_stack_unstack_and_save_load_round_trip(tmp_path):
     members = starts(collector().shapes, [5, 6])
     stack = l3d.Decomposition.stack(members)

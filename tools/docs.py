@@ -29,6 +29,7 @@ Inline kinds, inside a sentence (NB: a notebook's name; PATH: a key path into it
     seeds NB PATH               one number per seed, in seed order          0.949 / 0.904 / 0.850
     count NB PATH               a count with what it counts out of          3 of 3
     published NB SOURCE NAME    a number of l3d.experiments.published       0.92
+    benchmark FILE PATH         a value of benchmarks/results/FILE.json     31.5
 A number the files do not hold is written "—" and named on stderr; that never stops the tool (exit status 0).
 An unknown kind or wrong arguments stop it before anything is written (exit status 2).
 
@@ -46,6 +47,7 @@ Deterministic: the same files give the same bytes (no dates, no absolute paths, 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -97,6 +99,10 @@ def inline(sources: Sources, kind: str, args: list[str]) -> str:
         if number is MISSING:
             raise SpecError(f"{source} has no number {name!r} for {notebook}")
         return fmt(number, published_digits(number))
+    if kind == "benchmark":
+        if len(args) != 2:
+            raise SpecError("benchmark takes FILE PATH")
+        return benchmark_value(sources, *args)
     if len(args) != 2:
         raise SpecError(f"{kind} takes NB PATH")
     notebook, path = args
@@ -108,8 +114,19 @@ def inline(sources: Sources, kind: str, args: list[str]) -> str:
     return text
 
 
+def benchmark_value(sources: Sources, name: str, path: str) -> str:
+    """The value at key path `path` of benchmarks/results/<name>.json, as the docs show it (text as it is)."""
+    file = sources.root / "benchmarks" / "results" / f"{name}.json"
+    value = json.loads(file.read_text()) if file.is_file() else MISSING
+    for key in path.split("/"):
+        value = value.get(key, MISSING) if isinstance(value, dict) else MISSING
+    if value is MISSING:
+        sources.notes.add(f"benchmarks/results/{name}.json has no {path} (shown as {DASH})")
+    return fmt(value, 1)
+
+
 BLOCKS: dict[str, Callable[[Sources], str]] = {"results": results_table, "field": field_table}
-INLINE = ("value", "spread", "seeds", "count", "published")
+INLINE = ("value", "spread", "seeds", "count", "published", "benchmark")
 
 
 def fill(text: str, sources: Sources, where: str) -> str:

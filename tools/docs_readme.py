@@ -63,6 +63,8 @@ README_ROWS: dict[str, list[Shown]] = {
         Shown("dead_fraction", "dead subnetworks", {"paper": "dead_fraction"}),
         Shown("classes_owned", "digits with a subnetwork of their own"),
         Shown("resampled/dead_fraction", "dead subnetworks, with our resampling"),
+        Shown("revived/dead_fraction", "dead subnetworks, with our revival term"),
+        Shown("revived/reconstruction_error", "reconstruction error, with our revival term"),
         Shown("causal/median_ratio", "causal selectivity: median KL ratio, own images / others"),
     ],
     "08_whole_model": [

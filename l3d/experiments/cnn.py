@@ -237,9 +237,9 @@ class CNNExperiment(ModelExperiment):
     decomposition and n_test_images held-out images (the digits source uses its own split), Tucker ranks (`rank`
     for every mode, else `rank_fraction` of each dimension), init_images images whose gradients start the
     subnetworks (0: random start), n_show subnetworks shown and n_other_images, the held-out images that are the
-    "other" samples of the causal selectivity (all of them when there are fewer), and resampled_every, the
-    `resample_every` of a second decomposition beside the paper's loss (0: none). The L3D batch is `batch_size`.
-    None: SETTINGS[source]."""
+    "other" samples of the causal selectivity (all of them when there are fewer), resampled_every, the
+    `resample_every` of a second decomposition beside the paper's loss (0: none), and revived, the `revive` weight of
+    a third (0: none). The L3D batch is `batch_size`. None: SETTINGS[source]."""
 
     DEFAULTS: ClassVar[dict[str, dict]] = SETTINGS
 
@@ -256,6 +256,7 @@ class CNNExperiment(ModelExperiment):
     n_show: int = bounded(12, low=1)
     n_other_images: int = bounded(200, low=1)
     resampled_every: int = bounded(1, low=0)
+    revived: float = bounded(1.0, low=0)
 
     def check(self) -> list[str]:
         problems = super().check()

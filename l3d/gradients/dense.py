@@ -20,10 +20,11 @@ class DenseGradients:
     def __init__(self, grads: dict[str, Tensor]):
         self.shapes = {n: tuple(g.shape[1:]) for n, g in grads.items()}
         self._flat = torch.cat([g.flatten(1) for g in grads.values()], dim=1)
-        self._sq_norms = self._flat.pow(2).sum(1)
+        self._sq_norms = torch.linalg.vecdot(self._flat, self._flat)      # = pow(2).sum(1), bit for bit, without a copy
 
     @classmethod
-    def _from_flat(cls, flat: Tensor, sq_norms: Tensor, shapes: dict[str, tuple[int, ...]]) -> DenseGradients:
+    def from_flat(cls, flat: Tensor, sq_norms: Tensor, shapes: dict[str, tuple[int, ...]]) -> DenseGradients:
+        """Gradients already side by side: flat (N, n_w), their squared norms (N,), name -> shape in order."""
         out = cls.__new__(cls)
         out.shapes, out._flat, out._sq_norms = shapes, flat, sq_norms
         return out
@@ -42,7 +43,7 @@ class DenseGradients:
 
     def __getitem__(self, index: slice | Tensor) -> DenseGradients:
         """The gradients of a subset of the samples."""
-        return DenseGradients._from_flat(self._flat[index], self._sq_norms[index], self.shapes)
+        return DenseGradients.from_flat(self._flat[index], self._sq_norms[index], self.shapes)
 
     def project(self, directions: Sequence[Tucker]) -> Tensor:
         """<v_k, g_i> summed over tensors, for directions given per tensor in collector order: (N, C)."""

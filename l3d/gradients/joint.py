@@ -43,7 +43,12 @@ class Pending:
     def __init__(self, pool: JointPool, key: int, rows: slice | Tensor | None = None):
         self._pool, self._key, self._rows = pool, key, rows
         size = pool.sizes[key]
-        self.n_samples = size if rows is None else len(torch.arange(size)[rows])
+        if rows is None:
+            self.n_samples = size
+        elif isinstance(rows, slice):
+            self.n_samples = len(range(*rows.indices(size)))
+        else:
+            self.n_samples = len(torch.arange(size)[rows])
 
     def __getitem__(self, rows: slice | Tensor) -> Pending:
         """Rows of these gradients (of the chunk's rows so far)."""
@@ -122,4 +127,7 @@ def _joint(chunks: list[tuple[GradientCollector, Tensor, Tensor]]) -> list[Dense
     per_sample = vmap(grad(item_divergence), in_dims=(None, None, 0, 0))
     with evaluating(template.model), torch.no_grad():
         grads = vmap(per_sample, in_dims=(0, 0, 0, 0))(weights, rest, inputs, references)   # name -> (G, N, *shape)
-    return [DenseGradients({n: grads[n][m] for n in names}) for m in range(len(chunks))]
+    flat = torch.cat([grads[n].flatten(2) for n in names], dim=2)                          # (G, N, n_w)
+    sq_norms = torch.linalg.vecdot(flat, flat)                                             # (G, N)
+    shapes = {n: tuple(grads[n].shape[2:]) for n in names}
+    return [DenseGradients.from_flat(flat[m], sq_norms[m], shapes) for m in range(len(chunks))]

@@ -253,6 +253,8 @@ TOLERANCES: dict[str, dict[str, dict[str, Tolerance]]] = {
             "dead_fraction": exact(TEST_COUNT + " (a share of 6 subnetworks)"),
             "resampled/reconstruction_error": Tolerance(abs=0.005, reason=TEST_MODEL_ERROR),
             "resampled/dead_fraction": exact(TEST_COUNT + " (a share of 6 subnetworks)"),
+            "revived/reconstruction_error": Tolerance(abs=0.005, reason=TEST_MODEL_ERROR),
+            "revived/dead_fraction": exact(TEST_COUNT + " (a share of 6 subnetworks)"),
             "causal/median_ratio": Tolerance(rel=0.15, reason="test scale: a ratio of mean KL divergences over few "
                                                              "images; 15 %"),
         },
@@ -267,6 +269,8 @@ TOLERANCES: dict[str, dict[str, dict[str, Tolerance]]] = {
             "classes_owned": Tolerance(abs=1, reason="paper scale: one digit more or less at the 0.8 purity line"),
             "resampled/reconstruction_error": Tolerance(abs=0.005, reason=PAPER_ERROR + " (the shipped model)"),
             "resampled/dead_fraction": Tolerance(abs=0.05, reason="paper scale: 2 of 40 subnetworks"),
+            "revived/reconstruction_error": Tolerance(abs=0.005, reason=PAPER_ERROR + " (the shipped model)"),
+            "revived/dead_fraction": Tolerance(abs=0.05, reason="paper scale: 2 of 40 subnetworks"),
             "causal/median_ratio": Tolerance(rel=0.1, reason="paper scale: the median over the live subnetworks of a "
                                                             "ratio of mean KL divergences; 10 %"),
             "causal/random_median_ratio": Tolerance(rel=0.1, reason="paper scale: the same median for random "
