@@ -9,8 +9,9 @@ seeds). "starts" mode: the S members share one toy and one source (`restarts`, t
 so one gradient pass serves them all. Each configuration is timed twice after a warm-up, for `short` and for
 `short + epochs` epochs, in CPU seconds of the process (robust to other work on the machine): the difference over
 `epochs` is the time per epoch of the training itself, the rest the setup (collectors, starts, stacking). Reported
-per (toy, mode, S, threads): seconds per epoch, setup seconds, decompositions per second at the notebooks' 1000
-epochs (S / (setup + 1000 epochs)), and the time of S against S = 1 (per epoch and per 1000-epoch decomposition).
+per (toy, mode, S, threads): CPU seconds per epoch (of every thread: with 2 threads, see the wall-clock seconds per
+epoch too), setup seconds, decompositions per second at the notebooks' 1000 epochs (S / (setup + 1000 epochs), CPU),
+and the time of S against S = 1 (per epoch and per 1000-epoch decomposition).
 Results: printed, and written to benchmarks/results/sweep_cpu.json.
 """
 from __future__ import annotations
@@ -51,8 +52,9 @@ def toy(name: str, seed: int) -> tuple[torch.nn.Module, list[str], torch.Tensor,
     return model, ["*"], x, base.replace(n_subnetworks=5, rank=weight_bias_ranks(shapes, 2, 1))
 
 
-def time_sweep(name: str, members: int, mode: str, epochs: int) -> float:
-    """CPU seconds of `members` decompositions of `name` trained `epochs` epochs as one program (after a warm-up)."""
+def time_sweep(name: str, members: int, mode: str, epochs: int) -> tuple[float, float]:
+    """CPU and wall-clock seconds of `members` decompositions of `name` trained `epochs` epochs as one program (after
+    a warm-up)."""
     jobs = [toy(name, 0 if mode == "starts" else s) for s in range(members)]
     model, tensors, x, config = jobs[0]
     if mode == "starts":
@@ -63,20 +65,22 @@ def time_sweep(name: str, members: int, mode: str, epochs: int) -> float:
         configs = [c.replace(epochs=epochs) for *_, c in jobs]
         models, inputs = [m for m, *_ in jobs], [j[2] for j in jobs]
     l3d.sweep(models, inputs, tensors, [c.replace(epochs=1) for c in configs], progress=False)   # warm-up
-    started = time.process_time()   # CPU seconds of this process: a busy machine's other work does not count
+    started, wall = time.process_time(), time.perf_counter()   # CPU seconds of this process: robust to others' work
     l3d.sweep(models, inputs, tensors, configs, progress=False)
-    return time.process_time() - started
+    return time.process_time() - started, time.perf_counter() - wall
 
 
-def time_members(name: str, members: int, mode: str, short: int, epochs: int, repeats: int) -> tuple[float, float]:
-    """Seconds per epoch and setup seconds of `members` decompositions (medians over `repeats`): from runs of
-    `short` and `short + epochs` epochs."""
-    per_epoch, setup = [], []
+def time_members(name: str, members: int, mode: str, short: int, epochs: int,
+                 repeats: int) -> tuple[float, float, float]:
+    """CPU seconds per epoch, setup CPU seconds and wall-clock seconds per epoch of `members` decompositions
+    (medians over `repeats`): from runs of `short` and `short + epochs` epochs."""
+    per_epoch, setup, wall = [], [], []
     for _ in range(repeats):
-        brief, long = time_sweep(name, members, mode, short), time_sweep(name, members, mode, short + epochs)
+        (brief, brief_wall), (long, long_wall) = (time_sweep(name, members, mode, e) for e in (short, short + epochs))
         per_epoch.append((long - brief) / epochs)
         setup.append(max(brief - short * per_epoch[-1], 0.0))
-    return statistics.median(per_epoch), statistics.median(setup)
+        wall.append((long_wall - brief_wall) / epochs)
+    return statistics.median(per_epoch), statistics.median(setup), statistics.median(wall)
 
 
 def main() -> None:
@@ -100,16 +104,17 @@ def main() -> None:
             for mode in args.modes:
                 single = None
                 for members in args.members:
-                    seconds, setup = time_members(name, members, mode, args.short, args.epochs, args.repeats)
+                    seconds, setup, wall = time_members(name, members, mode, args.short, args.epochs, args.repeats)
                     whole = setup + args.notebook_epochs * seconds      # S decompositions of the notebooks' length
                     single = (seconds, whole) if members == 1 else single
                     row = {"toy": name, "mode": mode, "members": members, "threads": threads,
-                           "seconds_per_epoch": seconds, "setup_seconds": setup,
+                           "seconds_per_epoch": seconds, "setup_seconds": setup, "wall_seconds_per_epoch": wall,
                            "decompositions_per_second": members / whole,
                            "epoch_time_vs_one": seconds / single[0] if single else None,
                            "time_vs_one": whole / single[1] if single else None}
                     rows.append(row)
-                    print(f"{name:6s} {mode:6s} S={members:3d} threads={threads}: {seconds * 1000:7.1f} ms/epoch, "
+                    print(f"{name:6s} {mode:6s} S={members:3d} threads={threads}: {seconds * 1000:7.1f} ms/epoch "
+                          f"(wall {wall * 1000:7.1f}), "
                           f"setup {setup:5.2f} s, {members / whole:.4f} decompositions/s"
                           + (f", {whole / single[1]:.2f}x the time of one" if single else ""), flush=True)
     record = {"rows": rows, "settings": vars(args), "environment": environment("cpu", ROOT),

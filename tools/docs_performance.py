@@ -97,15 +97,17 @@ def sweep_table(data: Mapping) -> list[str]:
     S decompositions of the notebooks' length against one."""
     epochs = data.get("settings", {}).get("notebook_epochs", MISSING)
     rows = [[str(r.get("toy", DASH)), str(r.get("mode", DASH)), fmt(r.get("members", MISSING), "int"),
-             fmt(r.get("threads", MISSING), "int"), seconds(r.get("seconds_per_epoch")), seconds(r.get("setup_seconds")),
+             fmt(r.get("threads", MISSING), "int"), seconds(r.get("seconds_per_epoch")),
+             seconds(r.get("wall_seconds_per_epoch")), seconds(r.get("setup_seconds")),
              fmt(r.get("decompositions_per_second", MISSING), 4), fmt(r.get("time_vs_one", MISSING), 3)]
             for r in data["rows"] if isinstance(r, Mapping)]
-    return ["", "CPU time of the process (robust to other work on the machine) per epoch of training and for the "
+    return ["", "CPU time of the process (robust to other work on the machine; with 2 threads it counts both) per "
+            "epoch of training and for the "
             "setup (collectors, starts, the stack); \"seeds\": S toys with samples of their own (`l3d.sweep`), "
             "\"starts\": S starts of one toy (`restarts`). Decompositions per second and the time against S = 1 are "
             f"for decompositions of {fmt(epochs, 'int')} epochs, the notebooks' (setup + epochs × time per epoch).", "",
-            table(["toy", "mode", "S", "threads", "CPU time per epoch", "setup", "decompositions per second",
-                   "time against S = 1"], rows)]
+            table(["toy", "mode", "S", "threads", "CPU time per epoch", "wall time per epoch", "setup",
+                   "decompositions per second", "time against S = 1"], rows)]
 
 
 def threads_table(data: Mapping) -> list[str]:
