@@ -6,8 +6,8 @@
 Every notebook is made to run (their files' modification times set to now, nothing deleted), so the run is what
 `make -B figures` does without installing the environment again. Recorded: the wall-clock minutes of the whole
 command, each notebook's own minutes (papermill's duration, in figures/<notebook>/<notebook>.ipynb), the machine's
-load average sampled every 30 s while it ran (the 1-minute average: about JOBS when nothing else runs), the commit
-and the machine. The command's output goes to the terminal as it runs.
+load average sampled every 30 s while it ran, from 30 s after the start (the 1-minute average: about JOBS when
+nothing else runs), the commit and the machine. The command's output goes to the terminal as it runs.
 """
 from __future__ import annotations
 
@@ -30,6 +30,16 @@ def sample_load(samples: list[float], stop: threading.Event, every: float = 30.0
         samples.append(os.getloadavg()[0])
 
 
+def cpu_model() -> str:
+    """The processor's name (Linux: /proc/cpuinfo), else what platform says."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def notebook_minutes() -> dict[str, float]:
     """Each executed notebook's own run time, from papermill's record: {"01": minutes, ...}."""
     minutes = {}
@@ -49,7 +59,7 @@ def main() -> None:
     now = time.time()
     for notebook in ROOT.glob("notebooks/[0-9][0-9]_*.ipynb"):
         os.utime(notebook, (now, now))           # newer than its figures: make runs it again
-    samples, stop = [os.getloadavg()[0]], threading.Event()
+    samples, stop = [], threading.Event()          # sampled from 30 s after the start on
     sampler = threading.Thread(target=sample_load, args=(samples, stop), daemon=True)
     sampler.start()
     started = time.perf_counter()
@@ -64,11 +74,11 @@ def main() -> None:
         "command": f"make figures JOBS={args.jobs}, every notebook made to run (benchmarks/make_figures.py)",
         "commit": commit.stdout.strip() or None,
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores",
         "wall_minutes": round(wall / 60, 1),
         "notebook_minutes": minutes,
         "notebook_minutes_sum": round(sum(minutes.values()), 1),
-        "load_average_during": f"{min(samples):.1f}-{max(samples):.1f}",
+        "load_average_during": f"{min(samples):.1f}-{max(samples):.1f}" if samples else None,
         "note": args.note,
     }
     out = Path(args.out)

@@ -308,6 +308,17 @@ TOLERANCES: dict[str, dict[str, dict[str, Tolerance]]] = {
                                                       "changed)"),
         },
         "paper": {
+            # the untrained networks' controls first (the first matching pattern applies): nothing to recover, so
+            # their decompositions follow the floating point
+            "summary/* random*/ml2r_median": Tolerance(
+                abs=0.1, reason="paper scale, the random networks' controls: no features to converge to, so the "
+                                "decomposition follows the floating point; the same loss summed in another order "
+                                "(issue 30's batched loss) moved 5-2 random's seed 0 from 0.289 to 0.038 and the "
+                                "median over 4 seeds from 0.321 to 0.263; ±0.1"),
+            "summary/* random*/reconstruction_error_median": Tolerance(
+                abs=0.01, rel=0.15, reason="paper scale, the random networks' controls (errors above 1: nothing is "
+                                           "recovered): the same loss summed in another order moved 40-10 random "
+                                           "refit's seed 3 from 2.64 to 2.37, the median over 5 seeds with it; 15 %"),
             "summary/*/median": Tolerance(abs=0.005, reason=PAPER_SCORE + " (MMCS of recovered features is near 1)"),
             "summary/*/ml2r_median": Tolerance(rel=0.05, reason="paper scale: a norm ratio; 5 %"),
             "summary/*/success": exact(PAPER_COUNT + "; the stability check changed no TMS decomposition's outcome"),
