@@ -9,15 +9,16 @@ seeds). "starts" mode: the S members share one toy and one source (`restarts`, t
 so one gradient pass serves them all. Each configuration is timed twice after a warm-up, for `short` and for
 `short + epochs` epochs, in CPU seconds of the process (robust to other work on the machine): the difference over
 `epochs` is the time per epoch of the training itself, the rest the setup (collectors, starts, stacking). Reported
-per (toy, mode, S, threads): CPU seconds per epoch (of every thread: with 2 threads, see the wall-clock seconds per
-epoch too), setup seconds, decompositions per second at the notebooks' 1000 epochs (S / (setup + 1000 epochs), CPU),
-and the time of S against S = 1 (per epoch and per 1000-epoch decomposition).
+per (toy, mode, S, threads): wall-clock and CPU seconds per epoch (CPU: of every thread, and robust to other work
+on the machine), setup seconds, and from them (`summarize`) decompositions per second at the notebooks' 1000 epochs
+and the time of S against S = 1, both in wall-clock time.
 Results: printed, and written to benchmarks/results/sweep_cpu.json.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -83,6 +84,24 @@ def time_members(name: str, members: int, mode: str, short: int, epochs: int,
     return statistics.median(per_epoch), statistics.median(setup), statistics.median(wall)
 
 
+def summarize(rows: list[dict], notebook_epochs: int) -> list[dict]:
+    """Each row with what follows from its measurements: a whole decomposition of `notebook_epochs` epochs takes
+    setup + notebook_epochs × the wall-clock time per epoch (what a user waits; the setup's CPU time stands for its
+    wall time, at most a second); decompositions per second; the time of S against S = 1 of the same toy, mode and
+    thread count (per epoch and whole)."""
+    out, single = [], {}
+    for row in rows:
+        whole = row["setup_seconds"] + notebook_epochs * row["wall_seconds_per_epoch"]
+        key = (row["toy"], row["mode"], row["threads"])
+        if row["members"] == 1:
+            single[key] = (row["wall_seconds_per_epoch"], whole)
+        one = single.get(key)
+        out.append({**row, "decomposition_seconds": whole, "decompositions_per_second": row["members"] / whole,
+                    "epoch_time_vs_one": row["wall_seconds_per_epoch"] / one[0] if one else None,
+                    "time_vs_one": whole / one[1] if one else None})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--toys", nargs="+", default=["tms", "tmcs", "square"], choices=["tms", "tmcs", "square"])
@@ -96,29 +115,31 @@ def main() -> None:
                         help="epochs of a whole decomposition (the notebooks')")
     parser.add_argument("--repeats", type=int, default=3, help="timings per configuration; the median is reported")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sweep_cpu.json"))
+    parser.add_argument("--summarize", metavar="FILE",
+                        help="measure nothing: write FILE's derived numbers anew from its measurements (summarize)")
     args = parser.parse_args()
+    if args.summarize:
+        record = json.loads(Path(args.summarize).read_text())
+        record["rows"] = summarize(record["rows"], record["settings"]["notebook_epochs"])
+        Path(args.summarize).write_text(json.dumps(record, indent=1))
+        print(f"summarized {args.summarize}")
+        return
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
+        os.environ["L3D_THREADS"] = str(threads)    # what l3d.fit and the toys' training take (l3d.runtime.threads)
         for name in args.toys:
             for mode in args.modes:
-                single = None
                 for members in args.members:
                     seconds, setup, wall = time_members(name, members, mode, args.short, args.epochs, args.repeats)
-                    whole = setup + args.notebook_epochs * seconds      # S decompositions of the notebooks' length
-                    single = (seconds, whole) if members == 1 else single
-                    row = {"toy": name, "mode": mode, "members": members, "threads": threads,
-                           "seconds_per_epoch": seconds, "setup_seconds": setup, "wall_seconds_per_epoch": wall,
-                           "decompositions_per_second": members / whole,
-                           "epoch_time_vs_one": seconds / single[0] if single else None,
-                           "time_vs_one": whole / single[1] if single else None}
-                    rows.append(row)
-                    print(f"{name:6s} {mode:6s} S={members:3d} threads={threads}: {seconds * 1000:7.1f} ms/epoch "
-                          f"(wall {wall * 1000:7.1f}), "
-                          f"setup {setup:5.2f} s, {members / whole:.4f} decompositions/s"
-                          + (f", {whole / single[1]:.2f}x the time of one" if single else ""), flush=True)
-    record = {"rows": rows, "settings": vars(args), "environment": environment("cpu", ROOT),
-              "machine": platform.processor() or platform.machine()}
+                    rows.append({"toy": name, "mode": mode, "members": members, "threads": threads,
+                                 "seconds_per_epoch": seconds, "setup_seconds": setup, "wall_seconds_per_epoch": wall})
+                    row = summarize(rows, args.notebook_epochs)[-1]
+                    print(f"{name:6s} {mode:6s} S={members:3d} threads={threads}: {wall * 1000:7.1f} ms/epoch wall "
+                          f"({seconds * 1000:7.1f} CPU), setup {setup:5.2f} s, {row['decompositions_per_second']:.4f} "
+                          f"decompositions/s, {row['time_vs_one']:.2f}x the time of one", flush=True)
+    record = {"rows": summarize(rows, args.notebook_epochs), "settings": vars(args),
+              "environment": environment("cpu", ROOT), "machine": platform.processor() or platform.machine()}
     Path(args.out).write_text(json.dumps(record, indent=1))
     print(f"written to {args.out}")
 

@@ -265,6 +265,16 @@ def _current_spellings(settings: object) -> object:
     return settings
 
 
+def _with_later_settings(config: object) -> object:
+    """A checkpoint's recorded run config (an L3DConfig's dict, or a sweep's {"sweep": [...]}) with the settings
+    added to L3DConfig after it was written, at the values that mean what it did then (revive 0: none)."""
+    if isinstance(config, Mapping) and isinstance(config.get("sweep"), list):
+        return {**config, "sweep": [_with_later_settings(c) for c in config["sweep"]]}
+    if isinstance(config, Mapping) and "n_subnetworks" in config:
+        return {"revive": 0.0, **config}
+    return config
+
+
 def check_resumable(found: Path, written: dict, settings: dict) -> None:
     """ResumeRefused naming every setting of `settings` (this call's) that differs from `written` (the checkpoint's),
     or when the checkpoint predates the record of the model and the run's settings."""
@@ -275,6 +285,7 @@ def check_resumable(found: Path, written: dict, settings: dict) -> None:
             f"with other gradients without a word. Start again in an empty checkpoint_dir"
         )
     written = {"silence": 0.0, "silence_from": 0, **_current_spellings(written)}   # before silence: none
+    written["config"] = _with_later_settings(written.get("config"))
     old, new = _flat_settings(written), _flat_settings(settings)
     absent = "(not recorded)"
     changed = [k for k in [*new, *(k for k in old if k not in new)] if old.get(k, absent) != new.get(k, absent)]

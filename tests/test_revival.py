@@ -4,10 +4,13 @@ R = Σ_i ||r_i − r̂_i||² − ||r_i||², r_i = g_i − Σ_k c̃_ik d_k held f
 subnetworks, a their coefficients kept by BatchTopK among them alone (l3d.decomposition). Float64 throughout:
 tolerances rel 1e-9 (the same sums in another order).
 """
+import json
+
 import pytest
 import torch
 
 import l3d
+from l3d.checkpoint import _sha256_json
 from l3d.experiments.toys import TMS, sparse_features
 from l3d.tucker import Tucker
 
@@ -125,3 +128,24 @@ def test_revive_is_refused_for_stacks_labels_and_bad_masks():
     one = l3d.Decomposition(col.shapes, 6).double()
     with pytest.raises(ValueError, match=r"dead must be a bool tensor of shape \(n_subnetworks,\) = \(6,\)"):
         one.revival(grads, one.loss(grads).mask, torch.zeros(5, dtype=torch.bool))
+
+
+def test_a_checkpoint_written_before_the_revival_term_resumes(tmp_path):
+    """A run's checkpoint whose recorded config has no `revive` (written by an l3d without it) resumes as revive 0."""
+    torch.manual_seed(0)
+    model, x = TMS().untied(), sparse_features(64, 5, 0.3, generator=torch.Generator().manual_seed(1))
+    config = l3d.L3DConfig(n_subnetworks=3, batch_size=16, engine="dense", epochs=3)
+    whole = l3d.decompose(model, x, TENSORS, config, progress=False)
+    l3d.decompose(model, x, TENSORS, config.replace(epochs=2), checkpoint_dir=tmp_path, checkpoint_every=1,
+                  progress=False)
+    newest = l3d.checkpoint.checkpoints(tmp_path)[-1]
+    record = json.loads((newest / "training.json").read_text())
+    del record["state"]["settings"]["config"]["revive"]
+    hashes = record.pop("sha256")
+    hashes["training.json"] = _sha256_json(record)
+    (newest / "training.json").write_text(json.dumps({**record, "sha256": hashes}))
+    resumed = l3d.decompose(model, x, TENSORS, config, checkpoint_dir=tmp_path, resume=True, progress=False)
+    assert resumed.history.reconstruction_error == whole.history.reconstruction_error
+    with pytest.raises(l3d.checkpoint.ResumeRefused, match=r"config.revive: checkpoint 0.0, now 0.5"):
+        l3d.decompose(model, x, TENSORS, config.replace(epochs=4, revive=0.5), checkpoint_dir=tmp_path, resume=True,
+                      progress=False)

@@ -93,20 +93,20 @@ def step_table(data: Mapping) -> list[str]:
 
 
 def sweep_table(data: Mapping) -> list[str]:
-    """benchmarks/sweep.py's rows: CPU time per epoch of S decompositions trained as one program, its setup, and
-    S decompositions of the notebooks' length against one."""
+    """benchmarks/sweep.py's rows: the time per epoch of S decompositions trained as one program, its setup, and S
+    decompositions of the notebooks' length against one."""
     epochs = data.get("settings", {}).get("notebook_epochs", MISSING)
     rows = [[str(r.get("toy", DASH)), str(r.get("mode", DASH)), fmt(r.get("members", MISSING), "int"),
-             fmt(r.get("threads", MISSING), "int"), seconds(r.get("seconds_per_epoch")),
-             seconds(r.get("wall_seconds_per_epoch")), seconds(r.get("setup_seconds")),
+             fmt(r.get("threads", MISSING), "int"), seconds(r.get("wall_seconds_per_epoch")),
+             seconds(r.get("seconds_per_epoch")), seconds(r.get("setup_seconds")),
              fmt(r.get("decompositions_per_second", MISSING), 4), fmt(r.get("time_vs_one", MISSING), 3)]
             for r in data["rows"] if isinstance(r, Mapping)]
-    return ["", "CPU time of the process (robust to other work on the machine; with 2 threads it counts both) per "
-            "epoch of training and for the "
-            "setup (collectors, starts, the stack); \"seeds\": S toys with samples of their own (`l3d.sweep`), "
-            "\"starts\": S starts of one toy (`restarts`). Decompositions per second and the time against S = 1 are "
-            f"for decompositions of {fmt(epochs, 'int')} epochs, the notebooks' (setup + epochs × time per epoch).", "",
-            table(["toy", "mode", "S", "threads", "CPU time per epoch", "wall time per epoch", "setup",
+    return ["", "Per epoch of training: wall-clock time, and CPU time of the process (of every thread; robust to other "
+            "work on the machine); the setup (collectors, starts, the stack) in CPU time. \"seeds\": S toys with "
+            "samples of their own (`l3d.sweep`), \"starts\": S starts of one toy (`restarts`). Decompositions per "
+            f"second and the time against S = 1 are for decompositions of {fmt(epochs, 'int')} epochs, the notebooks' "
+            "(setup + epochs × wall time per epoch).", "",
+            table(["toy", "mode", "S", "threads", "wall time per epoch", "CPU time per epoch", "setup",
                    "decompositions per second", "time against S = 1"], rows)]
 
 
