@@ -132,7 +132,8 @@ def test_the_readme_states_make_figures_time_from_its_benchmark_record(tmp_path,
     capsys.readouterr()
     assert docs.main(["--root", str(root)]) == 0
     assert "benchmarks/results/make_figures_cpu.json has no wall_minutes (shown as —)" in capsys.readouterr().err
-    assert "<!-- generated: benchmark make_figures_cpu wall_minutes -->—<!-- end -->" in (root / "README.md").read_text()
+    readme = (root / "README.md").read_text()
+    assert "<!-- generated: benchmark make_figures_cpu wall_minutes -->—<!-- end -->" in readme
 
 
 def test_an_unknown_generated_region_stops_the_tool_before_anything_is_written(tmp_path, capsys):
