@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -22,22 +21,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from l3d.runtime.environment import cpu_model, git_commit  # noqa: E402
 
 
 def sample_load(samples: list[float], stop: threading.Event, every: float = 30.0) -> None:
     """Append the 1-minute load average every `every` seconds until `stop` is set."""
     while not stop.wait(every):
         samples.append(os.getloadavg()[0])
-
-
-def cpu_model() -> str:
-    """The processor's name (Linux: /proc/cpuinfo), else what platform says."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def notebook_minutes() -> dict[str, float]:
@@ -69,10 +61,10 @@ def main() -> None:
     if result.returncode:
         sys.exit(f"make figures failed (exit status {result.returncode}); nothing recorded")
     minutes = notebook_minutes()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    commit = git_commit(ROOT)
     record = {
         "command": f"make figures JOBS={args.jobs}, every notebook made to run (benchmarks/make_figures.py)",
-        "commit": commit.stdout.strip() or None,
+        "commit": commit["commit"][:7] if commit else None,
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{cpu_model()}, {os.cpu_count()} cores",
         "wall_minutes": round(wall / 60, 1),

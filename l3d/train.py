@@ -175,11 +175,11 @@ def fit(
         raise TypeError(f"config must be a dict of the run's settings (e.g. L3DConfig.to_dict()) or None, got "
                         f"{type(config).__name__}")
     sources = check_sources(decomposition, source, schedule.resample_every)
-    if schedule.revive and (decomposition.members > 1 or sources[0].active_circuits is not None):
+    if schedule.revive and decomposition.members > 1:
         raise ValueError(f"revive={schedule.revive} trains one decomposition on a source without labels "
-                         f"(active_circuits), got a stack of {decomposition.members} members"
-                         if decomposition.members > 1 else
-                         f"revive={schedule.revive} needs a source without labels (active_circuits): the labels fix "
+                         f"(active_circuits), got a stack of {decomposition.members} members")
+    if schedule.revive and sources[0].active_circuits is not None:
+        raise ValueError(f"revive={schedule.revive} needs a source without labels (active_circuits): the labels fix "
                          f"which subnetwork serves which circuit; set revive=0 with labels")
     with threads_for(sum(s.work for s in sources), threads), contextlib.ExitStack() as held:
         training = _Training(decomposition, sources, schedule, checkpointing, callback, config)

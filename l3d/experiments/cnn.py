@@ -27,11 +27,11 @@ from torch import Tensor, nn
 from ..decomposition import Decomposition
 from ..gradients import default_forward
 from ..params import select_tensors
-from ..pipeline import L3DConfig
+from ..pipeline import L3DConfig, decompose
 from ..runtime.progress import tqdm
 from ..runtime.resources import cache_dir, missing_resources, offline
 from ..runtime.settings import bounded
-from .model_experiment import ModelExperiment
+from .model_experiment import ModelExperiment, fit_metrics, held_out_top
 from .subnetworks import affected_outputs, label_purity, owned_labels
 from .weights import ORIGINS, embedded_model
 
@@ -324,6 +324,19 @@ def class_purity(top: Tensor, labels: Tensor, p_act: Tensor, n_classes: int,
     owned = owned_labels(pure[live], label[live], threshold)
     return pure, label, {"mean_class_purity": pure[live].mean().item(), "classes_owned": len(owned),
                          "n_classes": n_classes}
+
+
+def decompose_variant(loaded: ModelAndImages, settings: CNNExperiment, test_inputs: Tensor,
+                      **changes: Any) -> dict:
+    """The notebook's decomposition again with some L3D settings changed (our additions beside the paper's loss,
+    e.g. resample_every=1 or revive=1.0), for metrics.json: the changed settings, `fit_metrics` (with the history)
+    and `class_purity`'s numbers on the held-out `test_inputs`."""
+    run = decompose(loaded.model, loaded.train.to(test_inputs.device), loaded.tensors,
+                    settings.l3d.replace(**changes), forward=loaded.forward)
+    _, top = held_out_top(run, test_inputs, settings)
+    p_act = torch.tensor(run.history.p_act[-1])
+    return {**changes, **fit_metrics(run, test_inputs),
+            **class_purity(top, loaded.test_labels, p_act, len(loaded.class_names))[2]}
 
 
 def shown_subnetworks(pure: Tensor, p_act: Tensor, n_show: int) -> list[int]:

@@ -11,10 +11,11 @@ field_plots.py     notebook 07: each seed's scores beside APD's and SPD's publis
 from .field_plots import column_shares, seed_scores
 from .model_plots import layer_shares, pattern_purity_bars, purity_histogram, selectivity_histogram, top_images
 from .toy_plots import coefficients_scatter, direction_cosines, effect_matrix, intervention_sweeps, label_diagnostic
-from .training_plots import error_against, moving_mean, p_act_bars, training_history
+from .training_plots import dead_per_epoch, error_against, moving_mean, p_act_bars, training_history
 from .weight_plots import MAX_FIGURE, TICK_SPACING, matched_subnetworks, subnetwork_heatmaps
 
-__all__ = ["MAX_FIGURE", "TICK_SPACING", "coefficients_scatter", "column_shares", "direction_cosines", "effect_matrix",
-           "error_against", "intervention_sweeps", "label_diagnostic", "layer_shares", "matched_subnetworks",
-           "moving_mean", "p_act_bars", "pattern_purity_bars", "purity_histogram", "seed_scores",
-           "selectivity_histogram", "subnetwork_heatmaps", "top_images", "training_history"]
+__all__ = ["MAX_FIGURE", "TICK_SPACING", "coefficients_scatter", "column_shares", "dead_per_epoch",
+           "direction_cosines", "effect_matrix", "error_against", "intervention_sweeps", "label_diagnostic",
+           "layer_shares", "matched_subnetworks", "moving_mean", "p_act_bars", "pattern_purity_bars",
+           "purity_histogram", "seed_scores", "selectivity_histogram", "subnetwork_heatmaps", "top_images",
+           "training_history"]

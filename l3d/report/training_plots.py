@@ -5,7 +5,7 @@ every subnetwork at the end (`p_act_bars`), and the reconstruction error against
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import torch
@@ -118,6 +118,24 @@ def p_act_bars(p_act: Sequence[float] | Tensor, labels: Sequence[str] | None = N
     if dead:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
+def dead_per_epoch(histories: Mapping[str, History | dict], title: str = "") -> plt.Figure:
+    """The share of dead subnetworks (P_act = 0) in every epoch, one line per run: name -> its History."""
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    for name, history in histories.items():
+        p_act = (history if isinstance(history, History) else History.from_dict(history)).p_act
+        dead = [100 * sum(p == 0 for p in epoch) / len(epoch) for epoch in p_act]
+        ax.plot(range(1, len(dead) + 1), dead, marker="o", markersize=3, label=f"{name}: {dead[-1]:.1f} % at the end")
+    ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel("dead subnetworks (%)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))   # beside the lines, not on them
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 

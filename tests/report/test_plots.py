@@ -129,6 +129,16 @@ def test_moving_mean_averages_each_value_with_its_neighbours():
     assert plots.moving_mean([], 5) == []
 
 
+def test_dead_per_epoch_draws_each_runs_dead_share_from_its_history_or_its_dict():
+    a = l3d.History([0.5] * 3, [0.1] * 3, [[0.1, 0.2, 0.3, 0.4], [0.0, 0.2, 0.0, 0.4], [0.0, 0.0, 0.0, 0.4]])
+    b = l3d.History([0.5] * 3, [0.1] * 3, [[0.1, 0.2, 0.3, 0.4], [0.0, 0.2, 0.3, 0.4], [0.1, 0.2, 0.3, 0.4]])
+    fig = plots.dead_per_epoch({"a": a, "b": b.to_dict()}, title="t")
+    assert lines_by_label(fig.axes[0]) == {"a: 75.0 % at the end": [0.0, 50.0, 75.0],
+                                           "b: 0.0 % at the end": [0.0, 25.0, 0.0]}
+    assert fig.axes[0].get_title() == "t"
+    plt.close(fig)
+
+
 def test_training_history_shows_the_trend_beside_the_noise_and_plain_log_ticks():
     torch.manual_seed(0)
     n = 200
