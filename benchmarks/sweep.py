@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -32,7 +31,7 @@ import torch  # noqa: E402
 
 import l3d  # noqa: E402
 from l3d.experiments.toys import TMS, circuit_superposition, sparse_features, square_mlp, weight_bias_ranks  # noqa: E402
-from l3d.runtime.environment import environment  # noqa: E402
+from l3d.runtime.environment import cpu_model, environment  # noqa: E402
 
 
 def toy(name: str, seed: int) -> tuple[torch.nn.Module, list[str], torch.Tensor, l3d.L3DConfig]:
@@ -139,7 +138,7 @@ def main() -> None:
                           f"({seconds * 1000:7.1f} CPU), setup {setup:5.2f} s, {row['decompositions_per_second']:.4f} "
                           f"decompositions/s, {row['time_vs_one']:.2f}x the time of one", flush=True)
     record = {"rows": summarize(rows, args.notebook_epochs), "settings": vars(args),
-              "environment": environment("cpu", ROOT), "machine": platform.processor() or platform.machine()}
+              "environment": environment("cpu", ROOT), "machine": cpu_model()}
     Path(args.out).write_text(json.dumps(record, indent=1))
     print(f"written to {args.out}")
 

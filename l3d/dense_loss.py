@@ -21,11 +21,17 @@ def as_divisor(total: Tensor) -> Tensor:
     return total.clamp_min(torch.finfo(total.dtype).tiny)
 
 
+def bmm(a: Tensor, b: Tensor) -> Tensor:
+    """torch.bmm (B, I, K) @ (B, K, J); with K = 1 (a rank-1 factor) the outer products as one broadcast product,
+    the same numbers (one product each) without a batched matrix product per member."""
+    return a * b if a.shape[-1] == 1 else torch.bmm(a, b)
+
+
 def flat_tucker(core: Tensor, factors: list[Tensor]) -> Tensor:
     """A 1- or 2-mode Tucker tensor, flattened: (C, n)."""
     if len(factors) == 1:
-        return torch.bmm(factors[0], core.unsqueeze(-1)).squeeze(-1)
-    return torch.bmm(torch.bmm(factors[0], core), factors[1].transpose(1, 2)).flatten(1)
+        return bmm(factors[0], core.unsqueeze(-1)).squeeze(-1)
+    return bmm(bmm(factors[0], core), factors[1].transpose(1, 2)).flatten(1)
 
 
 def _full_backward(g: Tensor, core: Tensor, factors: list[Tensor]) -> list[Tensor]:
@@ -36,8 +42,8 @@ def _full_backward(g: Tensor, core: Tensor, factors: list[Tensor]) -> list[Tenso
     u, v = factors
     g = g.view(-1, u.shape[1], v.shape[1])
     gv = torch.bmm(g, v)                                                   # (C, I, R_2)
-    return [torch.bmm(u.transpose(1, 2), gv), torch.bmm(gv, core.transpose(1, 2)),
-            torch.bmm(g.transpose(1, 2), torch.bmm(u, core))]
+    return [torch.bmm(u.transpose(1, 2), gv), bmm(gv, core.transpose(1, 2)),
+            torch.bmm(g.transpose(1, 2), bmm(u, core))]
 
 
 class DenseLoss(torch.autograd.Function):

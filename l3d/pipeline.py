@@ -151,6 +151,23 @@ class Run:
     # what the result depends on besides config: "gradients" (`gradient_settings`: the tensors, the gradients'
     # settings, the model's fingerprint) and "inputs" (the training inputs' `fingerprint`), taken before training
     fingerprints: dict = dataclasses.field(default_factory=dict)
+    # every start's decomposition and history, in start order, where all trained the whole schedule and the sweep
+    # was asked to keep them (`sweep(keep_starts=True)`); [] otherwise
+    starts: list[tuple[Decomposition, History]] = dataclasses.field(default_factory=list)
+    start_index: int | None = None   # which of the starts this run is, when taken alone (`one_start`)
+
+    def one_start(self, r: int = 0) -> Run:
+        """Start r of this run's `restarts` alone, as one start drawn from seed 1000·seed + r trains it: its
+        decomposition and history, with this run's settings, gradients and source (shared: evaluations draw its
+        references in turn). The run must keep its starts (`sweep(keep_starts=True)`)."""
+        if not self.starts:
+            raise ValueError("this run kept no starts: use sweep(..., keep_starts=True) with restarts > 1 and "
+                             "restart_epochs None (every start trains the whole schedule)")
+        if not 0 <= r < len(self.starts):
+            raise ValueError(f"r must be a start of this run, 0 to {len(self.starts) - 1}, got {r}")
+        decomposition, history = self.starts[r]
+        return dataclasses.replace(self, decomposition=decomposition, history=history, start_errors=[], starts=[],
+                                   start_index=r)
 
     def evaluate(self, inputs: Tensor | None = None, seed: int | None = None) -> dict:
         """Reconstruction error, P_act and dead subnetworks over one pass without training: of the training
@@ -179,6 +196,7 @@ class Run:
         _seal(folder)
         self.decomposition.save(folder)
         record = {"config": self.config.to_dict(), **self.fingerprints, "start_errors": self.start_errors,
+                  **({} if self.start_index is None else {"start_index": self.start_index}),
                   "history": self.history.to_dict(), "sha256": _hashes(folder)}
         write_file(folder / RUN, lambda f: Path(f).write_text(json.dumps(record, indent=1)))
         return folder
@@ -217,18 +235,21 @@ def decompose(
     checkpoint_every: int | None = None,
     resume: bool = False,
     callback: Callable[[int, LossParts], None] | None = None,
+    keep_starts: bool = False,
 ) -> Run:
     """L3D of `model`'s `tensors` (names or globs) on `inputs` (items along dim 0) with `config`.
 
     sequence, forward: as `GradientCollector` (every position a sample; how to call the model).
     checkpoint_dir, checkpoint_every, resume, callback: as `fit` (a screen of starts is not checkpointed); every
     checkpoint records the whole config, and resuming refuses any difference from it (`epochs` may grow).
+    keep_starts: as `sweep` (every start of restarts > 1 kept, `Run.one_start`).
     The decomposition takes the dtype of the decomposed tensors: float32 or float64 (half precision is refused,
     naming the conversion). Under torchrun every process calls decompose on the same inputs and trains on its
     share of each batch. Several decompositions at once: `sweep`.
     """
     return sweep([model], [inputs], tensors, [config], sequence=sequence, forward=forward, progress=progress,
-                 checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume, callback=callback)[0]
+                 checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, resume=resume, callback=callback,
+                 keep_starts=keep_starts)[0]
 
 
 # settings a sweep's decompositions may differ in; every other one is shared, as they train as one program
@@ -248,6 +269,7 @@ def sweep(
     checkpoint_every: int | None = None,
     resume: bool = False,
     callback: Callable[[int, LossParts], None] | None = None,
+    keep_starts: bool = False,
 ) -> list[Run]:
     """`decompose` of every (models[j], inputs[j], configs[j]) as one batched program: one Run each, equal (to
     floating-point rounding) to what `decompose` gives for it alone.
@@ -257,9 +279,14 @@ def sweep(
     They must agree in every setting but those in PER_RUN (a seed, the start's perturbation), in the tensors'
     shapes and in the number of inputs; the models may differ (one trained toy per seed) or be the same.
     Several decompositions need dense gradients (engine "dense"; "auto" with only dense tensors) and one process.
+    keep_starts: each Run keeps every start's decomposition and history (`Run.starts`, `Run.one_start`), for
+    restarts > 1 with restart_epochs None (every start trains the whole schedule).
     """
     configs, models, inputs = list(configs), list(models), list(inputs)
     _check_sweep(models, inputs, configs)
+    if keep_starts and (configs[0].restarts == 1 or configs[0].restart_epochs is not None):
+        raise ValueError(f"keep_starts needs every start trained the whole schedule: restarts > 1 and restart_epochs "
+                         f"None, got restarts {configs[0].restarts} and restart_epochs {configs[0].restart_epochs}")
     started = time.perf_counter()
     c = configs[0]
     collectors = [GradientCollector(m, tensors, divergence=c.divergence, reference=c.reference, sequence=sequence,
@@ -278,6 +305,7 @@ def sweep(
                  callback=callback, config=c.to_dict() if J == 1 else {"sweep": [cfg.to_dict() for cfg in configs]})
     schedule = c.schedule()
     start_errors: list[list[float]] = [[] for _ in range(J)]
+    kept: list[list[tuple[Decomposition, History]]] = [[] for _ in range(J)]
     if R > 1 and c.restart_epochs is not None:      # a short screen of all starts, then the best of each goes on
         screen = Schedule(epochs=c.restart_epochs, lr=c.lr, lr_decay=1.0, lr_decay_every=max(c.restart_epochs, 1))
         screened = _fit_all([d for job in starts for d in job], sources, screen, progress=False)
@@ -290,11 +318,13 @@ def sweep(
         start_errors = [[h.reconstruction_error[-1] for h in trained[j * R:(j + 1) * R]] for j in range(J)]
         best = [j * R + min(range(R), key=start_errors[j].__getitem__) for j in range(J)]
         decompositions, histories = [members[b] for b in best], [trained[b] for b in best]
+        if keep_starts:
+            kept = [list(zip(members[j * R:(j + 1) * R], trained[j * R:(j + 1) * R])) for j in range(J)]
     else:
         decompositions, histories = _fit_all([job[0] for job in starts], sources, schedule, **train)
     seconds = time.perf_counter() - started
-    return [Run(cfg, d, h, col, src, errs, seconds, fp) for cfg, d, h, col, src, errs, fp in
-            zip(configs, decompositions, histories, collectors, sources, start_errors, fingerprints)]
+    return [Run(cfg, d, h, col, src, errs, seconds, fp, keep) for cfg, d, h, col, src, errs, fp, keep in
+            zip(configs, decompositions, histories, collectors, sources, start_errors, fingerprints, kept)]
 
 
 def _check_sweep(models: list, inputs: list, configs: list) -> None:

@@ -5,6 +5,8 @@ of each member alone on its own source (to float32 rounding); `sweep` equals `de
 its restarts keep the start with the lowest training error. Tolerances: errors rel 1e-4 and parameters 1e-3
 (float32 sums in another order, grown by a few epochs of Adam).
 """
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -168,6 +170,34 @@ def test_restarts_keep_the_start_with_the_lowest_training_error(restart_epochs):
         expected = l3d.fit(start, l3d.GradientSource(alone.collector, x, 32, chunk_size=128, seed=2), 3,
                            lr_decay_every=1, progress=False)
         np.testing.assert_allclose(run.history.reconstruction_error, expected.reconstruction_error, rtol=1e-4)
+
+
+def test_a_sweep_keeps_every_start_and_one_start_is_that_start_trained_alone(tmp_path):
+    """keep_starts: each start's decomposition and history; `one_start(r)` is start r as a one-start run from seed
+    1000·seed + r trains it (seed 0: the same start seed as restarts = 1)."""
+    model, x = TMS().untied(), inputs(1)
+    config = l3d.L3DConfig(n_subnetworks=3, epochs=3, batch_size=32, chunk_size=128, lr_decay_every=1, engine="dense",
+                           restarts=3, restart_epochs=None, seed=0)
+    run = l3d.sweep([model], [x], TENSORS, [config], progress=False, keep_starts=True)[0]
+    assert len(run.starts) == 3
+    assert [h.reconstruction_error[-1] for _, h in run.starts] == run.start_errors
+    best = min(range(3), key=run.start_errors.__getitem__)
+    assert run.starts[best][1] is run.history and run.starts[best][0] is run.decomposition
+    first = run.one_start(0)
+    assert first.start_index == 0 and first.start_errors == [] and first.starts == [] and first.config is config
+    alone = l3d.decompose(model, x, TENSORS, config.replace(restarts=1), progress=False)
+    np.testing.assert_allclose(first.history.reconstruction_error, alone.history.reconstruction_error, rtol=1e-4)
+    for a, b in zip(first.decomposition.parameters(), alone.decomposition.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=5e-4)
+    assert json.loads((first.save(tmp_path / "first") / "run.json").read_text())["start_index"] == 0
+    assert l3d.sweep([model], [x], TENSORS, [config], progress=False)[0].starts == []   # not kept unless asked
+    assert len(l3d.decompose(model, x, TENSORS, config, progress=False, keep_starts=True).starts) == 3
+    with pytest.raises(ValueError, match="this run kept no starts"):
+        alone.one_start(0)
+    with pytest.raises(ValueError, match="r must be a start of this run, 0 to 2, got 3"):
+        run.one_start(3)
+    with pytest.raises(ValueError, match="keep_starts needs every start trained the whole schedule"):
+        l3d.sweep([model], [x], TENSORS, [config.replace(restart_epochs=1)], progress=False, keep_starts=True)
 
 
 def test_start_noise_moves_the_start_by_its_relative_size_only():

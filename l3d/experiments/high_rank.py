@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from ..runtime.medians import median
 from ..runtime.settings import bounded
 from .ground_truth import Recovery
 from .stability import Stability, compare
-from .toy_experiment import VariantExperiment, decompose_toys, medians, ranges, score_toy, train_seed_toys
+from .toy_experiment import VariantExperiment, decompose_toys, first_starts, medians, ranges, score_toy, train_seed_toys
 from .toys import feature_groups, group_features, high_rank_circuits, random_coefficients
 
 MEDIAN_KEYS = ("reconstruction_error", "n_live", "clean_groups", "min_impact_share", "min_input_purity",
@@ -152,6 +153,7 @@ class RankRuns:
     per_seed: list[dict]
     stability: dict[tuple[int, str], Stability]
     seconds: dict[str, float]
+    single: RankRuns | None = None   # the single_start decompositions from one start (`decompose_ranks`)
 
 
 def score_run(settings: HighRank, run: Run, seed: int) -> tuple[dict, Recovery]:
@@ -164,42 +166,66 @@ def score_run(settings: HighRank, run: Run, seed: int) -> tuple[dict, Recovery]:
 
 def decompose_ranks(settings: HighRank, models: list[nn.Module], toy_losses: list[list[float]], device: torch.device,
                     out_dir: str | os.PathLike | None, decompositions: list[tuple[int, str]] | None = None,
-                    **changes) -> RankRuns:
+                    single_start: Sequence[tuple[int, str]] = (), **changes) -> RankRuns:
     """Every seed's toy decomposed at every (rank, loss) of `decompositions` (None: `settings.decompositions()`),
     with the notebook's L3D settings (`changes` override some, e.g. restarts=1): per (rank, loss) one
     `decompose_toys` sweep over the seeds and, for a rank of settings.stability_ranks, their settings.perturbations
     perturbed reruns. Each run is saved to out_dir/decomposition_seed{s}_rank{r} (with _paper_loss for the paper's
     loss beside the silence penalty; out_dir None: not saved) and scored against the groups (`score_run`, plus
     `first_layer_shares`); each rerun only for the outcome (OUTCOME_KEYS) and the medians (STABILITY_MEDIAN_KEYS)
-    that `stability.compare` checks."""
+    that `stability.compare` checks.
+
+    single_start: the (rank, loss) of `decompositions` also scored from one start, as the authors' code runs them
+    (`settings.single_start_decompositions()`), in the result's `single`: start 0 of the sweep's starts where every
+    start trains the whole schedule (`toy_experiment.first_starts`), else a sweep of their own with restarts=1."""
     decompositions = settings.decompositions() if decompositions is None else decompositions
+    kept = settings.l3d.restart_epochs is None and settings.l3d.restarts > 1 and "restarts" not in changes
     inputs = [group_samples(settings, s).to(device) for s in settings.seeds]
     result = RankRuns({}, [], {}, {"l3d": 0.0, "scoring": 0.0, "stability_scoring": 0.0})
+    first = RankRuns({}, [], {}, {"l3d": 0.0, "scoring": 0.0, "stability_scoring": 0.0})
     rows: dict[tuple[int, int, str], dict] = {}
+    first_rows: dict[tuple[int, int, str], dict] = {}
     for rank, loss in decompositions:
         extra = {"silence": 0.0} if loss == "paper" else {}
+        keep = kept and (rank, loss) in single_start
         own, reruns = decompose_toys(settings, models, inputs, progress=False,
-                                     stability=rank in settings.stability_ranks, rank=rank, **extra, **changes)
+                                     stability=rank in settings.stability_ranks, keep_starts=keep, rank=rank,
+                                     **extra, **changes)
         result.seconds["l3d"] += own[0].seconds
-        started = time.perf_counter()
-        for s, run, losses in zip(settings.seeds, own, toy_losses):
-            if out_dir is not None:
-                run.save(Path(out_dir) / f"decomposition_seed{s}_rank{rank}{'_paper_loss' if extra else ''}")
-            row, found = score_run(settings, run, s)
-            rows[s, rank, loss] = {"seed": s, "rank": rank, "loss": loss, "toy_loss": losses[-1], **row,
-                                   "final_training_error": run.history.reconstruction_error[-1],
-                                   "start_errors": run.start_errors, **first_layer_shares(run.decomposition, found)}
-            result.runs[s, rank, loss] = run, found
-        result.seconds["scoring"] += time.perf_counter() - started
-        started = time.perf_counter()
-        if reruns:
-            perturbed_rows = [[{"seed": s, **score_run(settings, run, s)[0]} for s, run in zip(settings.seeds, rerun)]
-                              for rerun in reruns]
-            result.stability[rank, loss] = compare([rows[s, rank, loss] for s in settings.seeds], perturbed_rows,
-                                                   OUTCOME_KEYS, STABILITY_MEDIAN_KEYS)
-        result.seconds["stability_scoring"] += time.perf_counter() - started
+        _score_rank(settings, rank, loss, own, reruns, toy_losses, out_dir, result, rows)
+        if keep:
+            _score_rank(settings, rank, loss, *first_starts(own, reruns), toy_losses, None, first, first_rows)
     result.per_seed = [rows[s, rank, loss] for s in settings.seeds for rank, loss in decompositions]
+    if single_start and kept:
+        first.per_seed = [first_rows[s, rank, loss] for s in settings.seeds for rank, loss in single_start]
+        result.single = first
+    elif single_start:
+        result.single = decompose_ranks(settings, models, toy_losses, device, None, list(single_start), restarts=1)
     return result
+
+
+def _score_rank(settings: HighRank, rank: int, loss: str, own: list[Run], reruns: list[list[Run]],
+                toy_losses: list[list[float]], out_dir: str | os.PathLike | None, result: RankRuns,
+                rows: dict[tuple[int, int, str], dict]) -> None:
+    """`decompose_ranks`' scoring of one (rank, loss): each seed's run saved (to out_dir, unless None), scored and
+    added to `result` and `rows`; with reruns, the stability check."""
+    started = time.perf_counter()
+    for s, run, losses in zip(settings.seeds, own, toy_losses):
+        if out_dir is not None:
+            run.save(Path(out_dir) / f"decomposition_seed{s}_rank{rank}{'_paper_loss' if loss == 'paper' else ''}")
+        row, found = score_run(settings, run, s)
+        rows[s, rank, loss] = {"seed": s, "rank": rank, "loss": loss, "toy_loss": losses[-1], **row,
+                               "final_training_error": run.history.reconstruction_error[-1],
+                               "start_errors": run.start_errors, **first_layer_shares(run.decomposition, found)}
+        result.runs[s, rank, loss] = run, found
+    result.seconds["scoring"] += time.perf_counter() - started
+    started = time.perf_counter()
+    if reruns:
+        perturbed_rows = [[{"seed": s, **score_run(settings, run, s)[0]} for s, run in zip(settings.seeds, rerun)]
+                          for rerun in reruns]
+        result.stability[rank, loss] = compare([rows[s, rank, loss] for s in settings.seeds], perturbed_rows,
+                                               OUTCOME_KEYS, STABILITY_MEDIAN_KEYS)
+    result.seconds["stability_scoring"] += time.perf_counter() - started
 
 
 def stability_metrics(settings: HighRank, checks: dict[tuple[int, str], Stability],

@@ -117,13 +117,15 @@ def train_tmcs(settings: TMCSExperiment, device: torch.device) -> tuple[list[MLP
 
 
 def decompose_tmcs(settings: TMCSExperiment, models: list[MLP], device: torch.device, stability: bool = True,
-                   progress: bool = True, **changes) -> tuple[list[Run], list[list[Run]]]:
+                   progress: bool = True, keep_starts: bool = False, **changes) -> tuple[list[Run], list[list[Run]]]:
     """L3D of all four tensors of every seed's toy (models in settings.seeds' order) on its L3D samples, and with
     stability settings.perturbations reruns of each with the toy and the start perturbed, all one batched sweep
-    (`toy_experiment.decompose_toys`; `changes` override L3D settings, e.g. restarts=1). Returns the runs, one per
-    seed (each run's collector holds its toy), and per perturbation the perturbed runs in the same order."""
+    (`toy_experiment.decompose_toys`; keep_starts: every start kept, `Run.one_start`; `changes` override L3D
+    settings, e.g. restarts=1). Returns the runs, one per seed (each run's collector holds its toy), and per
+    perturbation the perturbed runs in the same order."""
     inputs = [l3d_samples(settings, s, settings.n_features).to(device) for s in settings.seeds]
-    return decompose_toys(settings, models, inputs, progress=progress, stability=stability, **changes)
+    return decompose_toys(settings, models, inputs, progress=progress, stability=stability, keep_starts=keep_starts,
+                          **changes)
 
 
 def _recover(settings: TMCSExperiment, run: Run,

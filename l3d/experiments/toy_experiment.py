@@ -208,11 +208,11 @@ def decompose_toy(settings: ToyExperiment, model: nn.Module, inputs: Tensor, see
 
 def decompose_toys(settings: ToyExperiment, models: Sequence[nn.Module], inputs: Sequence[Tensor],
                    tensors: str | list[str] = "*", progress: bool = True, stability: bool = True,
-                   **changes) -> tuple[list[Run], list[list[Run]]]:
+                   keep_starts: bool = False, **changes) -> tuple[list[Run], list[list[Run]]]:
     """Every seed's toy (models[i] on inputs[i], seed settings.seeds[i]) decomposed with the notebook's L3D settings
     (`changes` override some), and with stability, settings.perturbations more times with the toy and the start
-    perturbed (`l3d.experiments.stability`): all of it one `l3d.sweep`. Returns the runs, one per seed, and per
-    perturbation the perturbed runs in the same order."""
+    perturbed (`l3d.experiments.stability`): all of it one `l3d.sweep` (keep_starts: as its). Returns the runs, one
+    per seed, and per perturbation the perturbed runs in the same order."""
     reruns = settings.perturbations if stability else 0
     models_, inputs_, configs = [], [], []
     for p in range(reruns + 1):
@@ -221,9 +221,15 @@ def decompose_toys(settings: ToyExperiment, models: Sequence[nn.Module], inputs:
             models_.append(perturbed(model, scale, 1000 * seed + p))
             inputs_.append(x)
             configs.append(settings.l3d_config(seed, start_noise=scale, start_noise_seed=p, **changes))
-    runs = sweep(models_, inputs_, tensors, configs, progress=progress)
+    runs = sweep(models_, inputs_, tensors, configs, progress=progress, keep_starts=keep_starts)
     n = len(settings.seeds)
     return runs[:n], [runs[p * n:(p + 1) * n] for p in range(1, reruns + 1)]
+
+
+def first_starts(runs: Sequence[Run], reruns: Sequence[Sequence[Run]]) -> tuple[list[Run], list[list[Run]]]:
+    """Start 0 of every run and of every perturbed rerun (`Run.one_start`): one random start per decomposition, the
+    authors' procedure, from a `decompose_toys` sweep that kept its starts."""
+    return [r.one_start(0) for r in runs], [[r.one_start(0) for r in rerun] for rerun in reruns]
 
 
 def score_toy(decomposition: Decomposition, source: GradientSource, model: nn.Module, circuits: Sequence[Sequence[int]],

@@ -311,7 +311,7 @@ class GradientCollector:
             captured: dict[str, list[Tensor]] = {m: [] for m in modules}
             # first among the module's hooks: the perturbation is added to the raw output, and a user's hook
             # sees (and its gradient flows through) the perturbed output
-            handles = [module.register_forward_hook(_perturb(m, eps, captured), with_kwargs=True, prepend=True)
+            handles = [module.register_forward_hook(perturb_output(m, eps, captured), with_kwargs=True, prepend=True)
                        for m, module in modules.items()]
             if head is not None:
                 hidden: list[Tensor] = []
@@ -411,7 +411,7 @@ class GradientCollector:
         return FactoredGradients({n: parts[n] for n in self.names})
 
 
-def _perturb(name: str, eps: dict, captured: dict):
+def perturb_output(name: str, eps: dict, captured: dict):
     """Forward hook: record what the module's part needs from its input, add the call's perturbation."""
     def hook(module: nn.Module, args: tuple, kwargs: dict, output: Tensor) -> Tensor:
         calls = captured[name]

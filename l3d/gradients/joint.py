@@ -11,18 +11,27 @@ the G models (their weights stacked, `torch.func.stack_module_state`) computes e
 the same numbers as G separate passes up to floating-point rounding. It serves collectors that materialize their
 gradients (no factored tensors) of models with the same parameters and buffers (names and shapes), one output row
 per item (not sequences), one divergence and one forward (`joinable`).
+
+A chosen weight or bias of an nn.Linear called once per item on one position (`outer_plan`) has the per-sample
+gradient δ_{m,i} a_{m,i}ᵀ (weight) or δ_{m,i} (bias), with a the input the module received and δ the gradient of
+D at its output: the pass takes δ as the gradient of a zero added to that output and writes the outer product
+itself, bit for bit what autograd's per-sample weight gradient is (a product of one number each) without its batched
+matrix products of inner dimension 1.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import grad, stack_module_state, vmap
 
 from ..divergences import divergence
-from .collector import GradientCollector, call_with, evaluating
+from .collector import GradientCollector, call_with, evaluating, perturb_output
 from .dense import DenseGradients
+from .discovery import discover
+from .factored import factorable
 
 
 def joinable(collectors: Sequence[GradientCollector]) -> bool:
@@ -85,6 +94,7 @@ class JointPool:
         self.sizes: dict[int, int] = {}
         self._waiting: dict[int, tuple[GradientCollector, Tensor, Tensor]] = {}
         self._done: dict[int, DenseGradients] = {}
+        self._plans: dict[tuple, dict[str, tuple[str, str]]] = {}   # `outer_plan` per item shape and dtype
         self._next = 0
 
     def request(self, collector: GradientCollector, inputs: Tensor, references: Tensor) -> Pending:
@@ -106,28 +116,72 @@ class JointPool:
             by_size.setdefault(inputs.shape[0], []).append(key)
         for keys in by_size.values():
             chunks = [self._waiting.pop(k) for k in keys]
-            for key, grads in zip(keys, _joint(chunks)):
+            collector, x, _ = chunks[0]
+            form = (tuple(x.shape[1:]), x.dtype)
+            if form not in self._plans:
+                self._plans[form] = outer_plan(collector, x)
+            for key, grads in zip(keys, _joint(chunks, self._plans[form])):
                 self._done[key] = grads
 
 
-def _joint(chunks: list[tuple[GradientCollector, Tensor, Tensor]]) -> list[DenseGradients]:
-    """The per-sample gradients of every (collector, inputs, references), one vmap over the models."""
+def outer_plan(collector: GradientCollector, x: Tensor) -> dict[str, tuple[str, str]]:
+    """The collector's chosen tensors whose per-sample gradient is one outer product (module docstring): tensor name
+    -> (module name, "weight" or "bias"), for an nn.Linear (its own forward, not shared, not used outside it) called
+    once per item of `x`'s shape with one row of outputs."""
+    model = collector.model
+    plan = {n: (m, attr) for n, (m, attr) in factorable(model, collector.params).items()
+            if isinstance(model.get_submodule(m), nn.Linear)}
+    if not plan:
+        return {}
+    with evaluating(model):
+        found = discover(model, collector.forward, plan, collector.params, False, x)
+    once = {m for m, calls in found["calls"].items()
+            if len(calls) == 1 and math.prod(calls[0][0][1:]) == model.get_submodule(m).out_features}
+    return {n: (m, attr) for n, (m, attr) in plan.items() if m in once and n not in found["outside"]}
+
+
+def _joint(chunks: list[tuple[GradientCollector, Tensor, Tensor]],
+           plan: dict[str, tuple[str, str]] | None = None) -> list[DenseGradients]:
+    """The per-sample gradients of every (collector, inputs, references), one vmap over the models; the tensors of
+    `plan` (`outer_plan`; None: worked out here) as outer products of their module's output-gradient and input."""
     template = chunks[0][0]
-    names = template.names
-    params, buffers = stack_module_state([c.model for c, _, _ in chunks])
-    weights = {n: params.pop(n).detach() for n in names}                   # name -> (G, *shape)
-    rest = {**{n: p.detach() for n, p in params.items()}, **buffers}      # the other parameters and buffers
+    names, model = template.names, template.model
     inputs = torch.stack([x for _, x, _ in chunks])                       # (G, N, ...)
     references = torch.stack([r for _, _, r in chunks])                   # (G, N, out)
+    plan = outer_plan(template, inputs[0]) if plan is None else plan
+    params, buffers = stack_module_state([c.model for c, _, _ in chunks])
+    weights = {n: params.pop(n).detach() for n in names if n not in plan}     # name -> (G, *shape)
+    rest = {**{n: p.detach() for n, p in params.items()}, **buffers}      # the other parameters and buffers
+    modules = sorted({m for m, _ in plan.values()})
+    eps = {m: [torch.zeros(model.get_submodule(m).out_features, dtype=inputs.dtype, device=inputs.device)]
+           for m in modules}                                              # a zero added to each module's output
 
-    def item_divergence(w: dict, others: dict, x: Tensor, ref: Tensor) -> Tensor:
-        out = call_with(template.model, {**others, **w}, x.unsqueeze(0), template.forward).squeeze(0)
-        return divergence(out, ref, template.divergence)
+    def item_divergence(eps: dict, w: dict, others: dict, x: Tensor, ref: Tensor) -> tuple[Tensor, dict]:
+        captured: dict[str, list[Tensor]] = {m: [] for m in modules}
+        handles = [model.get_submodule(m).register_forward_hook(perturb_output(m, eps, captured), with_kwargs=True,
+                                                                prepend=True) for m in modules]
+        try:
+            out = call_with(model, {**others, **w}, x.unsqueeze(0), template.forward).squeeze(0)
+        finally:
+            for h in handles:
+                h.remove()
+        return divergence(out, ref, template.divergence), captured
 
-    per_sample = vmap(grad(item_divergence), in_dims=(None, None, 0, 0))
-    with evaluating(template.model), torch.no_grad():
-        grads = vmap(per_sample, in_dims=(0, 0, 0, 0))(weights, rest, inputs, references)   # name -> (G, N, *shape)
-    flat = torch.cat([grads[n].flatten(2) for n in names], dim=2)                          # (G, N, n_w)
-    sq_norms = torch.linalg.vecdot(flat, flat)                                             # (G, N)
-    shapes = {n: tuple(grads[n].shape[2:]) for n in names}
+    per_sample = vmap(grad(item_divergence, argnums=(0, 1), has_aux=True), in_dims=(None, None, None, 0, 0))
+    with evaluating(model), torch.no_grad():
+        (deltas, grads), captured = vmap(per_sample, in_dims=(None, 0, 0, 0, 0))(eps, weights, rest, inputs,
+                                                                                 references)
+    G, N = inputs.shape[:2]
+    pieces = []
+    for n in names:                                                       # each (G, N, numel)
+        if n not in plan:
+            pieces.append(grads[n].flatten(2))
+            continue
+        m, attr = plan[n]
+        delta = deltas[m][0].reshape(G, N, -1)                            # (G, N, out)
+        pieces.append(delta if attr == "bias" else
+                      (delta.unsqueeze(-1) * captured[m][0].reshape(G, N, 1, -1)).flatten(2))   # δ aᵀ: (out, in)
+    flat = torch.cat(pieces, dim=2)                                       # (G, N, n_w)
+    sq_norms = torch.linalg.vecdot(flat, flat)                            # (G, N)
+    shapes = {n: tuple(template.params[n].shape) for n in names}
     return [DenseGradients.from_flat(flat[m], sq_norms[m], shapes) for m in range(len(chunks))]

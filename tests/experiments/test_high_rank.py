@@ -1,5 +1,6 @@
 """Notebook 03's experiment: settings, toys, decompositions at every rank, scores and medians, each against the
 computation the notebook made inline before it moved into l3d.experiments.high_rank."""
+import dataclasses
 import statistics
 
 import pytest
@@ -206,11 +207,11 @@ def test_the_stability_check_runs_at_stability_ranks_and_one_start_runs_as_the_a
     assert HighRank.from_parameters({**TINY, "single_start": False}).single_start_decompositions() == []
     assert HighRank.from_parameters({**TINY, "restarts": 1}).single_start_decompositions() == []
     models, losses = high_rank.train_high_rank_toys(s, torch.device("cpu"))
-    result = high_rank.decompose_ranks(s, models, losses, torch.device("cpu"), tmp_path)
+    result = high_rank.decompose_ranks(s, models, losses, torch.device("cpu"), tmp_path,
+                                       single_start=s.single_start_decompositions())
     assert list(result.stability) == [(2, "silence"), (2, "paper")]         # rank 1 is not rerun
-    single = high_rank.decompose_ranks(s, models, losses, torch.device("cpu"), None, s.single_start_decompositions(),
-                                       restarts=1)
-    assert list(single.stability) == [(2, "paper")]
+    single = result.single            # screened starts (restart_epochs 1): one start per seed, a sweep of its own
+    assert list(single.stability) == [(2, "paper")] and single.single is None
     assert [(r["seed"], r["rank"], r["loss"]) for r in single.per_seed] == [
         (0, 1, "paper"), (0, 2, "paper"), (1, 1, "paper"), (1, 2, "paper")]
     run = single.runs[1, 2, "paper"][0]
@@ -221,5 +222,17 @@ def test_the_stability_check_runs_at_stability_ranks_and_one_start_runs_as_the_a
         .history.reconstruction_error
     metrics = high_rank.stability_metrics(s, single.stability, restarts=1)
     assert metrics["restarts"] == 1 and metrics["restart_epochs"] is None and sorted(metrics["paper"]) == [2]
+    whole = dataclasses.replace(s, l3d=s.l3d.replace(restart_epochs=None))   # (None in TINY: paper_text's 1)
+    result = high_rank.decompose_ranks(whole, models, losses, torch.device("cpu"), None,
+                                       single_start=whole.single_start_decompositions())
+    first = result.single             # every start the whole schedule: start 0 of the same sweep
+    assert list(first.stability) == [(2, "paper")]
+    assert [(r["seed"], r["rank"], r["loss"]) for r in first.per_seed] == [
+        (0, 1, "paper"), (0, 2, "paper"), (1, 1, "paper"), (1, 2, "paper")]
+    for key, (run, _) in first.runs.items():
+        best = result.runs[key][0]
+        assert run.start_index == 0 and run.decomposition is best.starts[0][0] and run.start_errors == []
+        assert run.history.reconstruction_error[-1] == best.start_errors[0]
+    assert first.per_seed[0]["reconstruction_error"] > 0
     with pytest.raises(ValueError, match=r"stability_ranks \[3\] must be among ranks \[1, 2\]"):
         HighRank.from_parameters({**TINY, "stability_ranks": [3]})

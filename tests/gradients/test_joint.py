@@ -5,7 +5,7 @@ import torch
 
 import l3d
 from l3d.experiments.toys import circuit_superposition
-from l3d.gradients.joint import JointPool, joinable
+from l3d.gradients.joint import JointPool, _joint, joinable, outer_plan
 
 
 def collectors(n=3):
@@ -37,3 +37,47 @@ def test_only_models_of_one_form_with_dense_gradients_share_a_pass():
     assert not joinable([cols[0], other]) and not joinable([cols[0], factored])
     with pytest.raises(ValueError, match="cannot share a pass"):
         JointPool([cols[0], other])
+
+
+class Mixed(torch.nn.Module):
+    """nn.Linear layers of every kind `outer_plan` meets: called once (factored as outer products), called twice
+    (left to autograd), applied on several positions per item (left), a raw parameter (left), a weight tied to a
+    second use outside its module (left)."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = torch.nn.Linear(4, 6)
+        self.twice = torch.nn.Linear(6, 6)
+        self.positions = torch.nn.Linear(3, 3, bias=False)
+        self.tied = torch.nn.Linear(6, 4)
+        self.scale = torch.nn.Parameter(torch.rand(4) + 0.5)
+
+    def forward(self, x):
+        h = torch.tanh(self.first(x))
+        h = torch.tanh(self.twice(torch.tanh(self.twice(h))))
+        h = self.positions(h.view(-1, 2, 3)).reshape(-1, 6)
+        return self.scale * self.tied(h) + 0.1 * h @ self.tied.weight.T
+
+
+def test_outer_products_are_autograds_per_sample_gradients():
+    """Per model and sample: the pooled gradient against torch.autograd.grad of that sample's divergence (float64,
+    rel 1e-10); the tensors written as outer products bit for bit what autograd's vmap gives."""
+    torch.manual_seed(0)
+    models = [Mixed().double() for _ in range(3)]
+    cols = [l3d.GradientCollector(m, "*", engine="dense", divergence="mse") for m in models]
+    inputs = [torch.randn(7, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    references = [c.references(x, torch.Generator().manual_seed(9)) for c, x in zip(cols, inputs)]
+    assert outer_plan(cols[0], inputs[0]) == {"first.weight": ("first", "weight"), "first.bias": ("first", "bias"),
+                                              "tied.bias": ("tied", "bias")}
+    pool = JointPool(cols)
+    pending = [pool.request(c, x, r) for c, x, r in zip(cols, inputs, references)]
+    for model, col, x, r, p in zip(models, cols, inputs, references, pending):
+        got = p.dense().grads
+        for i in range(x.shape[0]):
+            loss = (model(x[i:i + 1])[0] - r[i]).pow(2).sum()
+            want = torch.autograd.grad(loss, [col.params[n] for n in col.names])
+            for n, w in zip(col.names, want):
+                torch.testing.assert_close(got[n][i], w, rtol=1e-10, atol=1e-12)
+    chunks = list(zip(cols, inputs, references))
+    for outer, plain in zip(_joint(chunks), _joint(chunks, plan={})):
+        assert torch.equal(outer.flat(), plain.flat())
