@@ -153,8 +153,9 @@ def _joint(chunks: list[tuple[GradientCollector, Tensor, Tensor]],
     weights = {n: params.pop(n).detach() for n in names if n not in plan}     # name -> (G, *shape)
     rest = {**{n: p.detach() for n, p in params.items()}, **buffers}      # the other parameters and buffers
     modules = sorted({m for m, _ in plan.values()})
-    eps = {m: [torch.zeros(model.get_submodule(m).out_features, dtype=inputs.dtype, device=inputs.device)]
-           for m in modules}                                              # a zero added to each module's output
+    # a zero added to each module's output, (out,) in its weight's dtype (the inputs may be token ids): its gradient
+    # is δ
+    eps = {m: [torch.zeros_like(model.get_submodule(m).weight[:, 0])] for m in modules}
 
     def item_divergence(eps: dict, w: dict, others: dict, x: Tensor, ref: Tensor) -> tuple[Tensor, dict]:
         captured: dict[str, list[Tensor]] = {m: [] for m in modules}

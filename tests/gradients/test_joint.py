@@ -81,3 +81,26 @@ def test_outer_products_are_autograds_per_sample_gradients():
     chunks = list(zip(cols, inputs, references))
     for outer, plain in zip(_joint(chunks), _joint(chunks, plan={})):
         assert torch.equal(outer.flat(), plain.flat())
+
+
+class Tokens(torch.nn.Module):
+    """Token ids in, an nn.Linear on their mean embedding out: the outer products' zero takes the weight's dtype."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedding = torch.nn.Embedding(7, 4)
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(self.embedding(x).mean(1))
+
+
+def test_outer_products_of_a_model_that_reads_token_ids():
+    torch.manual_seed(0)
+    models = [Tokens() for _ in range(2)]
+    cols = [l3d.GradientCollector(m, "*", engine="dense", divergence="mse") for m in models]
+    inputs = [torch.randint(0, 7, (5, 3), generator=torch.Generator().manual_seed(s)) for s in range(2)]
+    references = [c.references(x, torch.Generator().manual_seed(9)) for c, x in zip(cols, inputs)]
+    assert set(outer_plan(cols[0], inputs[0])) == {"head.weight", "head.bias"}
+    for col, x, r, got in zip(cols, inputs, references, _joint(list(zip(cols, inputs, references)))):
+        torch.testing.assert_close(got.flat(), col(x, r).flat(), rtol=1e-5, atol=1e-7)
