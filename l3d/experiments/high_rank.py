@@ -28,7 +28,16 @@ from ..runtime.medians import median
 from ..runtime.settings import bounded
 from .ground_truth import Recovery
 from .stability import Stability, compare
-from .toy_experiment import VariantExperiment, decompose_toys, first_starts, medians, ranges, score_toy, train_seed_toys
+from .toy_experiment import (
+    VariantExperiment,
+    decompose_toys,
+    first_starts,
+    keeps_starts,
+    medians,
+    ranges,
+    score_toy,
+    train_seed_toys,
+)
 from .toys import feature_groups, group_features, high_rank_circuits, random_coefficients
 
 MEDIAN_KEYS = ("reconstruction_error", "n_live", "clean_groups", "min_impact_share", "min_input_purity",
@@ -179,7 +188,7 @@ def decompose_ranks(settings: HighRank, models: list[nn.Module], toy_losses: lis
     (`settings.single_start_decompositions()`), in the result's `single`: start 0 of the sweep's starts where every
     start trains the whole schedule (`toy_experiment.first_starts`), else a sweep of their own with restarts=1."""
     decompositions = settings.decompositions() if decompositions is None else decompositions
-    kept = settings.l3d.restart_epochs is None and settings.l3d.restarts > 1 and "restarts" not in changes
+    kept = keeps_starts(settings.l3d) and "restarts" not in changes
     inputs = [group_samples(settings, s).to(device) for s in settings.seeds]
     result = RankRuns({}, [], {}, {"l3d": 0.0, "scoring": 0.0, "stability_scoring": 0.0})
     first = RankRuns({}, [], {}, {"l3d": 0.0, "scoring": 0.0, "stability_scoring": 0.0})

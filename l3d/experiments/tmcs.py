@@ -48,7 +48,16 @@ from .ground_truth import (
     squared_correlation,
 )
 from .stability import Stability, compare
-from .toy_experiment import VariantExperiment, decompose_toys, l3d_samples, medians, ranges, train_seed_toys
+from .toy_experiment import (
+    RunsAndReruns,
+    VariantExperiment,
+    decompose_toys,
+    l3d_samples,
+    medians,
+    ranges,
+    train_seed_toys,
+    with_one_start,
+)
 from .toys import MLP, circuit_superposition, random_coefficients, sparse_features
 
 # the axes of each tensor's heatmap (plots.subnetwork_heatmaps)
@@ -126,6 +135,14 @@ def decompose_tmcs(settings: TMCSExperiment, models: list[MLP], device: torch.de
     inputs = [l3d_samples(settings, s, settings.n_features).to(device) for s in settings.seeds]
     return decompose_toys(settings, models, inputs, progress=progress, stability=stability, keep_starts=keep_starts,
                           **changes)
+
+
+def decompose_with_one_start(settings: TMCSExperiment, models: list[MLP],
+                             device: torch.device) -> tuple[RunsAndReruns, RunsAndReruns]:
+    """`decompose_tmcs`'s runs and reruns, and with single_start the same from one start per seed, the authors'
+    procedure (`toy_experiment.with_one_start`: the first of the starts, kept from the same sweep)."""
+    return with_one_start(settings.l3d, settings.single_start,
+                          lambda **changes: decompose_tmcs(settings, models, device, **changes))
 
 
 def _recover(settings: TMCSExperiment, run: Run,

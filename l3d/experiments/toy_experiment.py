@@ -226,10 +226,34 @@ def decompose_toys(settings: ToyExperiment, models: Sequence[nn.Module], inputs:
     return runs[:n], [runs[p * n:(p + 1) * n] for p in range(1, reruns + 1)]
 
 
+def keeps_starts(config: L3DConfig) -> bool:
+    """Whether a sweep with `config` can keep its starts as one-start runs (`sweep(keep_starts=True)`): restarts > 1,
+    every start trained the whole schedule (restart_epochs None)."""
+    return config.restarts > 1 and config.restart_epochs is None
+
+
 def first_starts(runs: Sequence[Run], reruns: Sequence[Sequence[Run]]) -> tuple[list[Run], list[list[Run]]]:
     """Start 0 of every run and of every perturbed rerun (`Run.one_start`): one random start per decomposition, the
     authors' procedure, from a `decompose_toys` sweep that kept its starts."""
     return [r.one_start(0) for r in runs], [[r.one_start(0) for r in rerun] for rerun in reruns]
+
+
+RunsAndReruns = tuple[list[Run], list[list[Run]]]
+
+
+def with_one_start(config: L3DConfig, single_start: bool,
+                   decompose_all: Callable[..., RunsAndReruns]) -> tuple[RunsAndReruns, RunsAndReruns]:
+    """The runs and reruns of `decompose_all` (a `decompose_toys` of a notebook's toys with L3D settings `config`,
+    taking keep_starts and setting changes), and the same from one start per seed, as the authors' code, when
+    single_start and config.restarts > 1 (otherwise the runs themselves): the first of the starts, kept from the
+    same sweep, where every start trains the whole schedule (`keeps_starts`), else a sweep of their own with
+    restarts=1."""
+    one_start = single_start and config.restarts > 1
+    kept = one_start and keeps_starts(config)
+    runs = decompose_all(keep_starts=kept)
+    if kept:
+        return runs, first_starts(*runs)
+    return runs, decompose_all(restarts=1) if one_start else runs
 
 
 def score_toy(decomposition: Decomposition, source: GradientSource, model: nn.Module, circuits: Sequence[Sequence[int]],

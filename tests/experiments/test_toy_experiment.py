@@ -10,7 +10,7 @@ from l3d.experiments.high_rank import HighRank
 from l3d.experiments.square import Square
 from l3d.experiments.tmcs import TMCSExperiment
 from l3d.experiments.tms import TMSExperiment
-from l3d.experiments.toy_experiment import VariantExperiment
+from l3d.experiments.toy_experiment import VariantExperiment, with_one_start
 from l3d.experiments.toys import AUTHORS_CONVENTIONS
 from l3d.runtime.validate import renamed_parameters
 
@@ -160,3 +160,38 @@ def test_both_variants_set_the_same_parameters(cls):
     none = {name: None for name in cls.conventions("authors")}
     for variant in ("authors", "paper_text"):
         assert cls.from_parameters({**none, "variant": variant}).conventional == sorted(none)
+
+
+class _Started:
+    """A run that kept its starts: one_start(r) names the start."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def one_start(self, r):
+        return f"{self.name} start {r}"
+
+
+@pytest.mark.parametrize("restarts, restart_epochs, single_start, calls, single", [
+    (4, None, True, [{"keep_starts": True}], (["seed0 start 0"], [["rerun0 start 0"]])),       # from the same sweep
+    (4, 30, True, [{"keep_starts": False}, {"restarts": 1}], "apart"),                          # screened: apart
+    (4, None, False, [{"keep_starts": False}], "runs"),                                         # not asked: the runs
+    (1, None, True, [{"keep_starts": False}], "runs"),                                          # one start already
+])
+def test_with_one_start_takes_the_first_start_where_every_start_trains_the_whole_schedule(
+        restarts, restart_epochs, single_start, calls, single):
+    config = TMCSExperiment.from_parameters({"restarts": restarts, "restart_epochs": restart_epochs}).l3d
+    made = []
+
+    def decompose_all(**changes):
+        made.append(changes)
+        return ([_Started("seed0")], [[_Started("rerun0")]]) if "restarts" not in changes else ("apart", "apart")
+
+    runs, one = with_one_start(config, single_start, decompose_all)
+    assert made == calls and runs[0][0].name == "seed0"
+    if single == "runs":
+        assert one is runs
+    elif single == "apart":
+        assert one == ("apart", "apart")
+    else:
+        assert one == single
