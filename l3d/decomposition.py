@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from .decomposition_files import load_decomposition, save_decomposition
 from .dense_loss import DenseLoss, StackDenseLoss, as_divisor, flat_tucker
-from .gradients import DenseGradients
+from .gradients import DenseGradients, StackedGradients
 from .ranks import Rank, as_rank, check_rank
 from .runtime.distributed import gather_rows
 from .runtime.validate import as_float, as_int, as_seed, renamed
@@ -352,28 +352,30 @@ class Decomposition(nn.Module):
 
     def _stack_loss(self, grads, top_k: float, dropped_energy: bool) -> LossParts:
         """The loss of every member of a stack (module docstring): error, total and dropped energy per member (M,),
-        the mask (N, M·C). `grads` is one batch shared by all members, or a sequence of G batches of the same size,
-        the members split evenly over them in order (member m reads batch m // (M / G))."""
+        the mask (N, M·C). `grads` is one batch shared by all members, or G batches of the same size (a sequence, or
+        one StackedGradients), the members split evenly over them in order (member m reads batch m // (M / G))."""
         M, C = self.members, self.per_member
-        groups = list(grads) if isinstance(grads, (list, tuple)) else [grads]
-        G = len(groups)
+        if isinstance(grads, StackedGradients):        # a sweep's batches, already one (G, N, n_w) tensor
+            stacked, G, N = grads, len(grads), grads.n_samples
+        else:
+            groups = list(grads) if isinstance(grads, (list, tuple)) else [grads]
+            G, N = len(groups), groups[0].n_samples
+            if any(g.n_samples != N for g in groups):
+                raise ValueError("the batches of a stack's members must have the same size, "
+                                 f"got {[g.n_samples for g in groups]}")
+            stacked = StackedGradients.stack(groups) if all(isinstance(g, DenseGradients) for g in groups) else None
         if M % G:
             raise ValueError(f"{G} batches of gradients cannot be shared evenly by {M} members")
-        N = groups[0].n_samples
-        if any(g.n_samples != N for g in groups):
-            raise ValueError("the batches of a stack's members must have the same size, "
-                             f"got {[g.n_samples for g in groups]}")
-        dense = all(isinstance(g, DenseGradients) for g in groups)
-        totals = torch.stack([g.sq_norms().sum() for g in groups])                     # (G,)
+        totals = stacked.totals() if stacked is not None else torch.stack([g.sq_norms().sum() for g in groups])  # (G,)
         n_keep = max(1, round(top_k * N * C))
-        if dense and max(self._n_modes) <= 2:     # small models: the written-out backward (l3d.dense_loss)
+        if stacked is not None and max(self._n_modes) <= 2:     # small models: the written-out backward (dense_loss)
             params = [p for t in (*self.encoder, *self.decoder) for p in t.core_and_factors()]
-            loss, error, total, mask, *s = StackDenseLoss.apply(torch.stack([g.flat() for g in groups]), totals, M,
-                                                                n_keep, self._n_modes, dropped_energy, *params)
+            loss, error, total, mask, *s = StackDenseLoss.apply(stacked.flat(), totals, M, n_keep, self._n_modes,
+                                                                dropped_energy, *params)
             return LossParts(loss=loss, error=error, total=total, mask=mask,
                              dropped_energy=s[0] if dropped_energy else None)
-        if dense:
-            flat = torch.stack([g.flat() for g in groups])                          # (G, N, n_w)
+        if stacked is not None:
+            flat = stacked.flat()                                                     # (G, N, n_w)
             E, D = self.flat_directions("encoder"), self.flat_directions("decoder")  # (M·C, n_w) each
             c = torch.bmm(flat, E.view(G, -1, E.shape[1]).transpose(1, 2))          # (G, N, M/G·C)
             p = torch.bmm(flat, D.view(G, -1, D.shape[1]).transpose(1, 2))

@@ -1,8 +1,9 @@
 """Passes over a decomposition's gradient sources: checking them, an epoch's batches, and `evaluate` (no training).
 
 `fit` (l3d.train) and `evaluate` read one GradientSource, or for a stack (`Decomposition.stack`) one per group of
-members, step by step: `epoch_batches` hands out one batch per step (a tuple of every source's batch for several
-sources). A pass whose per-sample gradients are all zero (Σ ||g||² = 0) raises `ZeroGradients`.
+members, step by step: `epoch_batches` hands out one batch per step (for several sources every source's batch: a
+tuple, or one StackedGradients where a sweep's joint pass computed them together). A pass whose per-sample
+gradients are all zero (Σ ||g||² = 0) raises `ZeroGradients`.
 """
 from __future__ import annotations
 
@@ -69,8 +70,9 @@ def check_sources(decomposition: Decomposition, source, resample_every: int = 0)
 
 
 def epoch_batches(sources: list[GradientSource]) -> Iterator:
-    """One epoch of batches: the one source's, or a tuple of every source's batch, step by step. Sources whose
-    gradients can share a pass (`joinable`: dense gradients of models of one form) get them from one `JointPool`."""
+    """One epoch of batches: the one source's, or every source's batch, step by step. Sources whose gradients can
+    share a pass (`joinable`: dense gradients of models of one form) get them from one `JointPool`, as one
+    StackedGradients (G, N, n_w); others as a tuple of G batches."""
     if len(sources) == 1:
         yield from sources[0]
         return
@@ -81,7 +83,8 @@ def epoch_batches(sources: list[GradientSource]) -> Iterator:
     try:
         epochs = [iter(s) for s in sources]
         for batches in zip(*epochs):
-            yield tuple(b.dense() for b in batches)
+            stacked = None if pool is None else pool.stack(batches)       # one tensor, no copy
+            yield tuple(b.dense() for b in batches) if stacked is None else stacked
         for rest in epochs:     # zip stops at the first that ends: let every other end its epoch too
             next(rest, None)
     finally:

@@ -33,6 +33,7 @@ from .checkpoint import (
 from .decomposition import Decomposition, LossParts
 from .dense_loss import as_divisor
 from .fingerprints import fingerprint, gradient_settings
+from .gradients import StackedGradients
 from .history import EpochSums, History, batch_summary
 from .passes import ZeroGradients as ZeroGradients  # re-exported: l3d.train.ZeroGradients, as before
 from .passes import check_not_all_zero, check_sources, epoch_batches
@@ -406,7 +407,7 @@ def _raise_non_finite(training: _Training, grads, summary: Tensor) -> None:
     decomposition, M, lr = training.decomposition, training.members, training.scheduler.get_last_lr()[0]
     where = f"step {training.step} (epoch {training.epoch})"
     if not torch.isfinite(summary[M:2 * M]).all():
-        batches = grads if isinstance(grads, (list, tuple)) else [grads]
+        batches = grads if isinstance(grads, (list, tuple, StackedGradients)) else [grads]
         per_tensor = {}    # name -> (N, *shape), of every batch
         for batch in batches:
             per_tensor.update({n: g for n, g in (batch.dense().grads if hasattr(batch, "dense") else {}).items()

@@ -42,8 +42,10 @@ def test_a_stacks_loss_is_every_members_loss():
     members = starts(col.shapes, range(4))
     stack = l3d.Decomposition.stack(members)
     factored = collector("auto")(x, col.references(x, torch.Generator().manual_seed(2)))
+    stacked = l3d.gradients.StackedGradients.stack([grads, others])
     for batch, of in ((grads, lambda m: grads), (factored, lambda m: grads),
-                      ([grads, others], lambda m: [grads, others][m // 2])):
+                      ([grads, others], lambda m: [grads, others][m // 2]),
+                      (stacked, lambda m: [grads, others][m // 2])):
         parts = stack.loss(batch, dropped_energy=True)
         for m, member in enumerate(members):
             alone = member.loss(of(m), dropped_energy=True)
@@ -53,6 +55,9 @@ def test_a_stacks_loss_is_every_members_loss():
             assert torch.equal(parts.mask[:, 3 * m:3 * m + 3], alone.mask)
         totals = parts.total
         torch.testing.assert_close(parts.loss, (parts.error / totals).sum())
+    as_tuple, as_stack = stack.loss((grads, others), dropped_energy=True), stack.loss(stacked, dropped_energy=True)
+    for name in ("loss", "error", "total", "mask", "dropped_energy"):     # one tensor or a tuple: the same numbers
+        assert torch.equal(getattr(as_tuple, name), getattr(as_stack, name)), name
 
 
 @pytest.mark.parametrize("batches", ["two", "shared", "factored"])

@@ -21,6 +21,7 @@ matrix products of inner dimension 1.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -29,9 +30,13 @@ from torch.func import grad, stack_module_state, vmap
 
 from ..divergences import divergence
 from .collector import GradientCollector, call_with, evaluating, perturb_output
-from .dense import DenseGradients
+from .dense import DenseGradients, StackedGradients, row_sq_norms
 from .discovery import discover
 from .factored import factorable
+
+# collector -> its `outer_plan` per item shape and dtype, worked out once (a sweep makes a pool every epoch)
+_PLANS: weakref.WeakKeyDictionary[GradientCollector, dict[tuple, dict[str, tuple[str, str]]]] = \
+    weakref.WeakKeyDictionary()
 
 
 def joinable(collectors: Sequence[GradientCollector]) -> bool:
@@ -93,8 +98,7 @@ class JointPool:
         self.collectors = list(collectors)
         self.sizes: dict[int, int] = {}
         self._waiting: dict[int, tuple[GradientCollector, Tensor, Tensor]] = {}
-        self._done: dict[int, DenseGradients] = {}
-        self._plans: dict[tuple, dict[str, tuple[str, str]]] = {}   # `outer_plan` per item shape and dtype
+        self._done: dict[int, tuple[StackedGradients, int]] = {}   # key -> the pass's gradients, the chunk's place
         self._next = 0
 
     def request(self, collector: GradientCollector, inputs: Tensor, references: Tensor) -> Pending:
@@ -107,7 +111,21 @@ class JointPool:
     def result(self, key: int) -> DenseGradients:
         if key not in self._done:
             self._compute()
-        return self._done[key]
+        stacked, index = self._done[key]
+        return stacked[index]
+
+    def stack(self, batches: Sequence[Pending]) -> StackedGradients | None:
+        """The batches as one StackedGradients without a copy, when they are the same rows of the chunks of one
+        pass, in the pass's order (every source of a sweep, one batch each); None otherwise."""
+        if any(b._key not in self._done for b in batches):
+            self._compute()
+        stacked, first = self._done[batches[0]._key]
+        rows, places = batches[0]._rows or slice(None), [self._done[b._key] for b in batches]
+        if (not isinstance(rows, slice) or any((b._rows or slice(None)) != rows for b in batches)
+                or any(s is not stacked or index != first + i for i, (s, index) in enumerate(places))):
+            return None
+        groups = slice(first, first + len(batches))
+        return StackedGradients(stacked.flat()[groups, rows], stacked.sq_norms()[groups, rows], stacked.shapes)
 
     def _compute(self) -> None:
         """Every waiting chunk's gradients: one vmap over the models for each group of chunks of one size."""
@@ -117,11 +135,13 @@ class JointPool:
         for keys in by_size.values():
             chunks = [self._waiting.pop(k) for k in keys]
             collector, x, _ = chunks[0]
+            plans = _PLANS.setdefault(collector, {})          # of every pool of a sweep: one per epoch
             form = (tuple(x.shape[1:]), x.dtype)
-            if form not in self._plans:
-                self._plans[form] = outer_plan(collector, x)
-            for key, grads in zip(keys, _joint(chunks, self._plans[form])):
-                self._done[key] = grads
+            if form not in plans:
+                plans[form] = outer_plan(collector, x)
+            stacked = _joint(chunks, plans[form])
+            for index, key in enumerate(keys):
+                self._done[key] = (stacked, index)
 
 
 def outer_plan(collector: GradientCollector, x: Tensor) -> dict[str, tuple[str, str]]:
@@ -141,9 +161,10 @@ def outer_plan(collector: GradientCollector, x: Tensor) -> dict[str, tuple[str, 
 
 
 def _joint(chunks: list[tuple[GradientCollector, Tensor, Tensor]],
-           plan: dict[str, tuple[str, str]] | None = None) -> list[DenseGradients]:
-    """The per-sample gradients of every (collector, inputs, references), one vmap over the models; the tensors of
-    `plan` (`outer_plan`; None: worked out here) as outer products of their module's output-gradient and input."""
+           plan: dict[str, tuple[str, str]] | None = None) -> StackedGradients:
+    """The per-sample gradients of every (collector, inputs, references), one vmap over the models, in order; the
+    tensors of `plan` (`outer_plan`; None: worked out here) as outer products of their module's output-gradient and
+    input."""
     template = chunks[0][0]
     names, model = template.names, template.model
     inputs = torch.stack([x for _, x, _ in chunks])                       # (G, N, ...)
@@ -173,16 +194,20 @@ def _joint(chunks: list[tuple[GradientCollector, Tensor, Tensor]],
         (deltas, grads), captured = vmap(per_sample, in_dims=(None, 0, 0, 0, 0))(eps, weights, rest, inputs,
                                                                                  references)
     G, N = inputs.shape[:2]
-    pieces = []
-    for n in names:                                                       # each (G, N, numel)
+    sizes = [template.params[n].numel() for n in names]
+    first = template.params[names[0]]
+    flat = torch.empty(G, N, sum(sizes), dtype=first.dtype, device=first.device)   # (G, N, n_w)
+    for n, piece in zip(names, flat.split(sizes, dim=2)):                 # each tensor's gradients in its place
         if n not in plan:
-            pieces.append(grads[n].flatten(2))
+            piece.copy_(grads[n].flatten(2))
             continue
         m, attr = plan[n]
         delta = deltas[m][0].reshape(G, N, -1)                            # (G, N, out)
-        pieces.append(delta if attr == "bias" else
-                      (delta.unsqueeze(-1) * captured[m][0].reshape(G, N, 1, -1)).flatten(2))   # δ aᵀ: (out, in)
-    flat = torch.cat(pieces, dim=2)                                       # (G, N, n_w)
-    sq_norms = torch.linalg.vecdot(flat, flat)                            # (G, N)
+        if attr == "bias":
+            piece.copy_(delta)
+        else:                                                             # δ aᵀ: (out, in)
+            a = captured[m][0].reshape(G, N, 1, -1)
+            torch.mul(delta.unsqueeze(-1), a, out=piece.view(G, N, delta.shape[-1], a.shape[-1]))
+    sq_norms = row_sq_norms(flat)                                         # (G, N)
     shapes = {n: tuple(template.params[n].shape) for n in names}
-    return [DenseGradients.from_flat(flat[m], sq_norms[m], shapes) for m in range(len(chunks))]
+    return StackedGradients(flat, sq_norms, shapes)
