@@ -289,17 +289,19 @@ class Decomposition(nn.Module):
         distributed: the batch is spread over processes and BatchTopK is taken over all of it; the loss,
         error and total are then this process's part (l3d.train sums them over processes).
         mask: (N, C) 0/1, the coefficients to keep in place of BatchTopK's choice (e.g. from known circuits,
-        `l3d.experiments.ground_truth.fit_circuit_aligned`); S is then the energy of the others.
+        `l3d.experiments.ground_truth.fit_circuit_aligned`); S is then the energy of the others. For a stack
+        (N, M·C), its columns member-major as `LossParts.mask`.
         """
         top_k = self.top_k if top_k is None else top_k
+        n = (grads[0] if isinstance(grads, (list, tuple)) else grads).n_samples
+        if mask is not None and mask.shape != (n, self.n_subnetworks):
+            raise ValueError(f"mask must be (n_samples, n_subnetworks) = ({n}, {self.n_subnetworks}"
+                             f"{', member-major for a stack' if self.members > 1 else ''}), got {tuple(mask.shape)}")
         if self.members > 1:
-            if distributed or mask is not None:
-                raise ValueError("a stack of decompositions trains on one process without labels (mask)")
-            return self._stack_loss(grads, top_k, dropped_energy)
+            if distributed:
+                raise ValueError("a stack of decompositions trains on one process")
+            return self._stack_loss(grads, top_k, dropped_energy, mask)
         n_modes = self._n_modes
-        if mask is not None and mask.shape != (grads.n_samples, self.n_subnetworks):
-            raise ValueError(f"mask must be (n_samples, n_subnetworks) = ({grads.n_samples}, {self.n_subnetworks}), "
-                             f"got {tuple(mask.shape)}")
         if isinstance(grads, DenseGradients) and max(n_modes) <= 2 and not distributed and mask is None:
             # (module attribute access costs more than the arithmetic here: read the parameter dicts)
             params = [p for t in (*self.encoder, *self.decoder) for p in t.core_and_factors()]
@@ -350,10 +352,11 @@ class Decomposition(nn.Module):
         gram = 2 * mixed - mixed.detach()                             # G, its gradient reaching both of its sides
         return (a * (a @ gram - 2 * residual)).sum()
 
-    def _stack_loss(self, grads, top_k: float, dropped_energy: bool) -> LossParts:
+    def _stack_loss(self, grads, top_k: float, dropped_energy: bool, mask: Tensor | None = None) -> LossParts:
         """The loss of every member of a stack (module docstring): error, total and dropped energy per member (M,),
         the mask (N, M·C). `grads` is one batch shared by all members, or G batches of the same size (a sequence, or
-        one StackedGradients), the members split evenly over them in order (member m reads batch m // (M / G))."""
+        one StackedGradients), the members split evenly over them in order (member m reads batch m // (M / G)).
+        mask: as `loss`, (N, M·C), each member's coefficients to keep in place of its BatchTopK's choice."""
         M, C = self.members, self.per_member
         if isinstance(grads, StackedGradients):        # a sweep's batches, already one (G, N, n_w) tensor
             stacked, G, N = grads, len(grads), grads.n_samples
@@ -368,10 +371,11 @@ class Decomposition(nn.Module):
             raise ValueError(f"{G} batches of gradients cannot be shared evenly by {M} members")
         totals = stacked.totals() if stacked is not None else torch.stack([g.sq_norms().sum() for g in groups])  # (G,)
         n_keep = max(1, round(top_k * N * C))
+        given = None if mask is None else mask.bool().view(N, M, C).transpose(0, 1).contiguous()   # (M, N, C)
         if stacked is not None and max(self._n_modes) <= 2:     # small models: the written-out backward (dense_loss)
             params = [p for t in (*self.encoder, *self.decoder) for p in t.core_and_factors()]
-            loss, error, total, mask, *s = StackDenseLoss.apply(stacked.flat(), totals, M, n_keep, self._n_modes,
-                                                                dropped_energy, *params)
+            loss, error, total, mask, *s = StackDenseLoss.apply(stacked.flat(), totals, M, n_keep, given,
+                                                                self._n_modes, dropped_energy, *params)
             return LossParts(loss=loss, error=error, total=total, mask=mask,
                              dropped_energy=s[0] if dropped_energy else None)
         if stacked is not None:
@@ -391,7 +395,9 @@ class Decomposition(nn.Module):
                              "for members with batches of their own")
         totals = totals.repeat_interleave(M // G)                                     # (M,)
         cm = c.view(N, M, C).transpose(0, 1).reshape(M, N * C)                       # each member's coefficients
-        if n_keep == N * C:
+        if given is not None:
+            keep = given.view(M, N * C)
+        elif n_keep == N * C:
             keep = torch.ones_like(cm, dtype=torch.bool)
         else:
             idx = cm.detach().abs().topk(n_keep, dim=1, sorted=False).indices

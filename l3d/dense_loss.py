@@ -87,13 +87,14 @@ class StackDenseLoss(torch.autograd.Function):
     """`DenseLoss` for a stack of M members of C subnetworks each, on G batches of materialized gradients.
 
     Inputs: flat gradients (G, N, n_w), their squared norms summed per batch (G,), M, n_keep (the coefficients
-    BatchTopK keeps of each member's N·C), modes per tensor, whether to return the dropped energy too, then core
-    and factors of every encoder tensor followed by those of every decoder tensor (M·C rows each, member-major).
+    BatchTopK keeps of each member's N·C), the (M, N, C) bool mask to keep in its place or None, modes per tensor,
+    whether to return the dropped energy too, then core and factors of every encoder tensor followed by those of
+    every decoder tensor (M·C rows each, member-major).
     Outputs: loss (Σ_m error_m / total_m), error, total (M,), the mask (N, M·C) [, S (M,)].
     """
 
     @staticmethod
-    def forward(ctx, flat, totals, M, n_keep, n_modes, dropped_energy, *params):
+    def forward(ctx, flat, totals, M, n_keep, given, n_modes, dropped_energy, *params):
         G, N, n_w = flat.shape
         E, D = _directions(params, n_modes)                                  # (M·C, n_w) each
         C = E.shape[0] // M
@@ -102,7 +103,9 @@ class StackDenseLoss(torch.autograd.Function):
         Dm = D.view(M, C, n_w)
         gram = torch.bmm(Dm, Dm.transpose(1, 2))                             # (M, C, C)
         total = totals.repeat_interleave(M // G)                             # (M,)
-        if n_keep == N * C:
+        if given is not None:
+            mask = given
+        elif n_keep == N * C:
             mask = torch.ones_like(c, dtype=torch.bool)
         else:       # BatchTopK per member: the n_keep largest |c| of its N·C coefficients
             idx = c.abs().reshape(M, -1).topk(n_keep, dim=1, sorted=False).indices
@@ -130,7 +133,7 @@ class StackDenseLoss(torch.autograd.Function):
         dD = (2 * g) * torch.baddbmm(ctg_flat, torch.bmm(ct.transpose(1, 2), ct), Dm, beta=-1)   # 2g(c̃ᵀc̃D − c̃ᵀg)
         dE = torch.bmm(dcg.transpose(1, 2), flat)
         n = Dm.shape[0] * Dm.shape[1]
-        return (None, None, None, None, None, None,
+        return (None, None, None, None, None, None, None,
                 *_tucker_backward(dE.reshape(n, -1), dD.reshape(n, -1), params, ctx.n_modes))
 
 

@@ -60,8 +60,10 @@ def check_sources(decomposition: Decomposition, source, resample_every: int = 0)
         raise ValueError("resample_every needs a source without labels (active_circuits): the labels fix which "
                          "subnetwork serves which circuit; set resample_every=0 with labels")
     if M > 1:
-        if sources[0].shard.distributed or any(s.active_circuits is not None for s in sources):
-            raise ValueError("a stack of decompositions trains on one process and without labels (active_circuits)")
+        if sources[0].shard.distributed:
+            raise ValueError("a stack of decompositions trains on one process")
+        if len({s.active_circuits is None for s in sources}) > 1:
+            raise ValueError("a stack's sources must all have labels (active_circuits) or none")
         same = [(len(s), s.batch_size, s.chunk_size, s.batch_references, s.drop_last) for s in sources]
         if len(set(same)) > 1:
             raise ValueError(f"a stack's sources must give the same batches: (batches, batch_size, chunk_size, "

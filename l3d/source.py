@@ -226,7 +226,10 @@ class GradientSource:
         starts = itertools.accumulate(groups[:-1], initial=0)
         others = torch.cat([start + draw(size, self.generator, items.device) for start, size in zip(starts, groups)])
         references = self.collector.outputs(items).detach()[others]
-        return self.collector(items, references), self.active_circuits[index] | self.active_circuits[index[others]]
+        mask = self.active_circuits[index] | self.active_circuits[index[others]]
+        if self.pool is not None:
+            return self.pool.request(self.collector, items, references), mask
+        return self.collector(items, references), mask
 
     # --- resuming -----------------------------------------------------------------------------------
     def state_dict(self) -> dict:

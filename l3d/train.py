@@ -112,7 +112,7 @@ def fit(
     History per member. `source` is then one GradientSource shared by every member (starts of one run), or a list
     of G sources of the same size and batch settings, the members split evenly over them in order (member m reads
     source m // (M / G): seeds, each with its starts); dense gradients (engine "dense") unless G is 1. A stack
-    trains on one process and without labels.
+    trains on one process; with labels, every source has them.
 
     The first warm_start_epochs keep every coefficient (top_k = 1). A source with labels (`active_circuits`) keeps,
     in place of BatchTopK's choice, the coefficients of the subnetworks its mask allows (a diagnostic:
@@ -320,7 +320,7 @@ class _Training:
         its gradient, Adam, decoder norms back to 1."""
         M = self.members
         parts = self.decomposition.loss(grads, top_k, distributed=self.shard.distributed,
-                                        dropped_energy=self.schedule.silence > 0, mask=self.sources[0].mask)
+                                        dropped_energy=self.schedule.silence > 0, mask=self._labels())
         summary = batch_summary(parts)                 # the whole batch's error, Σ||g||², active counts, [S]
         objective = parts.error + silence * parts.dropped_energy if silence else parts.error
         dead = self._dead() if top_k is None else None
@@ -342,6 +342,15 @@ class _Training:
         self.decomposition.normalize_decoder_()
         self.sums.add(summary, parts.mask.shape[0] * self.shard.world_size)
         return parts
+
+    def _labels(self) -> Tensor | None:
+        """With labelled sources, the batch's coefficients to keep: (N, C), for a stack every member's its source's,
+        (N, M·C) member-major; None without labels."""
+        if self.sources[0].mask is None:
+            return None
+        if self.members == 1:
+            return self.sources[0].mask
+        return torch.cat([s.mask for s in self.sources for _ in range(self.members // len(self.sources))], dim=1)
 
     def _dead(self) -> Tensor | None:
         """With revive > 0, the subnetworks no sample selected in the epoch before, (C,) bool; None when there are

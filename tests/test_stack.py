@@ -232,3 +232,42 @@ def test_bad_stacks_and_sweeps_are_refused_naming_what_differs():
     with pytest.raises(ValueError, match="as many inputs each"):
         l3d.sweep([TMS().untied()] * 2, [inputs(1), inputs(2, n=64)], TENSORS, [config, config.replace(seed=1)],
                   progress=False)
+
+
+def test_a_stack_trains_with_labels_as_each_member_alone():
+    """The labelled diagnostic of three toys as one stack (`fit_circuit_aligned` with one collector, inputs, labels and
+    seed per member; the labelled sources' gradients in one joint pass): each member's history and parameters those
+    of it trained alone (float32 sums in another order: rtol 1e-4); the stack's loss with a given mask keeps exactly
+    that mask. Sources with and without labels do not mix."""
+    from l3d.experiments.ground_truth import fit_circuit_aligned
+    cols = [collector(seed=s) for s in range(3)]
+    data = [inputs(s + 1) for s in range(3)]
+    labels = [x > 0 for x in data]
+    kw = dict(epochs=4, lr=0.01, lr_decay=0.8, lr_decay_every=2, batch_size=32, silence=1.0)
+    alone = []
+    for i, (col, x, active) in enumerate(zip(cols, data, labels)):
+        d = l3d.Decomposition(col.shapes, 5, rank=1, seed=20 + i)
+        alone.append((d, fit_circuit_aligned(d, col, x, active, seed=i, **kw)))
+    stack = l3d.Decomposition.stack([l3d.Decomposition(cols[0].shapes, 5, rank=1, seed=20 + i) for i in range(3)])
+    histories = fit_circuit_aligned(stack, cols, data, labels, seed=[0, 1, 2], **kw)
+    for (d, h), hm, dm in zip(alone, histories, stack.unstack()):
+        np.testing.assert_allclose(hm.reconstruction_error, h.reconstruction_error, rtol=1e-4)
+        np.testing.assert_allclose(hm.dropped_energy, h.dropped_energy, rtol=1e-4)
+        np.testing.assert_allclose(hm.p_act, h.p_act, atol=1e-6)
+        for a, b in zip(dm.parameters(), d.parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    grads = [col(x[:32], generator=torch.Generator().manual_seed(0)) for col, x in zip(cols, data)]
+    mask = torch.rand(32, 15, generator=torch.Generator().manual_seed(1)) < 0.3
+    parts = stack.loss(grads, mask=mask, dropped_energy=True)
+    assert torch.equal(parts.mask, mask)
+    for m, member in enumerate(stack.unstack()):
+        own = member.loss(grads[m], mask=mask[:, 5 * m:5 * m + 5], dropped_energy=True)
+        torch.testing.assert_close(parts.error[m], own.error, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(parts.dropped_energy[m], own.dropped_energy, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"mask must be \(n_samples, n_subnetworks\) = \(32, 15, member-major"):
+        stack.loss(grads, mask=mask[:, :5])
+    labelled = l3d.GradientSource(cols[0], data[0], 32, chunk_size=128, active_circuits=labels[0])
+    with pytest.raises(ValueError, match="must all have labels"):
+        l3d.fit(stack, [labelled, source(cols[1], data[1], 0), source(cols[2], data[2], 0)], 1, progress=False)
+    with pytest.raises(ValueError, match=r"one of each of \['collector', 'inputs', 'active_circuits', 'seed'\]"):
+        fit_circuit_aligned(stack, cols, data, labels[:2], seed=[0, 1, 2], **kw)

@@ -5,10 +5,10 @@ n_features inputs on [-1, 1], each a circuit (input i → output i), through `de
 paper's text). Every seed's toy is decomposed at each (C, R) of `Square.grid()` (the main n_subnetworks × rank,
 then sweep_rank with each of sweep_subnetworks; biases at bias_rank) and scored against the inputs
 (`score_toy`); with compare_variant the other variant's toys are trained and decomposed at the main (C, R) with
-that variant's conventions (`other_variant`); the main
-decomposition's matched subnetworks are moved alone, with larger δ, in the hidden layers only and in pairs
-(`intervene_matched`), and `label_diagnostic` asks with the labels whether the paper's loss keeps one
-subnetwork per input. `medians_by_setting` aggregates over seeds.
+that variant's conventions (`other_variant`); the main decomposition's matched subnetworks are moved alone, with
+larger δ, in the hidden layers only and in pairs (`intervene_matched`), and `label_diagnostic` asks with the labels
+whether the paper's loss keeps one subnetwork per input (`label_diagnostics`: every seed's at once, as one stack).
+`medians_by_setting` aggregates over seeds.
 
 Each (C, R) is one batched sweep over the seeds (`toy_experiment.decompose_toys`); at the main (C, R) the sweep also
 holds the perturbed reruns of the stability check (`l3d.experiments.stability`), scored like the runs themselves
@@ -16,7 +16,6 @@ holds the perturbed reruns of the stability check (`l3d.experiments.stability`),
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
 import os
@@ -238,21 +237,34 @@ def label_diagnostic(settings: Square, model: nn.Module, run: Run,
     (`aligned_then_paper` on the run's source), each stage scored like L3D. Returns the row's additions
     (circuit_aligned_error[_by_sign], <stage>_reconstruction_error, _min_impact_share, _min_input_purity, _impact_share)
     and stage -> (a copy of the decomposition, its recovery)."""
-    inputs, collector, config = run.source.inputs, run.collector, run.config
-    gradients = collector(inputs, generator=torch.Generator().manual_seed(seed)).dense().flat()     # (N, n_w)
-    row = {"circuit_aligned_error": circuit_aligned_error(gradients, inputs != 0)[0],
-           "circuit_aligned_error_by_sign": circuit_aligned_error(gradients, torch.cat([inputs > 0, inputs < 0], 1))[0]}
-    fresh = config.new_decomposition(collector.shapes, seed)
-    stages = {}
-    for stage, decomposition in aligned_then_paper(fresh.to(inputs.device), run.source, inputs != 0,
-                                                   settings.aligned_epochs, config.lr, config.lr_decay,
-                                                   settings.aligned_lr_decay_every, config.batch_size, seed=seed):
-        score, found = score_toy(decomposition, run.source, model, settings.features, seed,
-                                 settings.n_probe, settings.n_ref, low=-1.0, high=1.0)
-        stages[stage] = copy.deepcopy(decomposition), found
-        row.update({f"{stage}_{key}": score[key]
-                    for key in ("reconstruction_error", "min_impact_share", "min_input_purity", "impact_share")})
-    return row, stages
+    return label_diagnostics(settings, [model], [run], [seed])[0]
+
+
+def label_diagnostics(settings: Square, models: list[nn.Module], runs: list[Run],
+                      seeds: list[int]) -> list[tuple[dict, dict[str, tuple[Decomposition, Recovery]]]]:
+    """`label_diagnostic` of every seed (its toy, its main run); the seeds' fresh decompositions train as one
+    stack."""
+    rows, stages = [], [{} for _ in runs]
+    for run, seed in zip(runs, seeds):
+        inputs, collector = run.source.inputs, run.collector
+        gradients = collector(inputs, generator=torch.Generator().manual_seed(seed)).dense().flat()     # (N, n_w)
+        rows.append({"circuit_aligned_error": circuit_aligned_error(gradients, inputs != 0)[0],
+                     "circuit_aligned_error_by_sign": circuit_aligned_error(
+                         gradients, torch.cat([inputs > 0, inputs < 0], 1))[0]})
+    config, device = runs[0].config, runs[0].source.inputs.device
+    fresh = [config.new_decomposition(run.collector.shapes, seed) for run, seed in zip(runs, seeds)]
+    stack = Decomposition.stack(fresh)
+    for stage, trained in aligned_then_paper(stack.to(device), [run.source for run in runs],
+                                             [run.source.inputs != 0 for run in runs], settings.aligned_epochs,
+                                             config.lr, config.lr_decay, settings.aligned_lr_decay_every,
+                                             config.batch_size, seed=list(seeds)):
+        for run, model, seed, member, row, found_stages in zip(runs, models, seeds, trained.unstack(), rows, stages):
+            score, found = score_toy(member, run.source, model, settings.features, seed, settings.n_probe,
+                                     settings.n_ref, low=-1.0, high=1.0)
+            found_stages[stage] = member, found
+            row.update({f"{stage}_{key}": score[key]
+                        for key in ("reconstruction_error", "min_impact_share", "min_input_purity", "impact_share")})
+    return list(zip(rows, stages))
 
 
 def main_row(settings: Square, per_seed: list[dict], seed: int) -> dict:

@@ -16,7 +16,8 @@ shares with the other inputs. Per seed:
   `low_rank_r2`) and `r2_model_map` (â against the toy's own map);
 * two diagnostics with the labels: `circuit_aligned_error` (one best direction per input) and, when
   n_subnetworks = n_features, a decomposition trained with one subnetwork per input and then with the
-  paper's loss (`aligned_then_paper`; `aligned_*` and `aligned_then_paper_*` keys).
+  paper's loss (`aligned_then_paper`; `aligned_*` and `aligned_then_paper_*` keys); `score_seeds` scores every
+  seed, their labelled decompositions trained as one stack.
 
 All seeds, and the perturbed reruns of the stability check (`l3d.experiments.stability`), are decomposed as one
 batched sweep (`decompose_tmcs`); the reruns are scored without the labelled diagnostics (`score_tmcs` with
@@ -159,6 +160,24 @@ def score_tmcs(settings: TMCSExperiment, run: Run, coefficients: Tensor, toy_los
                diagnostics: bool = True) -> TMCSScore:
     """One seed's scores (module docstring) against its A (n_features, n_features), with the toy's final loss;
     diagnostics=False leaves out the two that use the labels (circuit_aligned_error, the `_aligned` stages)."""
+    return score_seeds(settings, [run], [coefficients], [toy_loss], diagnostics)[0]
+
+
+def score_seeds(settings: TMCSExperiment, runs: list[Run], coefficients: list[Tensor], toy_losses: list[float],
+                diagnostics: bool = True) -> list[TMCSScore]:
+    """`score_tmcs` of every seed's run, with its A and its toy's final loss; the labelled diagnostic's
+    decompositions of all seeds train as one stack. Each run's source draws its references in the order a seed
+    scored alone draws them (the L3D decomposition's scores first)."""
+    scores = [_score(settings, run, A, loss, diagnostics) for run, A, loss in zip(runs, coefficients, toy_losses)]
+    if diagnostics and settings.l3d.n_subnetworks == settings.n_features:   # one per input with the labels, then
+        for score, stages in zip(scores, _aligned(settings, runs, [A.cpu() for A in coefficients])):   # the paper's
+            score.metrics.update(stages)                                                           # loss
+    return scores
+
+
+def _score(settings: TMCSExperiment, run: Run, coefficients: Tensor, toy_loss: float,
+           diagnostics: bool) -> TMCSScore:
+    """`score_tmcs` but the `_aligned` stages."""
     toy, decomposition, seed = run.collector.model, run.decomposition, run.config.seed
     evaluation, found, a_hat, reads = _recover(settings, run, decomposition)
     eye = torch.eye(settings.n_features, device=run.source.inputs.device)
@@ -189,23 +208,24 @@ def score_tmcs(settings: TMCSExperiment, run: Run, coefficients: Tensor, toy_los
         samples = run.source.inputs
         gradients = run.collector(samples, generator=torch.Generator().manual_seed(seed)).dense().flat()
         metrics["circuit_aligned_error"] = circuit_aligned_error(gradients, samples > 0)[0]
-    if diagnostics and settings.l3d.n_subnetworks == settings.n_features:   # one per input with the labels, then
-        metrics.update(_aligned(settings, run, A))                          # the paper's loss
     return TMCSScore(metrics, found, a_hat)
 
 
-def _aligned(settings: TMCSExperiment, run: Run, A: Tensor) -> dict:
-    """The labelled diagnostic's error, lowest impact share and r² after each stage of `aligned_then_paper`."""
-    c, samples = settings.l3d, run.source.inputs
-    fresh = c.new_decomposition(run.collector.shapes, run.config.seed)
-    scores = {}
-    for stage, aligned in aligned_then_paper(fresh.to(samples.device), run.source, samples > 0, settings.aligned_epochs,
-                                             c.lr, c.lr_decay, settings.aligned_lr_decay_every, c.batch_size,
-                                             seed=run.config.seed):
-        evaluation, found, a_hat, _ = _recover(settings, run, aligned)
-        scores.update({f"{stage}_reconstruction_error": evaluation["reconstruction_error"],
-                       f"{stage}_min_impact_share": found.summary()["min_impact_share"],
-                       f"{stage}_r2": squared_correlation(a_hat, A)})
+def _aligned(settings: TMCSExperiment, runs: list[Run], As: list[Tensor]) -> list[dict]:
+    """The labelled diagnostic's error, lowest impact share and r² after each stage of `aligned_then_paper`, for
+    every run (its seed's fresh decomposition; all of them one stack)."""
+    c, device = settings.l3d, runs[0].source.inputs.device
+    stack = Decomposition.stack([c.new_decomposition(run.collector.shapes, run.config.seed) for run in runs])
+    scores = [{} for _ in runs]
+    for stage, trained in aligned_then_paper(stack.to(device), [run.source for run in runs],
+                                             [run.source.inputs > 0 for run in runs], settings.aligned_epochs, c.lr,
+                                             c.lr_decay, settings.aligned_lr_decay_every, c.batch_size,
+                                             seed=[run.config.seed for run in runs]):
+        for run, member, A, row in zip(runs, trained.unstack(), As, scores):
+            evaluation, found, a_hat, _ = _recover(settings, run, member)
+            row.update({f"{stage}_reconstruction_error": evaluation["reconstruction_error"],
+                        f"{stage}_min_impact_share": found.summary()["min_impact_share"],
+                        f"{stage}_r2": squared_correlation(a_hat, A)})
     return scores
 
 

@@ -191,6 +191,25 @@ def test_label_diagnostic_is_the_notebooks_aligned_then_paper(experiment):
     assert list(stages) == ["aligned", "aligned_then_paper"]
 
 
+def test_label_diagnostics_of_every_seed_train_as_one_stack(experiment):
+    """Both seeds' label diagnostics at once (one stack): what each gives alone, the circuit-aligned errors exactly,
+    the stages' scores to float32 rounding."""
+    s, models, _, _, runs = experiment[:5]
+    main = [runs[seed, 3, 2][0] for seed in (0, 1)]
+    together = square.label_diagnostics(s, models[:2], copy.deepcopy(main), [0, 1])
+    for seed, run, (additions, stages) in zip((0, 1), copy.deepcopy(main), together):
+        alone, alone_stages = square.label_diagnostic(s, models[seed], run, seed)
+        assert list(additions) == list(alone)
+        assert list(stages) == list(alone_stages) == ["aligned", "aligned_then_paper"]
+        assert additions["circuit_aligned_error"] == alone["circuit_aligned_error"]
+        for key, value in alone.items():
+            assert additions[key] == pytest.approx(value, rel=1e-3, abs=1e-5, nan_ok=True), key
+        for stage, (decomposition, found) in stages.items():
+            assert found.matches == alone_stages[stage][1].matches
+            for a, b in zip(decomposition.parameters(), alone_stages[stage][0].parameters()):
+                torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
 def test_medians_by_setting_match_the_notebooks_aggregation():
     s = Square.from_parameters({**TINY, "seeds": [0, 1, 2]})
     names = [f"selectivity_{name}" for name in s.interventions()]

@@ -157,6 +157,24 @@ def test_decompose_and_score_equal_the_notebooks_loop(small):
     assert "with the labels" in tmcs.describe(rows[0], 2) and f"{rows[0]['r2']:.3f}" in tmcs.describe(rows[0], 2)
 
 
+def test_scoring_every_seed_at_once_trains_their_labelled_diagnostics_as_one_stack(small):
+    """`score_seeds`: every score but the labelled diagnostic's stages exactly what scoring each seed alone gives
+    (its references drawn in the same order); the stages, trained as one stack, to float32 rounding."""
+    settings, models, losses, coefficients = small
+    runs, _ = tmcs.decompose_tmcs(settings, models, torch.device("cpu"), stability=False, progress=False)
+    twins = copy.deepcopy(runs)
+    together = tmcs.score_seeds(settings, runs, coefficients, [toy_losses[-1] for toy_losses in losses])
+    for twin, A, toy_losses, score in zip(twins, coefficients, losses, together):
+        alone = tmcs.score_tmcs(settings, twin, A, toy_losses[-1]).metrics
+        assert list(score.metrics) == list(alone)
+        staged = [k for k in alone if k.startswith(tmcs.STAGES)]
+        assert len(staged) == 6
+        for key in staged:
+            assert score.metrics[key] == pytest.approx(alone[key], rel=1e-3, abs=1e-5, nan_ok=True), key
+        assert _nan_as_text({k: v for k, v in score.metrics.items() if k not in staged}) == _nan_as_text(
+            {k: v for k, v in alone.items() if k not in staged})
+
+
 def test_decompose_tmcs_is_one_sweep_of_the_seeds_and_their_perturbed_reruns_each_equal_to_it_alone(small):
     settings, models = small[:2]
     settings = dataclasses.replace(settings, perturbations=2)

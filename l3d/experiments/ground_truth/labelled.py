@@ -3,7 +3,7 @@ circuit (`circuit_aligned_error`) or trained with the labels (`fit_circuit_align
 keeps such a decomposition (`aligned_then_paper`). Never a way to choose a decomposition."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -51,18 +51,18 @@ def circuit_aligned_error(grads: Tensor, active_circuits: Tensor) -> tuple[float
 @renamed_keywords(active="active_circuits")
 def fit_circuit_aligned(
     decomposition: Decomposition,
-    collector: GradientCollector,
-    inputs: Tensor,
-    active_circuits: Tensor,
+    collector: GradientCollector | Sequence[GradientCollector],
+    inputs: Tensor | Sequence[Tensor],
+    active_circuits: Tensor | Sequence[Tensor],
     epochs: int,
     lr: float = 0.01,
     lr_decay: float = 0.8,
     lr_decay_every: int = 100,
     batch_size: int = 32,
     silence: float = 1.0,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     progress: bool = False,
-) -> History:
+) -> History | list[History]:
     """Train `decomposition` with the labels: subnetwork c serves a sample only where circuit c is on, in the
     sample or in its reference. This is `l3d.fit` on a source with labels (`GradientSource(active_circuits=...)`): the
     L3D loss with BatchTopK's choice replaced by that mask, plus the silence penalty, `silence` times the energy
@@ -71,41 +71,65 @@ def fit_circuit_aligned(
 
     inputs: (N, n_in); active_circuits: (N, C) bool, which circuits each input has on (one circuit per
     subnetwork; the old keyword `active=` is read with a DeprecationWarning).
+    A stack of decompositions (`Decomposition.stack`, e.g. one per seed) trains as one program: collector, inputs,
+    active_circuits and seed are then sequences, one per group of members (as `fit`'s sources), and one History per
+    member comes back.
     Uses the labels: a diagnostic of what a decomposition with one subnetwork per circuit can reach (its error,
     its impact share, whether the paper's loss keeps it; notebook 04), never a way to choose a decomposition.
     Returns the training history.
     """
-    n = inputs.shape[0]
-    if active_circuits.shape != (n, decomposition.n_subnetworks):
-        raise ValueError(f"active_circuits must be (n_inputs, n_subnetworks) = ({n}, {decomposition.n_subnetworks}), "
-                         f"got {tuple(active_circuits.shape)}")
-    if not 2 <= batch_size <= n:
-        raise ValueError(f"batch_size must lie in 2..{n} (the number of inputs), got {batch_size}")
-    source = GradientSource(collector, inputs, batch_size, chunk_size=n // batch_size * batch_size, seed=seed,
-                            active_circuits=active_circuits)
-    return fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, progress=progress, silence=silence)
+    groups = _groups(decomposition, collector=collector, inputs=inputs, active_circuits=active_circuits, seed=seed)
+    sources = []
+    for col, x, active, s in zip(*groups.values()):
+        n = x.shape[0]
+        if active.shape != (n, decomposition.per_member):
+            raise ValueError(f"active_circuits must be (n_inputs, n_subnetworks) = ({n}, {decomposition.per_member}), "
+                             f"got {tuple(active.shape)}")
+        if not 2 <= batch_size <= n:
+            raise ValueError(f"batch_size must lie in 2..{n} (the number of inputs), got {batch_size}")
+        sources.append(GradientSource(col, x, batch_size, chunk_size=n // batch_size * batch_size, seed=s,
+                                      active_circuits=active))
+    return fit(decomposition, sources if len(sources) > 1 else sources[0], epochs, lr, lr_decay, lr_decay_every,
+               progress=progress, silence=silence)
 
 
 @renamed_keywords(active="active_circuits")
 def aligned_then_paper(
     decomposition: Decomposition,
-    source: GradientSource,
-    active_circuits: Tensor,
+    source: GradientSource | Sequence[GradientSource],
+    active_circuits: Tensor | Sequence[Tensor],
     epochs: int,
     lr: float = 0.01,
     lr_decay: float = 0.8,
     lr_decay_every: int = 100,
     batch_size: int = 32,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
 ) -> Iterator[tuple[str, Decomposition]]:
     """Does the paper's loss keep one subnetwork per circuit? Trains `decomposition` with the labels
     (`fit_circuit_aligned` on the source's collector and inputs; active_circuits: (N, C) bool, which circuits each
     input has on) and yields ("aligned", decomposition), then trains it on for as many epochs with the paper's loss
     (`l3d.fit`) and yields ("aligned_then_paper", decomposition). The same object is trained in place: score (or
-    copy) each stage as it is yielded.
+    copy) each stage as it is yielded. A stack (`Decomposition.stack`) trains as one program, with source,
+    active_circuits and seed one per group of members (sequences); score its members (`unstack`).
     """
-    fit_circuit_aligned(decomposition, source.collector, source.inputs, active_circuits, epochs, lr, lr_decay,
-                        lr_decay_every, batch_size, seed=seed)
+    groups = _groups(decomposition, source=source, active_circuits=active_circuits, seed=seed)
+    sources = groups["source"]
+    fit_circuit_aligned(decomposition, [s.collector for s in sources], [s.inputs for s in sources],
+                        groups["active_circuits"], epochs, lr, lr_decay, lr_decay_every, batch_size,
+                        seed=groups["seed"])
     yield "aligned", decomposition
-    fit(decomposition, source, epochs, lr, lr_decay, lr_decay_every, progress=False)
+    fit(decomposition, sources if len(sources) > 1 else sources[0], epochs, lr, lr_decay, lr_decay_every,
+        progress=False)
     yield "aligned_then_paper", decomposition
+
+
+def _groups(decomposition: Decomposition, **per_group) -> dict[str, list]:
+    """Each argument as a list with one entry per group of members: a value alone is one group; a sequence (list or
+    tuple) gives one each, as many as divide the members (a ValueError naming the arguments otherwise)."""
+    out = {name: list(value) if isinstance(value, (list, tuple)) else [value] for name, value in per_group.items()}
+    lengths = {len(v) for v in out.values()}
+    if len(lengths) > 1 or decomposition.members % lengths.pop():
+        raise ValueError(f"a stack of {decomposition.members} decomposition(s) takes one of each of {list(out)} per "
+                         f"group of members, as many of each (a number that divides {decomposition.members}), got "
+                         f"{[len(v) for v in out.values()]}")
+    return out
