@@ -120,10 +120,11 @@ class JointPool:
         if any(b._key not in self._done for b in batches):
             self._compute()
         stacked, first = self._done[batches[0]._key]
-        rows, places = batches[0]._rows or slice(None), [self._done[b._key] for b in batches]
-        if (not isinstance(rows, slice) or any((b._rows or slice(None)) != rows for b in batches)
-                or any(s is not stacked or index != first + i for i, (s, index) in enumerate(places))):
+        rows = [slice(None) if b._rows is None else b._rows for b in batches]       # slices, or index tensors
+        if (not all(isinstance(r, slice) and r == rows[0] for r in rows)
+                or any(self._done[b._key] != (stacked, first + i) for i, b in enumerate(batches))):
             return None
+        rows = rows[0]
         groups = slice(first, first + len(batches))
         return StackedGradients(stacked.flat()[groups, rows], stacked.sq_norms()[groups, rows], stacked.shapes)
 

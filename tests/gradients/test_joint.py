@@ -49,6 +49,8 @@ def test_the_same_rows_of_one_pass_come_as_one_stack_without_a_copy():
     assert torch.equal(pool.stack(batches[1:]).flat(), stacked.flat()[1:])
     assert pool.stack([pending[0][4:9], pending[1][5:10], pending[2][4:9]]) is None
     assert pool.stack(batches[::-1]) is None
+    assert pool.stack([p[torch.arange(4, 9)] for p in pending]) is None                 # rows by index: copies
+    assert torch.equal(pool.stack(pending).flat(), torch.stack([p.flat() for p in pending]))   # whole chunks
 
 
 def test_only_models_of_one_form_with_dense_gradients_share_a_pass():
