@@ -30,7 +30,7 @@ from ..decomposition import Decomposition
 from ..interventions import intervention_sweep
 from ..pipeline import Run
 from ..runtime.settings import bounded
-from .ground_truth import Recovery, aligned_then_paper, circuit_aligned_error, intervention_selectivity
+from .ground_truth import Recovery, aligned_then_paper_fresh, circuit_aligned_error, intervention_selectivity
 from .stability import Stability, compare
 from .toy_experiment import (
     VariantExperiment,
@@ -251,14 +251,10 @@ def label_diagnostics(settings: Square, models: list[nn.Module], runs: list[Run]
         rows.append({"circuit_aligned_error": circuit_aligned_error(gradients, inputs != 0)[0],
                      "circuit_aligned_error_by_sign": circuit_aligned_error(
                          gradients, torch.cat([inputs > 0, inputs < 0], 1))[0]})
-    config, device = runs[0].config, runs[0].source.inputs.device
-    fresh = [config.new_decomposition(run.collector.shapes, seed) for run, seed in zip(runs, seeds)]
-    stack = Decomposition.stack(fresh)
-    for stage, trained in aligned_then_paper(stack.to(device), [run.source for run in runs],
-                                             [run.source.inputs != 0 for run in runs], settings.aligned_epochs,
-                                             config.lr, config.lr_decay, settings.aligned_lr_decay_every,
-                                             config.batch_size, seed=list(seeds)):
-        for run, model, seed, member, row, found_stages in zip(runs, models, seeds, trained.unstack(), rows, stages):
+    for stage, members in aligned_then_paper_fresh(runs[0].config, [run.source for run in runs],
+                                                   [run.source.inputs != 0 for run in runs], seeds,
+                                                   settings.aligned_epochs, settings.aligned_lr_decay_every):
+        for run, model, seed, member, row, found_stages in zip(runs, models, seeds, members, rows, stages):
             score, found = score_toy(member, run.source, model, settings.features, seed, settings.n_probe,
                                      settings.n_ref, low=-1.0, high=1.0)
             found_stages[stage] = member, found

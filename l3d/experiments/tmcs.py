@@ -36,7 +36,7 @@ from ..runtime.settings import bounded
 from . import published
 from .ground_truth import (
     Recovery,
-    aligned_then_paper,
+    aligned_then_paper_fresh,
     circuit_aligned_error,
     decoder_paths,
     evaluate_and_recover,
@@ -214,14 +214,12 @@ def _score(settings: TMCSExperiment, run: Run, coefficients: Tensor, toy_loss: f
 def _aligned(settings: TMCSExperiment, runs: list[Run], As: list[Tensor]) -> list[dict]:
     """The labelled diagnostic's error, lowest impact share and r² after each stage of `aligned_then_paper`, for
     every run (its seed's fresh decomposition; all of them one stack)."""
-    c, device = settings.l3d, runs[0].source.inputs.device
-    stack = Decomposition.stack([c.new_decomposition(run.collector.shapes, run.config.seed) for run in runs])
     scores = [{} for _ in runs]
-    for stage, trained in aligned_then_paper(stack.to(device), [run.source for run in runs],
-                                             [run.source.inputs > 0 for run in runs], settings.aligned_epochs, c.lr,
-                                             c.lr_decay, settings.aligned_lr_decay_every, c.batch_size,
-                                             seed=[run.config.seed for run in runs]):
-        for run, member, A, row in zip(runs, trained.unstack(), As, scores):
+    for stage, members in aligned_then_paper_fresh(settings.l3d, [run.source for run in runs],
+                                                   [run.source.inputs > 0 for run in runs],
+                                                   [run.config.seed for run in runs], settings.aligned_epochs,
+                                                   settings.aligned_lr_decay_every):
+        for run, member, A, row in zip(runs, members, As, scores):
             evaluation, found, a_hat, _ = _recover(settings, run, member)
             row.update({f"{stage}_reconstruction_error": evaluation["reconstruction_error"],
                         f"{stage}_min_impact_share": found.summary()["min_impact_share"],

@@ -123,6 +123,19 @@ def aligned_then_paper(
     yield "aligned_then_paper", decomposition
 
 
+def aligned_then_paper_fresh(config, sources: Sequence[GradientSource], active_circuits: Sequence[Tensor],
+                             seeds: Sequence[int], epochs: int,
+                             lr_decay_every: int) -> Iterator[tuple[str, list[Decomposition]]]:
+    """`aligned_then_paper` of a fresh decomposition per source (`config.new_decomposition` at its seed; config an
+    L3DConfig: its lr, lr_decay and batch_size), all of them one stack: yields each stage with every source's
+    decomposition (copies), in order."""
+    stack = Decomposition.stack([config.new_decomposition(s.collector.shapes, seed) for s, seed in zip(sources, seeds)])
+    for stage, trained in aligned_then_paper(stack.to(sources[0].inputs.device), list(sources), list(active_circuits),
+                                             epochs, config.lr, config.lr_decay, lr_decay_every, config.batch_size,
+                                             seed=list(seeds)):
+        yield stage, trained.unstack()
+
+
 def _groups(decomposition: Decomposition, **per_group) -> dict[str, list]:
     """Each argument as a list with one entry per group of members: a value alone is one group; a sequence (list or
     tuple) gives one each, as many as divide the members (a ValueError naming the arguments otherwise)."""
