@@ -29,21 +29,27 @@ def bmm(a: Tensor, b: Tensor) -> Tensor:
 
 def flat_tucker(core: Tensor, factors: list[Tensor]) -> Tensor:
     """A 1- or 2-mode Tucker tensor, flattened: (C, n)."""
+    return _tucker_with_partial(core, factors)[0]
+
+
+def _tucker_with_partial(core: Tensor, factors: list[Tensor]) -> tuple[Tensor, Tensor | None]:
+    """`flat_tucker` and, for 2 modes, the partial product U S (C, I, R_2) its backward reuses (None for 1 mode)."""
     if len(factors) == 1:
-        return bmm(factors[0], core.unsqueeze(-1)).squeeze(-1)
-    return bmm(bmm(factors[0], core), factors[1].transpose(1, 2)).flatten(1)
+        return bmm(factors[0], core.unsqueeze(-1)).squeeze(-1), None
+    us = bmm(factors[0], core)                                             # (C, I, R_2)
+    return bmm(us, factors[1].transpose(1, 2)).flatten(1), us
 
 
-def _full_backward(g: Tensor, core: Tensor, factors: list[Tensor]) -> list[Tensor]:
-    """Gradients w.r.t. core and factors of `flat_tucker(core, factors)` given its gradient g: (C, n)."""
+def _full_backward(g: Tensor, core: Tensor, factors: list[Tensor], us: Tensor | None) -> list[Tensor]:
+    """Gradients w.r.t. core and factors of `flat_tucker(core, factors)` given its gradient g: (C, n), and for 2 modes
+    the forward's partial product U S (`_tucker_with_partial`)."""
     if len(factors) == 1:
         (u,) = factors
         return [torch.bmm(u.transpose(1, 2), g.unsqueeze(-1)).squeeze(-1), g.unsqueeze(-1) * core.unsqueeze(1)]
     u, v = factors
     g = g.view(-1, u.shape[1], v.shape[1])
     gv = torch.bmm(g, v)                                                   # (C, I, R_2)
-    return [torch.bmm(u.transpose(1, 2), gv), bmm(gv, core.transpose(1, 2)),
-            torch.bmm(g.transpose(1, 2), bmm(u, core))]
+    return [torch.bmm(u.transpose(1, 2), gv), bmm(gv, core.transpose(1, 2)), torch.bmm(g.transpose(1, 2), us)]
 
 
 class DenseLoss(torch.autograd.Function):
@@ -57,7 +63,7 @@ class DenseLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, flat, sq_norms, keep, n_modes, dropped_energy, *params):
-        E, D = _directions(params, n_modes)                                 # (C, n_w) each
+        E, D, partials = _directions(params, n_modes)                       # (C, n_w) each
         c, p = torch.mm(flat, torch.cat([E, D]).T).split(E.shape[0], 1)
         gram = torch.mm(D, D.T)
         total = sq_norms.sum()
@@ -66,7 +72,7 @@ class DenseLoss(torch.autograd.Function):
         error = total + (torch.addmm(p, ct, gram, beta=-2) * ct).sum()
         dropped = c - ct if dropped_energy else None
         ctx.save_for_backward(flat, ct, mask, p, gram, D, total, dropped, *params)
-        ctx.n_modes = n_modes
+        ctx.n_modes, ctx.partials = n_modes, partials
         ctx.mark_non_differentiable(total, mask)
         outputs = (error / as_divisor(total), error, total, mask)
         return outputs + (dropped.pow(2).sum(),) if dropped_energy else outputs
@@ -80,7 +86,7 @@ class DenseLoss(torch.autograd.Function):
             dc = dc + (2 * g_dropped_energy[0]) * dropped                               # and 2(1 − m)c from S
         dD = torch.addmm(torch.mm((-2 * g) * ct.T, flat), torch.mm(ct.T, ct), D, alpha=2 * g)
         dE = torch.mm(dc.T, flat)
-        return (None, None, None, None, None, *_tucker_backward(dE, dD, params, ctx.n_modes))
+        return (None, None, None, None, None, *_tucker_backward(dE, dD, params, ctx.n_modes, ctx.partials))
 
 
 class StackDenseLoss(torch.autograd.Function):
@@ -96,7 +102,7 @@ class StackDenseLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, flat, totals, M, n_keep, given, n_modes, dropped_energy, *params):
         G, N, n_w = flat.shape
-        E, D = _directions(params, n_modes)                                  # (M·C, n_w) each
+        E, D, partials = _directions(params, n_modes)                        # (M·C, n_w) each
         C = E.shape[0] // M
         ED = torch.cat([E.view(G, -1, n_w), D.view(G, -1, n_w)], 1)         # (G, 2·M/G·C, n_w)
         c, p = (_by_member(x, M) for x in torch.bmm(flat, ED.transpose(1, 2)).chunk(2, 2))   # (M, N, C) each
@@ -114,7 +120,7 @@ class StackDenseLoss(torch.autograd.Function):
         error = total + (torch.baddbmm(p, ct, gram, beta=-2) * ct).sum((1, 2))
         dropped = c - ct if dropped_energy else None
         ctx.save_for_backward(flat, ct, mask, p, gram, Dm, total, dropped, *params)
-        ctx.n_modes, ctx.M = n_modes, M
+        ctx.n_modes, ctx.M, ctx.partials = n_modes, M, partials
         columns = mask.transpose(0, 1).reshape(N, M * C)                      # member-major columns
         ctx.mark_non_differentiable(total, columns)
         outputs = ((error / as_divisor(total)).sum(), error, total, columns)
@@ -134,7 +140,7 @@ class StackDenseLoss(torch.autograd.Function):
         dE = torch.bmm(dcg.transpose(1, 2), flat)
         n = Dm.shape[0] * Dm.shape[1]
         return (None, None, None, None, None, None, None,
-                *_tucker_backward(dE.reshape(n, -1), dD.reshape(n, -1), params, ctx.n_modes))
+                *_tucker_backward(dE.reshape(n, -1), dD.reshape(n, -1), params, ctx.n_modes, ctx.partials))
 
 
 def _by_member(x: Tensor, M: int) -> Tensor:
@@ -149,28 +155,34 @@ def _by_group(x: Tensor, G: int) -> Tensor:
     return x.view(G, M // G, N, C).transpose(1, 2).reshape(G, N, -1)
 
 
-def _directions(params: tuple[Tensor, ...], n_modes: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+def _directions(params: tuple[Tensor, ...], n_modes: tuple[int, ...]) -> tuple[Tensor, Tensor, list]:
     """The encoder and decoder directions, flattened over the tensors: (rows, n_w) each, from core and factors of
-    every encoder tensor followed by those of every decoder tensor."""
+    every encoder tensor followed by those of every decoder tensor; and the partial products of every tensor in
+    that order (`_tucker_with_partial`), for `_tucker_backward`."""
+    partials = []
+
     def directions(ps):
         out, i = [], 0
         for n in n_modes:
-            out.append(flat_tucker(ps[i], ps[i + 1:i + 1 + n]))
+            flat, us = _tucker_with_partial(ps[i], ps[i + 1:i + 1 + n])
+            out.append(flat)
+            partials.append(us)
             i += 1 + n
         return torch.cat(out, 1) if len(out) > 1 else out[0]
 
-    return directions(params[:len(params) // 2]), directions(params[len(params) // 2:])
+    return directions(params[:len(params) // 2]), directions(params[len(params) // 2:]), partials
 
 
-def _tucker_backward(dE: Tensor, dD: Tensor, params: tuple[Tensor, ...], n_modes: tuple[int, ...]) -> list[Tensor]:
+def _tucker_backward(dE: Tensor, dD: Tensor, params: tuple[Tensor, ...], n_modes: tuple[int, ...],
+                     partials: list) -> list[Tensor]:
     """Gradients w.r.t. every core and factor (in the order of `params`) from those w.r.t. the flat encoder and
-    decoder directions, dE and dD: (rows, n_w) each."""
-    grads = []
+    decoder directions, dE and dD: (rows, n_w) each, with the forward's partial products (`_directions`)."""
+    grads, partial = [], iter(partials)
     for dfull, ps in ((dE, params[:len(params) // 2]), (dD, params[len(params) // 2:])):
         i, offset = 0, 0
         for n in n_modes:
             core, factors = ps[i], ps[i + 1:i + 1 + n]
             size = factors[0].shape[1] * (factors[1].shape[1] if n == 2 else 1)
-            grads += _full_backward(dfull[:, offset:offset + size], core, factors)
+            grads += _full_backward(dfull[:, offset:offset + size], core, factors, next(partial))
             i, offset = i + 1 + n, offset + size
     return grads

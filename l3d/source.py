@@ -204,9 +204,23 @@ class GradientSource:
     def _references(self, items: Tensor, sizes: list[int]) -> Tensor:
         """Every sample's reference output, drawn within its group of items (`_groups`): (samples, out)."""
         outputs = self.collector.outputs(items)
+        groups = self._groups(sizes)
+        divergence, kind = self.collector.divergence, self.collector.reference
+        if kind in ("random", "random_or_self") and divergence != "kl":
+            # the draws of `reference_outputs` group by group, with one check and one gather for the chunk
+            check_outputs(outputs, divergence)
+            positions = outputs.shape[0] // items.shape[0]
+            return outputs.detach()[self._draw([size * positions for size in groups], outputs.device)]
         per_item = outputs.view(items.shape[0], -1, outputs.shape[-1])     # (items, positions, out)
-        return torch.cat([reference_outputs(group.flatten(0, 1), self.collector.divergence, self.collector.reference,
-                                            self.generator) for group in per_item.split(self._groups(sizes))])
+        return torch.cat([reference_outputs(group.flatten(0, 1), divergence, kind, self.generator)
+                          for group in per_item.split(groups)])
+
+    def _draw(self, groups: list[int], device: torch.device) -> Tensor:
+        """A random reference index for every sample of consecutive groups of `groups` samples, each within its
+        group (`random_any` or `random_others`, as the collector's reference says): (Σ groups,)."""
+        draw = random_any if self.collector.reference == "random_or_self" else random_others
+        starts = itertools.accumulate(groups[:-1], initial=0)
+        return torch.cat([start + draw(size, self.generator, device) for start, size in zip(starts, groups)])
 
     def _shared_chunk(self, items: Tensor, references: Tensor):
         """The sharded mode: this process's share of every batch of the chunk (batch_size / world_size items each)."""
@@ -221,10 +235,7 @@ class GradientSource:
     def _labelled_chunk(self, index: Tensor, items: Tensor, sizes: list[int]):
         """The labelled mode: the chunk's gradients against the outputs of references drawn by index, and each
         sample's mask, the circuits on in it or in its reference."""
-        draw = random_any if self.collector.reference == "random_or_self" else random_others
-        groups = self._groups(sizes)
-        starts = itertools.accumulate(groups[:-1], initial=0)
-        others = torch.cat([start + draw(size, self.generator, items.device) for start, size in zip(starts, groups)])
+        others = self._draw(self._groups(sizes), items.device)
         references = self.collector.outputs(items).detach()[others]
         mask = self.active_circuits[index] | self.active_circuits[index[others]]
         if self.pool is not None:

@@ -80,18 +80,26 @@ def test_references_within_the_batch(monkeypatch, pool):
     run = l3d.decompose(model, inputs, "*", config, progress=False)
     collector, source = run.collector, run.source
     assert collector.engine == "dense" and collector.divergence == "output_times_residual"
-    seen = []
-    draw = source_module.reference_outputs
+    draws, seen = [], []
+    draw, references = source_module.GradientSource._draw, source_module.GradientSource._references
 
-    def recording(outputs, *args):
-        refs = draw(outputs, *args)
-        seen.append((outputs, refs))
+    def recording_draw(self, groups, device):
+        index = draw(self, groups, device)
+        draws.append((groups, index))
+        return index
+
+    def recording_references(self, items, sizes):
+        refs = references(self, items, sizes)
+        seen.append((collector.outputs(items), refs))
         return refs
 
-    monkeypatch.setattr(source_module, "reference_outputs", recording)
+    monkeypatch.setattr(source_module.GradientSource, "_draw", recording_draw)
+    monkeypatch.setattr(source_module.GradientSource, "_references", recording_references)
     assert sum(1 for _ in source) == 8
-    assert [refs.shape[0] for _, refs in seen] == [8] * 8      # drawn batch by batch
-    for outputs, refs in seen:
-        assert (refs[:, None, :] == outputs[None]).all(-1).any(1).all()
+    assert [size for groups, _ in draws for size in groups] == [8] * 8      # drawn batch by batch
+    for _, index in draws:                                                  # each among its own batch's samples
+        assert torch.equal(index // 8, torch.arange(len(index)) // 8)
+    for (outputs, refs), (_, index) in zip(seen, draws):
+        assert torch.equal(refs, outputs[index])                            # the drawn samples' outputs
     with pytest.raises(ValueError, match=r"engine must be one of \['auto', 'dense', 'factored'\]"):
         l3d.L3DConfig(engine="fast")

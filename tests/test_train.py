@@ -246,6 +246,38 @@ def test_batch_references_in_one_pass_equal_one_pass_per_batch(reference, engine
     assert any(not torch.allclose(a, b) for (a, _), (b, _) in zip(per_batch, over_chunk))
 
 
+class TinySequence(nn.Module):
+    """Token ids (B, T) -> logits (B, T, 7)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.out = nn.Embedding(7, 4), nn.Linear(4, 7)
+
+    def forward(self, x):
+        return self.out(self.emb(x))
+
+
+@pytest.mark.parametrize("reference", ["random", "random_or_self"])
+@pytest.mark.parametrize("sequence, divergence", [(False, "mse"), (True, "mse"), (True, "kl")],
+                         ids=["items", "sequences", "sequences-kl"])
+def test_references_are_drawn_group_by_group_as_reference_outputs_draws_them(reference, sequence, divergence):
+    # a chunk of 4 batches with batch_references: each batch's references are `reference_outputs` of that batch's
+    # outputs (every position of a sequence a sample), drawn one batch after another from the source's generator
+    torch.manual_seed(0)
+    if sequence:
+        model, inputs = TinySequence(), torch.randint(0, 7, (N, 3))
+    else:
+        model, inputs = TMS().untied(), sparse_features(N, 5, p_active=0.2)
+    collector = l3d.GradientCollector(model, "*", reference=reference, sequence=sequence, divergence=divergence)
+    source = l3d.GradientSource(collector, inputs, BATCH, chunk_size=4 * BATCH, seed=2, batch_references=True)
+    items, sizes = inputs[:4 * BATCH], [BATCH] * 4
+    generator = torch.Generator().set_state(source.generator.get_state())
+    outputs = collector.outputs(items).view(4, -1, collector.outputs(items[:1]).shape[-1])   # (batches, samples, out)
+    expected = torch.cat([l3d.divergences.reference_outputs(o, divergence, reference, generator) for o in outputs])
+    assert torch.equal(source._references(items, sizes), expected)
+    assert torch.equal(source.generator.get_state(), generator.get_state())
+
+
 def test_batch_references_with_labels_hand_out_the_same_masks():
     inputs = sparse_features(N, 5, p_active=0.2, generator=torch.Generator().manual_seed(1))
     active_circuits = inputs != 0

@@ -106,8 +106,18 @@ def _train_stacked(models, inputs, targets, epochs, batch_size, lr, weight_decay
         total, losses = total_loss(p, x, y)   # autograd: cheaper than torch.func.grad when not compiled
         return dict(zip(p, torch.autograd.grad(total, list(p.values())))), losses
 
-    compiled = torch.compile(grad(total_loss, has_aux=True), dynamic=False) if compile else step_grads
-    optimizer = torch.optim.AdamW(list(params.values()), lr=lr, weight_decay=weight_decay)
+    compiled = torch.compile(grad(total_loss, has_aux=True), dynamic=False) if compile else None
+    # every weight in one flat tensor, so that AdamW (elementwise: the same numbers) is a few operations a step;
+    # the compiled step reads views of it without autograd's tracking (one graph, no autograd wrapper around it)
+    names, shapes = list(params), [p.shape for p in params.values()]
+    flat = torch.cat([p.detach().reshape(-1) for p in params.values()]).requires_grad_()
+    sizes = [p.numel() for p in params.values()]
+
+    def weights(source: Tensor) -> dict[str, Tensor]:
+        return {n: t.view(shape) for n, t, shape in zip(names, source.split(sizes), shapes)}
+
+    detached = weights(flat.detach())
+    optimizer = torch.optim.AdamW([flat], lr=lr, weight_decay=weight_decay)
     generators = [torch.Generator().manual_seed(s) for s in seeds]
     rows = torch.arange(M, device=X.device)[:, None]
     history = torch.zeros(epochs, M)
@@ -116,10 +126,11 @@ def _train_stacked(models, inputs, targets, epochs, batch_size, lr, weight_decay
         order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(X.device)   # (M, n)
         total = torch.zeros(M, device=X.device)
         for idx in order.split(batch_size, dim=1):
-            compute = compiled if idx.shape[1] == batch_size else step_grads
-            grads, losses = compute(params, X[rows, idx], Y[rows, idx])
-            for name, p in params.items():
-                p.grad = grads[name]
+            if compile and idx.shape[1] == batch_size:
+                grads, losses = compiled(detached, X[rows, idx], Y[rows, idx])
+            else:
+                grads, losses = step_grads(weights(flat), X[rows, idx], Y[rows, idx])
+            flat.grad = torch.cat([grads[n].reshape(-1) for n in names])
             optimizer.step()
             total += losses * idx.shape[1]
         history[epoch] = total.cpu() / n
@@ -127,7 +138,7 @@ def _train_stacked(models, inputs, targets, epochs, batch_size, lr, weight_decay
             m = int(torch.nonzero(~torch.isfinite(history[epoch]))[0])
             raise _diverged(m, seeds[m], epoch, epochs, history[epoch, m].item(), lr, compile)
         bar.set_postfix(loss=f"{history[epoch].mean():.4g}", refresh=False)   # shown at the bar's next (timed) refresh
-    finite = torch.stack([torch.isfinite(p).flatten(1).all(1) for p in params.values()]).all(0).cpu()   # (M,)
+    finite = torch.stack([torch.isfinite(p).flatten(1).all(1) for p in detached.values()]).all(0).cpu()   # (M,)
     for m in torch.nonzero(~finite & torch.isfinite(history[-1])).flatten().tolist():   # only the last step broke it
         if raise_on_divergence:
             raise _diverged(m, seeds[m], epochs - 1, epochs, history[-1, m].item(), lr, compile)
@@ -135,7 +146,7 @@ def _train_stacked(models, inputs, targets, epochs, batch_size, lr, weight_decay
     with torch.no_grad():
         for m, model in enumerate(models):
             for name, p in model.named_parameters():
-                p.copy_(params[name][m])
+                p.copy_(detached[name][m])
     return history.T.tolist()
 
 

@@ -1,5 +1,7 @@
 """The toy models, their data and the (stacked) toy trainer."""
 import math
+import os
+import shutil
 
 import pytest
 import torch
@@ -92,6 +94,24 @@ def test_stacked_training_equals_training_each_model_alone():
     assert len(losses) == 3 and len(losses[0]) == 3
     single = TMS(5, 2)
     assert len(train_toy(single, data[0], data[0], epochs=2, progress=False)) == 2
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile needs a C++ compiler")
+def test_compiled_stacked_training_equals_training_each_model_alone():
+    # the compiled step (full batches) reads the weights as untracked views of one flat tensor that AdamW updates;
+    # 100 samples in batches of 32 also take the uncompiled step (the last batch of 4)
+    torch.manual_seed(0)
+    models = [TMS(5, 2) for _ in range(2)]
+    alone = [TMS(5, 2) for _ in range(2)]
+    for a, m in zip(alone, models):
+        a.load_state_dict(m.state_dict())
+    data = [sparse_features(100, 5, generator=torch.Generator().manual_seed(s)) for s in range(2)]
+    train_toys(models, data, data, epochs=3, batch_size=32, lr=0.01, seeds=[4, 5], compile=True, progress=False)
+    for a, x, s in zip(alone, data, [4, 5]):
+        reference_training(a, x, 3, 32, 0.01, s)
+    for a, m in zip(alone, models):
+        for (_, p), (_, q) in zip(a.named_parameters(), m.named_parameters()):
+            torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
 
 
 def test_training_errors_are_explained():
