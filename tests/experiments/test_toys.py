@@ -78,14 +78,22 @@ def reference_training(model, x, epochs, batch_size, lr, seed):
             optimizer.step()
 
 
-def test_stacked_training_equals_training_each_model_alone():
+NO_COMPILER = shutil.which(os.environ.get("CXX", "g++")) is None
+
+
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=pytest.mark.skipif(
+    NO_COMPILER, reason="torch.compile needs a C++ compiler"))], ids=["eager", "compiled"])
+def test_stacked_training_equals_training_each_model_alone(compile):
+    # compiled: the full batches' step reads the weights as untracked views of the one flat tensor AdamW updates;
+    # 100 samples in batches of 32 also take the uncompiled step (the last batch of 4)
     torch.manual_seed(0)
     models = [TMS(5, 2) for _ in range(3)]
     alone = [TMS(5, 2) for _ in range(3)]
     for a, m in zip(alone, models):
         a.load_state_dict(m.state_dict())
     data = [sparse_features(100, 5, generator=torch.Generator().manual_seed(s)) for s in range(3)]
-    losses = train_toys(models, data, data, epochs=3, batch_size=32, lr=0.01, seeds=[4, 5, 6], progress=False)
+    losses = train_toys(models, data, data, epochs=3, batch_size=32, lr=0.01, seeds=[4, 5, 6], compile=compile,
+                        progress=False)
     for a, x, s in zip(alone, data, [4, 5, 6]):
         reference_training(a, x, 3, 32, 0.01, s)
     for a, m in zip(alone, models):
@@ -94,24 +102,6 @@ def test_stacked_training_equals_training_each_model_alone():
     assert len(losses) == 3 and len(losses[0]) == 3
     single = TMS(5, 2)
     assert len(train_toy(single, data[0], data[0], epochs=2, progress=False)) == 2
-
-
-@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile needs a C++ compiler")
-def test_compiled_stacked_training_equals_training_each_model_alone():
-    # the compiled step (full batches) reads the weights as untracked views of one flat tensor that AdamW updates;
-    # 100 samples in batches of 32 also take the uncompiled step (the last batch of 4)
-    torch.manual_seed(0)
-    models = [TMS(5, 2) for _ in range(2)]
-    alone = [TMS(5, 2) for _ in range(2)]
-    for a, m in zip(alone, models):
-        a.load_state_dict(m.state_dict())
-    data = [sparse_features(100, 5, generator=torch.Generator().manual_seed(s)) for s in range(2)]
-    train_toys(models, data, data, epochs=3, batch_size=32, lr=0.01, seeds=[4, 5], compile=True, progress=False)
-    for a, x, s in zip(alone, data, [4, 5]):
-        reference_training(a, x, 3, 32, 0.01, s)
-    for a, m in zip(alone, models):
-        for (_, p), (_, q) in zip(a.named_parameters(), m.named_parameters()):
-            torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
 
 
 def test_training_errors_are_explained():
