@@ -12,6 +12,7 @@ from .runtime.validate import renamed
 DIVERGENCES = ("mse", "output_times_residual", "kl")
 DIVERGENCE_RENAMES = {"mse_authors": "output_times_residual"}   # old spelling -> current (DeprecationWarning)
 REFERENCES = ("random", "random_or_self", "mean", "uniform")
+DRAWN_REFERENCES = ("random", "random_or_self")   # another sample's output, drawn by index
 
 
 def divergence(y: Tensor, y_ref: Tensor, kind: str) -> Tensor:
@@ -85,6 +86,12 @@ def random_any(n: int, generator: torch.Generator | None = None, device=None) ->
     return torch.randint(0, n, (n,), generator=generator).to(device)
 
 
+def reference_index(n: int, kind: str, generator: torch.Generator | None = None, device=None) -> Tensor:
+    """For each of n samples the index of its reference sample, drawn as `kind` (one of DRAWN_REFERENCES) says:
+    `random_others` for "random", `random_any` for "random_or_self"."""
+    return (random_any if kind == "random_or_self" else random_others)(n, generator, device)
+
+
 def reference_outputs(
     outputs: Tensor, divergence_kind: str, kind: str = "random", generator: torch.Generator | None = None
 ) -> Tensor:
@@ -98,10 +105,8 @@ def reference_outputs(
     divergence_kind = renamed("divergence", divergence_kind, DIVERGENCE_RENAMES)
     outputs = outputs.detach()
     check_outputs(outputs, divergence_kind)
-    if kind == "random":
-        return outputs[random_others(outputs.shape[0], generator, outputs.device)]
-    if kind == "random_or_self":
-        return outputs[random_any(outputs.shape[0], generator, outputs.device)]
+    if kind in DRAWN_REFERENCES:
+        return outputs[reference_index(outputs.shape[0], kind, generator, outputs.device)]
     if kind == "mean":
         if divergence_kind == "kl":
             mixture = F.softmax(outputs, dim=-1).mean(0, keepdim=True)

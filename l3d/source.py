@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .divergences import check_outputs, random_any, random_others, reference_outputs
+from .divergences import DRAWN_REFERENCES, check_outputs, reference_index, reference_outputs
 from .gradients import GradientCollector
 from .gradients.joint import JointPool
 from .runtime import distributed
@@ -206,8 +206,7 @@ class GradientSource:
         outputs = self.collector.outputs(items)
         groups = self._groups(sizes)
         divergence, kind = self.collector.divergence, self.collector.reference
-        if kind in ("random", "random_or_self") and divergence != "kl":
-            # the draws of `reference_outputs` group by group, with one check and one gather for the chunk
+        if kind in DRAWN_REFERENCES:   # the draws of `reference_outputs` group by group, one check and one gather
             check_outputs(outputs, divergence)
             positions = outputs.shape[0] // items.shape[0]
             return outputs.detach()[self._draw([size * positions for size in groups], outputs.device)]
@@ -217,10 +216,10 @@ class GradientSource:
 
     def _draw(self, groups: list[int], device: torch.device) -> Tensor:
         """A random reference index for every sample of consecutive groups of `groups` samples, each within its
-        group (`random_any` or `random_others`, as the collector's reference says): (Σ groups,)."""
-        draw = random_any if self.collector.reference == "random_or_self" else random_others
-        starts = itertools.accumulate(groups[:-1], initial=0)
-        return torch.cat([start + draw(size, self.generator, device) for start, size in zip(starts, groups)])
+        group (`reference_index`, as the collector's reference says): (Σ groups,)."""
+        kind, starts = self.collector.reference, itertools.accumulate(groups[:-1], initial=0)
+        return torch.cat([start + reference_index(size, kind, self.generator, device)
+                          for start, size in zip(starts, groups)])
 
     def _shared_chunk(self, items: Tensor, references: Tensor):
         """The sharded mode: this process's share of every batch of the chunk (batch_size / world_size items each)."""
