@@ -89,6 +89,8 @@ def random_any(n: int, generator: torch.Generator | None = None, device=None) ->
 def reference_index(n: int, kind: str, generator: torch.Generator | None = None, device=None) -> Tensor:
     """For each of n samples the index of its reference sample, drawn as `kind` (one of DRAWN_REFERENCES) says:
     `random_others` for "random", `random_any` for "random_or_self"."""
+    if kind not in DRAWN_REFERENCES:
+        raise ValueError(f"a reference drawn by index needs reference one of {list(DRAWN_REFERENCES)}, got {kind!r}")
     return (random_any if kind == "random_or_self" else random_others)(n, generator, device)
 
 

@@ -291,9 +291,9 @@ def _check_labels(active_circuits: Tensor | None, collector: GradientCollector, 
     """The labelled mode's (n_inputs, C) labels as bool on the inputs' device, or an error naming what is wrong."""
     if active_circuits is None:
         return None
-    if collector.sequence or collector.reference not in ("random", "random_or_self") or shard.distributed:
-        raise ValueError("active_circuits (labels per input) needs one output per input, reference 'random' or "
-                         "'random_or_self' and a single process")
+    if collector.sequence or collector.reference not in DRAWN_REFERENCES or shard.distributed:
+        raise ValueError(f"active_circuits (labels per input) needs one output per input, reference one of "
+                         f"{list(DRAWN_REFERENCES)} and a single process")
     if active_circuits.dim() != 2 or active_circuits.shape[0] != inputs.shape[0]:
         raise ValueError(f"active_circuits must be (n_inputs, n_subnetworks) = ({inputs.shape[0]}, C), "
                          f"got {tuple(active_circuits.shape)}")

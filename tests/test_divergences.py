@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import l3d
-from l3d.divergences import divergence, random_others
+from l3d.divergences import divergence, random_others, reference_index
 
 
 def test_divergences_match_formulas():
@@ -43,3 +43,7 @@ def test_reference_errors():
         l3d.reference_outputs(out, "mse", "uniform")
     with pytest.raises(ValueError, match="unknown reference"):
         l3d.reference_outputs(out, "mse", "median")
+    # a reference sample drawn by index: only for the drawn kinds, never a silent "random" for another
+    assert reference_index(4, "random_or_self", torch.Generator().manual_seed(0)).shape == (4,)
+    with pytest.raises(ValueError, match=r"reference one of \['random', 'random_or_self'\], got 'mean'"):
+        reference_index(4, "mean")

@@ -210,6 +210,9 @@ def test_a_source_with_labels_trains_only_the_allowed_subnetworks():
     assert all(m.bool().any(1).all() for m in seen)     # every sample here has a circuit on: its own, at least
     with pytest.raises(ValueError, match=r"active_circuits must be \(n_inputs, n_subnetworks\)"):
         l3d.GradientSource(collector, inputs, 16, active_circuits=active_circuits[:10])
+    mean = l3d.GradientCollector(model, "weight", divergence="mse", reference="mean")
+    with pytest.raises(ValueError, match=r"reference one of \['random', 'random_or_self'\] and a single process"):
+        l3d.GradientSource(mean, inputs, 16, active_circuits=active_circuits)
     with pytest.warns(DeprecationWarning, match=r"GradientSource\(active=...\) is deprecated, renamed "
                                                  r"active_circuits="):
         old = l3d.GradientSource(collector, inputs, 16, chunk_size=64, seed=0, active=active_circuits)
