@@ -333,9 +333,10 @@ class _Training:
             loss = (objective / as_divisor(parts.total)).sum()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        distributed.sum_gradients_(self.decomposition.parameters())
+        parameters = self.optimizer.param_groups[0]["params"]       # the decomposition's, without a walk of its modules
+        distributed.sum_gradients_(parameters)
         self.step += 1
-        grad_norms = torch._foreach_norm([p.grad for p in self.decomposition.parameters() if p.grad is not None])
+        grad_norms = torch._foreach_norm([p.grad for p in parameters if p.grad is not None])
         if not torch.isfinite(torch.cat([summary[:2 * M], torch.stack(grad_norms).double()])).all():  # one check
             _raise_non_finite(self, grads, summary)
         self.optimizer.step()
