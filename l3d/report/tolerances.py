@@ -58,7 +58,9 @@ def recorded(reason: str) -> Tolerance:
 # on MMCS to 5e-4 and on errors to 3 digits, but one row's ML2R median differs by 6 % (2.720 / 2.885, issue 27);
 # 06's error moved 0.003 with a model retrained on another CPU (the model is shipped now). The tolerances sit above
 # those and below what a deliberate change of one setting does (lr x 2 or top_k 0.2 at test scale: every notebook
-# then has a number outside; see the note of issue 27).
+# then has a number outside; see the note of issue 27). On an AMD EPYC (AVX2 only, 2026-12-07) the toys' numbers are
+# not bit-identical to the Xeon's (other CPU kernels), yet every paper-scale headline number of 01-04
+# and 07 made there was within these tolerances of the committed ones but 03's stability count (see its reason).
 TEST_ERROR = ("test scale: a reconstruction error; same-machine spread 0 (toys), errors of 07's toys agreed to "
               "3 digits across machines; 0.01 or 5 %")
 TEST_TMS_ERROR = ("test scale: a TMS toy's error (as 07's 5-2, which agreed to 3 digits across machines); same-machine "
@@ -177,11 +179,16 @@ TOLERANCES: dict[str, dict[str, dict[str, Tolerance]]] = {
             "median/*/all_clean_seeds": exact(PAPER_COUNT),
             "median_paper_loss/*/reconstruction_error": Tolerance(abs=0.01, reason=PAPER_ERROR),
             "median_paper_loss/*/min_impact_share": Tolerance(abs=0.02, reason=PAPER_IMPACT_SHARE),
-            "median_paper_loss/*/n_live": exact(PAPER_COUNT + "; with the best of 4 starts no seed's live count moved "
-                                                "under the stability check"),
+            "median_paper_loss/*/n_live": exact(PAPER_COUNT + "; with the best of 4 starts the median (9) held "
+                                                "under the stability check on both CPUs; single reruns not (below)"),
             "median_paper_loss/*/all_clean_seeds": exact(PAPER_COUNT),
-            "stability/n_changed": exact(PAPER_COUNT + " (the stability check's count of (seed, rank, loss) whose "
-                                         "outcome changed: 0 with the best of 4 starts)"),
+            "stability/silence/*/n_changed": exact(PAPER_COUNT + " (the stability check's count of seeds whose outcome "
+                                                   "changed under the main loss: 0 of 5 on both CPUs)"),
+            "stability/n_changed": recorded(
+                "paper scale, the stability check's count of (seed, rank, loss) whose outcome changed, both losses: 0 "
+                "of 10 on the Xeon (AVX-512), 2 of 10 on an AMD EPYC (AVX2; 2026-12-07), both from the paper's loss, "
+                "where one of its 9 live subnetworks died (9 -> 8) in 1 of 3 perturbed reruns of seeds 2 and 3; not "
+                "stable across CPUs, so recorded; the main loss's count is compared (stability/silence/*/n_changed)"),
             "single_start/median_paper_loss/*/reconstruction_error": Tolerance(abs=0.01, reason=PAPER_ERROR),
             "single_start/median_paper_loss/*/all_clean_seeds": exact(PAPER_COUNT),
             "single_start/median_paper_loss/*/n_live": recorded(
