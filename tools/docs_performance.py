@@ -37,7 +37,8 @@ def performance_page(sources: Sources) -> str:
              "Tucker factors) and never builds a reconstruction (the loss comes from projections and the decoder "
              "Gram matrix). `make benchmark` (`benchmarks/bench.py`) measures it against the authors' approach on "
              "the paper's settings and writes the JSON files this page is made from; `benchmarks/` holds the other "
-             "scripts (threads, checkpoints, the dashboard, batched sweeps).", ""]
+             "scripts (threads, checkpoints, the dashboard, batched sweeps). `make` runs them keeping freed memory for "
+             "reuse ([reproducing.md](reproducing.md)); the variables each run had are in its JSON file.", ""]
     files = sorted(folder.glob("*.json")) if folder.is_dir() else []
     if not files:
         sources.notes.add("benchmarks/results/ holds no JSON file (docs/performance.md lists none)")

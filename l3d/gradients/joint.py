@@ -195,20 +195,20 @@ def _joint(chunks: list[tuple[GradientCollector, Tensor, Tensor]],
         (deltas, grads), captured = vmap(per_sample, in_dims=(None, 0, 0, 0, 0))(eps, weights, rest, inputs,
                                                                                  references)
     G, N = inputs.shape[:2]
-    sizes = [template.params[n].numel() for n in names]
-    first = template.params[names[0]]
-    flat = torch.empty(G, N, sum(sizes), dtype=first.dtype, device=first.device)   # (G, N, n_w)
-    for n, piece in zip(names, flat.split(sizes, dim=2)):                 # each tensor's gradients in its place
+    parts = []                                                            # each tensor's gradients: (G, N, size)
+    for n in names:
         if n not in plan:
-            piece.copy_(grads[n].flatten(2))
+            parts.append(grads[n].flatten(2))
             continue
         m, attr = plan[n]
         delta = deltas[m][0].reshape(G, N, -1)                            # (G, N, out)
         if attr == "bias":
-            piece.copy_(delta)
+            parts.append(delta)
         else:                                                             # δ aᵀ: (out, in)
-            a = captured[m][0].reshape(G, N, 1, -1)
-            torch.mul(delta.unsqueeze(-1), a, out=piece.view(G, N, delta.shape[-1], a.shape[-1]))
+            parts.append((delta.unsqueeze(-1) * captured[m][0].reshape(G, N, 1, -1)).flatten(2))
+    # one concatenation writes each row once (outer products written straight into their place in a (G, N, n_w)
+    # tensor would write every row in short strided pieces, about twice as slow)
+    flat = torch.cat(parts, dim=2)                                        # (G, N, n_w)
     sq_norms = row_sq_norms(flat)                                         # (G, N)
     shapes = {n: tuple(template.params[n].shape) for n in names}
     return StackedGradients(flat, sq_norms, shapes)

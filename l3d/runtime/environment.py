@@ -17,9 +17,10 @@ import torch
 
 from .device import resolve_device
 
-# Variables that change which kernels or how many threads torch uses; recorded when set.
+# Variables that change which kernels or how many threads torch uses, or how freed memory is kept (the Makefile's,
+# which change timings only); recorded when set.
 KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "DNNL_MAX_CPU_ISA", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                    "L3D_THREADS", "CUBLAS_WORKSPACE_CONFIG")
+                    "L3D_THREADS", "CUBLAS_WORKSPACE_CONFIG", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
 def cpu_model(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:

@@ -16,6 +16,7 @@ def test_cpu_model_is_read_from_cpuinfo(tmp_path):
 def test_environment_records_kernels_threads_variables_and_device(monkeypatch):
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
     monkeypatch.delenv("MKL_CBWR", raising=False)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1073741824")      # the Makefile's: timings depend on it
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -25,6 +26,7 @@ def test_environment_records_kernels_threads_variables_and_device(monkeypatch):
     assert env["threads"] == 2 and env["device"] == "cpu" and env["torch"] == torch.__version__
     assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert env["variables"]["ATEN_CPU_CAPABILITY"] == "avx2" and "MKL_CBWR" not in env["variables"]
+    assert env["variables"]["MALLOC_TRIM_THRESHOLD_"] == "1073741824"
     assert env["git"] is None and environment()["device"] is None
     if not torch.cuda.is_available():
         assert environment("cuda")["device"] == "cuda" and env["gpus"] == []   # what was asked, recorded
