@@ -8,7 +8,8 @@ rank; dense gradients): S decompositions, each with a toy and samples of its own
 seeds). "starts" mode: the S members share one toy and one source (`restarts`, the stability reruns of one seed),
 so one gradient pass serves them all. Each configuration is timed twice after a warm-up, for `short` and for
 `short + epochs` epochs, in CPU seconds of the process (robust to other work on the machine): the difference over
-`epochs` is the time per epoch of the training itself, the rest the setup (collectors, starts, stacking). Reported
+`epochs` is the time per epoch of the training itself, the rest the setup (collectors, starts, stacking); every S
+is timed once per repeat, in turn, and each number is the median over the repeats. Reported
 per (toy, mode, S, threads): wall-clock and CPU seconds per epoch (CPU: of every thread, and robust to other work
 on the machine), setup seconds, and from them (`summarize`) decompositions per second at the notebooks' 1000 epochs
 and the time of S against S = 1, both in wall-clock time.
@@ -70,17 +71,12 @@ def time_sweep(name: str, members: int, mode: str, epochs: int) -> tuple[float, 
     return time.process_time() - started, time.perf_counter() - wall
 
 
-def time_members(name: str, members: int, mode: str, short: int, epochs: int,
-                 repeats: int) -> tuple[float, float, float]:
-    """CPU seconds per epoch, setup CPU seconds and wall-clock seconds per epoch of `members` decompositions
-    (medians over `repeats`): from runs of `short` and `short + epochs` epochs."""
-    per_epoch, setup, wall = [], [], []
-    for _ in range(repeats):
-        (brief, brief_wall), (long, long_wall) = (time_sweep(name, members, mode, e) for e in (short, short + epochs))
-        per_epoch.append((long - brief) / epochs)
-        setup.append(max(brief - short * per_epoch[-1], 0.0))
-        wall.append((long_wall - brief_wall) / epochs)
-    return statistics.median(per_epoch), statistics.median(setup), statistics.median(wall)
+def time_members(name: str, members: int, mode: str, short: int, epochs: int) -> tuple[float, float, float]:
+    """CPU seconds per epoch, setup CPU seconds and wall-clock seconds per epoch of `members` decompositions, from
+    runs of `short` and `short + epochs` epochs."""
+    (brief, brief_wall), (long, long_wall) = (time_sweep(name, members, mode, e) for e in (short, short + epochs))
+    per_epoch = (long - brief) / epochs
+    return per_epoch, max(brief - short * per_epoch, 0.0), (long_wall - brief_wall) / epochs
 
 
 def summarize(rows: list[dict], notebook_epochs: int) -> list[dict]:
@@ -129,10 +125,16 @@ def main() -> None:
         os.environ["L3D_THREADS"] = str(threads)    # what l3d.fit and the toys' training take (l3d.runtime.threads)
         for name in args.toys:
             for mode in args.modes:
-                for members in args.members:
-                    seconds, setup, wall = time_members(name, members, mode, args.short, args.epochs, args.repeats)
+                # every S once per repeat, in turn, so that a slower spell of a shared machine falls on all of them
+                runs = {members: [] for members in args.members}
+                for _ in range(args.repeats):
+                    for members in args.members:
+                        runs[members].append(time_members(name, members, mode, args.short, args.epochs))
+                for members, timings in runs.items():
+                    seconds, setup, wall = (statistics.median(t[i] for t in timings) for i in range(3))
                     rows.append({"toy": name, "mode": mode, "members": members, "threads": threads,
-                                 "seconds_per_epoch": seconds, "setup_seconds": setup, "wall_seconds_per_epoch": wall})
+                                 "seconds_per_epoch": seconds, "setup_seconds": setup, "wall_seconds_per_epoch": wall,
+                                 "wall_seconds_per_epoch_runs": [t[2] for t in timings]})
                     row = summarize(rows, args.notebook_epochs)[-1]
                     print(f"{name:6s} {mode:6s} S={members:3d} threads={threads}: {wall * 1000:7.1f} ms/epoch wall "
                           f"({seconds * 1000:7.1f} CPU), setup {setup:5.2f} s, {row['decompositions_per_second']:.4f} "
