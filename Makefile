@@ -24,9 +24,7 @@
 #   make benchmark        speed and memory numbers (benchmarks/)
 # CPU threads: l3d uses one thread for small models (l3d/runtime/threads.py); set L3D_THREADS to choose.
 # Memory: every target's processes keep the memory they free for reuse (glibc's MALLOC_MMAP_THRESHOLD_ and
-# MALLOC_TRIM_THRESHOLD_, unless set already). A step on a toy frees and takes again a few MB; given back to the system
-# each time, every page of it faults when taken again (in 03's 80-member stack 26k faults an epoch, 60 ms of 850).
-# The same numbers bit for bit; the processes' peak memory a little higher (05: 2.75 -> 2.98 GB).
+# MALLOC_TRIM_THRESHOLD_ below, unless set already): fewer page faults, the same numbers (docs/reproducing.md).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

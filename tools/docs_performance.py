@@ -37,8 +37,9 @@ def performance_page(sources: Sources) -> str:
              "Tucker factors) and never builds a reconstruction (the loss comes from projections and the decoder "
              "Gram matrix). `make benchmark` (`benchmarks/bench.py`) measures it against the authors' approach on "
              "the paper's settings and writes the JSON files this page is made from; `benchmarks/` holds the other "
-             "scripts (threads, checkpoints, the dashboard, batched sweeps). `make` runs them keeping freed memory for "
-             "reuse ([reproducing.md](reproducing.md)); the variables each run had are in its JSON file.", ""]
+             "scripts (threads, checkpoints, the dashboard, batched sweeps). `make benchmark` runs with freed memory "
+             "kept for reuse ([reproducing.md](reproducing.md)); each JSON file records the variables its run had.",
+             ""]
     files = sorted(folder.glob("*.json")) if folder.is_dir() else []
     if not files:
         sources.notes.add("benchmarks/results/ holds no JSON file (docs/performance.md lists none)")
