@@ -302,10 +302,14 @@ TOLERANCES: dict[str, dict[str, dict[str, Tolerance]]] = {
                                           reason=PAPER_ERROR + " (the shipped model: the same on every CPU)"),
             "*/test_error": Tolerance(abs=0.005, reason=PAPER_ERROR + " (the shipped model)"),
             "*/dead_fraction": Tolerance(abs=0.02, reason="paper scale: 4 of 200 subnetworks"),
-            "causal/*/median_ratio": Tolerance(rel=0.1, reason="paper scale: the median over about 200 subnetworks "
-                                                               "of a ratio of mean KL divergences; 10 %"),
-            "causal/*/random_median_ratio": Tolerance(rel=0.1, reason="paper scale: the same median for random "
-                                                                      "directions of the same ranks and norm; 10 %"),
+            "causal/*/median_ratio": Tolerance(rel=0.25, reason="paper scale: the median over about 200 subnetworks "
+                                                                "of a ratio of mean KL divergences; the Xeon's "
+                                                                "(AVX-512) and an AMD EPYC's (AVX2, 2026-12-07) "
+                                                                "differed by -11 % to +4 %; 25 %"),
+            "causal/*/random_median_ratio": Tolerance(rel=0.25, reason="paper scale: the same median for random "
+                                                                       "directions of the same ranks and norm; "
+                                                                       "Xeon and AMD EPYC differed by +5 % to +16 %; "
+                                                                       "25 %"),
         },
     },
     "07_field_benchmarks": {
