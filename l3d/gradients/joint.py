@@ -207,7 +207,7 @@ def _joint(chunks: list[tuple[GradientCollector, Tensor, Tensor]],
         else:                                                             # δ aᵀ: (out, in)
             parts.append((delta.unsqueeze(-1) * captured[m][0].reshape(G, N, 1, -1)).flatten(2))
     # one concatenation writes each row once (outer products written straight into their place in a (G, N, n_w)
-    # tensor would write every row in short strided pieces, about twice as slow)
+    # tensor would write every row in short strided pieces, which is slower)
     flat = torch.cat(parts, dim=2)                                        # (G, N, n_w)
     sq_norms = row_sq_norms(flat)                                         # (G, N)
     shapes = {n: tuple(template.params[n].shape) for n in names}
